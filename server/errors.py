@@ -1,0 +1,171 @@
+"""Domain errors: what went wrong, in words a caller can act on.
+
+The domain layer raises these; exactly one boundary (``rowforge.server.status``) turns them
+into gRPC statuses with ``google.rpc`` details. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DOMAIN = "rowforge.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request (becomes a ``BadRequest.FieldViolation``)."""
+
+    field: str
+    description: str
+
+
+class RowforgeError(Exception):
+    """Base of every error a caller can cause or act on.
+
+    Args:
+        message: English, actionable, no stack traces.
+        reason: Stable UPPER_SNAKE_CASE reason for ``ErrorInfo``.
+        metadata: Dynamic values of the message (lowerCamelCase keys), for ``ErrorInfo``.
+        field_violations: Bad request fields (INVALID_ARGUMENT).
+        retry_after: Seconds the caller should wait before retrying (``RetryInfo``).
+        resource_type / resource_name: The resource concerned (``ResourceInfo``).
+    """
+
+    code = "INTERNAL"
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        field_violations: list[FieldViolation] | None = None,
+        retry_after: float | None = None,
+        resource_type: str = "",
+        resource_name: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.field_violations = list(field_violations or [])
+        self.retry_after = retry_after
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(RowforgeError):
+    """The request is malformed or breaks a limit (INVALID_ARGUMENT)."""
+
+    code = "INVALID_ARGUMENT"
+    default_reason = "INVALID_ARGUMENT"
+
+    @classmethod
+    def field(cls, name: str, description: str, **kwargs: Any) -> InvalidArgument:
+        """One bad field: the message names the field."""
+        return cls(f"{name}: {description}", field_violations=[FieldViolation(name, description)],
+                   **kwargs)
+
+
+class NotFound(RowforgeError):
+    """The resource does not exist (or belongs to another project) (NOT_FOUND)."""
+
+    code = "NOT_FOUND"
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(RowforgeError):
+    """The resource already exists (ALREADY_EXISTS)."""
+
+    code = "ALREADY_EXISTS"
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(RowforgeError):
+    """The system is not in a state that allows the call (FAILED_PRECONDITION)."""
+
+    code = "FAILED_PRECONDITION"
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(RowforgeError):
+    """A concurrent change got in the way; retry the whole operation (ABORTED)."""
+
+    code = "ABORTED"
+    default_reason = "ABORTED"
+
+
+class ResourceExhausted(RowforgeError):
+    """A rate limit or quota was hit (RESOURCE_EXHAUSTED); see ``retry_after``."""
+
+    code = "RESOURCE_EXHAUSTED"
+    default_reason = "RATE_LIMITED"
+
+
+class Unavailable(RowforgeError):
+    """A dependency is down or overloaded; retry later (UNAVAILABLE)."""
+
+    code = "UNAVAILABLE"
+    default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(RowforgeError):
+    """The work did not finish in time (DEADLINE_EXCEEDED)."""
+
+    code = "DEADLINE_EXCEEDED"
+    default_reason = "TIMEOUT"
+
+
+class Unauthenticated(RowforgeError):
+    """Missing or invalid credentials (UNAUTHENTICATED)."""
+
+    code = "UNAUTHENTICATED"
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RowforgeError):
+    """Valid credentials that do not allow this call (PERMISSION_DENIED)."""
+
+    code = "PERMISSION_DENIED"
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unimplemented(RowforgeError):
+    """The RPC exists in the contract but is not built yet (UNIMPLEMENTED)."""
+
+    code = "UNIMPLEMENTED"
+    default_reason = "UNIMPLEMENTED"
+
+
+class Internal(RowforgeError):
+    """A bug or a server-side misconfiguration (INTERNAL); details are logged, not sent."""
+
+    code = "INTERNAL"
+    default_reason = "INTERNAL"
+
+
+@dataclass
+class Violations:
+    """Collects field violations and raises them together.
+
+    >>> v = Violations(); v.check(limit <= 100, "limit", "must be at most 100"); v.raise_if_any()
+    """
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, name: str, description: str) -> None:
+        self.items.append(FieldViolation(name, description))
+
+    def check(self, ok: bool, name: str, description: str) -> None:
+        if not ok:
+            self.add(name, description)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            message = "; ".join(f"{v.field}: {v.description}" for v in self.items)
+            raise InvalidArgument(message, field_violations=self.items)
