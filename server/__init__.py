@@ -1,0 +1,1 @@
+"""The rowforge gRPC server (``rowforge serve``)."""

@@ -1,0 +1,3 @@
+from rowforge.server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""One interceptor around every rowforge RPC: auth, project context, error mapping, logging.
+
+grpc.aio runs the handler in the task that calls the wrapped behaviour, so the project set
+here in a contextvar is what :func:`rowforge.server.auth.current_project` returns inside it.
+Health and reflection are exempt from auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError
+
+from rowforge.server.auth import Authenticator, set_current_project
+from rowforge.server.errors import DeadlineExceeded, Internal, RowforgeError, Unimplemented
+from rowforge.server.status import to_grpc_status
+
+log = logging.getLogger("rowforge.rpc")
+EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+class RowforgeInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each rowforge handler: authenticate, set the project, map errors, log."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.auth = authenticator
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, method))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
+        return handler._replace(stream_stream=self._stream(handler.stream_stream, method))
+
+    async def _enter(self, context: grpc.aio.ServicerContext) -> str:
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
+                    if isinstance(v, str)}
+        project = await self.auth.project_for(metadata)
+        set_current_project(project)
+        return project
+
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str):  # type: ignore[no-untyped-def]
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            project = "-"
+            code = "OK"
+            try:
+                project = await self._enter(context)
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except BaseException as exc:
+                err = _to_error(exc, method)
+                if err is None:
+                    code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
+                    raise
+                code = err.code
+                await context.abort_with_status(to_grpc_status(err))
+            finally:
+                _log_call(method, project, code, start)
+
+        return wrapper
+
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str):  # type: ignore[no-untyped-def]
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            project = "-"
+            code = "OK"
+            try:
+                project = await self._enter(context)
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException as exc:
+                err = _to_error(exc, method)
+                if err is None:
+                    code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
+                    raise
+                code = err.code
+                await context.abort_with_status(to_grpc_status(err))
+            finally:
+                _log_call(method, project, code, start)
+
+        return wrapper
+
+
+def _to_error(exc: BaseException, method: str) -> RowforgeError | None:
+    """The domain error to send for ``exc``; None when the call is already over (cancelled,
+    or aborted by the handler itself)."""
+    if isinstance(exc, (asyncio.CancelledError, AbortError, GeneratorExit)):
+        return None
+    if isinstance(exc, RowforgeError):
+        if exc.code == "INTERNAL":
+            log.error("internal error in %s: %s", method, exc.message, exc_info=exc)
+        return exc
+    if isinstance(exc, TimeoutError):
+        return DeadlineExceeded("the operation timed out")
+    if isinstance(exc, NotImplementedError):
+        return Unimplemented(f"{method} is not implemented yet")
+    log.error("unhandled error in %s", method, exc_info=exc)
+    return Internal("internal error; the server logged the details")
+
+
+def _log_call(method: str, project: str, code: str, start: float) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info("rpc", extra={"rpc": {
+            "method": method, "project": project, "code": code,
+            "ms": round((time.perf_counter() - start) * 1000, 2)}})

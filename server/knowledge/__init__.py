@@ -1,0 +1,1 @@
+"""Knowledge domain: turning documents into the chunks that become knowledge-table rows."""

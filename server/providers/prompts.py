@@ -1,0 +1,83 @@
+"""Prompt wording shared by the RAG code and the built-in chat model.
+
+The RAG layer builds its prompt with :func:`format_references` and :data:`CITATION_INSTRUCTION`;
+the built-in model (``rowforge/chat``) detects exactly that wording, answers from the first
+references and cites them inline, so tests and benchmarks of RAG work offline.
+
+The convention:
+
+* References are listed in the system or user prompt, one per block, each starting with
+  ``[@N]`` (N = 0, 1, ...) at the beginning of a line, for example::
+
+      <references>
+      [@0] Title: Paris
+      Paris is the capital of France.
+
+      [@1] Berlin is the capital of Germany.
+      </references>
+
+* Inline citations in the answer use ``[@N]`` for one reference and ``[@N; @M]`` for several,
+  placed right after the statement they support (the seeds' ``[@ref0; @ref1]`` shape).
+* The model cites only when the prompt contains :data:`CITATION_INSTRUCTION` verbatim
+  (:func:`wants_citations`); without it, references are used but not cited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+REFERENCES_START = "<references>"
+REFERENCES_END = "</references>"
+
+CITATION_INSTRUCTION = (
+    "Cite the references you use inline with their markers, for example [@0] for one reference "
+    "or [@0; @2] for several, right after the statement they support."
+)
+
+# A reference starts with "[@N]" at the beginning of a line.
+REFERENCE_MARKER = re.compile(r"^\[@(\d+)\][ \t]*", re.MULTILINE)
+# An inline citation: "[@0]" or "[@0; @3]".
+CITATION = re.compile(r"\[@\d+(?:;\s*@\d+)*\]")
+
+
+def format_references(texts: Sequence[str]) -> str:
+    """The references block to put in a prompt: ``[@i] text`` entries between the tags."""
+    body = "\n\n".join(f"[@{i}] {text.strip()}" for i, text in enumerate(texts))
+    return f"{REFERENCES_START}\n{body}\n{REFERENCES_END}"
+
+
+def cite(indices: Sequence[int]) -> str:
+    """The inline citation for some references: ``[@0]`` or ``[@0; @2]``."""
+    return "[" + "; ".join(f"@{i}" for i in indices) + "]"
+
+
+def wants_citations(prompt: str) -> bool:
+    """Whether the prompt asks for inline citations (contains :data:`CITATION_INSTRUCTION`)."""
+    return CITATION_INSTRUCTION in prompt
+
+
+def parse_references(prompt: str) -> dict[int, str]:
+    """The references listed in a prompt, by index (empty when there are none)."""
+    section = prompt
+    start = prompt.find(REFERENCES_START)
+    if start >= 0:
+        end = prompt.find(REFERENCES_END, start)
+        section = prompt[start + len(REFERENCES_START): end if end >= 0 else len(prompt)]
+    refs: dict[int, str] = {}
+    matches = list(REFERENCE_MARKER.finditer(section))
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        stop = following.start() if following else len(section)
+        text = section[match.end():stop].strip()
+        refs.setdefault(int(match.group(1)), text)
+    return refs
+
+
+def parse_citations(answer: str) -> list[int]:
+    """The reference indices an answer cites, in order of first appearance."""
+    seen: list[int] = []
+    for match in CITATION.finditer(answer):
+        for number in re.findall(r"\d+", match.group(0)):
+            if int(number) not in seen:
+                seen.append(int(number))
+    return seen

@@ -1,0 +1,1 @@
+"""Generative tables: schemas, row storage, the where/search compiler and the row engine."""

@@ -1,0 +1,182 @@
+"""The domain model of generative tables: plain dataclasses, no protobuf, no SQL.
+
+Shared by the schema store, the row store, the engine and the services. A table is an ordered
+list of columns; a generated column (LLM, Python, embedding) may reference only columns to its
+left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TableType = Literal["action", "knowledge", "chat"]
+TABLE_TYPES: tuple[TableType, ...] = ("action", "knowledge", "chat")
+
+#: Column data types users can declare.
+DTYPES = ("str", "int", "float", "bool", "file", "image", "audio")
+#: dtypes whose values are FileService URIs.
+FILE_DTYPES = frozenset({"file", "image", "audio"})
+#: dtype of embedding columns of knowledge tables (system columns).
+EMBEDDING_DTYPE = "embedding"
+
+ID_COLUMN = "ID"
+UPDATED_AT_COLUMN = "Updated at"
+RESERVED_COLUMNS = frozenset({ID_COLUMN, UPDATED_AT_COLUMN})
+
+# Fixed columns of knowledge tables.
+KT_TITLE, KT_TEXT, KT_FILE_ID, KT_PAGE = "Title", "Text", "File ID", "Page"
+KT_TITLE_EMBED, KT_TEXT_EMBED = "Title Embed", "Text Embed"
+# Fixed columns of chat tables.
+CHAT_USER, CHAT_AI = "User", "AI"
+
+
+@dataclass(frozen=True)
+class RAGParams:
+    """Retrieval settings of an LLM column."""
+
+    table_id: str
+    k: int = 3
+    reranking_model: str = ""
+    search_query: str = ""
+    inline_citations: bool = False
+
+
+@dataclass(frozen=True)
+class LLMGenConfig:
+    """An LLM column. ``model`` empty means the default chat model."""
+
+    model: str = ""
+    system_prompt: str = ""
+    prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    multi_turn: bool = False
+    rag_params: RAGParams | None = None
+
+
+@dataclass(frozen=True)
+class PythonGenConfig:
+    """A Python column: code reading ``row`` and assigning ``row[<this column>]``."""
+
+    python_code: str
+
+
+@dataclass(frozen=True)
+class EmbedGenConfig:
+    """An embedding column of a knowledge table: embeds ``source_column``."""
+
+    embedding_model: str
+    source_column: str
+
+
+GenConfig = LLMGenConfig | PythonGenConfig | EmbedGenConfig
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    """One column. ``gen_config`` None means an input column."""
+
+    id: str
+    dtype: str = "str"
+    gen_config: GenConfig | None = None
+    #: Managed by the service (knowledge/chat fixed columns, embeddings).
+    system: bool = False
+
+    @property
+    def is_generated(self) -> bool:
+        return self.gen_config is not None
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table's schema and identity. ``columns`` excludes ID and Updated at."""
+
+    project_id: str
+    table_type: TableType
+    id: str
+    columns: tuple[ColumnSchema, ...]
+    embedding_model: str = ""
+    create_time: dt.datetime | None = None
+    update_time: dt.datetime | None = None
+    #: Bumped on every schema change (optimistic concurrency, caches).
+    version: int = 1
+
+    def column(self, column_id: str) -> ColumnSchema | None:
+        for col in self.columns:
+            if col.id == column_id:
+                return col
+        return None
+
+    @property
+    def column_ids(self) -> list[str]:
+        return [c.id for c in self.columns]
+
+    @property
+    def generated_columns(self) -> list[ColumnSchema]:
+        return [c for c in self.columns if c.gen_config is not None]
+
+
+class CellStatus(enum.StrEnum):
+    """Generation state of a cell (input cells are DONE once written)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CellUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A knowledge-table reference given to a RAG column."""
+
+    row_id: str
+    title: str
+    text: str
+    page: int | None = None
+    file_id: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class References:
+    table_id: str
+    search_query: str
+    chunks: tuple[Chunk, ...] = ()
+
+
+@dataclass
+class Cell:
+    """A stored cell: value plus state."""
+
+    value: Any = None
+    status: CellStatus = CellStatus.DONE
+    error: str = ""
+    usage: CellUsage | None = None
+    references: References | None = None
+
+
+@dataclass
+class Row:
+    """A stored row. ``cells`` has one entry per (selected) column."""
+
+    id: str
+    update_time: dt.datetime
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        return {k: c.value for k, c in self.cells.items()}

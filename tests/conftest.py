@@ -1,0 +1,88 @@
+"""Shared fixtures: real servers on loopback ports, the fake OpenAI server, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import postgres
+from tests.support.server import ServerProcess
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+FAKE_KEY_ENV = "ROWFORGE_TEST_FAKE_OPENAI_KEY"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = postgres.postgres_url()
+    return f"PostgreSQL: {url}" if url else f"PostgreSQL: NOT REACHABLE, {postgres.SKIP_REASON}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    if postgres.postgres_url() is None:
+        terminalreporter.write_line(postgres.SKIP_REASON, yellow=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[object]:
+    """The fake OpenAI-compatible server, in a background thread for the whole session."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    fake = FakeOpenAI.start_in_thread()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def fake_models(fake: object) -> list[dict[str, object]]:
+    """Model entries routing to the fake server through litellm."""
+    base = fake.base_url  # type: ignore[attr-defined]
+    return [
+        {"id": "fake/gpt", "route": "openai/fake-gpt", "api_base": base, "api_key_env": FAKE_KEY_ENV,
+         "capabilities": ["chat", "image", "audio"], "context_length": 8192},
+        {"id": "fake/unknown", "route": "openai/unknown-model", "api_base": base,
+         "api_key_env": FAKE_KEY_ENV, "capabilities": ["chat"], "context_length": 8192},
+        {"id": "fake/embed", "route": "openai/fake-embed", "api_base": base,
+         "api_key_env": FAKE_KEY_ENV, "capabilities": ["embed"], "embedding_size": 64},
+    ]
+
+
+def server_env(fake: object, **extra: str) -> dict[str, str]:
+    env = {"ROWFORGE_MODELS": json.dumps(fake_models(fake)), FAKE_KEY_ENV: "sk-fake"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each kind (PostgreSQL skipped, clearly, when not reachable)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    if postgres.postgres_url() is None:
+        pytest.skip(postgres.SKIP_REASON)
+    url = postgres.create_database()
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: object) -> Iterator[ServerProcess]:
+    """One real server (SQLite, auth off) shared by a test module."""
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), env=server_env(fake_openai))
+    with proc.start():
+        yield proc
+
+
+@pytest.fixture
+async def channel(server: ServerProcess) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        yield ch
