@@ -21,7 +21,7 @@ a an and are as at be been but by can could did do does for from had has have he
 if in into is it its me my of on or our she so that the their them then there these they this
 those to was we were what when where which who whom why will with would you your yours about
 than too very just also am not no nor any all each both some such only own same other s t
-""".split())
+""".split())  # noqa: SIM905 (one word list reads better)
 
 # Longest first: the first suffix that leaves a stem of 3+ letters is stripped.
 _SUFFIXES = ("ational", "fulness", "iveness", "ization", "ations", "ation", "ments", "ment",

@@ -1,0 +1,1 @@
+"""Model layer: registry, built-in offline models and litellm-backed calls."""
