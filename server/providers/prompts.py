@@ -66,8 +66,8 @@ def parse_references(prompt: str) -> dict[int, str]:
         section = prompt[start + len(REFERENCES_START): end if end >= 0 else len(prompt)]
     refs: dict[int, str] = {}
     matches = list(REFERENCE_MARKER.finditer(section))
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
-        stop = following.start() if following else len(section)
+    for i, match in enumerate(matches):
+        stop = matches[i + 1].start() if i + 1 < len(matches) else len(section)
         text = section[match.end():stop].strip()
         refs.setdefault(int(match.group(1)), text)
     return refs
