@@ -44,12 +44,11 @@ class App:
         self._stop_hooks: list[Hook] = []
         from rowforge.server.providers.registry import ModelRegistry
 
-        self.models = ModelRegistry.from_config(
-            list(settings.models),
-            default_chat=settings.default_chat_model,
-            default_embed=settings.default_embed_model,
-            default_rerank=settings.default_rerank_model,
-        )
+        self.models = ModelRegistry.from_config(list(settings.models), defaults={
+            "chat": settings.default_chat_model,
+            "embed": settings.default_embed_model,
+            "rerank": settings.default_rerank_model,
+        })
 
     def on_start(self, hook: Hook) -> None:
         self._start_hooks.append(hook)

@@ -1,0 +1,59 @@
+"""Settings: defaults, TOML, environment, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rowforge.server.config import Settings, load_settings
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    s = load_settings(env={})
+    assert (s.host, s.port, s.auth) == ("127.0.0.1", 50051, False)
+    assert s.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert s.resolved_database_url.endswith("/data/rowforge.db")
+
+
+def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "rowforge.toml"
+    cfg.write_text(
+        'port = 6000\nauth = true\ndatabase_url = "postgresql+asyncpg://u@h/db"\n'
+        '[[models]]\nid = "openai/gpt-4o-mini"\nroute = "openai/gpt-4o-mini"\n'
+        'api_key_env = "OPENAI_API_KEY"\ncapabilities = ["chat"]\n')
+    s = load_settings(cfg, env={"ROWFORGE_PORT": "7000"}, host="::1")
+    assert s.port == 7000 and s.auth is True and s.host == "::1"
+    assert s.resolved_database_url == "postgresql+asyncpg://u@h/db"
+    assert s.models[0]["id"] == "openai/gpt-4o-mini"
+
+
+def test_env_models_as_json_and_booleans() -> None:
+    s = load_settings(env={"ROWFORGE_MODELS": '[{"id": "a", "route": "openai/a"}]',
+                           "ROWFORGE_AUTH": "yes", "ROWFORGE_DATA_DIR": "~/rf"})
+    assert s.models == ({"id": "a", "route": "openai/a"},)
+    assert s.auth is True
+    assert not str(s.data_dir).startswith("~")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ROWFORGE_PORT": "abc"}, "ROWFORGE_PORT"),
+    ({"ROWFORGE_AUTH": "maybe"}, "ROWFORGE_AUTH"),
+    ({"ROWFORGE_MODELS": '{"id": "a"}'}, "ROWFORGE_MODELS"),
+])
+def test_bad_env_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(env=env)
+
+
+def test_unknown_toml_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("prot = 1\n")
+    with pytest.raises(ValueError, match="unknown setting 'prot'"):
+        load_settings(cfg, env={})
+
+
+def test_loopback_detection() -> None:
+    assert Settings(host="127.0.0.2").is_loopback
+    assert Settings(host="localhost").is_loopback
+    assert not Settings(host="0.0.0.0").is_loopback
