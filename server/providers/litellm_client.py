@@ -13,6 +13,12 @@ import logging
 import os
 import threading
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from rowforge.server.errors import Internal
+
+if TYPE_CHECKING:
+    from rowforge.server.providers.registry import ModelSpec
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -54,3 +60,26 @@ async def preload() -> None:
 def api_key(env_name: str | None) -> str | None:
     """The key from the environment variable a spec names (never stored in the spec)."""
     return os.environ.get(env_name) if env_name else None
+
+
+def request_kwargs(spec: ModelSpec, **options: Any) -> dict[str, Any]:
+    """litellm keyword arguments for a call to ``spec``: route, base URL, key, no retries
+    (neither litellm's nor the openai SDK's: retrying is :mod:`retry`'s job), plus ``options``
+    that are not ``None``.
+
+    Raises:
+        Internal: the key's environment variable is not set (reason ``PROVIDER_KEY_MISSING``).
+    """
+    kwargs: dict[str, Any] = {"model": spec.route, "num_retries": 0, "max_retries": 0}
+    if spec.api_base:
+        kwargs["api_base"] = spec.api_base
+    if spec.api_key_env:
+        key = api_key(spec.api_key_env)
+        if not key:
+            raise Internal(f"The server has no API key for model {spec.id!r}: set the "
+                           f"environment variable {spec.api_key_env}.",
+                           reason="PROVIDER_KEY_MISSING",
+                           metadata={"model": spec.id, "envVar": spec.api_key_env})
+        kwargs["api_key"] = key
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    return kwargs

@@ -174,8 +174,13 @@ class ModelRegistry:
 
     @classmethod
     def from_config(cls, entries: Sequence[Mapping[str, Any]], include_builtins: bool = True,
-                    defaults: Mapping[str, str] | None = None) -> ModelRegistry:
+                    defaults: Mapping[str, str] | None = None, *,
+                    default_chat: str | None = None, default_embed: str | None = None,
+                    default_rerank: str | None = None) -> ModelRegistry:
         """Build a registry from config dicts (validated; see :class:`ModelConfig`).
+
+        ``defaults`` (capability -> model id) or the ``default_chat`` / ``default_embed`` /
+        ``default_rerank`` shortcuts choose what :meth:`default` returns.
 
         Raises:
             ValueError: naming the bad entry and field, e.g.
@@ -199,7 +204,12 @@ class ModelRegistry:
                                  "(built-in ids are reserved)")
             taken.add(spec.id)
             specs.append(spec)
-        return cls(specs, defaults=dict(defaults or {}))
+        chosen = dict(defaults or {})
+        for capability, model_id in (("chat", default_chat), ("embed", default_embed),
+                                     ("rerank", default_rerank)):
+            if model_id:
+                chosen[capability] = model_id
+        return cls(specs, defaults=chosen)
 
     def get(self, model_id: str) -> ModelSpec:
         """The model with this id.

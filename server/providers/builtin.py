@@ -1,0 +1,70 @@
+"""In-process serving of the built-in models (``builtin/...`` routes).
+
+They never go through litellm: its per-call overhead (request building, logging, cost
+lookups: about a millisecond) would dwarf models that answer in microseconds and would
+dominate the table and batch benchmarks they back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rowforge.server.errors import Internal, InvalidArgument
+from rowforge.server.providers import builtin_chat, builtin_rerank, hashing_embedder, minilm
+from rowforge.server.providers import text as textutil
+from rowforge.server.providers.messages import Message
+from rowforge.server.providers.registry import ModelSpec
+from rowforge.server.providers.results import ChatChunk, EmbedResult, Usage
+
+# Above this many texts/documents, work moves to a thread so the event loop stays responsive.
+INLINE_LIMIT = 256
+
+
+async def stream_chat(spec: ModelSpec, messages: Sequence[Message], *,
+                      max_tokens: int | None, stop: Sequence[str] | str | None,
+                      response_format: Mapping[str, Any] | None) -> AsyncIterator[ChatChunk]:
+    """Stream ``rowforge/chat``'s answer: one chunk per piece, then the final chunk."""
+    if spec.route != "builtin/chat":
+        raise Internal(f"Built-in model {spec.id!r} cannot chat.", reason="UNKNOWN_BUILTIN_ROUTE",
+                       metadata={"model": spec.id})
+    used = builtin_chat.prompt_tokens(messages)
+    if used > spec.context_length:
+        raise InvalidArgument.field(
+            "messages", f"the prompt has about {used} tokens; model {spec.id!r} accepts "
+                        f"{spec.context_length}",
+            reason="CONTEXT_WINDOW_EXCEEDED", metadata={"model": spec.id})
+    completion = builtin_chat.complete(messages, max_tokens=max_tokens, stop=stop,
+                                       response_format=response_format)
+    for piece in completion.pieces:
+        yield ChatChunk(text=piece)
+    yield ChatChunk(finish_reason=completion.finish_reason, usage=completion.usage,
+                    model=spec.id, cost_usd=0.0)
+
+
+async def embed(spec: ModelSpec, texts: Sequence[str]) -> EmbedResult:
+    usage = Usage(prompt_tokens=sum(textutil.count_tokens(t) for t in texts))
+    if spec.route == "builtin/embed":
+        if len(texts) > INLINE_LIMIT:
+            vectors = await asyncio.to_thread(hashing_embedder.embed_texts, texts)
+        else:
+            vectors = hashing_embedder.embed_texts(texts)
+    elif spec.route == "builtin/minilm":
+        vectors = await asyncio.to_thread(minilm.encoder().encode, texts)
+    else:
+        raise Internal(f"Built-in model {spec.id!r} cannot embed.",
+                       reason="UNKNOWN_BUILTIN_ROUTE", metadata={"model": spec.id})
+    return EmbedResult(vectors=np.asarray(vectors, dtype=np.float32), usage=usage, model=spec.id)
+
+
+async def rerank(spec: ModelSpec, query: str, documents: Sequence[str],
+                 top_n: int) -> list[tuple[int, float]]:
+    if spec.route != "builtin/rerank":
+        raise Internal(f"Built-in model {spec.id!r} cannot rerank.",
+                       reason="UNKNOWN_BUILTIN_ROUTE", metadata={"model": spec.id})
+    if len(documents) > INLINE_LIMIT:
+        return await asyncio.to_thread(builtin_rerank.rerank, query, documents, top_n)
+    return builtin_rerank.rerank(query, documents, top_n)
