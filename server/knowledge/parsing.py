@@ -273,6 +273,8 @@ def _load_json(text: str, line: int | None = None) -> Any:
 
 
 def _render_json(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, dict):
         return "\n".join(f"{k}: {_json_scalar(v)}" for k, v in value.items()
                          if v is not None and v != "")
