@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import heapq
 import math
+import numbers
 import operator
 from collections.abc import Hashable, Iterable, Sequence
+
+
+def _real(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be real numbers, got {type(value).__name__}")
+    return float(value)
 
 
 def check_args(
     n_lists: int, k: float, weights: Iterable[float] | None, top_k: int | None
 ) -> tuple[float, list[float], int | None]:
     """Validate and normalise ``rrf``'s parameters; shared by both implementations."""
-    k = float(k)
+    k = _real(k, "k")
     if not math.isfinite(k) or k < 0:
         raise ValueError(f"k must be a finite number >= 0, got {k!r}")
     if weights is None:
         ws = [1.0] * n_lists
     else:
-        ws = [float(w) for w in weights]
+        ws = [_real(w, "weights") for w in weights]
         if len(ws) != n_lists:
             raise ValueError(f"got {len(ws)} weights for {n_lists} ranked lists")
         for w in ws:
@@ -69,11 +76,12 @@ def rrf(
             if item in seen:
                 continue
             seen.add(item)
+            contribution = weight / (k + rank)
             if item in score:
-                score[item] += weight / (k + rank)
+                score[item] += contribution
                 best_rank[item] = min(best_rank[item], rank)
             else:
-                score[item] = weight / (k + rank)
+                score[item] = contribution
                 best_rank[item] = rank
                 order[item] = len(order)
 
