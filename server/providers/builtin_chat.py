@@ -41,7 +41,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_ATTACHMENT = 85
 
 _NAME_FACT = re.compile(
-    r"\b(?:my name is|my name's|i am|i'm|call me)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)")
+    r"\b(?i:my name is|my name's|i am|i'm|call me)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)")
 _FACT = re.compile(r"\bmy ([a-z][a-z ]{0,30}?) (?:is|are) ([^.!?\n,;]+)", re.IGNORECASE)
 _NAME_QUESTION = re.compile(r"\b(?:what(?:'s| is) my name|who am i|do you (?:know|remember) "
                             r"my name)\b", re.IGNORECASE)

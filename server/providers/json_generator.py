@@ -203,7 +203,11 @@ class Generator:
                               salt=salt * 31 + attempt + 1)
             attempt += 1
             if schema.get("uniqueItems") and any(_same(item, seen) for seen in result):
-                continue
+                # Strings: a numbered variant is usually still valid (and then unique).
+                variant = f"{item} {len(result) + 1}" if isinstance(item, str) else None
+                if variant is None or not _valid(variant, _as_schema(item_schema), self.root):
+                    continue
+                item = variant
             result.append(item)
         return result
 
@@ -300,6 +304,10 @@ class Generator:
 
 def _singular(key: str) -> str:
     return key[:-1] if key.endswith("s") and not key.endswith("ss") else key
+
+
+def _as_schema(schema: Any) -> Mapping[str, Any]:
+    return schema if isinstance(schema, Mapping) else {}
 
 
 def _same(a: Any, b: Any) -> bool:

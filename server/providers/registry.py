@@ -190,7 +190,7 @@ class ModelRegistry:
         taken = {s.id for s in specs}
         for i, entry in enumerate(entries):
             label = f"models[{i}]"
-            if isinstance(entry, Mapping) and isinstance(entry.get("id"), str):
+            if isinstance(entry, Mapping) and isinstance(entry.get("id"), str) and entry["id"]:
                 label += f" ({entry['id']})"
             try:
                 spec = ModelConfig.model_validate(entry).to_spec()
