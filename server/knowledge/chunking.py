@@ -129,7 +129,7 @@ def _split(text: str, size: int, overlap: int) -> list[Span]:
         end, hard = _cut(text, pos, size, prev_end)
         spans.append(Span(pos, end))
         prev_end = end
-        pos = _next_start(text, pos, end, overlap, hard, last)
+        pos = _next_start(text, pos, end, overlap, size, hard, last)
     return spans
 
 
@@ -168,13 +168,26 @@ def _cut(text: str, pos: int, size: int, prev_end: int) -> tuple[int, bool]:
             if end >= lo:
                 return end, False
             break
-    return limit, True
+    # No break fits: cut at full size. `_next_start` put the next unseen character inside the
+    # window, so the trimmed end still adds text.
+    end = _trim_end(text, pos, limit)
+    return end, end == limit and not text[limit].isspace()
 
 
-def _next_start(text: str, pos: int, end: int, overlap: int, hard: bool, last: int) -> int:
+def _next_start(text: str, pos: int, end: int, overlap: int, size: int, hard: bool,
+                last: int) -> int:
     """Where the chunk after ``text[pos:end]`` starts: a word start within the overlap."""
+    following = _skip_space(text, end, last)
     if overlap:
-        lo = max(end - overlap, pos + 1)
+        # Never so far back that the next window cannot hold the word after `end` (or, for a
+        # word too long to keep whole, its first character): the next chunk must add text, and
+        # should not have to cut that word.
+        reach = following
+        while reach < last and reach - following <= size // 2 and not text[reach].isspace():
+            reach += 1
+        if reach - following > size // 2:
+            reach = following + 1
+        lo = max(end - overlap, pos + 1, reach - size)
         for i in range(lo, end):
             if not text[i].isspace() and text[i - 1].isspace():
                 return i
@@ -182,7 +195,7 @@ def _next_start(text: str, pos: int, end: int, overlap: int, hard: bool, last: i
             i = _skip_space(text, lo, end)
             if i < end:
                 return i
-    return _skip_space(text, end, last)
+    return following
 
 
 def _trim_end(text: str, pos: int, end: int) -> int:
