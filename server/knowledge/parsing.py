@@ -289,7 +289,7 @@ def _json_scalar(value: Any) -> str:
 
 # --- markup: html, xml --------------------------------------------------------------------------
 
-_SKIPPED_TAGS = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
+_SKIPPED_TAGS = ("script", "style", "noscript", "template", "title", "svg", "iframe", "object")
 _BLOCK_TAGS = ("address", "article", "aside", "blockquote", "dd", "details", "div", "dl", "dt",
                "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
                "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary",

@@ -231,6 +231,13 @@ def test_xhtml_with_xml_declaration_and_markup_free_html_parse_without_warnings(
         "https://example.com/a.html"
 
 
+def test_html_with_unclosed_head_keeps_the_body() -> None:
+    # HTML lets </head> be omitted; html.parser then nests the body inside <head>.
+    doc = parse(b"<html><head><title>T</title><body><p>text</p></body></html>", "h.html",
+                "text/html")
+    assert (doc.title, doc.sections) == ("T", [Section("text")])
+
+
 def test_html_with_only_scripts_is_empty() -> None:
     refused("EMPTY_DOCUMENT", b"<html><script>x()</script><style>a{}</style></html>", "s.html",
             "text/html")
