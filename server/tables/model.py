@@ -85,6 +85,8 @@ class ColumnSchema:
     gen_config: GenConfig | None = None
     #: Managed by the service (knowledge/chat fixed columns, embeddings).
     system: bool = False
+    #: Name of the SQL column holding the values (set by the store; never a user string).
+    storage_name: str = field(default="", compare=False)
 
     @property
     def is_generated(self) -> bool:
@@ -104,6 +106,8 @@ class TableSchema:
     update_time: dt.datetime | None = None
     #: Bumped on every schema change (optimistic concurrency, caches).
     version: int = 1
+    #: Internal id naming the SQL table of the rows (set by the store; survives renames).
+    storage_id: str = field(default="", compare=False)
 
     def column(self, column_id: str) -> ColumnSchema | None:
         for col in self.columns:
