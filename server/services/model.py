@@ -14,7 +14,8 @@ from rowforge.server.errors import InvalidArgument, Violations
 from rowforge.server.providers.messages import Attachment, Message
 from rowforge.server.providers.results import ChatChunk, Usage
 from rowforge.server.services._convert import struct_to_dict, to_value
-from rowforge.v1 import common_pb2, model_service_pb2 as pb, model_service_pb2_grpc
+from rowforge.v1 import common_pb2, model_service_pb2_grpc
+from rowforge.v1 import model_service_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
 MAX_EMBED_INPUTS = 2048

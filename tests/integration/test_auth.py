@@ -13,7 +13,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from rowforge.v1 import model_service_pb2 as mpb, model_service_pb2_grpc as mgrpc
+from rowforge.v1 import model_service_pb2 as mpb
+from rowforge.v1 import model_service_pb2_grpc as mgrpc
 from tests.support.server import ServerProcess
 
 

@@ -16,7 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from rowforge.v1 import model_service_pb2 as mpb, model_service_pb2_grpc as mgrpc
+from rowforge.v1 import model_service_pb2 as mpb
+from rowforge.v1 import model_service_pb2_grpc as mgrpc
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +132,9 @@ async def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> 
             proc.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             drained = await asyncio.wait_for(watch.read(), 10)
             assert drained.status == health_pb2.HealthCheckResponse.NOT_SERVING
-            events = [r async for r in stream]
+            events = []
+            while (event := await stream.read()) != grpc.aio.EOF:
+                events.append(event)
             assert events[-1].WhichOneof("event") == "completed"
         t0 = time.monotonic()
         assert proc.process.wait(30) == 0  # type: ignore[union-attr]

@@ -27,7 +27,7 @@ def postgres_url() -> str | None:
 
         try:
             conn = await asyncpg.connect(_dsn(url), timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()
         return True
