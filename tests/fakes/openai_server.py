@@ -53,6 +53,7 @@ from rowforge.server.providers.messages import Message
 from rowforge.server.providers.text import count_tokens
 
 SPECIAL_KINDS = ("timeout", "malformed", "invalid_json_output")
+_BODY = web.RequestKey("json", object)  # the parsed request body
 _RULE = re.compile(r"\[\[fault:(\w+?)(?:x(\d+))?((?:,\w+=[\w.]+)*)\]\]")
 _INVALID_OUTPUT = '["this", "is", "not", "what", "the", "schema", "asked", "for"]'
 _STATUS_ERRORS = {
@@ -262,7 +263,7 @@ class FakeOpenAI:
                                                  dict(request.headers), body, time.monotonic()))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        request["json"] = body
+        request[_BODY] = body
         try:
             if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return _error(401)
@@ -315,7 +316,7 @@ class FakeOpenAI:
     # --- endpoints -----------------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = request["json"]
+        body = request[_BODY]
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, message="'messages' is required")
         model = str(body.get("model", ""))
@@ -378,7 +379,7 @@ class FakeOpenAI:
         return response
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        body = request["json"]
+        body = request[_BODY]
         if not isinstance(body, dict) or "input" not in body:
             return _error(400, message="'input' is required")
         model = str(body.get("model", ""))
@@ -406,7 +407,7 @@ class FakeOpenAI:
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _rerank(self, request: web.Request) -> web.StreamResponse:
-        body = request["json"]
+        body = request[_BODY]
         if not isinstance(body, dict) or "query" not in body or "documents" not in body:
             return _error(400, message="'query' and 'documents' are required")
         fault = self._take_fault(body)

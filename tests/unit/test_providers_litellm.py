@@ -1,0 +1,346 @@
+"""The litellm path over real HTTP against the fake OpenAI-compatible server.
+
+litellm is imported with ``LITELLM_LOCAL_MODEL_COST_MAP`` set (by the provider layer), so these
+tests never need the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import AsyncIterator
+
+import jsonschema
+import numpy as np
+import pytest
+
+from rowforge.server.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from rowforge.server.providers import (
+    Attachment,
+    Message,
+    ModelRegistry,
+    ModelSpec,
+    chat,
+    embed,
+    json_schema_format,
+    rerank,
+    stream_chat,
+    with_retries,
+)
+from tests.fakes.openai_server import FakeOpenAI
+
+KEY_ENV = "ROWFORGE_TEST_PROVIDERS_KEY"
+os.environ[KEY_ENV] = "sk-test-providers"
+
+SCHEMA = {"type": "object", "required": ["sentiment", "rating"], "additionalProperties": False,
+          "properties": {"sentiment": {"type": "string",
+                                       "enum": ["positive", "negative", "neutral"]},
+                         "rating": {"type": "integer", "minimum": 1, "maximum": 5}}}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key="sk-test-providers") as server:
+        yield server
+
+
+def specs(fake: FakeOpenAI) -> ModelRegistry:
+    base = {"api_base": fake.base_url, "api_key_env": KEY_ENV}
+    return ModelRegistry.from_config([
+        {"id": "fake/gpt", "route": "openai/fake-gpt", "capabilities": ["chat", "image", "audio"],
+         **base},
+        {"id": "fake/gone", "route": "openai/unknown-model", "capabilities": ["chat"], **base},
+        {"id": "fake/embed", "route": "openai/fake-embed", "capabilities": ["embed"],
+         "embedding_size": 64, **base},
+        {"id": "fake/embed-wrong-size", "route": "openai/fake-embed", "capabilities": ["embed"],
+         "embedding_size": 32, **base},
+        {"id": "fake/gpt-nokey", "route": "openai/fake-gpt", "capabilities": ["chat"],
+         "api_base": fake.base_url, "api_key_env": "ROWFORGE_TEST_UNSET_KEY_VAR"},
+    ], include_builtins=False)
+
+
+def gpt(fake: FakeOpenAI) -> ModelSpec:
+    return specs(fake).get("fake/gpt")
+
+
+# --- happy paths -------------------------------------------------------------------------
+
+async def test_streaming_deltas_and_usage(fake: FakeOpenAI) -> None:
+    chunks = [c async for c in stream_chat(gpt(fake), [Message("user", "Hello there")],
+                                           temperature=0.2, max_tokens=50)]
+    *deltas, final = chunks
+    assert "".join(c.text for c in deltas) == "Hello! How can I help you today?"
+    assert len(deltas) == 9  # one SSE chunk per piece arrives as its own delta
+    assert final.text == "" and final.finish_reason == "stop" and final.model == "fake/gpt"
+    assert final.usage is not None and final.usage.completion_tokens == 9
+    assert final.usage.prompt_tokens > 0
+    body = fake.requests_to("/v1/chat/completions")[-1].json
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["model"] == "fake-gpt" and body["max_tokens"] == 50
+    assert body["temperature"] == 0.2
+    headers = fake.requests_to("/v1/chat/completions")[-1].headers
+    assert headers["Authorization"] == "Bearer sk-test-providers"
+
+
+async def test_non_streaming_chat_and_length(fake: FakeOpenAI) -> None:
+    messages = [Message("system", "Be brief."), Message("user", "My name is Alice"),
+                Message("assistant", "Hi Alice!"), Message("user", "What's my name?")]
+    result = await chat(gpt(fake), messages)
+    assert result.text == "Your name is Alice." and result.finish_reason == "stop"
+    assert result.usage.total_tokens == result.usage.prompt_tokens + 5
+    cut = await chat(gpt(fake), [Message("user", "Explain the water cycle in detail.")],
+                     max_tokens=2)
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens == 2
+
+
+async def test_default_max_tokens_is_the_specs(fake: FakeOpenAI) -> None:
+    await chat(gpt(fake), [Message("user", "hi")])
+    assert fake.requests_to("/v1/chat/completions")[-1].json["max_tokens"] == 4096
+
+
+async def test_known_price_gives_a_cost(fake: FakeOpenAI) -> None:
+    spec = ModelSpec(id="openai/gpt-4o-mini", route="openai/gpt-4o-mini",
+                     api_base=fake.base_url, api_key_env=KEY_ENV)
+    result = await chat(spec, [Message("user", "Hello")])
+    assert result.cost_usd is not None and result.cost_usd > 0
+    unknown = await chat(gpt(fake), [Message("user", "Hello")])
+    assert unknown.cost_usd is None
+
+
+async def test_json_schema_round_trip(fake: FakeOpenAI) -> None:
+    result = await chat(gpt(fake), [Message("user", "A positive review, five stars!")],
+                        response_format=json_schema_format(SCHEMA, name="review"))
+    jsonschema.validate(result.parsed, SCHEMA)
+    assert result.parsed["sentiment"] == "positive"
+    sent = fake.requests_to("/v1/chat/completions")[-1].json["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == SCHEMA
+
+
+async def test_attachments_arrive_as_content_parts(fake: FakeOpenAI) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    wav = b"RIFF" + bytes(60)
+    result = await chat(gpt(fake), [Message("user", "What is this?", attachments=(
+        Attachment("image/png", data=png), Attachment("audio/wav", data=wav)))])
+    assert f"image (image/png, {len(png)} bytes)" in result.text
+    assert f"audio clip (audio/wav, {len(wav)} bytes)" in result.text
+    parts = fake.requests_to("/v1/chat/completions")[-1].json["messages"][0]["content"]
+    assert parts[0] == {"type": "text", "text": "What is this?"}
+    assert parts[1]["type"] == "image_url"
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64," + \
+        base64.b64encode(png).decode()
+    assert parts[2] == {"type": "input_audio", "input_audio": {
+        "data": base64.b64encode(wav).decode(), "format": "wav"}}
+
+
+async def test_embeddings(fake: FakeOpenAI) -> None:
+    result = await embed(specs(fake).get("fake/embed"), ["first text", "second text", "third"])
+    assert result.vectors.shape == (3, 64) and result.vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
+    assert result.usage.prompt_tokens == 5
+    again = await embed(specs(fake).get("fake/embed"), ["second text"])
+    assert np.allclose(again.vectors[0], result.vectors[1], atol=1e-6)
+
+
+async def test_embedding_size_mismatch_is_a_config_error(fake: FakeOpenAI) -> None:
+    with pytest.raises(Internal) as info:
+        await embed(specs(fake).get("fake/embed-wrong-size"), ["x"])
+    assert info.value.reason == "EMBEDDING_SIZE_MISMATCH"
+
+
+# litellm's rerank response types make pydantic warn (UserWarning) about ReadOnly TypedDict
+# items; harmless, but this suite turns warnings into errors.
+@pytest.mark.filterwarnings("ignore:Items .* are using the `ReadOnly` qualifier:UserWarning")
+async def test_rerank_through_litellm(fake: FakeOpenAI) -> None:
+    spec = ModelSpec(id="fake/rerank", route="cohere/rerank-english-v3.0",
+                     api_base=fake.base_url.removesuffix("/v1"), api_key_env=KEY_ENV,
+                     capabilities=frozenset({"rerank"}))
+    ranked = await rerank(spec, "capital of France", ["bananas", "Paris is the capital of France"])
+    assert [i for i, _ in ranked] == [1, 0]
+    assert any(r.path.endswith("/rerank") for r in fake.requests)
+
+
+async def test_chat_model_reranks_through_json(fake: FakeOpenAI) -> None:
+    ranked = await rerank(gpt(fake), "query", ["a", "b"], top_n=1)
+    assert len(ranked) == 1 and ranked[0][0] in (0, 1)
+    assert fake.requests_to("/v1/chat/completions")[-1].json["response_format"]["type"] == \
+        "json_schema"
+
+
+async def test_concurrent_requests_are_counted(fake: FakeOpenAI) -> None:
+    fake.latency = 0.2
+    await asyncio.gather(*(chat(gpt(fake), [Message("user", f"hi {i}")]) for i in range(4)))
+    assert fake.max_in_flight == 4 and fake.in_flight == 0
+
+
+# --- faults ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("status", "options", "error", "reason", "retry_after"), [
+    (429, {"retry_after": 2}, ResourceExhausted, "PROVIDER_RATE_LIMITED", 2.0),
+    (429, {"retry_after_ms": 1500}, ResourceExhausted, "PROVIDER_RATE_LIMITED", 1.5),
+    (429, {}, ResourceExhausted, "PROVIDER_RATE_LIMITED", None),
+    (500, {}, Unavailable, "PROVIDER_UNAVAILABLE", None),
+    (502, {}, Unavailable, "PROVIDER_UNAVAILABLE", None),
+    (503, {"retry_after": 3}, Unavailable, "PROVIDER_UNAVAILABLE", 3.0),
+    (400, {}, InvalidArgument, "PROVIDER_BAD_REQUEST", None),
+    (400, {"code": "context_length_exceeded",
+           "message": "This model's maximum context length is 8192 tokens. However, your "
+                      "messages resulted in 9000 tokens."},
+     InvalidArgument, "CONTEXT_WINDOW_EXCEEDED", None),
+    (401, {}, Internal, "PROVIDER_AUTH_FAILED", None),
+    (403, {}, Internal, "PROVIDER_AUTH_FAILED", None),
+    ("malformed", {}, Unavailable, "PROVIDER_BAD_RESPONSE", None),
+])
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_faults_map_to_domain_errors(fake: FakeOpenAI, status: int | str, options: dict,
+                                           error: type, reason: str,
+                                           retry_after: float | None, streaming: bool) -> None:
+    fake.fail_next(1, status, **options)
+    messages = [Message("user", "Explain the seasons on Earth, please.")]
+    with pytest.raises(error) as info:
+        if streaming:
+            async for _ in stream_chat(gpt(fake), messages):
+                pass
+        else:
+            await chat(gpt(fake), messages)
+    assert info.value.reason == reason
+    assert info.value.retry_after == retry_after
+    assert info.value.metadata["model"] == "fake/gpt"
+    assert len(fake.requests) == 1, "litellm/openai must not retry on their own"
+    # The fault was used up: the next call succeeds.
+    assert (await chat(gpt(fake), messages)).text
+
+
+async def test_timeout_is_unavailable(fake: FakeOpenAI) -> None:
+    fake.fail_next(1, "timeout")
+    start = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        await chat(gpt(fake), [Message("user", "hello")], timeout=0.5)
+    assert info.value.reason == "PROVIDER_TIMEOUT"
+    assert time.monotonic() - start < 5
+
+
+async def test_slow_tokens_within_the_timeout_are_fine(fake: FakeOpenAI) -> None:
+    fake.token_delay = 0.02
+    result = await chat(gpt(fake), [Message("user", "Hello")], timeout=5)
+    assert result.text.startswith("Hello!")
+
+
+async def test_invalid_structured_output_is_retryable_mismatch(fake: FakeOpenAI) -> None:
+    fake.fail_next(1, "invalid_json_output")
+    with pytest.raises(Unavailable) as info:
+        await chat(gpt(fake), [Message("user", "review")],
+                   response_format=json_schema_format(SCHEMA))
+    assert info.value.reason == "OUTPUT_SCHEMA_MISMATCH"
+    result = await with_retries(
+        lambda: chat(gpt(fake), [Message("user", "review")],
+                     response_format=json_schema_format(SCHEMA)), base_delay=0.01)
+    jsonschema.validate(result.parsed, SCHEMA)
+
+
+async def test_unknown_model_is_not_found(fake: FakeOpenAI) -> None:
+    with pytest.raises(NotFound) as info:
+        await chat(specs(fake).get("fake/gone"), [Message("user", "hi")])
+    assert info.value.reason == "MODEL_NOT_FOUND"
+    assert "does not exist" in info.value.message
+
+
+async def test_missing_key_is_a_clear_server_error(fake: FakeOpenAI) -> None:
+    with pytest.raises(Internal) as info:
+        await chat(specs(fake).get("fake/gpt-nokey"), [Message("user", "hi")])
+    assert info.value.reason == "PROVIDER_KEY_MISSING"
+    assert "ROWFORGE_TEST_UNSET_KEY_VAR" in info.value.message
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(("status", "error", "reason"), [
+    (429, ResourceExhausted, "PROVIDER_RATE_LIMITED"),
+    (503, Unavailable, "PROVIDER_UNAVAILABLE"),
+    ("malformed", Unavailable, "PROVIDER_BAD_RESPONSE"),
+])
+async def test_embedding_faults(fake: FakeOpenAI, status: int | str, error: type,
+                                reason: str) -> None:
+    fake.fail_next(1, status, retry_after=1)
+    with pytest.raises(error) as info:
+        await embed(specs(fake).get("fake/embed"), ["x"])
+    assert info.value.reason == reason
+    assert len(fake.requests) == 1, "litellm/openai must not retry on their own"
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    async with FakeOpenAI() as server:
+        base = server.base_url
+    spec = ModelSpec(id="fake/down", route="openai/fake-gpt", api_base=base, api_key_env=KEY_ENV)
+    with pytest.raises(Unavailable) as info:
+        await chat(spec, [Message("user", "hi")], timeout=5)
+    assert info.value.reason == "PROVIDER_UNAVAILABLE"
+
+
+# --- retries against real HTTP -----------------------------------------------------------
+
+async def test_retries_wait_for_retry_after(fake: FakeOpenAI) -> None:
+    fake.fail_next(2, 429, retry_after=0.3)
+    waits: list[float] = []
+    result = await with_retries(lambda: chat(gpt(fake), [Message("user", "Hello")]),
+                                base_delay=0.01, on_retry=lambda n, e, d: waits.append(d))
+    assert result.text.startswith("Hello!")
+    stamps = [r.timestamp for r in fake.requests_to("/v1/chat/completions")]
+    assert len(stamps) == 3
+    assert all(later - earlier >= 0.3 for earlier, later in zip(stamps, stamps[1:],
+                                                                 strict=False))
+    assert waits == [0.3, 0.3]
+
+
+async def test_prompt_rules_fail_specific_requests(fake: FakeOpenAI) -> None:
+    """The batch-test shape: only the marked request fails, and only N times."""
+    ok = chat(gpt(fake), [Message("user", "plain request")])
+    flaky = [Message("user", "flaky request [[fault:429x2,retry_after=0.05]]")]
+    broken = [Message("user", "always broken [[fault:503]]")]
+    assert (await ok).text
+    for _ in range(2):
+        with pytest.raises(ResourceExhausted) as info:
+            await chat(gpt(fake), flaky)
+        assert info.value.retry_after == 0.05
+    assert (await chat(gpt(fake), flaky)).text
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await chat(gpt(fake), broken)
+    fake.add_rule("needle", 500, times=1)
+    with pytest.raises(Unavailable):
+        await chat(gpt(fake), [Message("user", "find the needle")])
+    assert (await chat(gpt(fake), [Message("user", "find the needle")])).text
+
+
+async def test_non_retryable_errors_are_not_retried(fake: FakeOpenAI) -> None:
+    fake.fail_next(3, 400)
+    with pytest.raises(InvalidArgument):
+        await with_retries(lambda: chat(gpt(fake), [Message("user", "x")]), base_delay=0.01)
+    assert len(fake.requests) == 1
+
+
+async def test_cancelling_a_stream_closes_the_request(fake: FakeOpenAI) -> None:
+    fake.token_delay = 0.05
+    stream = stream_chat(gpt(fake), [Message("user", "Explain the water cycle in detail.")])
+    first = await anext(stream)
+    assert first.text
+    await stream.aclose()
+    for _ in range(100):
+        if fake.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert fake.in_flight == 0
+
+
+def test_thread_mode_serves_another_event_loop() -> None:
+    server = FakeOpenAI.start_in_thread()
+    try:
+        spec = ModelSpec(id="fake/gpt", route="openai/fake-gpt", api_base=server.base_url,
+                         api_key_env=KEY_ENV)
+        server.fail_next(1, 429, retry_after=0.1)
+        result = asyncio.run(with_retries(lambda: chat(spec, [Message("user", "Hello")]),
+                                          base_delay=0.01))
+        assert result.text.startswith("Hello!")
+        assert len(server.requests) == 2
+    finally:
+        server.stop()
