@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,13 @@ import jsonschema
 import numpy as np
 import pytest
 
-from rowforge.server.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from rowforge.server.errors import (
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from rowforge.server.providers import (
     Attachment,
     Message,
@@ -287,8 +294,7 @@ async def test_retries_wait_for_retry_after(fake: FakeOpenAI) -> None:
     assert result.text.startswith("Hello!")
     stamps = [r.timestamp for r in fake.requests_to("/v1/chat/completions")]
     assert len(stamps) == 3
-    assert all(later - earlier >= 0.3 for earlier, later in zip(stamps, stamps[1:],
-                                                                 strict=False))
+    assert all(later - earlier >= 0.3 for earlier, later in itertools.pairwise(stamps))
     assert waits == [0.3, 0.3]
 
 
