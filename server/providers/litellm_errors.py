@@ -134,9 +134,11 @@ def retry_after_seconds(exc: BaseException) -> float | None:
         try:
             return max(float(value), 0.0)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
-            if parsed is not None:
-                return max(parsed.timestamp() - time.time(), 0.0)
+            pass
+        try:  # an HTTP date
+            return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError, IndexError):
+            continue
     return None
 
 
