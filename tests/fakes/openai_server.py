@@ -483,9 +483,11 @@ async def _sse(response: web.StreamResponse, payload: Mapping[str, Any]) -> None
 
 
 def _resize(vectors: np.ndarray, size: int) -> np.ndarray:
+    """Fold 384-d vectors into ``size`` dimensions (column i adds into i % size), renormalised."""
     if size == vectors.shape[1]:
         return vectors
-    resized = np.resize(vectors, (vectors.shape[0], size)) if size > vectors.shape[1] \
-        else vectors[:, :size]
-    norms = np.linalg.norm(resized, axis=1, keepdims=True)
-    return resized / np.where(norms == 0, 1, norms)
+    folded = np.zeros((vectors.shape[0], size), dtype=np.float32)
+    np.add.at(folded, (slice(None), np.arange(vectors.shape[1]) % size), vectors)
+    norms = np.linalg.norm(folded, axis=1, keepdims=True)
+    folded[norms[:, 0] == 0, 0] = 1.0  # everything cancelled out: any unit vector will do
+    return folded / np.linalg.norm(folded, axis=1, keepdims=True)

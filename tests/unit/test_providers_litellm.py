@@ -10,6 +10,8 @@ import asyncio
 import base64
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -32,6 +34,7 @@ from rowforge.server.providers import (
     chat,
     embed,
     json_schema_format,
+    litellm_client,
     rerank,
     stream_chat,
     with_retries,
@@ -350,3 +353,22 @@ def test_thread_mode_serves_another_event_loop() -> None:
         assert len(server.requests) == 2
     finally:
         server.stop()
+
+
+def test_litellm_is_imported_lazily() -> None:
+    """Importing the model layer (and using built-ins) must not pay litellm's import."""
+    code = ("import sys, asyncio; from rowforge.server import providers as p;"
+            "r = p.ModelRegistry.from_config([]);"
+            "asyncio.run(p.chat(r.get('rowforge/chat'), [p.Message('user', 'hi')]));"
+            "print('litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    assert out == "False"
+
+
+def test_litellm_is_configured_offline_and_quiet() -> None:
+    litellm = litellm_client.load()
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert litellm.suppress_debug_info is True and litellm.telemetry is False
+    assert litellm.callbacks == [] and litellm.success_callback == []
+    assert litellm.DEFAULT_MAX_RETRIES == 0
