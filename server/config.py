@@ -52,6 +52,8 @@ class Settings:
     max_document_bytes: int = 200 * MiB
     max_image_bytes: int = 20 * MiB
     max_audio_bytes: int = 120 * MiB
+    #: An upload that sends nothing for this long is abandoned (DEADLINE_EXCEEDED).
+    upload_idle_timeout_s: float = 60.0
     #: Batch jobs.
     batch_workers: int = 64
     batch_max_attempts: int = 5
