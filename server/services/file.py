@@ -1,15 +1,109 @@
-"""FileService: not implemented yet; every RPC answers UNIMPLEMENTED."""
+"""FileService: upload (client-streaming), get, list, delete, download (server-streaming) and
+thumbnails. Thin: messages in and out of the files domain (:mod:`rowforge.server.files.store`)."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
 
 import grpc
 
 from rowforge.server.app import App
-from rowforge.v1 import file_service_pb2, file_service_pb2_grpc
+from rowforge.server.auth import current_project
+from rowforge.server.errors import InvalidArgument
+from rowforge.server.files.blobs import LocalBlobStore
+from rowforge.server.files.store import FileInfo, FileStore, Limits, UploadMetadata
+from rowforge.server.files.thumbnails import ThumbnailCache
+from rowforge.server.services._convert import timestamp
+from rowforge.v1 import file_service_pb2 as pb
+from rowforge.v1 import file_service_pb2_grpc
 
-SERVICE_NAME = file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FileService"].full_name
+
+MAX_CHUNK_BYTES = 1024 * 1024 + 64 * 1024
+"""Largest upload chunk: 1 MiB, with a little slack for clients that count differently."""
+
+
+def file_pb(info: FileInfo) -> pb.File:
+    return pb.File(uri=info.uri, id=info.id, name=info.name, content_type=info.content_type,
+                   size=info.size, sha256=info.sha256, kind=info.kind,
+                   create_time=timestamp(info.create_time))
+
+
+async def _parts(requests: AsyncIterator[pb.UploadFileRequest]
+                 ) -> AsyncIterator[UploadMetadata | bytes]:
+    async for request in requests:
+        part = request.WhichOneof("part")
+        if part == "metadata":
+            m = request.metadata
+            yield UploadMetadata(name=m.name, content_type=m.content_type, size=m.size,
+                                 sha256=m.sha256)
+        elif part == "chunk":
+            if len(request.chunk) > MAX_CHUNK_BYTES:
+                raise InvalidArgument.field(
+                    "chunk", f"must be at most 1 MiB ({len(request.chunk)} bytes sent)",
+                    reason="CHUNK_TOO_LARGE", metadata={"limitBytes": MAX_CHUNK_BYTES})
+            yield request.chunk
+        else:
+            raise InvalidArgument.field("part", "each message must set metadata or chunk")
+
+
+class FileServicer(file_service_pb2_grpc.FileServiceServicer):
+    """Files of the calling project."""
+
+    def __init__(self, files: FileStore) -> None:
+        self.files = files
+
+    async def UploadFile(self, request_iterator: AsyncIterator[pb.UploadFileRequest],
+                         context: grpc.aio.ServicerContext) -> pb.UploadFileResponse:
+        async with contextlib.aclosing(_parts(request_iterator)) as parts:
+            info = await self.files.upload(current_project(), parts)
+        return pb.UploadFileResponse(file=file_pb(info))
+
+    async def GetFile(self, request: pb.GetFileRequest, context: grpc.aio.ServicerContext
+                      ) -> pb.GetFileResponse:
+        return pb.GetFileResponse(file=file_pb(await self.files.get(current_project(),
+                                                                   request.uri)))
+
+    async def ListFiles(self, request: pb.ListFilesRequest, context: grpc.aio.ServicerContext
+                        ) -> pb.ListFilesResponse:
+        page = await self.files.list(current_project(), offset=request.offset,
+                                     limit=request.limit, page_token=request.page_token)
+        return pb.ListFilesResponse(items=[file_pb(i) for i in page.items],
+                                    next_page_token=page.next_page_token, total=page.total)
+
+    async def DeleteFile(self, request: pb.DeleteFileRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.DeleteFileResponse:
+        await self.files.delete(current_project(), request.uri, force=request.force)
+        return pb.DeleteFileResponse()
+
+    async def DownloadFile(self, request: pb.DownloadFileRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[pb.DownloadFileResponse]:
+        selected = await self.files.open_range(current_project(), request.uri,
+                                               request.offset, request.length)
+        yield pb.DownloadFileResponse(file=file_pb(selected.file))
+        async for chunk in selected:
+            yield pb.DownloadFileResponse(chunk=chunk)
+
+    async def GetThumbnail(self, request: pb.GetThumbnailRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetThumbnailResponse:
+        png = await self.files.thumbnail(current_project(), request.uri, request.size)
+        return pb.GetThumbnailResponse(content=png, content_type="image/png")
 
 
 def register(server: grpc.aio.Server, app: App) -> str:
-    file_service_pb2_grpc.add_FileServiceServicer_to_server(file_service_pb2_grpc.FileServiceServicer(), server)
+    """Create the file store (``app.files``) and serve it."""
+    finders = getattr(app, "file_reference_finders", None)
+    if finders is None:
+        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
+    root = app.data_dir / "files"
+    idle = app.settings.upload_idle_timeout_s
+    store = FileStore(
+        app.db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
+        ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(app.settings),
+        idle_timeout_s=idle, reference_finders=finders)
+    app.files = store  # type: ignore[attr-defined]
+    app.on_start(store.start)
+    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(store), server)
     return SERVICE_NAME
