@@ -1,0 +1,70 @@
+"""A private mount namespace that lets the sandbox uid reach the Python installation.
+
+Development machines often have the interpreter under a 0700 home (``/root/.pyenv``). The
+worker (root) then unshares its mount namespace, covers each blocking directory with an
+empty tmpfs and bind-mounts the needed trees back, read-only. Only the worker and its cells
+see this view; the server's filesystem is untouched. Nothing else becomes reachable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Mapping, Sequence
+from functools import cache
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _enc(text: str | None) -> bytes | None:
+    return text.encode() if text is not None else None
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = _enc
+    _check(_libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
+                         enc(data)), f"mount {target}")
+
+
+def expose(blockers: Mapping[str, Sequence[str]]) -> None:
+    """Cover each blocking directory with a tmpfs holding read-only binds of its trees.
+
+    Args:
+        blockers: blocking directory -> the paths beneath it that must stay reachable.
+    """
+    if any(blocker in ("", "/") for blocker in blockers):
+        raise OSError("refusing to cover the root directory")
+    _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Keep our mounts from propagating back to the server's namespace.
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    held = {path: os.open(path, os.O_PATH | os.O_CLOEXEC)
+            for paths in blockers.values() for path in paths}
+    try:
+        for blocker, paths in blockers.items():
+            _mount("tmpfs", blocker, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+            for path in paths:
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                _mount(f"/proc/self/fd/{held[path]}", path, None, MS_BIND | MS_REC)
+                _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    finally:
+        for fd in held.values():
+            os.close(fd)

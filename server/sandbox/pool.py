@@ -1,0 +1,443 @@
+"""SandboxPool: runs Python-column code in long-lived, isolated worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import pwd
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rowforge.server.errors import Internal, InvalidArgument, Unavailable
+from rowforge.server.sandbox import identity, protocol
+from rowforge.server.sandbox.environment import scrubbed_environment
+from rowforge.server.sandbox.errors import KINDS, SandboxError
+from rowforge.server.sandbox.limits import SandboxLimits
+from rowforge.server.sandbox.values import decode_result, pack_job
+
+log = logging.getLogger(__name__)
+
+#: Imported once per worker, so cells using them do not pay the import.
+DEFAULT_PRELOAD: tuple[str, ...] = ("numpy", "PIL.Image")
+_WORKER_MODULE = "rowforge.server.sandbox.worker"
+#: The worker enforces every cell timeout itself; the pool only steps in if the worker hangs.
+_WATCHDOG_GRACE_S = 10.0
+#: Results larger than this are decoded and checked in a thread, off the event loop.
+_INLINE_DECODE_BYTES = 256 * 1024
+_STREAM_LIMIT = 1 << 20
+
+_PROBE_CODE = """
+import os
+readable = []
+for path in row["paths"]:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            open(path, "rb").close()
+        readable.append(path)
+    except OSError:
+        pass
+row["readable"] = readable
+"""
+
+
+@dataclass
+class _Job:
+    id: int
+    column: str
+    future: asyncio.Future[tuple[dict[str, Any], bytes | None]]
+
+
+@dataclass
+class _Worker:
+    slot: int
+    proc: asyncio.subprocess.Process
+    ready: dict[str, Any]
+    job: _Job | None = None
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self.proc.stdin.is_closing()  # type: ignore[union-attr]
+
+    def send(self, *chunks: bytes) -> None:
+        assert self.proc.stdin is not None
+        for chunk in chunks:
+            self.proc.stdin.write(chunk)
+
+    pidfd: int = -1
+
+    def kill(self) -> None:
+        # Through a pidfd: Process.kill() would poll() and so reap the process behind
+        # asyncio's child watcher, and a bare pid could have been recycled.
+        if self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def forget(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await stream.readexactly(protocol.HEADER.size)
+        (size,) = protocol.HEADER.unpack(head)
+        return await stream.readexactly(size)
+    except asyncio.IncompleteReadError:
+        return None
+
+
+class SandboxPool:
+    """A pool of worker processes that run Python-column code, isolated from the server.
+
+    Each worker pre-imports common libraries, then forks a fresh child per cell. The child
+    starts a new session, takes the rlimits of :class:`SandboxLimits`, drops to an
+    unprivileged uid of its own (when the server runs as root), confines itself with Landlock
+    when the kernel has it (read-only system and Python trees minus ``forbidden_paths``,
+    read-write only in its private temporary directory, signals scoped to itself), and runs the
+    code. The worker enforces the timeout and kills everything the cell started before it
+    answers. Results come back as msgpack data and are checked before they are returned.
+
+    Args:
+        workers: Worker processes, i.e. cells that can run at the same time.
+        limits: Per-cell limits.
+        forbidden_paths: Paths cells must not read (the server's data directory). Excluded
+            from the Landlock allow-list; :meth:`start` refuses to finish if a cell could
+            still read one of them.
+        preload: Modules each worker imports once (missing ones are skipped).
+        sandbox_uid_base: Slot ``i`` runs its cells as uid ``sandbox_uid_base + i`` (root only).
+        sandbox_gid: The gid cells run as (root only).
+        landlock: Use Landlock when the kernel supports it.
+        extra_read_paths: More trees cells may read (Landlock allow-list).
+        start_timeout_s: How long a worker may take to start (imports included).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        limits: SandboxLimits = SandboxLimits(),
+        forbidden_paths: Sequence[str] = (),
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        sandbox_uid_base: int = identity.DEFAULT_UID_BASE,
+        sandbox_gid: int = identity.DEFAULT_GID,
+        landlock: bool = True,
+        extra_read_paths: Sequence[str] = (),
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.limits = limits
+        self._size = workers
+        self._forbidden = [os.path.abspath(p) for p in forbidden_paths]
+        self._preload = list(preload)
+        self._uid_base = sandbox_uid_base
+        self._gid = sandbox_gid
+        self._landlock = landlock
+        self._extra_read = [os.path.abspath(p) for p in extra_read_paths]
+        self._start_timeout = start_timeout_s
+        self._workers: dict[int, _Worker] = {}
+        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._respawns: set[asyncio.Task[None]] = set()
+        self._cell_root: str | None = None
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the workers and check that ``forbidden_paths`` are out of the cells' reach.
+
+        Raises:
+            Internal: a worker could not start, or a cell could read a forbidden path.
+        """
+        if self._started:
+            return
+        self._started = True
+        if os.geteuid() == 0:
+            self._check_uids_unused()
+        self._cell_root = tempfile.mkdtemp(prefix="rowforge-sandbox-")
+        # Cells run as other uids and must reach their own directory beneath this one.
+        os.chmod(self._cell_root, 0o711 if os.geteuid() == 0 else 0o700)
+        try:
+            spawned = await asyncio.gather(*(self._spawn(slot) for slot in range(self._size)))
+            for worker in spawned:
+                self._adopt(worker)
+            await self._check_forbidden_paths()
+        except BaseException:
+            await self.close()
+            raise
+        info = self.isolation
+        log.info("Python sandbox started: %d workers, %s", self._size, info)
+
+    async def close(self) -> None:
+        """Stop the workers (a running cell is killed) and remove the temporary directories."""
+        if self._closed:
+            return
+        self._closed = True
+        self._idle.put_nowait(None)  # wakes a waiting run(), which passes it on
+        for task in self._respawns:
+            task.cancel()
+        workers = list(self._workers.values())
+        for worker in workers:
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()  # EOF: the worker kills its cell and exits
+        for worker in workers:
+            try:
+                await asyncio.wait_for(worker.proc.wait(), 5)
+            except TimeoutError:
+                worker.kill()
+                await worker.proc.wait()
+        for worker in workers:
+            if worker.watcher is not None:
+                await asyncio.gather(worker.watcher, return_exceptions=True)
+        await asyncio.gather(*self._respawns, return_exceptions=True)
+        if self._cell_root is not None:
+            shutil.rmtree(self._cell_root, ignore_errors=True)
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the live worker processes (for monitoring and tests)."""
+        return [w.proc.pid for w in self._workers.values() if w.alive]
+
+    @property
+    def sandbox_uids(self) -> list[int]:
+        """The uids cells run as (empty when the server is not root and cells keep its uid)."""
+        if os.geteuid() != 0:
+            return []
+        return [self._uid_base + slot for slot in range(self._size)]
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """What confines the cells here: privilege drop, Landlock ABI, exposed paths, ..."""
+        for worker in self._workers.values():
+            return {k: v for k, v in worker.ready.items() if k not in ("t", "pid", "uid")}
+        return {}
+
+    # -- running cells ---------------------------------------------------------------------
+
+    async def run(self, code: str, row: dict[str, Any], column: str, *,
+                  timeout_s: float | None = None) -> Any:
+        """Run ``code`` with ``row`` and return the value it assigned to ``row[column]``.
+
+        Args:
+            code: The column's Python code; it reads and writes the dict ``row``.
+            row: Upstream values, unwrapped (``bytes`` for file/image/audio columns).
+            column: This column's name.
+            timeout_s: Wall-clock limit for this cell (default: ``limits.timeout_s``).
+
+        Returns:
+            str, int, float, bool, None, bytes, or lists/dicts of these.
+
+        Raises:
+            SandboxError: the cell failed (timeout, memory, exit, ...): data for the cell.
+            InvalidArgument: bad arguments (not a cell failure).
+            Unavailable: the pool is not running.
+        """
+        if not self._started or self._closed:
+            raise Unavailable("the Python sandbox is not running")
+        timeout = self._check_args(code, row, column, timeout_s)
+        payload = pack_job(code, row)
+        job_id = next(self._ids)
+        header = {"t": "run", "id": job_id, "column": column, "timeout_s": timeout,
+                  "limits": self.limits.to_wire()}
+        worker = await self._acquire()
+        future: asyncio.Future[tuple[dict[str, Any], bytes | None]] = (
+            asyncio.get_running_loop().create_future())
+        worker.job = _Job(job_id, column, future)
+        body = protocol.pack(header)
+        worker.send(body, protocol.HEADER.pack(len(payload)), payload)
+        try:
+            async with asyncio.timeout(timeout + _WATCHDOG_GRACE_S):
+                message, frame = await asyncio.shield(future)
+        except TimeoutError:
+            log.error("sandbox worker %d did not answer in time; replacing it", worker.proc.pid)
+            future.cancel()
+            worker.kill()
+            raise SandboxError("timeout", f"Python column {column!r} timed out after "
+                               f"{timeout:g} s") from None
+        except asyncio.CancelledError:
+            if not future.done():
+                # The worker kills the cell and answers "cancelled"; its watcher then puts it
+                # back in the pool.
+                if worker.alive:
+                    worker.send(protocol.pack({"t": "cancel", "id": job_id}))
+                future.cancel()
+            raise
+        if message["t"] == "error":
+            kind = message.get("kind")
+            raise SandboxError(kind if kind in KINDS else "crashed", str(message.get("message")))
+        assert frame is not None
+        if len(frame) > _INLINE_DECODE_BYTES:
+            return await asyncio.to_thread(decode_result, frame, column)
+        return decode_result(frame, column)
+
+    def _check_args(self, code: object, row: object, column: object,
+                    timeout_s: float | None) -> float:
+        if not isinstance(code, str):
+            raise InvalidArgument.field("code", "must be a string")
+        if not isinstance(column, str) or not column:
+            raise InvalidArgument.field("column", "must be a non-empty string")
+        if not isinstance(row, dict):
+            raise InvalidArgument.field("row", "must be a dict of column name to value")
+        if timeout_s is None:
+            return self.limits.timeout_s
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s)
+                and timeout_s > 0):
+            raise InvalidArgument.field("timeout_s", "must be a positive number of seconds")
+        return float(timeout_s)
+
+    async def _acquire(self) -> _Worker:
+        while True:
+            worker = await self._idle.get()
+            if worker is None:
+                self._idle.put_nowait(None)
+                raise Unavailable("the Python sandbox is shutting down")
+            if worker.alive and worker.job is None:
+                return worker
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _check_uids_unused(self) -> None:
+        for uid in self.sandbox_uids:
+            try:
+                user = pwd.getpwuid(uid)
+            except KeyError:
+                continue
+            raise Internal(f"the Python sandbox uid {uid} belongs to the user {user.pw_name!r}; "
+                           "choose another sandbox_uid_base", reason="SANDBOX_MISCONFIGURED")
+
+    async def _spawn(self, slot: int) -> _Worker:
+        assert self._cell_root is not None
+        config = {"slot": slot, "uid": self._uid_base + slot, "gid": self._gid,
+                  "cell_root": self._cell_root, "preload": self._preload,
+                  "landlock": self._landlock, "forbidden": self._forbidden,
+                  "extra_read_paths": self._extra_read}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-m", _WORKER_MODULE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=scrubbed_environment(self._cell_root), cwd=self._cell_root,
+            start_new_session=True,  # no terminal signals; the worker dies with us anyway
+            limit=_STREAM_LIMIT,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        worker = _Worker(slot, proc, {}, pidfd=os.pidfd_open(proc.pid))
+        try:
+            proc.stdin.write(protocol.pack(config))
+            async with asyncio.timeout(self._start_timeout):
+                body = await _read_frame(proc.stdout)
+            ready = protocol.unpack(body) if body is not None else {}
+            if ready.get("t") != "ready":
+                reason = ready.get("message") or "it exited during start-up"
+                raise Internal(f"a Python sandbox worker failed to start: {reason}",
+                               reason="SANDBOX_MISCONFIGURED")
+        except BaseException:
+            worker.kill()
+            await proc.wait()
+            worker.forget()
+            raise
+        worker.ready = ready
+        return worker
+
+    def _adopt(self, worker: _Worker) -> None:
+        self._workers[worker.slot] = worker
+        worker.watcher = asyncio.create_task(self._watch(worker),
+                                             name=f"sandbox-worker-{worker.slot}")
+        self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        if not self._closed and worker.alive:
+            self._idle.put_nowait(worker)
+
+    async def _watch(self, worker: _Worker) -> None:
+        """Deliver the worker's answers; replace the worker when it dies."""
+        assert worker.proc.stdout is not None
+        stream = worker.proc.stdout
+        try:
+            while True:
+                body = await _read_frame(stream)
+                if body is None:
+                    break
+                message = protocol.unpack(body)
+                frame = await _read_frame(stream) if message.get("t") == "result" else None
+                if message.get("t") == "result" and frame is None:
+                    break
+                job, worker.job = worker.job, None
+                if job is not None and job.id == message.get("id") and not job.future.done():
+                    job.future.set_result((message, frame))
+                self._release(worker)
+        except Exception:
+            log.exception("sandbox worker %d sent something unreadable", worker.proc.pid)
+            worker.kill()
+        # A worker closes its stdout only when it exits.
+        try:
+            await asyncio.wait_for(worker.proc.wait(), 5)
+        except TimeoutError:
+            worker.kill()
+            await worker.proc.wait()
+        worker.forget()
+        job, worker.job = worker.job, None
+        if job is not None and not job.future.done():
+            if self._closed:
+                job.future.set_exception(Unavailable("the Python sandbox shut down"))
+            else:
+                job.future.set_exception(SandboxError(
+                    "crashed", f"Python column {job.column!r} crashed its sandbox worker"))
+        if not self._closed:
+            log.warning("sandbox worker %d exited (%s); starting a new one",
+                        worker.proc.pid, worker.proc.returncode)
+            task = asyncio.create_task(self._respawn(worker.slot))
+            self._respawns.add(task)
+            task.add_done_callback(self._respawns.discard)
+
+    async def _respawn(self, slot: int) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                worker = await self._spawn(slot)
+            except Exception:
+                log.exception("could not restart sandbox worker slot %d", slot)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._closed:
+                worker.kill()
+                await worker.proc.wait()
+                worker.forget()
+                return
+            self._adopt(worker)
+            return
+
+    async def _check_forbidden_paths(self) -> None:
+        if not self._forbidden:
+            return
+        results = await asyncio.gather(*(
+            self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable")
+            for _ in range(self._size)))
+        readable = sorted({path for found in results for path in found})
+        if readable:
+            raise Internal(
+                f"Python cells could read {', '.join(readable)}, which must stay private; run the "
+                "server as root (cells then drop to an unprivileged uid) with the data directory "
+                "mode 0700, or on Linux >= 5.13 with Landlock enabled",
+                reason="SANDBOX_MISCONFIGURED")
