@@ -65,6 +65,14 @@ def _vm_size() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
+def _lower(which: int, soft: int, hard: int) -> None:
+    """Set a limit, never above the current hard limit (which only root could raise)."""
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:
+        hard = min(hard, current)
+    resource.setrlimit(which, (min(soft, hard), hard))
+
+
 def _confine(spec: CellSpec, out: list[int]) -> None:
     """Apply every restriction; ``out[0]`` is the result descriptor (moved to RESULT_FD)."""
     os.setsid()
@@ -81,7 +89,7 @@ def _confine(spec: CellSpec, out: list[int]) -> None:
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_CORE, 0, 0),
     ):
-        resource.setrlimit(which, (soft, hard))
+        _lower(which, soft, hard)
     devnull = os.open("/dev/null", os.O_RDWR)
     if spec.uid is not None and spec.gid is not None:
         identity.drop_to(spec.uid, spec.gid)
@@ -100,7 +108,7 @@ def _confine(spec: CellSpec, out: list[int]) -> None:
     out[0] = RESULT_FD
     os.closerange(RESULT_FD + 1, 1 << 16)
     nofile = limits["max_open_files"]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    _lower(resource.RLIMIT_NOFILE, nofile, nofile)
     for name in ("HOME", "TMPDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
         os.environ[name] = spec.cell_dir
     tempfile.tempdir = spec.cell_dir

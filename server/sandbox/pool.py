@@ -176,7 +176,7 @@ class SandboxPool:
             spawned = await asyncio.gather(*(self._spawn(slot) for slot in range(self._size)))
             for worker in spawned:
                 self._adopt(worker)
-            await self._check_forbidden_paths()
+            await self._probe_cells()
         except BaseException:
             await self.close()
             raise
@@ -428,12 +428,15 @@ class SandboxPool:
             self._adopt(worker)
             return
 
-    async def _check_forbidden_paths(self) -> None:
-        if not self._forbidden:
-            return
-        results = await asyncio.gather(*(
-            self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable")
-            for _ in range(self._size)))
+    async def _probe_cells(self) -> None:
+        """Run one probe cell per worker: it proves cells work, and finds readable paths."""
+        try:
+            results = await asyncio.gather(*(
+                self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable")
+                for _ in range(self._size)))
+        except SandboxError as exc:
+            raise Internal(f"the Python sandbox cannot run cells: {exc.message}",
+                           reason="SANDBOX_MISCONFIGURED") from None
         readable = sorted({path for found in results for path in found})
         if readable:
             raise Internal(

@@ -181,7 +181,14 @@ class Worker:
             payload = self.reader.read_into()
             if payload is None:
                 return
-            self.run_job(message, payload)
+            try:
+                self.run_job(message, payload)
+            except PoolGone:
+                raise
+            except Exception as exc:  # a fault of the sandbox itself: report it, keep serving
+                print(f"rowforge sandbox worker: {exc!r}", file=sys.stderr)
+                self.send(*self._error(message, "crashed",
+                                       f"could not be run: the sandbox failed ({exc})"))
 
     def run_job(self, job: dict[str, Any], payload: bytearray) -> None:
         """Run one cell and send its answer."""

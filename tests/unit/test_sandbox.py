@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import wave
@@ -513,6 +515,7 @@ async def test_worker_keeps_no_cell_data(small_pool: SandboxPool) -> None:
 GRAYSCALE = """
 from PIL import Image
 import io
+import json
 
 try:
     # 1. Access the input image bytes
@@ -536,6 +539,7 @@ except Exception as e:
 HALF_VOLUME = """
 import soundfile as sf
 import io
+import json
 
 try:
     # 1. Read input audio bytes
@@ -611,3 +615,77 @@ async def test_run_needs_a_started_pool() -> None:
     with pytest.raises(Unavailable):
         await sandbox.run("row['out'] = 1", {}, "out")
     await sandbox.close()
+
+
+# -- a server that is not root ---------------------------------------------------------------
+
+UNPRIVILEGED_SERVER = r"""
+import asyncio, json, os, sys
+from rowforge.server.sandbox import SandboxError, SandboxLimits, SandboxPool
+from rowforge.server.sandbox import fs_policy, identity, mounts
+
+uid, data = int(sys.argv[1]), sys.argv[2]
+# Let the unprivileged "server" reach the interpreter if it lives in a private home.
+paths = fs_policy.readable_roots(fs_policy.python_read_roots(), [])
+groups = {}
+for path, blocker in identity.run_as(uid, uid, identity.traversal_blockers, paths).items():
+    groups.setdefault(blocker, []).append(path)
+if groups:
+    mounts.expose(groups)
+identity.drop_to(uid, uid)
+
+async def main():
+    out = {}
+    limits = SandboxLimits(timeout_s=1.5)
+    async with SandboxPool(workers=1, forbidden_paths=[data], limits=limits) as pool:
+        async def attempt(code, row=None):
+            try:
+                return {"value": await pool.run(code, row or {}, "out")}
+            except SandboxError as e:
+                return {"kind": e.kind, "message": e.message}
+        out["isolation"] = pool.isolation
+        out["uid"] = await attempt("import os\nrow['out'] = os.getuid()")
+        out["secret"] = await attempt("row['out'] = open(row['p']).read()",
+                                      {"p": data + "/secret.txt"})
+        out["kill_server"] = await attempt("import os\nos.kill(row['pid'], 9)",
+                                           {"pid": os.getpid()})
+        out["kill_worker"] = await attempt("import os\nos.kill(os.getppid(), 9)")
+        out["environ"] = await attempt("row['out'] = open(f'/proc/{row[\"pid\"]}/environ').read()",
+                                       {"pid": os.getpid()})
+        out["fork_bomb"] = await attempt(
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+        out["after"] = await attempt("row['out'] = 1")
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@needs_landlock
+async def test_unprivileged_server_relies_on_landlock(dirs: dict[str, Path]) -> None:
+    """Cells of a non-root server share its uid: Landlock alone must keep them off its data
+    and its processes. Simulated by a root helper that drops to ``nobody`` before starting
+    the pool."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to simulate a server running as another user")
+    nobody = 65534
+    data = dirs["base"] / "nobody-data"
+    data.mkdir(mode=0o700)
+    (data / "secret.txt").write_text(SECRET)
+    os.chown(data, nobody, nobody)
+    os.chown(data / "secret.txt", nobody, nobody)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", UNPRIVILEGED_SERVER, str(nobody), str(data), cwd="/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    out = json.loads(stdout)
+    assert out["isolation"]["privileged"] is False and out["isolation"]["landlock"] > 0
+    assert out["uid"] == {"value": nobody}  # the same uid as the server
+    assert out["secret"]["kind"] == "forbidden"
+    assert out["environ"]["kind"] == "forbidden"
+    if out["isolation"]["signals_scoped"]:
+        assert out["kill_server"]["kind"] == "forbidden"
+        assert out["kill_worker"]["kind"] == "forbidden"
+    assert out["fork_bomb"]["kind"] == "timeout"
+    assert out["after"] == {"value": 1}
