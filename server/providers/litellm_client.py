@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,37 @@ def load() -> ModuleType:
                     setattr(litellm, name, [])
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+            _warm_up(litellm)
             _module = litellm
     return _module
+
+
+def _warm_up(litellm: ModuleType) -> None:
+    """Run litellm's call paths once, offline (``mock_response``), with warnings silenced.
+
+    litellm imports modules and builds pydantic schemas lazily on the first real call, and
+    pydantic warns while doing so (UserWarnings about ``ReadOnly`` TypedDict items). Done here,
+    synchronously, the warnings cannot race other tasks' warning filters, and a run that turns
+    warnings into errors (our test suite) cannot be left with half-built pydantic types.
+    """
+    messages = [{"role": "user", "content": "warm-up"}]
+    common = {"model": "openai/rowforge-warm-up", "api_key": "unused",
+              "api_base": "http://127.0.0.1:9/v1"}  # never contacted: responses are mocked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            litellm.completion(messages=messages, mock_response="ok", **common)
+            for _ in litellm.completion(messages=messages, mock_response="ok", stream=True,
+                                        stream_options={"include_usage": True}, **common):
+                pass
+            from litellm.types.rerank import RerankResponse, get_rerank_usage
+
+            ranking = {"id": "warm-up", "results": [{"index": 0, "relevance_score": 1.0}],
+                       "meta": {"billed_units": {"search_units": 1}}}
+            RerankResponse.model_validate(ranking)
+            get_rerank_usage(ranking)
+        except Exception:  # only a warm-up: another litellm version may differ
+            pass
 
 
 async def preload() -> None:

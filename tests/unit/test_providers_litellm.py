@@ -159,9 +159,6 @@ async def test_embedding_size_mismatch_is_a_config_error(fake: FakeOpenAI) -> No
     assert info.value.reason == "EMBEDDING_SIZE_MISMATCH"
 
 
-# litellm's rerank response types make pydantic warn (UserWarning) about ReadOnly TypedDict
-# items; harmless, but this suite turns warnings into errors.
-@pytest.mark.filterwarnings("ignore:Items .* are using the `ReadOnly` qualifier:UserWarning")
 async def test_rerank_through_litellm(fake: FakeOpenAI) -> None:
     spec = ModelSpec(id="fake/rerank", route="cohere/rerank-english-v3.0",
                      api_base=fake.base_url.removesuffix("/v1"), api_key_env=KEY_ENV,
