@@ -7,6 +7,7 @@ import numpy.typing as npt
 
 from rowforge.fastcore._py import ann as _py_ann
 
+def all_finite(q: npt.NDArray[np.float32]) -> bool: ...  # const float[:, ::1]
 def take_allowed(
     labels: npt.NDArray[np.uint64],  # const uint64_t[::1]
     bitmap: npt.NDArray[np.uint8],  # const uint8_t[::1]

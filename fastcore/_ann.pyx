@@ -1,14 +1,15 @@
 """Compiled per-search kernels for the hnswlib glue; the class itself lives in ``_py/ann.py``.
 
-``AnnIndex`` here is the shared class with these kernels swapped in: label collection with
-C-level dict lookups, the allowed-label scan over a byte bitmap without the GIL, and building
-the ``(row id, distance)`` result tuples. Typed memoryviews only (no NumPy C-API at build time).
+``AnnIndex`` here is the shared class with these kernels swapped in: the finiteness check of
+queries, label collection with C-level dict lookups, the allowed-label scan over a byte bitmap
+without the GIL, and building the ``(row id, distance)`` result tuples. Typed memoryviews only (no NumPy C-API at build time).
 """
 
 import numpy as np
 
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from rowforge.fastcore._py import ann as _py_ann
@@ -18,6 +19,22 @@ cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object mp, object key) except? NULL
     long long PyLong_AsLongLong(PyObject* o) except? -1
     void _incref "Py_INCREF"(object o)
+
+
+cdef bint all_finite_kernel(const float* values, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(values[i]):
+            return False
+    return True
+
+
+def all_finite(const float[:, ::1] q):
+    """True when the 2-D float32 array holds no NaN or infinity."""
+    cdef Py_ssize_t n = q.shape[0] * q.shape[1]
+    if n == 0:
+        return True
+    return all_finite_kernel(&q[0, 0], n)
 
 
 cdef Py_ssize_t take_allowed_kernel(
@@ -95,6 +112,7 @@ def to_results(const uint64_t[::1] labels, const float[::1] distances, list id_o
 class AnnIndex(_py_ann.AnnIndex):
     __doc__ = _py_ann.AnnIndex.__doc__
 
+    _all_finite = staticmethod(all_finite)
     _collect_labels = staticmethod(collect_labels)
     _take_allowed = staticmethod(take_allowed)
     _to_results = staticmethod(to_results)
