@@ -1,0 +1,279 @@
+"""Protobuf <-> domain conversion for TableService (schemas, gen configs, rows, cells).
+
+Shared by the table servicer and the row-generation mixin; nothing else in the tables domain
+sees protobuf. ``*_from_pb`` functions raise INVALID_ARGUMENT naming the request field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from rowforge.server.errors import InvalidArgument
+from rowforge.server.services._convert import timestamp
+from rowforge.server.tables.model import (
+    DTYPES,
+    ID_COLUMN,
+    UPDATED_AT_COLUMN,
+    Cell,
+    CellStatus,
+    CellUsage,
+    Chunk,
+    ColumnSchema,
+    EmbedGenConfig,
+    GenConfig,
+    LLMGenConfig,
+    PythonGenConfig,
+    RAGParams,
+    References,
+    Row,
+    TableSchema,
+)
+from rowforge.server.tables.validation import DEFAULT_RAG_K
+from rowforge.v1 import common_pb2
+from rowforge.v1 import table_service_pb2 as pb
+
+TABLE_TYPE_NAMES = {
+    common_pb2.TABLE_TYPE_ACTION: "action",
+    common_pb2.TABLE_TYPE_KNOWLEDGE: "knowledge",
+    common_pb2.TABLE_TYPE_CHAT: "chat",
+}
+TABLE_TYPE_ENUMS = {name: value for value, name in TABLE_TYPE_NAMES.items()}
+
+STATUS_TO_PB = {
+    CellStatus.PENDING: pb.CELL_STATUS_PENDING,
+    CellStatus.RUNNING: pb.CELL_STATUS_RUNNING,
+    CellStatus.DONE: pb.CELL_STATUS_DONE,
+    CellStatus.ERROR: pb.CELL_STATUS_ERROR,
+    CellStatus.SKIPPED: pb.CELL_STATUS_SKIPPED,
+}
+STATUS_FROM_PB = {value: status for status, value in STATUS_TO_PB.items()}
+
+
+# -- table types ---------------------------------------------------------------------------
+
+def table_type_from_pb(value: int, field: str = "table_type") -> str:
+    """The domain table type; INVALID_ARGUMENT for UNSPECIFIED or unknown values."""
+    name = TABLE_TYPE_NAMES.get(value)
+    if name is None:
+        raise InvalidArgument.field(field, "must be TABLE_TYPE_ACTION, TABLE_TYPE_KNOWLEDGE or "
+                                           "TABLE_TYPE_CHAT", reason="INVALID_TABLE_TYPE")
+    return name
+
+
+def table_type_to_pb(name: str) -> int:
+    return TABLE_TYPE_ENUMS[name]
+
+
+# -- values --------------------------------------------------------------------------------
+
+def value_from_pb(value: struct_pb2.Value) -> Any:
+    """A ``google.protobuf.Value`` as Python (numbers are floats: Struct has only doubles)."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_from_pb(value.struct_value)
+    return [value_from_pb(v) for v in value.list_value.values]
+
+
+def struct_from_pb(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {k: value_from_pb(v) for k, v in struct.fields.items()}
+
+
+def value_to_pb(value: Any) -> struct_pb2.Value:
+    out = struct_pb2.Value()
+    if value is None:
+        out.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, (int, float)):
+        out.number_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, (list, tuple)):
+        out.list_value.values.extend(value_to_pb(v) for v in value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            out.struct_value.fields[str(k)].CopyFrom(value_to_pb(v))
+    else:
+        out.string_value = str(value)
+    return out
+
+
+def value_text(value: Any) -> str:
+    """A cell value as text (the seed SDK's ``.text``): "" for NULL."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+# -- gen configs ---------------------------------------------------------------------------
+
+def gen_config_from_pb(config: pb.GenConfig) -> GenConfig | None:
+    """The domain gen config, or None when nothing is set (an input column)."""
+    kind = config.WhichOneof("config")
+    if kind == "llm":
+        llm = config.llm
+        rag = None
+        if llm.HasField("rag_params"):
+            r = llm.rag_params
+            rag = RAGParams(table_id=r.table_id, k=r.k or DEFAULT_RAG_K,
+                            reranking_model=r.reranking_model, search_query=r.search_query,
+                            inline_citations=r.inline_citations)
+        return LLMGenConfig(
+            model=llm.model, system_prompt=llm.system_prompt, prompt=llm.prompt,
+            temperature=llm.temperature if llm.HasField("temperature") else None,
+            max_tokens=llm.max_tokens if llm.HasField("max_tokens") else None,
+            top_p=llm.top_p if llm.HasField("top_p") else None,
+            multi_turn=llm.multi_turn, rag_params=rag)
+    if kind == "python":
+        return PythonGenConfig(python_code=config.python.python_code)
+    if kind == "embed":
+        return EmbedGenConfig(embedding_model=config.embed.embedding_model,
+                              source_column=config.embed.source_column)
+    return None
+
+
+def gen_config_to_pb(config: GenConfig | None) -> pb.GenConfig:
+    out = pb.GenConfig()
+    if isinstance(config, LLMGenConfig):
+        llm = out.llm
+        llm.model = config.model
+        llm.system_prompt = config.system_prompt
+        llm.prompt = config.prompt
+        llm.multi_turn = config.multi_turn
+        if config.temperature is not None:
+            llm.temperature = config.temperature
+        if config.max_tokens is not None:
+            llm.max_tokens = config.max_tokens
+        if config.top_p is not None:
+            llm.top_p = config.top_p
+        if config.rag_params is not None:
+            r = config.rag_params
+            llm.rag_params.CopyFrom(pb.RAGParams(
+                table_id=r.table_id, k=r.k, reranking_model=r.reranking_model,
+                search_query=r.search_query, inline_citations=r.inline_citations))
+    elif isinstance(config, PythonGenConfig):
+        out.python.python_code = config.python_code
+    elif isinstance(config, EmbedGenConfig):
+        out.embed.embedding_model = config.embedding_model
+        out.embed.source_column = config.source_column
+    return out
+
+
+# -- columns and tables --------------------------------------------------------------------
+
+def column_from_pb(col: pb.Column) -> ColumnSchema:
+    """A user column from a request (``system`` is ignored: only the server sets it; an empty
+    dtype means str)."""
+    config = gen_config_from_pb(col.gen_config) if col.HasField("gen_config") else None
+    return ColumnSchema(id=col.id, dtype=col.dtype or "str", gen_config=config)
+
+
+def columns_from_pb(cols: Iterable[pb.Column], field: str = "cols") -> list[ColumnSchema]:
+    out = []
+    for i, col in enumerate(cols):
+        if col.dtype and col.dtype not in DTYPES:
+            raise InvalidArgument.field(
+                f"{field}[{i}].dtype", f"column {col.id!r}: unknown dtype {col.dtype!r}; use one "
+                                       f"of {', '.join(DTYPES)}", reason="INVALID_DTYPE")
+        out.append(column_from_pb(col))
+    return out
+
+
+def column_to_pb(col: ColumnSchema) -> pb.Column:
+    out = pb.Column(id=col.id, dtype=col.dtype, system=col.system)
+    if col.gen_config is not None:
+        out.gen_config.CopyFrom(gen_config_to_pb(col.gen_config))
+    return out
+
+
+def schema_to_pb(schema: TableSchema, num_rows: int | None = None) -> pb.Table:
+    """A ``Table`` message; ``cols`` starts with the system columns ID and Updated at."""
+    out = pb.Table(id=schema.id, table_type=table_type_to_pb(schema.table_type),
+                   embedding_model=schema.embedding_model, num_rows=num_rows or 0)
+    out.cols.append(pb.Column(id=ID_COLUMN, dtype="str", system=True))
+    out.cols.append(pb.Column(id=UPDATED_AT_COLUMN, dtype="datetime", system=True))
+    out.cols.extend(column_to_pb(c) for c in schema.columns)
+    if schema.create_time is not None:
+        out.create_time.CopyFrom(timestamp(schema.create_time))
+    if schema.update_time is not None:
+        out.update_time.CopyFrom(timestamp(schema.update_time))
+    return out
+
+
+# -- cells and rows ------------------------------------------------------------------------
+
+def usage_to_pb(usage: CellUsage | None) -> common_pb2.Usage:
+    if usage is None:
+        return common_pb2.Usage()
+    return common_pb2.Usage(prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens,
+                            total_tokens=usage.total_tokens)
+
+
+def references_to_pb(refs: References | None) -> pb.References:
+    if refs is None:
+        return pb.References()
+    return pb.References(table_id=refs.table_id, search_query=refs.search_query, chunks=[
+        pb.Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or 0,
+                 file_id=c.file_id, score=c.score) for c in refs.chunks])
+
+
+def references_from_pb(refs: pb.References) -> References:
+    return References(table_id=refs.table_id, search_query=refs.search_query, chunks=tuple(
+        Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or None,
+              file_id=c.file_id, score=c.score) for c in refs.chunks))
+
+
+def status_to_pb(status: CellStatus) -> int:
+    return STATUS_TO_PB[status]
+
+
+def cell_to_pb(cell: Cell, *, input_column: bool = False) -> pb.Cell:
+    """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated)."""
+    out = pb.Cell(value=value_to_pb(cell.value), error=cell.error)
+    if not (input_column and cell.status == CellStatus.DONE):
+        out.status = STATUS_TO_PB[cell.status]
+    if cell.usage is not None:
+        out.usage.CopyFrom(usage_to_pb(cell.usage))
+    if cell.references is not None:
+        out.references.CopyFrom(references_to_pb(cell.references))
+    return out
+
+
+def cell_completion_to_pb(cell: Cell) -> pb.CellCompletion:
+    """A generated cell as AddRows/RegenRows report it (``text`` plus the typed value)."""
+    out = pb.CellCompletion(text=value_text(cell.value), value=value_to_pb(cell.value),
+                            status=STATUS_TO_PB[cell.status], error=cell.error)
+    if cell.usage is not None:
+        out.usage.CopyFrom(usage_to_pb(cell.usage))
+    if cell.references is not None:
+        out.references.CopyFrom(references_to_pb(cell.references))
+    return out
+
+
+def row_to_pb(row: Row, schema: TableSchema | None = None) -> pb.Row:
+    """A ``Row``; with ``schema``, input cells report an unspecified status."""
+    inputs = ({c.id for c in schema.columns if c.gen_config is None}
+              if schema is not None else set())
+    out = pb.Row(id=row.id, update_time=timestamp(row.update_time))
+    for name, cell in row.cells.items():
+        out.cells[name].CopyFrom(cell_to_pb(cell, input_column=name in inputs))
+    return out

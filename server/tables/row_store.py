@@ -1,0 +1,577 @@
+"""Rows of user tables: insert, read (list/get/history/export), update, delete, search.
+
+Reads take the caller's schema (from :meth:`SchemaStore.get_table`); writes check inside their
+transaction that the columns they touch still exist (a concurrent DROP COLUMN makes them fail
+with ABORTED, never half-written). Generated cells are persisted through the group-committing
+:class:`~rowforge.server.tables.cell_writer.CellWriter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rowforge.server.errors import (
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    RowforgeError,
+    Violations,
+)
+from rowforge.server.storage.db import Database
+from rowforge.server.tables import fulltext, layout, page_tokens
+from rowforge.server.tables.cell_writer import CellWriter
+from rowforge.server.tables.codec import cell_from_stored, state_to_json
+from rowforge.server.tables.ids import uuid7
+from rowforge.server.tables.model import (
+    EMBEDDING_DTYPE,
+    FILE_DTYPES,
+    ID_COLUMN,
+    KT_FILE_ID,
+    RESERVED_COLUMNS,
+    UPDATED_AT_COLUMN,
+    Cell,
+    CellStatus,
+    ColumnSchema,
+    Row,
+    TableSchema,
+)
+from rowforge.server.tables.schema_store import SchemaStore, check_page, table_not_found
+from rowforge.server.tables.values import ValueTypeError, coerce, from_stored
+from rowforge.server.tables.where import compile_where
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MAX_VIOLATIONS = 50
+MAX_DELETE_IDS = 1000
+_URI_SCHEME = ("file://", "s3://", "gs://", "http://", "https://")
+
+
+def micros_to_datetime(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+@dataclass
+class RowQuery:
+    """Parameters of :meth:`RowStore.list_rows` (see ListRowsRequest)."""
+
+    offset: int = 0
+    limit: int = 0
+    page_token: str = ""
+    where: str = ""
+    columns: Sequence[str] | None = None
+    search_query: str = ""
+    search_columns: Sequence[str] | None = None
+    #: Column id to order by; "" or "ID" is insertion order.
+    order_by: str = ""
+    descending: bool = False
+
+
+@dataclass
+class RowPage:
+    items: list[Row]
+    total: int
+    next_page_token: str = ""
+
+
+@dataclass
+class _Order:
+    """The sort key of a listing: a column (None: insertion order) and its kind."""
+
+    expr: sa.ColumnElement[Any] | None
+    kind: str = "seq"
+    nulls: bool = field(default=False)
+
+
+def select_columns(schema: TableSchema, names: Sequence[str] | None,
+                   field_name: str = "columns") -> list[ColumnSchema]:
+    """The columns to return: all non-embedding columns by default, else those named (ID and
+    Updated at are always returned and may be named)."""
+    if not names:
+        return [c for c in schema.columns if c.dtype != EMBEDDING_DTYPE]
+    v = Violations()
+    wanted: list[ColumnSchema] = []
+    for i, name in enumerate(names):
+        if name in RESERVED_COLUMNS:
+            continue
+        col = schema.column(name)
+        if col is None:
+            v.add(f"{field_name}[{i}]", _unknown(schema, name))
+        elif col not in wanted:
+            wanted.append(col)
+    v.raise_if_any()
+    return [c for c in schema.columns if c in wanted]  # table order
+
+
+def _unknown(schema: TableSchema, name: str) -> str:
+    valid = ", ".join(repr(c) for c in schema.column_ids)
+    return f"unknown column {name!r} (columns: {valid})"
+
+
+def _select(table: sa.Table, cols: list[ColumnSchema]) -> list[sa.ColumnElement[Any]]:
+    out: list[sa.ColumnElement[Any]] = [table.c[layout.SEQ], table.c[layout.ROW_ID],
+                                        table.c[layout.UPDATED_AT]]
+    for col in cols:
+        out += [table.c[layout.value_name(col)], table.c[layout.state_name(col)]]
+    return out
+
+
+def _to_row(record: Sequence[Any], cols: list[ColumnSchema]) -> Row:
+    cells = {}
+    for i, col in enumerate(cols):
+        value = record[3 + 2 * i]
+        if value is not None and (col.dtype == EMBEDDING_DTYPE or col.dtype == "bool"):
+            value = from_stored(col.dtype, value)
+        cells[col.id] = cell_from_stored(value, record[4 + 2 * i])
+    return Row(id=record[1], update_time=micros_to_datetime(record[2]), cells=cells)
+
+
+class RowStore:
+    """Row storage of all user tables. Use through :class:`~.store.TableStore`."""
+
+    def __init__(self, db: Database, schemas: SchemaStore, *, files: Any = None) -> None:
+        self.db = db
+        self.schemas = schemas
+        #: ``app.files`` (FileService store) or a zero-argument callable returning it.
+        self.files = files
+        self.writer = CellWriter(db, self._current)
+
+    async def _current(self, conn: AsyncConnection, storage_id: str) -> TableSchema | None:
+        return await self.schemas.load_by_storage(conn, storage_id, share=True)
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, schema: TableSchema) -> AsyncIterator[AsyncConnection]:
+        """A read connection; SQL errors caused by a concurrent schema change become
+        NOT_FOUND (table deleted) or ABORTED (columns changed: retry)."""
+        async with self.db.read() as conn:
+            try:
+                yield conn
+            except sa.exc.DBAPIError:
+                await conn.rollback()
+                current = await self.schemas.load_by_storage(conn, schema.storage_id)
+                if current is None:
+                    raise table_not_found(schema.table_type, schema.id) from None
+                if current.version != schema.version:
+                    raise Aborted(f"table {schema.id!r} changed while it was read; retry",
+                                  reason="TABLE_CHANGED") from None
+                raise
+
+    async def _check_live(self, conn: AsyncConnection, schema: TableSchema,
+                          names: set[str]) -> TableSchema:
+        current = await self._current(conn, schema.storage_id)
+        if current is None:
+            raise table_not_found(schema.table_type, schema.id)
+        live = {c.storage_name for c in current.columns}
+        if not names <= live:
+            raise Aborted(f"columns of table {schema.id!r} changed meanwhile; retry",
+                          reason="TABLE_CHANGED")
+        return current
+
+    # -- value checks ----------------------------------------------------------------------
+
+    def _file_store(self) -> Any:
+        files = self.files() if callable(self.files) else self.files
+        return files
+
+    async def _check_files(self, schema: TableSchema, checks: list[tuple[str, str, str]]) -> None:
+        """Validate file URIs: (field, uri, dtype) triples."""
+        if not checks:
+            return
+        files = self._file_store()
+        v = Violations()
+        for field_name, uri, dtype in checks:
+            if files is None:
+                if not uri.startswith(_URI_SCHEME):
+                    v.add(field_name, f"expected a FileService URI (file://...), got {uri[:60]!r}")
+                continue
+            try:
+                await files.validate_uri(schema.project_id, uri, dtype)
+            except RowforgeError as exc:
+                if exc.code not in {"INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED"}:
+                    raise
+                v.add(field_name, exc.message)
+        v.raise_if_any()
+
+    def _input_values(self, schema: TableSchema, values: Mapping[str, Any], field_name: str,
+                      v: Violations, files: list[tuple[str, str, str]], *,
+                      updating: bool) -> dict[ColumnSchema, Any]:
+        out: dict[ColumnSchema, Any] = {}
+        if not isinstance(values, Mapping):
+            v.add(field_name, "must be an object of column id to value")
+            return out
+        for name, value in values.items():
+            col = schema.column(name)
+            where = f"{field_name}.{name}"
+            if name in RESERVED_COLUMNS or (name.casefold() in {"id", "updated at"}
+                                            and col is None):
+                v.add(where, f"{name!r} is set by the server")
+                continue
+            if col is None:
+                v.add(where, _unknown(schema, name))
+                continue
+            if updating and col.dtype == EMBEDDING_DTYPE:
+                v.add(where, f"column {name!r} is computed by the server")
+                continue
+            try:
+                out[col] = coerce(col.dtype, value)
+            except ValueTypeError as exc:
+                v.add(where, f"column {name!r} ({col.dtype}): {exc}")
+                continue
+            if col.dtype in FILE_DTYPES and out[col] is not None:
+                files.append((where, out[col], col.dtype))
+        return out
+
+    # -- inserts ---------------------------------------------------------------------------
+
+    async def insert_rows(self, schema: TableSchema, rows: Sequence[Mapping[str, Any]], *,
+                          generated_status: CellStatus = CellStatus.PENDING,
+                          field_name: str = "data") -> list[Row]:
+        """Validate, type and insert rows in one transaction; see TableStore.insert_rows."""
+        v = Violations()
+        files: list[tuple[str, str, str]] = []
+        typed = []
+        for i, values in enumerate(rows):
+            typed.append(self._input_values(schema, values, f"{field_name}[{i}]", v, files,
+                                            updating=False))
+            if len(v.items) >= MAX_VIOLATIONS:
+                break
+        v.raise_if_any()
+        await self._check_files(schema, files)
+        now = layout.now_micros()
+        update_time = micros_to_datetime(now)
+        params: list[dict[str, Any]] = []
+        out: list[Row] = []
+        for given in typed:
+            row_id = uuid7()
+            record: dict[str, Any] = {layout.ROW_ID: row_id, layout.UPDATED_AT: now}
+            cells: dict[str, Cell] = {}
+            for col in schema.columns:
+                if col in given:
+                    cell = Cell(value=given[col])
+                elif col.gen_config is not None:
+                    cell = Cell(value=None, status=generated_status)
+                else:
+                    cell = Cell(value=None)
+                record[layout.value_name(col)] = given.get(col)
+                record[layout.state_name(col)] = state_to_json(cell)
+                if col.dtype == EMBEDDING_DTYPE and cell.value is not None:
+                    cell = Cell(value=from_stored(EMBEDDING_DTYPE, cell.value))
+                cells[col.id] = cell
+            params.append(record)
+            out.append(Row(id=row_id, update_time=update_time, cells=cells))
+        if not params:
+            return out
+        table = layout.row_table(schema)
+        async with self.db.write() as conn:
+            await self._check_live(conn, schema, {c.storage_name for c in schema.columns})
+            await conn.execute(table.insert(), params)
+        return out
+
+    async def write_cells(self, schema: TableSchema, row_id: str,
+                          cells: Mapping[str, Cell]) -> None:
+        await self.writer.write(schema, row_id, cells)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get_rows(self, schema: TableSchema, row_ids: Sequence[str], *,
+                       columns: Sequence[str] | None = None) -> list[Row]:
+        cols = select_columns(schema, columns)
+        if not row_ids:
+            return []
+        table = layout.row_table(schema)
+        query = sa.select(*_select(table, cols)).where(
+            table.c[layout.ROW_ID].in_(sorted(set(row_ids))))
+        async with self._reading(schema) as conn:
+            found = {r[1]: _to_row(r, cols) for r in await conn.execute(query)}
+        for row_id in row_ids:
+            if row_id not in found:
+                raise row_not_found(schema, row_id)
+        return [found[r] for r in row_ids]
+
+    async def history(self, schema: TableSchema, *, before_row_id: str | None,
+                      columns: Sequence[str], limit: int = 1000) -> list[Row]:
+        cols = select_columns(schema, list(columns)) if columns else []
+        table = layout.row_table(schema)
+        seq = table.c[layout.SEQ]
+        query = sa.select(*_select(table, cols)).order_by(seq.desc()).limit(limit)
+        if before_row_id is not None:
+            before = (sa.select(seq).where(table.c[layout.ROW_ID] == before_row_id)
+                      .scalar_subquery())
+            query = query.where(seq < before)
+        async with self._reading(schema) as conn:
+            rows = [_to_row(r, cols) for r in await conn.execute(query)]
+        rows.reverse()
+        return rows
+
+    async def count_rows(self, schema: TableSchema) -> int:
+        async with self._reading(schema) as conn:
+            return await self.schemas.count_rows(conn, schema)
+
+    def _filters(self, schema: TableSchema, where: str, search_query: str,
+                 search_columns: Sequence[str] | None) -> list[sa.ColumnElement[bool]]:
+        table = layout.row_table(schema)
+        dialect = self.db.dialect
+        conditions: list[sa.ColumnElement[bool]] = []
+        if where.strip():
+            conditions.append(compile_where(where, schema, table, dialect))
+        if search_query.strip():
+            cols = None
+            if search_columns:
+                v = Violations()
+                cols = []
+                for i, name in enumerate(search_columns):
+                    col = schema.column(name)
+                    if col is None:
+                        v.add(f"search_columns[{i}]", _unknown(schema, name))
+                    elif col.dtype != "str":
+                        v.add(f"search_columns[{i}]",
+                              f"column {name!r} ({col.dtype}) is not a text column")
+                    else:
+                        cols.append(col)
+                v.raise_if_any()
+            elif not fulltext.text_columns(schema):
+                raise InvalidArgument.field("search_query", "the table has no str columns to "
+                                                            "search")
+            conditions.append(fulltext.match_filter(schema, search_query, cols, dialect))
+        return conditions
+
+    def _order(self, schema: TableSchema, order_by: str) -> _Order:
+        table = layout.row_table(schema)
+        if order_by in {"", ID_COLUMN}:
+            return _Order(None)
+        if order_by == UPDATED_AT_COLUMN:
+            return _Order(table.c[layout.UPDATED_AT], "int")
+        col = schema.column(order_by)
+        if col is None:
+            raise InvalidArgument.field("order_by", _unknown(schema, order_by))
+        if col.dtype == EMBEDDING_DTYPE:
+            raise InvalidArgument.field("order_by", f"column {order_by!r} cannot be ordered by")
+        expr: sa.ColumnElement[Any] = table.c[layout.value_name(col)]
+        kind = {"int": "int", "float": "float", "bool": "bool"}.get(col.dtype, "text")
+        if kind == "text" and self.db.is_postgres:
+            expr = expr.collate("C")  # SQLite's binary order, on both databases
+        return _Order(expr, kind, nulls=True)
+
+    async def list_rows(self, schema: TableSchema, query: RowQuery) -> RowPage:
+        """One page of rows (see ListRowsRequest): filter, search, order, keyset paging."""
+        size = check_page(query.offset, query.limit)
+        cols = select_columns(schema, query.columns)
+        conditions = self._filters(schema, query.where, query.search_query,
+                                   query.search_columns)
+        order = self._order(schema, query.order_by)
+        table = layout.row_table(schema)
+        seq = table.c[layout.SEQ]
+        bound = page_tokens.params_hash(
+            "rows", schema.storage_id, query.where, query.search_query,
+            list(query.search_columns or ()), query.order_by, query.descending)
+        page_conds = list(conditions)
+        if query.page_token:
+            cursor = page_tokens.decode(query.page_token, bound)
+            page_conds.append(_after(order, seq, cursor, query.descending))
+        desc = query.descending
+        if order.expr is None:
+            order_by = [seq.desc() if desc else seq.asc()]
+            sort_cols: list[sa.ColumnElement[Any]] = []
+        else:
+            is_null = order.expr.is_(None)
+            order_by = ([is_null.desc(), order.expr.desc(), seq.desc()] if desc
+                        else [is_null.asc(), order.expr.asc(), seq.asc()])
+            sort_cols = [order.expr.label("_sort")]
+        stmt = (sa.select(*_select(table, cols), *sort_cols).where(*page_conds)
+                .order_by(*order_by).limit(size + 1))
+        if query.offset and not query.page_token:
+            stmt = stmt.offset(query.offset)
+        count = sa.select(sa.func.count()).select_from(table).where(*conditions)
+        async with self._reading(schema) as conn:
+            records = (await conn.execute(stmt)).all()
+            total = int(await conn.scalar(count) or 0)
+        items = [_to_row(r, cols) for r in records[:size]]
+        token = ""
+        if len(records) > size:
+            last = records[size - 1]
+            if order.expr is None:
+                cursor = [last[0]]
+            else:
+                value = last[-1]
+                cursor = [value is None, value, last[0]]
+            token = page_tokens.encode(cursor, bound)
+        return RowPage(items=items, total=total, next_page_token=token)
+
+    async def iter_rows(self, schema: TableSchema, *, columns: Sequence[str] | None = None,
+                        where: str = "", batch: int = 500) -> AsyncIterator[list[Row]]:
+        """All rows matching ``where`` in insertion order, in batches (one read each)."""
+        cols = select_columns(schema, columns)
+        conditions = self._filters(schema, where, "", None)
+        table = layout.row_table(schema)
+        seq = table.c[layout.SEQ]
+        last = 0
+        while True:
+            stmt = (sa.select(*_select(table, cols)).where(*conditions, seq > last)
+                    .order_by(seq).limit(batch))
+            async with self._reading(schema) as conn:
+                records = (await conn.execute(stmt)).all()
+            if not records:
+                return
+            yield [_to_row(r, cols) for r in records]
+            if len(records) < batch:
+                return
+            last = records[-1][0]
+
+    async def fulltext_search(self, schema: TableSchema, query: str, *,
+                              columns: Sequence[str] | None = None, limit: int,
+                              where: str | None = None) -> list[tuple[str, float]]:
+        """Row ids matching every word of ``query``, best first, with their scores."""
+        if limit < 1:
+            raise InvalidArgument.field("limit", "must be at least 1")
+        conditions = self._filters(schema, where or "", "", None)
+        cols = None
+        if columns:
+            cols = [c for c in (schema.column(n) for n in columns) if c is not None]
+            bad = [n for n in columns if (c := schema.column(n)) is None or c.dtype != "str"]
+            if bad:
+                raise InvalidArgument.field("columns", f"not str columns: {bad}")
+        stmt = fulltext.ranked_select(schema, query, cols, self.db.dialect)
+        if stmt is None:
+            return []
+        stmt = stmt.where(*conditions).limit(limit)
+        async with self._reading(schema) as conn:
+            return [(r[0], float(r[1])) for r in await conn.execute(stmt)]
+
+    # -- updates and deletes ---------------------------------------------------------------
+
+    async def update_rows(self, schema: TableSchema, updates: Mapping[str, Mapping[str, Any]],
+                          *, field_name: str = "data") -> int:
+        """Set input (or generated) cells of existing rows; nothing is regenerated.
+
+        Raises:
+            InvalidArgument: unknown columns, wrong types (nothing written).
+            NotFound: a row id does not exist (nothing written).
+        """
+        v = Violations()
+        files: list[tuple[str, str, str]] = []
+        typed: dict[str, dict[ColumnSchema, Any]] = {}
+        for row_id, values in updates.items():
+            where = f"{field_name}[{row_id}]"
+            if not values:
+                v.add(where, "set at least one column")
+                continue
+            typed[row_id] = self._input_values(schema, values, where, v, files, updating=True)
+        v.raise_if_any()
+        await self._check_files(schema, files)
+        if not typed:
+            return 0
+        table = layout.row_table(schema)
+        now = layout.now_micros()
+        groups: dict[tuple[ColumnSchema, ...], list[dict[str, Any]]] = {}
+        for row_id, given in typed.items():
+            key = tuple(c for c in schema.columns if c in given)
+            params = {"_row_id": row_id, "_now": now}
+            for col in key:
+                params["v_" + col.storage_name] = given[col]
+            groups.setdefault(key, []).append(params)
+        touched = {c.storage_name for key in groups for c in key}
+        async with self.db.write() as conn:
+            await self._check_live(conn, schema, touched)
+            existing = set(await conn.scalars(sa.select(table.c[layout.ROW_ID]).where(
+                table.c[layout.ROW_ID].in_(list(typed)))))
+            for row_id in typed:
+                if row_id not in existing:
+                    raise row_not_found(schema, row_id)
+            for key, rows in groups.items():
+                values: dict[str, Any] = {layout.UPDATED_AT: sa.bindparam("_now")}
+                for col in key:
+                    values[layout.value_name(col)] = sa.bindparam("v_" + col.storage_name)
+                    values[layout.state_name(col)] = None  # set by hand: DONE, no error
+                stmt = (table.update().where(table.c[layout.ROW_ID] == sa.bindparam("_row_id"))
+                        .values(values))
+                await conn.execute(stmt, rows)
+        return len(typed)
+
+    async def delete_rows(self, schema: TableSchema, row_ids: Sequence[str] = (),
+                          where: str = "") -> int:
+        """Delete rows by id and/or filter (their union); unknown ids are ignored."""
+        v = Violations()
+        v.check(bool(row_ids) or bool(where.strip()), "row_ids",
+                "give row ids, a where filter, or both")
+        v.check(len(row_ids) <= MAX_DELETE_IDS, "row_ids",
+                f"at most {MAX_DELETE_IDS} ids per call")
+        v.raise_if_any()
+        table = layout.row_table(schema)
+        conditions = []
+        if row_ids:
+            conditions.append(table.c[layout.ROW_ID].in_(list(set(row_ids))))
+        if where.strip():
+            conditions.append(compile_where(where, schema, table, self.db.dialect))
+        async with self.db.write() as conn:
+            await self._check_live(conn, schema, set())
+            result = await conn.execute(table.delete().where(sa.or_(*conditions)))
+        return int(result.rowcount or 0)
+
+    async def file_references(self, project_id: str, uri: str) -> list[str]:
+        """Ids of the project's tables holding ``uri`` in a file column (or knowledge File
+        ID); for FileService's DeleteFile."""
+        found: list[str] = []
+        async with self.db.read() as conn:
+            for schema in await self.schemas.project_tables(conn, project_id):
+                cols = [c for c in schema.columns if c.dtype in FILE_DTYPES
+                        or (schema.table_type == "knowledge" and c.id == KT_FILE_ID)]
+                if not cols:
+                    continue
+                table = layout.row_table(schema)
+                hit = await conn.scalar(sa.select(sa.literal(1)).select_from(table).where(
+                    sa.or_(*[table.c[layout.value_name(c)] == uri for c in cols])).limit(1))
+                if hit is not None and schema.id not in found:
+                    found.append(schema.id)
+        return found
+
+
+def row_not_found(schema: TableSchema, row_id: str) -> NotFound:
+    return NotFound(f"row {row_id!r} not found in {schema.table_type} table {schema.id!r}",
+                    reason="ROW_NOT_FOUND", metadata={"rowId": row_id, "tableId": schema.id},
+                    field_violations=[FieldViolation("row_id", f"unknown row {row_id!r}")],
+                    resource_type="row", resource_name=row_id)
+
+
+def _after(order: _Order, seq: sa.ColumnElement[Any], cursor: list[Any],
+           desc: bool) -> sa.ColumnElement[bool]:
+    """The keyset condition "after the cursor" for the listing's order (NULLs sort last
+    ascending and first descending, on both databases)."""
+    bad = InvalidArgument.field("page_token", "is not a valid page token",
+                                reason="INVALID_PAGE_TOKEN")
+    if order.expr is None:
+        if len(cursor) != 1 or not _is_int(cursor[0]):
+            raise bad
+        return seq < cursor[0] if desc else seq > cursor[0]
+    if len(cursor) != 3 or not isinstance(cursor[0], bool) or not _is_int(cursor[2]):
+        raise bad
+    is_null, value, rid = cursor
+    if not is_null and not _fits(order.kind, value):
+        raise bad
+    col = order.expr
+    if desc:
+        if is_null:
+            return sa.or_(sa.and_(col.is_(None), seq < rid), col.is_not(None))
+        return sa.and_(col.is_not(None), sa.or_(col < value, sa.and_(col == value, seq < rid)))
+    if is_null:
+        return sa.and_(col.is_(None), seq > rid)
+    return sa.or_(col.is_(None), col > value, sa.and_(col == value, seq > rid))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return _is_int(value)
+    if kind == "float":
+        return _is_int(value) or isinstance(value, float)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, str)

@@ -1,0 +1,194 @@
+"""TableStore: the tables domain's storage API, attached to the app as ``app.tables``.
+
+The engine (``rowforge.server.tables.engine``) and the other domains (knowledge, files) use
+only this class; it never hands out SQL. Schema operations live in :class:`SchemaStore`, row
+operations in :class:`RowStore`; this façade names the whole API in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from rowforge.server.storage.db import Database
+from rowforge.server.tables.model import (
+    Cell,
+    CellStatus,
+    ColumnSchema,
+    GenConfig,
+    Row,
+    TableSchema,
+)
+from rowforge.server.tables.row_store import RowPage, RowQuery, RowStore
+from rowforge.server.tables.schema_store import SchemaStore, TablePage
+
+__all__ = ["RowPage", "RowQuery", "TablePage", "TableStore"]
+
+
+class TableStore:
+    """Schemas and rows of generative tables.
+
+    Args:
+        db: The database.
+        models: The model registry (``app.models``), for validating gen configs.
+        files: ``app.files`` or a zero-argument callable returning it (None: URIs are only
+            checked for a scheme).
+    """
+
+    def __init__(self, db: Database, *, models: Any = None, files: Any = None) -> None:
+        self.db = db
+        self.schemas = SchemaStore(db, models)
+        self.rows = RowStore(db, self.schemas, files=files)
+
+    async def close(self) -> None:
+        """Wait for queued cell writes."""
+        await self.rows.writer.close()
+
+    # -- tables ----------------------------------------------------------------------------
+
+    async def get_table(self, project_id: str, table_type: str, table_id: str) -> TableSchema:
+        """The table's schema.
+
+        Raises:
+            NotFound: reason ``TABLE_NOT_FOUND`` (also for another project's table).
+        """
+        return await self.schemas.get_table(project_id, table_type, table_id)
+
+    async def create_table(self, project_id: str, table_type: str, table_id: str,
+                           columns: Sequence[ColumnSchema], *, embedding_model: str = "",
+                           field_for: Callable[[str], str] | None = None) -> TableSchema:
+        """Create a table; knowledge tables get their fixed columns.
+
+        Raises:
+            InvalidArgument, NotFound (unknown model / knowledge table), AlreadyExists.
+        """
+        return await self.schemas.create_table(project_id, table_type, table_id, columns,
+                                               embedding_model=embedding_model,
+                                               field_for=field_for)
+
+    async def list_tables(self, project_id: str, table_type: str, *, offset: int = 0,
+                          limit: int = 0, page_token: str = "", count_rows: bool = False,
+                          prefix: str = "") -> TablePage:
+        """One page of tables sorted by id (``limit`` 1..100, 0 means 100)."""
+        return await self.schemas.list_tables(project_id, table_type, offset=offset,
+                                              limit=limit, page_token=page_token,
+                                              count_rows=count_rows, prefix=prefix)
+
+    async def delete_table(self, project_id: str, table_type: str, table_id: str) -> None:
+        """Delete a table with its rows (FAILED_PRECONDITION for a knowledge table in use)."""
+        await self.schemas.delete_table(project_id, table_type, table_id)
+
+    async def duplicate_table(self, project_id: str, table_type: str, src: str, dst: str = "",
+                              *, include_data: bool = True) -> TableSchema:
+        """Copy a table (``dst`` empty: ``<src>_copy_<n>``)."""
+        return await self.schemas.duplicate_table(project_id, table_type, src, dst,
+                                                  include_data=include_data)
+
+    async def rename_table(self, project_id: str, table_type: str, src: str,
+                           dst: str) -> TableSchema:
+        """Rename a table (ALREADY_EXISTS if ``dst`` is taken)."""
+        return await self.schemas.rename_table(project_id, table_type, src, dst)
+
+    async def add_columns(self, project_id: str, table_type: str, table_id: str,
+                          columns: Sequence[ColumnSchema]) -> TableSchema:
+        return await self.schemas.add_columns(project_id, table_type, table_id, columns)
+
+    async def drop_columns(self, project_id: str, table_type: str, table_id: str,
+                           names: Sequence[str]) -> TableSchema:
+        return await self.schemas.drop_columns(project_id, table_type, table_id, names)
+
+    async def rename_columns(self, project_id: str, table_type: str, table_id: str,
+                             mapping: Mapping[str, str]) -> TableSchema:
+        return await self.schemas.rename_columns(project_id, table_type, table_id, mapping)
+
+    async def reorder_columns(self, project_id: str, table_type: str, table_id: str,
+                              names: Sequence[str]) -> TableSchema:
+        return await self.schemas.reorder_columns(project_id, table_type, table_id, names)
+
+    async def update_gen_config(self, project_id: str, table_type: str, table_id: str,
+                                configs: Mapping[str, GenConfig | None]) -> TableSchema:
+        return await self.schemas.update_gen_config(project_id, table_type, table_id, configs)
+
+    async def count_rows(self, schema: TableSchema) -> int:
+        return await self.rows.count_rows(schema)
+
+    # -- rows ------------------------------------------------------------------------------
+
+    async def insert_rows(self, schema: TableSchema, rows: Sequence[Mapping[str, Any]], *,
+                          generated_status: CellStatus = CellStatus.PENDING,
+                          field_name: str = "data") -> list[Row]:
+        """Validate, type and insert rows in ONE transaction; nothing is written if any row is
+        invalid.
+
+        Values given for generated columns are stored as DONE (not generated); the other
+        generated cells start as ``generated_status``. Returns the rows, in request order,
+        with their new time-ordered ids.
+
+        Raises:
+            InvalidArgument: naming ``data[i].<column>`` (unknown column, wrong type, bad URI).
+        """
+        return await self.rows.insert_rows(schema, rows, generated_status=generated_status,
+                                           field_name=field_name)
+
+    async def write_cells(self, schema: TableSchema, row_id: str,
+                          cells: Mapping[str, Cell]) -> None:
+        """Persist cell states (value, status, error, usage, references); group-committed.
+
+        Returns once committed. A row or column deleted meanwhile is ignored. Bumps the row's
+        "Updated at". A value that does not fit the column's dtype is stored as an ERROR cell.
+        """
+        await self.rows.write_cells(schema, row_id, cells)
+
+    async def mark_cells(self, schema: TableSchema, row_id: str, columns: Sequence[str],
+                         status: CellStatus, error: str = "") -> None:
+        """Set the status of some cells (value cleared): e.g. RUNNING, or SKIPPED."""
+        await self.write_cells(schema, row_id, {
+            c: Cell(value=None, status=status, error=error) for c in columns})
+
+    async def get_rows(self, schema: TableSchema, row_ids: Sequence[str], *,
+                       columns: Sequence[str] | None = None) -> list[Row]:
+        """Rows in request order.
+
+        Raises:
+            NotFound: reason ``ROW_NOT_FOUND``, naming the first missing id.
+        """
+        return await self.rows.get_rows(schema, row_ids, columns=columns)
+
+    async def history(self, schema: TableSchema, *, before_row_id: str | None,
+                      columns: Sequence[str], limit: int = 1000) -> list[Row]:
+        """The last ``limit`` rows inserted before ``before_row_id`` (None: the last rows of
+        the table), oldest first, with only ``columns``."""
+        return await self.rows.history(schema, before_row_id=before_row_id, columns=columns,
+                                       limit=limit)
+
+    async def list_rows(self, schema: TableSchema, query: RowQuery) -> RowPage:
+        """One page of rows: where filter, full-text search, column selection, order, paging."""
+        return await self.rows.list_rows(schema, query)
+
+    def iter_rows(self, schema: TableSchema, *, columns: Sequence[str] | None = None,
+                  where: str = "", batch: int = 500) -> AsyncIterator[list[Row]]:
+        """Every row matching ``where``, in insertion order, in batches."""
+        return self.rows.iter_rows(schema, columns=columns, where=where, batch=batch)
+
+    async def update_rows(self, schema: TableSchema,
+                          updates: Mapping[str, Mapping[str, Any]]) -> int:
+        """Set cells of existing rows (typed; generated columns are not regenerated)."""
+        return await self.rows.update_rows(schema, updates)
+
+    async def delete_rows(self, schema: TableSchema, row_ids: Sequence[str] = (),
+                          where: str = "") -> int:
+        """Delete rows by ids and/or where filter; returns how many were deleted."""
+        return await self.rows.delete_rows(schema, row_ids, where)
+
+    async def fulltext_search(self, schema: TableSchema, query: str, *,
+                              columns: Sequence[str] | None = None, limit: int,
+                              where: str | None = None) -> list[tuple[str, float]]:
+        """BM25-ranked full-text search: ``(row_id, score)`` best first (higher is better;
+        FTS5 ``-bm25()`` on SQLite, ``ts_rank_cd`` on PostgreSQL). Every word of ``query``
+        must appear in one of ``columns`` (default: all str columns)."""
+        return await self.rows.fulltext_search(schema, query, columns=columns, limit=limit,
+                                               where=where)
+
+    async def file_references(self, project_id: str, uri: str) -> list[str]:
+        """Ids of the project's tables whose file columns hold ``uri``."""
+        return await self.rows.file_references(project_id, uri)

@@ -1,0 +1,151 @@
+"""Typing of cell values: what each dtype accepts on input, how it is stored and read back.
+
+Strict but clear: a str column takes strings only (no silent number-to-text coercion); an int
+column takes integers and integral doubles (protobuf Struct numbers are doubles, so ``3.0``
+arrives for 3) but refuses ``3.5``; float takes finite numbers; bool takes true/false; file,
+image and audio take FileService URI strings. NULL is allowed everywhere. Embedding vectors are
+stored as little-endian float32 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rowforge.server.tables.model import EMBEDDING_DTYPE, FILE_DTYPES
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Largest str value accepted in a cell (characters).
+MAX_TEXT_CHARS = 8 * 1024 * 1024
+
+
+class ValueTypeError(ValueError):
+    """A value does not fit a column's dtype (the message says why, for the caller)."""
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def coerce(dtype: str, value: Any) -> Any:
+    """``value`` as stored for ``dtype``.
+
+    Raises:
+        ValueTypeError: the value does not fit.
+    """
+    if value is None:
+        return None
+    if dtype == "str" or dtype in FILE_DTYPES:
+        if not isinstance(value, str):
+            what = "a FileService URI string" if dtype in FILE_DTYPES else "a string"
+            raise ValueTypeError(f"expected {what}, got {_type_name(value)}")
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueTypeError(f"text longer than {MAX_TEXT_CHARS} characters")
+        if "\x00" in value:
+            raise ValueTypeError("text must not contain NUL characters")
+        return value
+    if dtype == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueTypeError(f"expected an integer, got {_type_name(value)}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueTypeError(f"expected an integer, got {value!r}")
+            value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueTypeError("integer out of the 64-bit range")
+        return value
+    if dtype == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueTypeError(f"expected a number, got {_type_name(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueTypeError("expected a finite number")
+        return value
+    if dtype == "bool":
+        if not isinstance(value, bool):
+            raise ValueTypeError(f"expected true or false, got {_type_name(value)}")
+        return value
+    if dtype == EMBEDDING_DTYPE:
+        if isinstance(value, (bytes, bytearray)):
+            if len(value) % 4:
+                raise ValueTypeError("embedding bytes must be float32s")
+            return bytes(value)
+        try:
+            vector = np.asarray(value, dtype="<f4")
+        except (TypeError, ValueError):
+            raise ValueTypeError(f"expected a list of numbers, got {_type_name(value)}") from None
+        if vector.ndim != 1 or not np.isfinite(vector).all():
+            raise ValueTypeError("expected a flat list of finite numbers")
+        return vector.tobytes()
+    raise ValueTypeError(f"unknown dtype {dtype!r}")
+
+
+def parse_text(dtype: str, text: str) -> Any:
+    """A CSV/TSV field as a value of ``dtype`` (empty field: NULL).
+
+    Raises:
+        ValueTypeError: the text does not parse as the dtype.
+    """
+    if text == "":
+        return None
+    if dtype == "int":
+        try:
+            return coerce("int", int(text.strip()))
+        except ValueError:
+            try:
+                return coerce("int", float(text.strip()))
+            except ValueError:
+                raise ValueTypeError(f"expected an integer, got {text[:40]!r}") from None
+    if dtype == "float":
+        try:
+            return coerce("float", float(text.strip()))
+        except ValueError:
+            raise ValueTypeError(f"expected a number, got {text[:40]!r}") from None
+    if dtype == "bool":
+        lowered = text.strip().lower()
+        if lowered in {"true", "1", "yes"}:
+            return True
+        if lowered in {"false", "0", "no"}:
+            return False
+        raise ValueTypeError(f"expected true or false, got {text[:40]!r}")
+    return coerce(dtype, text)
+
+
+def to_text(value: Any) -> str:
+    """A stored value as a CSV/TSV field (NULL: empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+def from_stored(dtype: str, value: Any) -> Any:
+    """A value read from SQL as the domain sees it (embedding bytes -> list of floats)."""
+    if value is None:
+        return None
+    if dtype == EMBEDDING_DTYPE:
+        return np.frombuffer(value, dtype="<f4").tolist()
+    if dtype == "bool":
+        return bool(value)
+    return value
