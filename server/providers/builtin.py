@@ -28,6 +28,18 @@ async def stream_chat(spec: ModelSpec, messages: Sequence[Message], *,
                       max_tokens: int | None, stop: Sequence[str] | str | None,
                       response_format: Mapping[str, Any] | None) -> AsyncIterator[ChatChunk]:
     """Stream ``rowforge/chat``'s answer: one chunk per piece, then the final chunk."""
+    completion = complete_chat(spec, messages, max_tokens=max_tokens, stop=stop,
+                               response_format=response_format)
+    for piece in completion.pieces:
+        yield ChatChunk(text=piece)
+    yield ChatChunk(finish_reason=completion.finish_reason, usage=completion.usage,
+                    model=spec.id, cost_usd=0.0)
+
+
+def complete_chat(spec: ModelSpec, messages: Sequence[Message], *, max_tokens: int | None,
+                  stop: Sequence[str] | str | None,
+                  response_format: Mapping[str, Any] | None) -> builtin_chat.Completion:
+    """``rowforge/chat``'s whole answer, after checking the prompt fits the context."""
     if spec.route != "builtin/chat":
         raise Internal(f"Built-in model {spec.id!r} cannot chat.", reason="UNKNOWN_BUILTIN_ROUTE",
                        metadata={"model": spec.id})
@@ -37,12 +49,8 @@ async def stream_chat(spec: ModelSpec, messages: Sequence[Message], *,
             "messages", f"the prompt has about {used} tokens; model {spec.id!r} accepts "
                         f"{spec.context_length}",
             reason="CONTEXT_WINDOW_EXCEEDED", metadata={"model": spec.id})
-    completion = builtin_chat.complete(messages, max_tokens=max_tokens, stop=stop,
-                                       response_format=response_format)
-    for piece in completion.pieces:
-        yield ChatChunk(text=piece)
-    yield ChatChunk(finish_reason=completion.finish_reason, usage=completion.usage,
-                    model=spec.id, cost_usd=0.0)
+    return builtin_chat.complete(messages, max_tokens=max_tokens, stop=stop,
+                                 response_format=response_format)
 
 
 async def embed(spec: ModelSpec, texts: Sequence[str]) -> EmbedResult:

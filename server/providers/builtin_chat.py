@@ -89,7 +89,8 @@ def complete(messages: Sequence[Message], *, max_tokens: int | None = None,
     if max_tokens is not None and len(pieces) > max_tokens:
         pieces, finish = pieces[:max_tokens], FINISH_LENGTH
     usage = Usage(prompt_tokens=prompt_tokens(messages),
-                  completion_tokens=sum(textutil.count_tokens(p) for p in pieces))
+                  # a piece is one token, or whitespace only (at a stop sequence)
+                  completion_tokens=sum(1 for p in pieces if not p.isspace()))
     return Completion(pieces=pieces, finish_reason=finish, usage=usage)
 
 
@@ -194,10 +195,11 @@ def _restate(question: str) -> str:
 
 
 def _keywords(text: str, n: int) -> list[str]:
-    counts = Counter(w for w in textutil.words(text)
+    all_words = textutil.words(text)
+    counts = Counter(w for w in all_words
                      if w not in textutil.STOPWORDS and w not in _NOT_KEYWORDS and len(w) > 2
                      and not w.isdigit())
-    order = {w: i for i, w in reversed(list(enumerate(textutil.words(text))))}
+    order = {w: i for i, w in reversed(list(enumerate(all_words)))}
     return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], order[kv[0]]))[:n]]
 
 

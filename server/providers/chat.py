@@ -78,6 +78,17 @@ async def chat(spec: ModelSpec, messages: Iterable[MessageLike], *,
         Unavailable: reason ``OUTPUT_SCHEMA_MISMATCH`` when the JSON is invalid (retryable),
             plus everything :func:`stream_chat` raises.
     """
+    if spec.is_builtin:  # same answer as streaming, without a generator step per token
+        msgs = coerce_messages(messages)
+        _validate(spec, msgs, temperature=temperature, max_tokens=max_tokens, top_p=top_p,
+                  stop=stop, response_format=response_format, timeout=timeout)
+        limit = max_tokens if max_tokens is not None else spec.max_output_tokens
+        final = builtin.complete_chat(spec, msgs, max_tokens=limit, stop=stop,
+                                      response_format=response_format)
+        text = final.text
+        return ChatResult(text=text, finish_reason=final.finish_reason, usage=final.usage,
+                          model=spec.id, cost_usd=0.0,
+                          parsed=parse_json_output(text, response_format))
     parts: list[str] = []
     final: ChatChunk | None = None
     async for chunk in stream_chat(spec, messages, temperature=temperature,

@@ -43,6 +43,8 @@ def pieces(text: str) -> list[str]:
 
 def fold(text: str) -> str:
     """Lowercase and strip accents (``Crème Brûlée`` -> ``creme brulee``)."""
+    if text.isascii():  # the common case, ten times faster
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 

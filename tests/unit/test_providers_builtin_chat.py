@@ -223,3 +223,13 @@ async def test_a_call_costs_microseconds() -> None:
         await chat(CHAT, messages)
     per_call = (time.perf_counter() - start) / 200
     assert per_call < 0.002, f"{per_call * 1e6:.0f} us per call"
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"max_tokens": 4}, {"stop": ["the"]}, {"response_format": {"type": "json_object"}}])
+async def test_whole_answer_equals_the_joined_stream(options: dict) -> None:
+    messages = [Message("user", "Explain how the tides follow the moon.")]
+    *deltas, final = await collect(messages, **options)
+    result = await chat(CHAT, messages, **options)
+    assert result.text == "".join(c.text for c in deltas)
+    assert (result.finish_reason, result.usage) == (final.finish_reason, final.usage)
