@@ -24,6 +24,9 @@ class SandboxLimits:
             server user's current task count, so it only bounds growth (see the package doc).
         max_output_bytes: Size of the serialised value assigned to ``row[column]``.
         max_file_size_mb: Largest file the cell may write (``RLIMIT_FSIZE``).
+        max_disk_mb: All files of the cell together: the size of the tmpfs its directory
+            lives on (when the server runs as root; otherwise only ``max_file_size_mb``
+            applies).
     """
 
     timeout_s: float = 10.0
@@ -33,11 +36,12 @@ class SandboxLimits:
     max_processes: int = 32
     max_output_bytes: int = 16 * MIB
     max_file_size_mb: int = 64
+    max_disk_mb: int = 128
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number, not {self.timeout_s!r}")
-        for name in ("cpu_s", "memory_mb", "max_output_bytes", "max_file_size_mb"):
+        for name in ("cpu_s", "memory_mb", "max_output_bytes", "max_file_size_mb", "max_disk_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         # Python itself needs a few descriptors and a couple of threads to start at all.

@@ -1,9 +1,14 @@
-"""A private mount namespace that lets the sandbox uid reach the Python installation.
+"""The worker's private mount namespace (root only): a tmpfs for cells, a path to Python.
 
-Development machines often have the interpreter under a 0700 home (``/root/.pyenv``). The
-worker (root) then unshares its mount namespace, covers each blocking directory with an
-empty tmpfs and bind-mounts the needed trees back, read-only. Only the worker and its cells
-see this view; the server's filesystem is untouched. Nothing else becomes reachable.
+* Cell directories live on a size-capped tmpfs mounted over the worker's slot directory:
+  creating and removing them is cheap, and the cap bounds the disk a cell can fill
+  (``RLIMIT_FSIZE`` only bounds each file).
+* Development machines often have the interpreter under a 0700 home (``/root/.pyenv``). The
+  worker then covers each blocking directory with an empty tmpfs and bind-mounts the needed
+  trees back, read-only. Nothing else becomes reachable.
+
+Only the worker and its cells see these mounts; the server's filesystem is untouched, and they
+vanish with the worker.
 """
 
 from __future__ import annotations
@@ -45,6 +50,27 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int,
                          enc(data)), f"mount {target}")
 
 
+_private = False
+
+
+def enter_private_namespace() -> None:
+    """Move this process into its own mount namespace (once); needs CAP_SYS_ADMIN."""
+    global _private
+    if _private:
+        return
+    _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Keep our mounts from propagating back to the server's namespace.
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _private = True
+
+
+def mount_tmpfs(path: str, *, size_mb: int, mode: int) -> None:
+    """Mount a fresh tmpfs of at most ``size_mb`` on ``path`` (in the private namespace)."""
+    enter_private_namespace()
+    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"mode={mode:o},size={size_mb}m,nr_inodes={max(1024, size_mb * 64)}")
+
+
 def expose(blockers: Mapping[str, Sequence[str]]) -> None:
     """Cover each blocking directory with a tmpfs holding read-only binds of its trees.
 
@@ -53,9 +79,7 @@ def expose(blockers: Mapping[str, Sequence[str]]) -> None:
     """
     if any(blocker in ("", "/") for blocker in blockers):
         raise OSError("refusing to cover the root directory")
-    _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    # Keep our mounts from propagating back to the server's namespace.
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    enter_private_namespace()
     held = {path: os.open(path, os.O_PATH | os.O_CLOEXEC)
             for paths in blockers.values() for path in paths}
     try:

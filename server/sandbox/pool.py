@@ -332,6 +332,7 @@ class SandboxPool:
         config = {"slot": slot, "uid": self._uid_base + slot, "gid": self._gid,
                   "cell_root": self._cell_root, "preload": self._preload,
                   "landlock": self._landlock, "forbidden": self._forbidden,
+                  "limits": self.limits.to_wire(),
                   "extra_read_paths": self._extra_read}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-I", "-m", _WORKER_MODULE,

@@ -118,9 +118,16 @@ class Worker:
         os.makedirs(self.slot_dir, exist_ok=True)
         os.chmod(self.slot_dir, 0o711 if self.privileged else 0o700)
         self.exposed: list[str] = []
+        self.disk_quota_mb = 0
         if self.uid is not None and self.gid is not None:
             reaper.kill_all_of_uid(self.uid, self.gid)  # whatever a dead predecessor left
             self._make_python_reachable()
+            try:
+                disk = int(config["limits"]["max_disk_mb"])
+                mounts.mount_tmpfs(self.slot_dir, size_mb=disk, mode=0o711)
+                self.disk_quota_mb = disk
+            except OSError as exc:  # e.g. a container without CAP_SYS_ADMIN: plain directories
+                print(f"rowforge sandbox worker: no tmpfs for cells ({exc})", file=sys.stderr)
         self.ruleset: landlock.Ruleset | None = None
         if config.get("landlock", True) and landlock.abi_version() > 0:
             self.ruleset = self._build_ruleset(config)
@@ -165,7 +172,8 @@ class Worker:
                 "privileged": self.privileged,
                 "landlock": self.ruleset.abi if self.ruleset else 0,
                 "signals_scoped": bool(self.ruleset and self.ruleset.scoped),
-                "preload_failed": self.preload_failed, "exposed": self.exposed}
+                "preload_failed": self.preload_failed, "exposed": self.exposed,
+                "disk_quota_mb": self.disk_quota_mb}
 
     def send(self, *chunks: bytes | bytearray) -> None:
         write_all(self.out_fd, *chunks)

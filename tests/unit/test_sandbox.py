@@ -148,7 +148,8 @@ async def pool(dirs: dict[str, Path]) -> AsyncIterator[SandboxPool]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def small_pool() -> AsyncIterator[SandboxPool]:
     """One worker (so consecutive cells share it) and a 1 s CPU limit."""
-    async with SandboxPool(workers=1, limits=SandboxLimits(cpu_s=1, timeout_s=10)) as sandbox:
+    limits = SandboxLimits(cpu_s=1, timeout_s=10, max_file_size_mb=8, max_disk_mb=20)
+    async with SandboxPool(workers=1, limits=limits) as sandbox:
         yield sandbox
 
 
@@ -216,7 +217,11 @@ row["out"] = [os.getcwd(), os.environ["HOME"], tempfile.gettempdir(), os.listdir
     cwd, home, tmp, listing = await pool.run(code, {}, "out")
     assert cwd == home == tmp
     assert listing == ["scratch.txt"]
-    assert not await asyncio.to_thread(os.path.exists, cwd), "the cell's dir must be removed"
+    # Seen through the workers' own mount namespaces (the cell dir may live on their tmpfs).
+    for worker in pool.worker_pids:
+        assert await asyncio.to_thread(os.path.isdir, f"/proc/{worker}/root{Path(cwd).parent}")
+        assert not await asyncio.to_thread(os.path.exists, f"/proc/{worker}/root{cwd}"), (
+            "the cell's directory must be removed")
     # A later cell starts empty.
     assert await pool.run('import os\nrow["out"] = os.listdir(".")', {}, "out") == []
 
@@ -273,6 +278,19 @@ async def test_cpu_limit(small_pool: SandboxPool) -> None:
     error = await run_error(small_pool, code)
     assert error.kind == "timeout" and "CPU time limit" in error.message
     await assert_healthy(small_pool)
+
+
+async def test_file_size_and_disk_limits(small_pool: SandboxPool) -> None:
+    error = await run_error(small_pool, "open('big', 'wb').write(bytes(9 * 2**20))")
+    assert error.kind == "exception" and "File too large" in error.message
+    if not small_pool.isolation.get("disk_quota_mb"):
+        pytest.skip("no tmpfs for cell directories here (the server is not root)")
+    code = "for i in range(3):\n    open(f'f{i}', 'wb').write(bytes(8 * 2**20))"
+    error = await run_error(small_pool, code)
+    assert error.kind == "exception" and "No space left on device" in error.message
+    # The next cell has the whole quota again.
+    assert await small_pool.run("open('f', 'wb').write(bytes(8 * 2**20))\nrow['out'] = 1",
+                                {}, "out") == 1
 
 
 @pytest.mark.parametrize("code", [
