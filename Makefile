@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(wildcard fastcore/*.pyx fastcore/*.pxd)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[server,dev]"
+	$(PY) -m pip install -q -e ".[server,dev,embed]"
 	@touch $(STAMP)
 
 node: $(NODE_STAMP)
