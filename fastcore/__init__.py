@@ -43,11 +43,12 @@ __all__ = [
 def _compiled_available() -> bool:
     if os.environ.get("ROWFORGE_PUREPYTHON") == "1":
         return False
-    # find_spec locates the extensions without importing them (``_ann`` pulls in numpy).
-    return all(
-        importlib.util.find_spec(f"rowforge.fastcore.{name}") is not None
-        for name in ("_template", "_rrf", "_ann")
-    )
+    try:
+        from rowforge.fastcore import _rrf, _template  # noqa: F401
+    except ImportError:  # not built (or built for another Python): use the twins
+        return False
+    # find_spec locates ``_ann`` without importing it (importing pulls in numpy and hnswlib).
+    return importlib.util.find_spec("rowforge.fastcore._ann") is not None
 
 
 COMPILED: bool = _compiled_available()
@@ -69,3 +70,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

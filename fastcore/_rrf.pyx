@@ -10,6 +10,7 @@ from cpython.object cimport PyObject
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t
 
+from rowforge.fastcore._py import rrf as _py_rrf
 from rowforge.fastcore._py.rrf import check_args
 
 
@@ -112,7 +113,7 @@ cdef inline bint _plain(PyObject* o) noexcept:
 
 
 def rrf(ranked_lists, k=60, weights=None, top_k=10):
-    """Fuse ranked lists with Reciprocal Rank Fusion (compiled); see ``rowforge.fastcore.rrf``."""
+    # The docstring is the reference's, assigned below.
     cdef list seqs = [PySequence_Fast(ranked, b"each ranked list must be iterable")
                       for ranked in ranked_lists]
     cdef Py_ssize_t n_lists = len(seqs)
@@ -232,3 +233,6 @@ def rrf(ranked_lists, k=60, weights=None, top_k=10):
         PyMem_Free(heap)
         PyMem_Free(slots)
         PyMem_Free(block)
+
+
+rrf.__doc__ = _py_rrf.rrf.__doc__

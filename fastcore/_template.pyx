@@ -99,8 +99,17 @@ cdef inline int _copy_into(object out, char* out_data, int out_kind, Py_ssize_t 
 cdef class Template:
     """A ``${column}`` template parsed once and rendered many times (compiled).
 
-    Values render as: ``str`` (and subclasses) as is, ``None`` as ``""``, anything else as
-    ``str(value)``. ``\\${`` renders a literal ``${``.
+    Syntax: ``${name}`` references the column ``name``, taken exactly as written between the
+    braces (``${ name }`` is the column ``" name "``); it must be non-empty and hold no ``{``.
+    ``\\${`` renders a literal ``${``. A ``${`` that starts no valid reference (unterminated,
+    empty ``${}``, a ``{`` inside) is literal text. Values render as: ``str`` (and subclasses)
+    as is, ``None`` as ``""``, anything else as ``str(value)`` (``True`` renders ``"True"``).
+
+    Args:
+        text: The template source.
+
+    Raises:
+        TypeError: ``text`` is not a str.
     """
 
     cdef readonly str text

@@ -85,11 +85,17 @@ def _to_text(value: Any) -> str:
 class Template:
     """A ``${column}`` template parsed once and rendered many times.
 
-    See the module docstring for the syntax. Values render as: ``str`` (and subclasses) as is,
-    ``None`` as ``""``, anything else as ``str(value)`` (so ``True`` renders ``"True"``).
+    Syntax: ``${name}`` references the column ``name``, taken exactly as written between the
+    braces (``${ name }`` is the column ``" name "``); it must be non-empty and hold no ``{``.
+    ``\\${`` renders a literal ``${``. A ``${`` that starts no valid reference (unterminated,
+    empty ``${}``, a ``{`` inside) is literal text. Values render as: ``str`` (and subclasses)
+    as is, ``None`` as ``""``, anything else as ``str(value)`` (``True`` renders ``"True"``).
 
     Args:
         text: The template source.
+
+    Raises:
+        TypeError: ``text`` is not a str.
     """
 
     __slots__ = ("_literals", "_names", "_references", "text")
