@@ -1,15 +1,337 @@
-"""TableService: not implemented yet; every RPC answers UNIMPLEMENTED."""
+"""TableService: tables, columns and rows over gRPC.
+
+Thin: validate the request shape, convert protobuf <-> domain (``table_convert``), call the
+:class:`~rowforge.server.tables.store.TableStore` (``app.tables``). The four generation RPCs
+(AddRows, StreamAddRows, RegenRows, StreamRegenRows) come from the engine's
+``RowGenerationMixin``.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from rowforge.server.app import App
-from rowforge.v1 import table_service_pb2, table_service_pb2_grpc
+from rowforge.server.auth import current_project
+from rowforge.server.errors import InvalidArgument, Unimplemented, Violations
+from rowforge.server.services.table_convert import (
+    columns_from_pb,
+    gen_config_from_pb,
+    row_to_pb,
+    schema_to_pb,
+    struct_from_pb,
+    table_type_from_pb,
+)
+from rowforge.server.tables.delimited import (
+    DelimitedError,
+    DelimitedReader,
+    DelimitedWriter,
+    RowTyper,
+)
+from rowforge.server.tables.model import CellStatus, TableSchema
+from rowforge.server.tables.row_store import RowQuery, select_columns
+from rowforge.server.tables.store import TableStore
+from rowforge.v1 import table_service_pb2 as pb
+from rowforge.v1 import table_service_pb2_grpc
 
-SERVICE_NAME = table_service_pb2.DESCRIPTOR.services_by_name["TableService"].full_name
+try:
+    from rowforge.server.services.table_generation import RowGenerationMixin
+except ImportError:  # the engine lands separately; until then its RPCs are UNIMPLEMENTED
+
+    class RowGenerationMixin:  # type: ignore[no-redef]
+        """Placeholder for the engine's AddRows/StreamAddRows/RegenRows/StreamRegenRows."""
+
+        async def AddRows(self, request: Any, context: Any) -> Any:
+            raise Unimplemented("AddRows is not available yet")
+
+        async def StreamAddRows(self, request: Any, context: Any) -> AsyncIterator[Any]:
+            raise Unimplemented("StreamAddRows is not available yet")
+            yield  # pragma: no cover
+
+        async def RegenRows(self, request: Any, context: Any) -> Any:
+            raise Unimplemented("RegenRows is not available yet")
+
+        async def StreamRegenRows(self, request: Any, context: Any) -> AsyncIterator[Any]:
+            raise Unimplemented("StreamRegenRows is not available yet")
+            yield  # pragma: no cover
+
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TableService"].full_name
+log = logging.getLogger("rowforge.tables")
+
+MAX_UPDATE_ROWS = 100
+#: ImportRows limits: bytes per chunk, bytes per file, rows per file.
+MAX_IMPORT_CHUNK = 1024 * 1024
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
+MAX_IMPORT_ROWS = 100_000
+#: Rows handed to the engine per generation call during an import.
+IMPORT_GENERATION_BATCH = 100
+EXPORT_CHUNK = 64 * 1024
+FORMATS = {pb.DELIMITED_FORMAT_UNSPECIFIED: "csv", pb.DELIMITED_FORMAT_CSV: "csv",
+           pb.DELIMITED_FORMAT_TSV: "tsv"}
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    return value
+
+
+class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServicer):
+    """TableService over :class:`TableStore`; generation RPCs from ``RowGenerationMixin``.
+
+    Attributes:
+        app: The application (the mixin reaches the engine through it).
+        store: ``app.tables``.
+    """
+
+    def __init__(self, app: App, store: TableStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def _schema(self, table_type: int, table_id: str,
+                      field: str = "table_id") -> TableSchema:
+        kind = table_type_from_pb(table_type)
+        return await self.store.get_table(current_project(), kind, _required(table_id, field))
+
+    # -- tables ----------------------------------------------------------------------------
+
+    async def CreateTable(self, request: pb.CreateTableRequest,
+                          context: grpc.aio.ServicerContext) -> pb.CreateTableResponse:
+        kind = table_type_from_pb(request.table_type)
+        columns = columns_from_pb(request.cols)
+        positions = {c.id: i for i, c in enumerate(columns)}
+        schema = await self.store.create_table(
+            current_project(), kind, request.table_id, columns,
+            embedding_model=request.embedding_model,
+            field_for=lambda cid: f"cols[{positions[cid]}]" if cid in positions
+            else f"cols[{cid}]")
+        return pb.CreateTableResponse(table=schema_to_pb(schema, 0))
+
+    async def GetTable(self, request: pb.GetTableRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetTableResponse:
+        schema = await self._schema(request.table_type, request.table_id)
+        return pb.GetTableResponse(table=schema_to_pb(schema, await self.store.count_rows(schema)))
+
+    async def ListTables(self, request: pb.ListTablesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListTablesResponse:
+        kind = table_type_from_pb(request.table_type)
+        page = await self.store.list_tables(
+            current_project(), kind, offset=request.offset, limit=request.limit,
+            page_token=request.page_token, count_rows=request.count_rows,
+            prefix=request.search_query)
+        counts = page.num_rows or {}
+        return pb.ListTablesResponse(
+            items=[schema_to_pb(s, counts.get(s.storage_id)) for s in page.items],
+            next_page_token=page.next_page_token, total=page.total)
+
+    async def DeleteTable(self, request: pb.DeleteTableRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteTableResponse:
+        kind = table_type_from_pb(request.table_type)
+        await self.store.delete_table(current_project(), kind,
+                                      _required(request.table_id, "table_id"))
+        return pb.DeleteTableResponse()
+
+    async def DuplicateTable(self, request: pb.DuplicateTableRequest,
+                             context: grpc.aio.ServicerContext) -> pb.DuplicateTableResponse:
+        kind = table_type_from_pb(request.table_type)
+        include = request.include_data if request.HasField("include_data") else True
+        schema = await self.store.duplicate_table(
+            current_project(), kind, _required(request.table_id_src, "table_id_src"),
+            request.table_id_dst, include_data=include)
+        return pb.DuplicateTableResponse(
+            table=schema_to_pb(schema, await self.store.count_rows(schema)))
+
+    async def RenameTable(self, request: pb.RenameTableRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RenameTableResponse:
+        kind = table_type_from_pb(request.table_type)
+        schema = await self.store.rename_table(
+            current_project(), kind, _required(request.table_id_src, "table_id_src"),
+            request.table_id_dst)
+        return pb.RenameTableResponse(table=schema_to_pb(schema,
+                                                         await self.store.count_rows(schema)))
+
+    # -- columns ---------------------------------------------------------------------------
+
+    async def AddColumns(self, request: pb.AddColumnsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.AddColumnsResponse:
+        kind = table_type_from_pb(request.table_type)
+        schema = await self.store.add_columns(current_project(), kind,
+                                              _required(request.table_id, "table_id"),
+                                              columns_from_pb(request.cols))
+        return pb.AddColumnsResponse(table=schema_to_pb(schema))
+
+    async def DropColumns(self, request: pb.DropColumnsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DropColumnsResponse:
+        kind = table_type_from_pb(request.table_type)
+        schema = await self.store.drop_columns(current_project(), kind,
+                                               _required(request.table_id, "table_id"),
+                                               list(request.column_names))
+        return pb.DropColumnsResponse(table=schema_to_pb(schema))
+
+    async def RenameColumns(self, request: pb.RenameColumnsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RenameColumnsResponse:
+        kind = table_type_from_pb(request.table_type)
+        schema = await self.store.rename_columns(current_project(), kind,
+                                                 _required(request.table_id, "table_id"),
+                                                 dict(request.column_map))
+        return pb.RenameColumnsResponse(table=schema_to_pb(schema))
+
+    async def ReorderColumns(self, request: pb.ReorderColumnsRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ReorderColumnsResponse:
+        kind = table_type_from_pb(request.table_type)
+        schema = await self.store.reorder_columns(current_project(), kind,
+                                                  _required(request.table_id, "table_id"),
+                                                  list(request.column_names))
+        return pb.ReorderColumnsResponse(table=schema_to_pb(schema))
+
+    async def UpdateGenConfig(self, request: pb.UpdateGenConfigRequest,
+                              context: grpc.aio.ServicerContext) -> pb.UpdateGenConfigResponse:
+        kind = table_type_from_pb(request.table_type)
+        configs = {name: gen_config_from_pb(config) for name, config in request.column_map.items()}
+        schema = await self.store.update_gen_config(current_project(), kind,
+                                                    _required(request.table_id, "table_id"),
+                                                    configs)
+        return pb.UpdateGenConfigResponse(table=schema_to_pb(schema))
+
+    # -- rows ------------------------------------------------------------------------------
+
+    async def ListRows(self, request: pb.ListRowsRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ListRowsResponse:
+        schema = await self._schema(request.table_type, request.table_id)
+        page = await self.store.list_rows(schema, RowQuery(
+            offset=request.offset, limit=request.limit, page_token=request.page_token,
+            where=request.where, columns=list(request.columns),
+            search_query=request.search_query, search_columns=list(request.search_columns),
+            order_by=request.order_by, descending=request.descending))
+        return pb.ListRowsResponse(items=[row_to_pb(r, schema) for r in page.items],
+                                   next_page_token=page.next_page_token, total=page.total)
+
+    async def GetRow(self, request: pb.GetRowRequest,
+                     context: grpc.aio.ServicerContext) -> pb.GetRowResponse:
+        schema = await self._schema(request.table_type, request.table_id)
+        rows = await self.store.get_rows(schema, [_required(request.row_id, "row_id")],
+                                         columns=list(request.columns))
+        return pb.GetRowResponse(row=row_to_pb(rows[0], schema))
+
+    async def UpdateRows(self, request: pb.UpdateRowsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.UpdateRowsResponse:
+        v = Violations()
+        v.check(len(request.data) > 0, "data", "at least one row is required")
+        v.check(len(request.data) <= MAX_UPDATE_ROWS, "data",
+                f"at most {MAX_UPDATE_ROWS} rows per call (got {len(request.data)})")
+        v.raise_if_any()
+        schema = await self._schema(request.table_type, request.table_id)
+        updates = {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
+        count = await self.store.update_rows(schema, updates)
+        return pb.UpdateRowsResponse(updated_count=count)
+
+    async def DeleteRows(self, request: pb.DeleteRowsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.DeleteRowsResponse:
+        schema = await self._schema(request.table_type, request.table_id)
+        count = await self.store.delete_rows(schema, list(request.row_ids), request.where)
+        return pb.DeleteRowsResponse(deleted_count=count)
+
+    # -- import / export -------------------------------------------------------------------
+
+    async def ImportRows(self, request_iterator: AsyncIterator[pb.ImportRowsRequest],
+                         context: grpc.aio.ServicerContext) -> pb.ImportRowsResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise InvalidArgument.field("metadata", "the first message must carry the metadata")
+        meta = first.metadata
+        schema = await self._schema(meta.table_type, meta.table_id)
+        if meta.format not in FORMATS:
+            raise InvalidArgument.field("metadata.format", "must be CSV or TSV")
+        reader = DelimitedReader(FORMATS[meta.format])
+        typer = RowTyper(schema)
+        rows: list[dict[str, Any]] = []
+
+        def take(records: list[tuple[int, list[str]]]) -> None:
+            for line, fields in records:
+                row = typer.add(line, fields)
+                if row is not None:
+                    rows.append(row)
+            if len(rows) > MAX_IMPORT_ROWS:
+                raise InvalidArgument.field("chunk", f"at most {MAX_IMPORT_ROWS} rows per import",
+                                            reason="IMPORT_TOO_LARGE")
+
+        try:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument.field("metadata", "only the first message carries "
+                                                            "metadata; send chunks after it")
+                if len(message.chunk) > MAX_IMPORT_CHUNK:
+                    raise InvalidArgument.field("chunk", f"at most {MAX_IMPORT_CHUNK} bytes per "
+                                                         "chunk")
+                if reader.bytes_read + len(message.chunk) > MAX_IMPORT_BYTES:
+                    raise InvalidArgument.field("chunk", f"at most {MAX_IMPORT_BYTES} bytes per "
+                                                         "import", reason="IMPORT_TOO_LARGE")
+                take(reader.feed(message.chunk))
+            take(reader.close())
+        except DelimitedError as exc:
+            raise InvalidArgument.field(f"line {exc.line}", exc.message,
+                                        reason="MALFORMED_DELIMITED") from None
+        typer.finish()
+        engine = getattr(self.app, "engine", None)
+        generate = (meta.generate if meta.HasField("generate") else True) and bool(
+            schema.generated_columns)
+        if generate and engine is None:
+            log.warning("import into %s: the row engine is not available; generated columns "
+                        "are left SKIPPED", schema.id)
+            generate = False
+        status = CellStatus.PENDING if generate else CellStatus.SKIPPED
+        inserted = await self.store.insert_rows(schema, rows, generated_status=status,
+                                                field_name="rows")
+        errors = 0
+        if generate:
+            errors = await self._generate(engine, schema, inserted)
+        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors)
+
+    async def _generate(self, engine: Any, schema: TableSchema, rows: list[Any]) -> int:
+        """Generate imported rows through the engine, batch by batch; count ERROR cells."""
+        errors = 0
+        for start in range(0, len(rows), IMPORT_GENERATION_BATCH):
+            batch = rows[start:start + IMPORT_GENERATION_BATCH]
+            results = await engine.generate(schema, batch)
+            for row in results or ():
+                cells = getattr(row, "cells", {})
+                errors += sum(1 for cell in cells.values()
+                              if getattr(cell, "status", None) == CellStatus.ERROR)
+        return errors
+
+    async def ExportRows(self, request: pb.ExportRowsRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportRowsResponse]:
+        schema = await self._schema(request.table_type, request.table_id)
+        if request.format not in FORMATS:
+            raise InvalidArgument.field("format", "must be CSV or TSV")
+        columns = select_columns(schema, list(request.columns))
+        writer = DelimitedWriter(FORMATS[request.format], columns)
+        pending = [writer.header()]
+        size = len(pending[0])
+        async for rows in self.store.iter_rows(schema, columns=[c.id for c in columns],
+                                               where=request.where):
+            text = writer.rows(rows)
+            pending.append(text)
+            size += len(text)
+            if size >= EXPORT_CHUNK:
+                yield pb.ExportRowsResponse(chunk="".join(pending).encode())
+                pending, size = [], 0
+        if pending:
+            yield pb.ExportRowsResponse(chunk="".join(pending).encode())
 
 
 def register(server: grpc.aio.Server, app: App) -> str:
-    table_service_pb2_grpc.add_TableServiceServicer_to_server(table_service_pb2_grpc.TableServiceServicer(), server)
+    """Create the table store (``app.tables``), register its file-reference finder and serve."""
+    store = TableStore(app.db, models=app.models, files=lambda: getattr(app, "files", None))
+    app.tables = store  # type: ignore[attr-defined]
+    app.on_stop(store.close)
+    finders = getattr(app, "file_reference_finders", None)
+    if finders is None:
+        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
+    finders.append(store.file_references)
+    table_service_pb2_grpc.add_TableServiceServicer_to_server(TableServicer(app, store), server)
     return SERVICE_NAME
