@@ -3,6 +3,7 @@
 * Cell directories live on a size-capped tmpfs mounted over the worker's slot directory:
   creating and removing them is cheap, and the cap bounds the disk a cell can fill
   (``RLIMIT_FSIZE`` only bounds each file).
+* ``/proc`` is remounted so that cells see only their own processes.
 * Development machines often have the interpreter under a 0700 home (``/root/.pyenv``). The
   worker then covers each blocking directory with an empty tmpfs and bind-mounts the needed
   trees back, read-only. Nothing else becomes reachable.
@@ -22,6 +23,7 @@ CLONE_NEWNS = 0x00020000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
@@ -69,6 +71,17 @@ def mount_tmpfs(path: str, *, size_mb: int, mode: int) -> None:
     enter_private_namespace()
     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
            f"mode={mode:o},size={size_mb}m,nr_inodes={max(1024, size_mb * 64)}")
+
+
+def hide_other_processes() -> None:
+    """Remount ``/proc`` with ``hidepid=2``: cells see only their own processes there.
+
+    Without it a cell can list every process of the machine and read their command lines.
+    (Refused in containers whose ``/proc`` has masked entries; the caller treats it as
+    optional.)
+    """
+    enter_private_namespace()
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
 
 
 def expose(blockers: Mapping[str, Sequence[str]]) -> None:

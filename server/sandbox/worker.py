@@ -119,6 +119,7 @@ class Worker:
         os.chmod(self.slot_dir, 0o711 if self.privileged else 0o700)
         self.exposed: list[str] = []
         self.disk_quota_mb = 0
+        self.processes_hidden = False
         if self.uid is not None and self.gid is not None:
             reaper.kill_all_of_uid(self.uid, self.gid)  # whatever a dead predecessor left
             self._make_python_reachable()
@@ -128,6 +129,11 @@ class Worker:
                 self.disk_quota_mb = disk
             except OSError as exc:  # e.g. a container without CAP_SYS_ADMIN: plain directories
                 print(f"rowforge sandbox worker: no tmpfs for cells ({exc})", file=sys.stderr)
+            try:
+                mounts.hide_other_processes()
+                self.processes_hidden = True
+            except OSError as exc:
+                print(f"rowforge sandbox worker: /proc not hidden ({exc})", file=sys.stderr)
         self.ruleset: landlock.Ruleset | None = None
         if config.get("landlock", True) and landlock.abi_version() > 0:
             self.ruleset = self._build_ruleset(config)
@@ -173,7 +179,7 @@ class Worker:
                 "landlock": self.ruleset.abi if self.ruleset else 0,
                 "signals_scoped": bool(self.ruleset and self.ruleset.scoped),
                 "preload_failed": self.preload_failed, "exposed": self.exposed,
-                "disk_quota_mb": self.disk_quota_mb}
+                "disk_quota_mb": self.disk_quota_mb, "processes_hidden": self.processes_hidden}
 
     def send(self, *chunks: bytes | bytearray) -> None:
         write_all(self.out_fd, *chunks)

@@ -94,6 +94,13 @@ async def run_error(pool: SandboxPool, code: str, row: dict | None = None, colum
     return info.value
 
 
+def assert_denied_or_hidden(error: SandboxError) -> None:
+    """Denied, or (``/proc`` remounted with hidepid=2) not even visible."""
+    denied = error.kind == "forbidden" and "Permission denied" in error.message
+    hidden = error.kind == "exception" and "No such file" in error.message
+    assert denied or hidden, error
+
+
 async def assert_healthy(pool: SandboxPool) -> None:
     assert await pool.run('row["out"] = row["a"] * 2', {"a": 21}, "out") == 42
     assert cell_processes(pool) == []
@@ -377,15 +384,24 @@ async def test_killing_the_parent_does_not_kill_the_server(pool: SandboxPool) ->
 async def test_server_environment_is_unreadable(pool: SandboxPool) -> None:
     error = await run_error(pool, "row['out'] = open(f'/proc/{row[\"pid\"]}/environ').read()",
                             {"pid": os.getpid()})
-    assert error.kind == "forbidden" and "Permission denied" in error.message
+    assert_denied_or_hidden(error)
     # The worker's environment is scrubbed too, and readable or not, holds no secret.
     code = "import os\nrow['out'] = open(f'/proc/{os.getppid()}/environ', 'rb').read()"
     try:
         leaked = await pool.run(code, {}, "out")
     except SandboxError as error:
-        assert error.kind == "forbidden"
+        assert_denied_or_hidden(error)
     else:
         assert all(v.encode() not in leaked for v in SERVER_SECRETS.values())
+
+
+async def test_cells_see_only_their_own_processes(pool: SandboxPool) -> None:
+    if not pool.isolation.get("processes_hidden"):
+        pytest.skip("/proc could not be remounted with hidepid here")
+    code = "import os\nrow['out'] = [int(p) for p in os.listdir('/proc') if p.isdigit()]"
+    visible = await pool.run(code, {}, "out")
+    assert os.getpid() not in visible and not set(pool.worker_pids) & set(visible)
+    assert len(visible) == 1, visible  # the cell itself
 
 
 async def test_cell_environment_holds_no_server_secret(pool: SandboxPool) -> None:
