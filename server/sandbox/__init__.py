@@ -17,15 +17,21 @@ Guarantees, strongest first:
   (``sandbox_uid_base + slot``, gid nogroup), so file permissions keep the server's data
   directory (mode 0700) and other cells' files out of reach, the cell cannot signal or trace
   the server, the worker or other cells, and ``RLIMIT_NPROC`` bounds a fork bomb exactly.
+  The worker also takes a private mount namespace (when it may: CAP_SYS_ADMIN): cell
+  directories on a tmpfs capped at ``max_disk_mb``, ``/proc`` remounted ``hidepid=2`` so cells
+  see only their own processes, and a read-only path to the interpreter if it lives in a
+  private home directory.
 * Linux with Landlock (>= 5.13; signal scoping needs >= 6.12): the cell may only read the
   system and Python trees (minus ``forbidden_paths``), write only its own directory, and not
   signal or trace anything outside itself, even with the server's uid.
-* Server not root and no Landlock: cells run as the server's user. They cannot be kept from
-  its files or processes, and ``RLIMIT_NPROC`` (which counts all of that user's tasks) is set
-  to the user's current count plus ``max_processes``. :meth:`SandboxPool.start` refuses to run
-  in this mode when ``forbidden_paths`` are given, because it cannot protect them.
+* Server not root: cells keep the server's uid, and ``RLIMIT_NPROC`` (which counts all of
+  that user's tasks) is set to the user's current count plus ``max_processes``, so it bounds
+  a fork bomb's growth but shares the budget with the server. Without Landlock as well, cells
+  cannot be kept from the server's files or processes: :meth:`SandboxPool.start` then refuses
+  to run when ``forbidden_paths`` are given, because it cannot protect them.
 
-Network access is not restricted (the seed's examples fetch web pages).
+Network access is not restricted (the seed's examples fetch web pages): a cell can reach
+whatever the host can, loopback services included. Needs Linux >= 5.3 (pidfd).
 """
 
 from rowforge.server.sandbox.code_check import check_code

@@ -104,7 +104,8 @@ class SandboxPool:
 
     Each worker pre-imports common libraries, then forks a fresh child per cell. The child
     starts a new session, takes the rlimits of :class:`SandboxLimits`, drops to an
-    unprivileged uid of its own (when the server runs as root), confines itself with Landlock
+    unprivileged uid of its own (when the server runs as root; its directory then lives on a
+    capped tmpfs and ``/proc`` hides other processes), confines itself with Landlock
     when the kernel has it (read-only system and Python trees minus ``forbidden_paths``,
     read-write only in its private temporary directory, signals scoped to itself), and runs the
     code. The worker enforces the timeout and kills everything the cell started before it

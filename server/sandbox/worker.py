@@ -108,7 +108,7 @@ class Worker:
         self.privileged = os.geteuid() == 0
         self.uid: int | None = int(config["uid"]) if self.privileged else None
         self.gid: int | None = int(config["gid"]) if self.privileged else None
-        self.preload_failed = []
+        self.preload_failed: list[str] = []
         for name in config.get("preload", ()):
             try:
                 importlib.import_module(name)
