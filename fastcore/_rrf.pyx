@@ -175,7 +175,7 @@ def rrf(ranked_lists, k=60, weights=None, top_k=10):
     cdef Candidate* heap = NULL
     cdef Py_ssize_t m = 0
     cdef Py_ssize_t h
-    cdef Py_ssize_t idx
+    cdef Py_ssize_t idx = -1
     cdef Py_ssize_t written
     cdef Py_hash_t hash_
     cdef size_t slot
