@@ -196,7 +196,7 @@ def run(spec: CellSpec, payload: bytearray, result_fd: int) -> NoReturn:
     out = [result_fd]
     try:
         _confine(spec, out)
-        job = msgpack.unpackb(payload, raw=False)
+        job = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         payload[:] = b""
         code, row = job["code"], job["row"]
         memory_frame = _frame({"ok": False, "kind": "memory", "message":

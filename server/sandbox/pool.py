@@ -34,6 +34,7 @@ _WATCHDOG_GRACE_S = 10.0
 #: Results larger than this are decoded and checked in a thread, off the event loop.
 _INLINE_DECODE_BYTES = 256 * 1024
 _STREAM_LIMIT = 1 << 20
+_PROBE_TIMEOUT_S = 30.0
 
 _PROBE_CODE = """
 import os
@@ -434,7 +435,8 @@ class SandboxPool:
         """Run one probe cell per worker: it proves cells work, and finds readable paths."""
         try:
             results = await asyncio.gather(*(
-                self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable")
+                self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable",
+                         timeout_s=max(self.limits.timeout_s, _PROBE_TIMEOUT_S))
                 for _ in range(self._size)))
         except SandboxError as exc:
             raise Internal(f"the Python sandbox cannot run cells: {exc.message}",

@@ -199,6 +199,11 @@ async def test_values_round_trip(pool: SandboxPool) -> None:
     assert await pool.run('row["out"] = bytearray(b"ab")', {}, "out") == b"ab"
 
 
+async def test_nested_dicts_keep_their_keys(pool: SandboxPool) -> None:
+    row = {"meta": {"tags": ["a", "b"], "scores": {"x": 1.5}}}
+    assert await pool.run("row['out'] = sorted(row['meta']['scores'])", row, "out") == ["x"]
+
+
 async def test_numpy_results_become_plain_values(pool: SandboxPool) -> None:
     code = "import numpy as np\nrow['out'] = {'sum': np.int64(6), 'arr': np.arange(3)}"
     assert await pool.run(code, {}, "out") == {"sum": 6, "arr": [0, 1, 2]}
