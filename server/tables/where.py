@@ -225,7 +225,7 @@ class _Compiler:
             if col.kind != "bool":
                 raise _bad(f"column {col.name!r} is not a bool column; compare it with a value",
                            column=col.name)
-            return col.expr.is_(True)
+            return col.expr == sa.true()
         if isinstance(node, (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)):
             return self.comparison(node)
         if isinstance(node, (exp.Like, exp.ILike)):
