@@ -1,8 +1,9 @@
 """Compiled Reciprocal Rank Fusion; same results as ``_py/rrf.py`` (the oracle), bit for bit.
 
-Ids are interned to small ints with one dict pass, scores accumulate in C arrays in the same
-order as the reference (so the doubles are identical), and the top ``k`` are selected with a
-bounded heap in C without the GIL.
+Ids are interned to small ints in one pass through an open-addressing table (exact ``str``
+hashes read from their cache), scores accumulate in C arrays in the same order as the
+reference (so the doubles are identical), and the top ``k`` are selected with a bounded heap in
+C without the GIL.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -26,7 +27,6 @@ cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS(object o)
     bint PyUnicode_CheckExact(object o)
     bint PyLong_CheckExact(object o)
-    PyObject** PySequence_Fast_ITEMS(object o)
 
 
 cdef struct Candidate:
@@ -135,17 +135,21 @@ def rrf(ranked_lists, k=60, weights=None, top_k=10):
     cdef Py_ssize_t r
     cdef Py_ssize_t n
     cdef PyObject** items
+    cdef bint all_plain = True
     for li in range(n_lists):
         seq = seqs[li]
         n = PySequence_Fast_GET_SIZE(seq)
         total += n
-        if type(seq) is list:
+        if all_plain:
             items = PySequence_Fast_ITEMS(seq)
             for r in range(n):
                 if not _plain(items[r]):
-                    # An id's __hash__/__eq__ could mutate the caller's list under us: copy it.
-                    seqs[li] = tuple(seq)
+                    all_plain = False
                     break
+    if not all_plain:
+        # Some id's __hash__/__eq__ is Python code that could mutate a caller's list while we
+        # hold pointers into it: work on immutable copies instead.
+        seqs = [tuple(seq) if type(seq) is list else seq for seq in seqs]
     if total == 0:
         return []
     if total >= (1 << 30):

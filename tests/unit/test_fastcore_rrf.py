@@ -171,6 +171,18 @@ def test_id_eq_mutating_the_input_list_is_safe(rrf: Rrf) -> None:
     victim.extend([Mutator(), Mutator(), "a", Mutator()])
     result = rrf([victim], top_k=None)
     assert len(result) == 4
+    # A list of plain str ids, compared against a Mutator with a colliding hash.
+    plain = ["x", "y", "z"]
+
+    class Collider:
+        def __hash__(self) -> int:
+            return hash("y")
+
+        def __eq__(self, other: object) -> bool:
+            plain.clear()
+            return False
+
+    assert len(rrf([[Collider()], plain], top_k=None)) == 4
 
 
 @pytest.mark.skipif(compiled_rrf is None, reason=NOT_BUILT)
