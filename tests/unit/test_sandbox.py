@@ -156,7 +156,8 @@ async def pool(dirs: dict[str, Path]) -> AsyncIterator[SandboxPool]:
 async def small_pool() -> AsyncIterator[SandboxPool]:
     """One worker (so consecutive cells share it) and a 1 s CPU limit."""
     limits = SandboxLimits(cpu_s=1, timeout_s=10, max_file_size_mb=8, max_disk_mb=20)
-    async with SandboxPool(workers=1, limits=limits) as sandbox:
+    async with SandboxPool(workers=1, limits=limits,
+                           preload=("numpy", "no_such_module_for_the_sandbox")) as sandbox:
         yield sandbox
 
 
@@ -647,6 +648,31 @@ async def test_bad_arguments_are_invalid_argument(pool: SandboxPool) -> None:
         await pool.run("row['out'] = 1", {}, "out", timeout_s=0)
     with pytest.raises(InvalidArgument, match="code"):
         await pool.run(b"row['out'] = 1", {}, "out")  # type: ignore[arg-type]
+
+
+async def test_missing_preload_modules_are_reported(small_pool: SandboxPool) -> None:
+    assert small_pool.isolation["preload_failed"] == ["no_such_module_for_the_sandbox"]
+    assert await small_pool.run("import numpy\nrow['out'] = 1", {}, "out") == 1
+
+
+async def test_close_stops_running_cells() -> None:
+    sandbox = SandboxPool(workers=1, preload=())
+    await sandbox.start()
+    workers = sandbox.worker_pids
+    task = asyncio.create_task(sandbox.run("import time\ntime.sleep(60)", {}, "out"))
+    deadline = time.monotonic() + 5
+    while not cell_processes(sandbox):
+        assert time.monotonic() < deadline, "the cell never started"
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await sandbox.close()
+    with pytest.raises(Unavailable):
+        await task
+    assert time.monotonic() - started < 3
+    assert not set(workers) & set(_processes()), "the worker must be gone"
+    assert cell_processes(sandbox) == []
+    with pytest.raises(Unavailable):
+        await sandbox.run("row['out'] = 1", {}, "out")
 
 
 async def test_run_needs_a_started_pool() -> None:
