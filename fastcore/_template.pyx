@@ -141,6 +141,12 @@ cdef class Template:
         self._unique = tuple(unique)
         self._n_refs = len(names)
         self._n_unique = len(unique)
+        # __init__ may run again on the same object: release the previous arrays first.
+        PyMem_Free(self._lit)
+        PyMem_Free(self._uniq)
+        PyMem_Free(self._slot)
+        self._lit = self._uniq = NULL
+        self._slot = NULL
         self._lit = <PyObject**>PyMem_Malloc((self._n_refs + 1) * sizeof(PyObject*))
         self._uniq = <PyObject**>PyMem_Malloc((self._n_unique + 1) * sizeof(PyObject*))
         self._slot = <Py_ssize_t*>PyMem_Malloc((self._n_refs + 1) * sizeof(Py_ssize_t))
@@ -188,6 +194,8 @@ cdef class Template:
         cdef int kind
         cdef bint exact_dict = PyDict_CheckExact(row)
 
+        if self._lit == NULL:  # __new__ without __init__, or an __init__ that ran out of memory
+            raise ValueError("Template is not initialised")
         if self._n_refs == 0:
             return self._literals[0]
         if self._n_unique > STACK_VALUES:

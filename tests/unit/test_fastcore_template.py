@@ -197,6 +197,19 @@ def test_text_must_be_str(Template: type) -> None:
         Template(b"${a}")
 
 
+def test_reinitialising_replaces_the_template(Template: type) -> None:
+    t = Template("${a}")
+    t.__init__("${b}!")
+    assert t.references == ["b"] and t.render({"b": 1}) == "1!"
+
+
+@pytest.mark.skipif(compiled_template is None, reason=NOT_BUILT)
+def test_compiled_uninitialised_template_raises() -> None:
+    t = compiled_template.Template.__new__(compiled_template.Template)
+    with pytest.raises(ValueError, match="not initialised"):
+        t.render({})
+
+
 def test_pickle_and_repr(Template: type) -> None:
     t = Template("hi ${name}")
     clone = pickle.loads(pickle.dumps(t))
