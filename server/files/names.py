@@ -48,14 +48,14 @@ def sanitise_name(raw: str, *, field: str = "name") -> str:
     """The file name to store for a user-supplied ``raw`` name.
 
     Keeps only the last path component (``/`` and ``\\`` both separate), drops control and
-    format characters (NUL, newlines, bidi overrides), trims whitespace, normalises to NFC and
-    caps the length at :data:`MAX_NAME_CHARS` keeping the extension.
+    format characters (NUL, newlines, bidi overrides), turns exotic spaces into plain ones,
+    trims whitespace, normalises to NFC and caps the length at :data:`MAX_NAME_CHARS` keeping
+    the extension.
 
     Raises:
         InvalidArgument: ``INVALID_FILE_NAME`` when nothing usable is left (``""``, ``..``).
     """
-    text = unicodedata.normalize("NFC", raw)
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    text = "".join(_clean_char(ch) for ch in unicodedata.normalize("NFC", raw))
     base = re.split(r"[/\\]", text)[-1].strip()
     if base in {"", ".", ".."}:
         raise InvalidArgument.field(
@@ -66,6 +66,13 @@ def sanitise_name(raw: str, *, field: str = "name") -> str:
         suffix = match.group(0) if match else ""
         base = base[: MAX_NAME_CHARS - len(suffix)].rstrip() + suffix
     return base
+
+
+def _clean_char(ch: str) -> str:
+    category = unicodedata.category(ch)
+    if category[0] == "C" or category in ("Zl", "Zp"):
+        return ""  # control, format (bidi overrides), unassigned, line/paragraph separators
+    return " " if category == "Zs" else ch  # exotic spaces look like spaces: make them so
 
 
 def has_extension(name: str) -> bool:

@@ -274,20 +274,18 @@ class FileStore:
             total += len(part)
             if total > limit:
                 raise _too_large(limit, sniffed.kind if sniffed else None)
+            if sniffed is None:
+                if head or len(part) < SNIFF_BYTES:
+                    head += part
+                    if len(head) < SNIFF_BYTES:
+                        continue
+                    part, head = bytes(head), bytearray()
+                sniffed = sniff(bytes(part[:SNIFF_BYTES]), meta.name, meta.content_type)
+                limit = self._check_kind_limit(sniffed.kind, max(total, meta.size))
             if meta.size and total > meta.size:
                 raise InvalidArgument.field(
                     "metadata.size", f"declared {meta.size} bytes but received more",
                     reason="SIZE_MISMATCH")
-            if sniffed is not None:
-                await writer.write(part)
-                continue
-            if head or len(part) < SNIFF_BYTES:
-                head += part
-                if len(head) < SNIFF_BYTES:
-                    continue
-                part, head = bytes(head), bytearray()
-            sniffed = sniff(bytes(part[:SNIFF_BYTES]), meta.name, meta.content_type)
-            limit = self._check_kind_limit(sniffed.kind, max(total, meta.size))
             await writer.write(part)
         if sniffed is None:
             # The whole file fits in the head: sniff it exactly (raises EMPTY_FILE when empty).

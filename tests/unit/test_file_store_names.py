@@ -27,6 +27,7 @@ FILE_ID = "0123456789abcdef0123456789abcdef"
     ("a\x00b.txt", "ab.txt"),
     ("new\nline\r.txt", "newline.txt"),
     ("evil\u202egnp.exe", "evilgnp.exe"),  # a bidi override could disguise the extension
+    ("no\u00a0break\u2028sep.txt", "no breaksep.txt"),
     ("  spaced name.md  ", "spaced name.md"),
     ("café.txt", "café.txt"),
     ("cafe\u0301.txt", "café.txt"),  # NFC
