@@ -554,6 +554,7 @@ def _after(order: _Order, seq: sa.ColumnElement[Any], cursor: list[Any],
     if not is_null and not _fits(order.kind, value):
         raise bad
     col = order.expr
+    value = sa.bindparam(None, value, type_=col.type)
     if desc:
         if is_null:
             return sa.or_(sa.and_(col.is_(None), seq < rid), col.is_not(None))
