@@ -172,7 +172,7 @@ _ALLOWED = re.compile(
 def assert_parameterised(where: str) -> None:
     for dialect in DIALECTS:
         try:
-            text, params = sql(where, dialect)
+            text, _ = sql(where, dialect)
         except InvalidArgument:
             return
         leftover = _ALLOWED.sub("", text)
