@@ -79,8 +79,8 @@ class DelimitedReader:
         try:
             text = self._decoder.decode(data)
         except UnicodeDecodeError as exc:
-            raise DelimitedError(self._first_line + len(self._lines),
-                                 f"invalid UTF-8 ({exc.reason})") from None
+            line = self._first_line + len(self._lines) + data[:max(exc.start, 0)].count(b"\n")
+            raise DelimitedError(line, f"invalid UTF-8 ({exc.reason})") from None
         if not text:
             return []
         parts = (self._partial + text).split("\n")
