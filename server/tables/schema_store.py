@@ -463,7 +463,8 @@ class SchemaStore:
             by_id = {c.id: c for c in movable}
             columns = (*[c for c in schema.columns if c.system], *[by_id[n] for n in names])
             new = dataclasses.replace(schema, columns=columns)
-            await self._validate(conn, new, lambda cid: "column_names")
+            position = {n: i for i, n in enumerate(names)}
+            await self._validate(conn, new, lambda cid: f"column_names[{position.get(cid, cid)}]")
             return await self._save(conn, new)
 
     async def update_gen_config(self, project_id: str, table_type: str, table_id: str,
