@@ -79,13 +79,22 @@ def has_extension(name: str) -> bool:
     return _EXTENSION_RE.search(name) is not None
 
 
-def build_uri(project_id: str, file_id: str, name: str) -> str:
-    """The URI of a stored file (see the module docstring)."""
+def check_project_id(project_id: str) -> str:
+    """``project_id`` if it can appear in a URI (auth off lets callers pick any id).
+
+    Raises:
+        InvalidArgument: ``INVALID_PROJECT_ID``.
+    """
     if not PROJECT_RE.fullmatch(project_id):
         raise InvalidArgument.field(
             "x-project-id", "use 1-64 letters, digits, '_' or '-', starting with a letter or digit",
             reason="INVALID_PROJECT_ID")
-    return f"{SCHEME}{project_id}/{file_id}/{quote(name, safe='')}"
+    return project_id
+
+
+def build_uri(project_id: str, file_id: str, name: str) -> str:
+    """The URI of a stored file (see the module docstring)."""
+    return f"{SCHEME}{check_project_id(project_id)}/{file_id}/{quote(name, safe='')}"
 
 
 def parse_uri(uri: str, *, field: str = "uri") -> FileURI:

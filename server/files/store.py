@@ -207,6 +207,7 @@ class FileStore:
                 ``CHECKSUM_MISMATCH``, ``FILE_TYPE_MISMATCH``, ``UNSUPPORTED_FILE_TYPE``.
             DeadlineExceeded: ``UPLOAD_STALLED`` when no part arrives for ``idle_timeout_s``.
         """
+        names.check_project_id(project_id)  # before any byte is stored
         it = aiter(parts)
         first = await self._next_part(it)
         if not isinstance(first, UploadMetadata):

@@ -1,5 +1,19 @@
 """FileService: upload (client-streaming), get, list, delete, download (server-streaming) and
-thumbnails. Thin: messages in and out of the files domain (:mod:`rowforge.server.files.store`)."""
+thumbnails. Thin: messages in and out of the files domain (:mod:`rowforge.server.files.store`).
+
+Contract details the proto leaves open:
+
+* URIs are ``file://<project_id>/<file_id>/<percent-encoded name>`` (see
+  :mod:`rowforge.server.files.names`); a malformed URI is INVALID_ARGUMENT
+  (``INVALID_FILE_URI``), an unknown one or another project's is NOT_FOUND.
+* Upload chunks are at most 1 MiB (+64 KiB slack, else ``CHUNK_TOO_LARGE``); a file larger
+  than its kind's limit is INVALID_ARGUMENT ``FILE_TOO_LARGE`` on ``metadata.size`` as soon as
+  the stream passes the limit; an upload idle for ``upload_idle_timeout_s`` is
+  DEADLINE_EXCEEDED ``UPLOAD_STALLED``.
+* Download ranges: ``offset`` must be before the end of the file (else INVALID_ARGUMENT
+  ``RANGE_NOT_SATISFIABLE`` on ``offset``); a ``length`` past the end is cut at the end.
+* Thumbnails never enlarge: an image smaller than ``size`` keeps its dimensions.
+"""
 
 from __future__ import annotations
 

@@ -434,3 +434,13 @@ async def test_thumbnail_refusals(store: FileStore) -> None:
         assert err.value.reason == reason
     with pytest.raises(NotFound):
         await store.thumbnail("p2", image.uri)
+
+
+async def test_project_ids_that_cannot_be_in_a_uri_are_refused_before_storing(
+        store: FileStore) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        await upload(store, "a.txt", TEXT, project="../escape")
+    assert err.value.reason == "INVALID_PROJECT_ID"
+    assert stored_files(store) == []
+    with pytest.raises(NotFound):
+        await store.get("../escape", f"file://x/{'0' * 32}/a.txt")
