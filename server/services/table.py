@@ -21,6 +21,7 @@ from rowforge.server.services.table_convert import (
     columns_from_pb,
     gen_config_from_pb,
     row_to_pb,
+    rows_to_pb,
     schema_to_pb,
     struct_from_pb,
     table_type_from_pb,
@@ -207,7 +208,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
             where=request.where, columns=list(request.columns),
             search_query=request.search_query, search_columns=list(request.search_columns),
             order_by=request.order_by, descending=request.descending))
-        return pb.ListRowsResponse(items=[row_to_pb(r, schema) for r in page.items],
+        return pb.ListRowsResponse(items=rows_to_pb(page.items, schema),
                                    next_page_token=page.next_page_token, total=page.total)
 
     async def GetRow(self, request: pb.GetRowRequest,

@@ -6,11 +6,12 @@ sees protobuf. ``*_from_pb`` functions raise INVALID_ARGUMENT naming the request
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.services._convert import timestamp
@@ -91,16 +92,16 @@ def struct_from_pb(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def value_to_pb(value: Any) -> struct_pb2.Value:
-    out = struct_pb2.Value()
     if value is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, (int, float)):
-        out.number_value = value
-    elif isinstance(value, str):
-        out.string_value = value
-    elif isinstance(value, (list, tuple)):
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, str):
+        return struct_pb2.Value(string_value=value)
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=value)
+    out = struct_pb2.Value()
+    if isinstance(value, (list, tuple)):
         out.list_value.values.extend(value_to_pb(v) for v in value)
     elif isinstance(value, Mapping):
         for k, v in value.items():
@@ -248,9 +249,11 @@ def status_to_pb(status: CellStatus) -> int:
 
 def cell_to_pb(cell: Cell, *, input_column: bool = False) -> pb.Cell:
     """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated)."""
-    out = pb.Cell(value=value_to_pb(cell.value), error=cell.error)
-    if not (input_column and cell.status == CellStatus.DONE):
-        out.status = STATUS_TO_PB[cell.status]
+    status = (pb.CELL_STATUS_UNSPECIFIED if input_column and cell.status == CellStatus.DONE
+              else STATUS_TO_PB[cell.status])
+    if cell.usage is None and cell.references is None:
+        return pb.Cell(value=value_to_pb(cell.value), status=status, error=cell.error)
+    out = pb.Cell(value=value_to_pb(cell.value), status=status, error=cell.error)
     if cell.usage is not None:
         out.usage.CopyFrom(usage_to_pb(cell.usage))
     if cell.references is not None:
@@ -269,11 +272,31 @@ def cell_completion_to_pb(cell: Cell) -> pb.CellCompletion:
     return out
 
 
-def row_to_pb(row: Row, schema: TableSchema | None = None) -> pb.Row:
-    """A ``Row``; with ``schema``, input cells report an unspecified status."""
-    inputs = ({c.id for c in schema.columns if c.gen_config is None}
-              if schema is not None else set())
-    out = pb.Row(id=row.id, update_time=timestamp(row.update_time))
-    for name, cell in row.cells.items():
-        out.cells[name].CopyFrom(cell_to_pb(cell, input_column=name in inputs))
-    return out
+def row_to_pb(row: Row, schema: TableSchema | None = None,
+              inputs: frozenset[str] | None = None) -> pb.Row:
+    """A ``Row``; with ``schema`` (or its precomputed ``inputs``), input cells report an
+    unspecified status."""
+    if inputs is None:
+        inputs = input_columns(schema) if schema is not None else frozenset()
+    return pb.Row(id=row.id, update_time=_timestamp(row.update_time), cells={
+        name: cell_to_pb(cell, input_column=name in inputs) for name, cell in row.cells.items()})
+
+
+def rows_to_pb(rows: Iterable[Row], schema: TableSchema) -> list[pb.Row]:
+    inputs = input_columns(schema)
+    return [row_to_pb(r, inputs=inputs) for r in rows]
+
+
+def input_columns(schema: TableSchema) -> frozenset[str]:
+    return frozenset(c.id for c in schema.columns if c.gen_config is None)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds,
+                                   nanos=delta.microseconds * 1000)

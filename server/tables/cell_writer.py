@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,9 +47,12 @@ class _Pending:
 class CellWriter:
     """Batches cell writes into shared transactions (see the module docstring)."""
 
-    def __init__(self, db: Database, load_current: SchemaLoader, *, max_batch: int = 2000) -> None:
+    def __init__(self, db: Database, load_current: SchemaLoader, *, max_batch: int = 2000,
+                 on_write: Callable[[Iterable[str]], None] | None = None) -> None:
         self.db = db
         self.load_current = load_current
+        #: Called with the storage ids written, before and after each flush.
+        self.on_write = on_write or (lambda _ids: None)
         self.max_batch = max_batch
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -113,6 +116,15 @@ class CellWriter:
                     continue
                 values[col.storage_name] = (col.dtype, cell)
         now = layout.now_micros()
+        self.on_write(schemas)
+        try:
+            await self._apply(merged, schemas, now)
+        finally:
+            self.on_write(schemas)
+        self.flushes += 1
+
+    async def _apply(self, merged: dict[tuple[str, str], dict[str, Any]],
+                     schemas: dict[str, TableSchema], now: int) -> None:
         async with self.db.write() as conn:
             current: dict[str, TableSchema | None] = {}
             for storage_id in schemas:
@@ -147,7 +159,6 @@ class CellWriter:
                                     for n in names}}))
                 await conn.execute(stmt, rows)
                 self.cells_written += sum(len(names) for _ in rows)
-        self.flushes += 1
 
 
 def _stored(dtype: str, cell: Cell) -> tuple[Any, Any]:

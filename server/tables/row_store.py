@@ -8,6 +8,7 @@ with ABORTED, never half-written). Generated cells are persisted through the gro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -140,7 +141,29 @@ class RowStore:
         self.schemas = schemas
         #: ``app.files`` (FileService store) or a zero-argument callable returning it.
         self.files = files
-        self.writer = CellWriter(db, self._current)
+        self.writer = CellWriter(db, self._current, on_write=self._touched)
+        # Row counts of recent filters, SQLite only (this process is the only writer there,
+        # so a per-table write counter bumped around every write tells when a count is
+        # stale; PostgreSQL replicas write behind each other's backs).
+        self._counts: dict[tuple[Any, ...], tuple[int, int]] | None = (
+            {} if db.is_sqlite else None)
+        self._writes: dict[str, int] = {}
+        #: Set False to measure uncached counts (benchmarks).
+        self.count_cache = True
+
+    def _touched(self, storage_ids: Any) -> None:
+        for storage_id in storage_ids:
+            self._writes[storage_id] = self._writes.get(storage_id, 0) + 1
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, schema: TableSchema) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on a table's rows (invalidates its cached counts)."""
+        self._touched([schema.storage_id])
+        try:
+            async with self.db.write() as conn:
+                yield conn
+        finally:
+            self._touched([schema.storage_id])
 
     async def _current(self, conn: AsyncConnection, storage_id: str) -> TableSchema | None:
         return await self.schemas.load_by_storage(conn, storage_id, share=True)
@@ -268,7 +291,7 @@ class RowStore:
         if not params:
             return out
         table = layout.row_table(schema)
-        async with self.db.write() as conn:
+        async with self._writing(schema) as conn:
             await self._check_live(conn, schema, {c.storage_name for c in schema.columns})
             await conn.execute(table.insert(), params)
         return out
@@ -388,10 +411,17 @@ class RowStore:
         if query.offset and not query.page_token:
             stmt = stmt.offset(query.offset)
         count = sa.select(sa.func.count()).select_from(table).where(*conditions)
-        async with self._reading(schema) as conn:
-            records = (await conn.execute(stmt)).all()
-            total = int(await conn.scalar(count) or 0)
-        items = [_to_row(r, cols) for r in records[:size]]
+
+        async def page() -> tuple[list[Any], list[Row]]:
+            async with self._reading(schema) as conn:
+                records = list((await conn.execute(stmt)).all())
+            return records, [_to_row(r, cols) for r in records[:size]]
+
+        # Two connections: the count (the costly part: it visits every match) runs while the
+        # page is read and converted.
+        (records, items), total = await asyncio.gather(
+            page(), self._count(schema, count, (query.where, query.search_query,
+                                                tuple(query.search_columns or ()))))
         token = ""
         if len(records) > size:
             last = records[size - 1]
@@ -402,6 +432,23 @@ class RowStore:
                 cursor = [value is None, value, last[0]]
             token = page_tokens.encode(cursor, bound)
         return RowPage(items=items, total=total, next_page_token=token)
+
+    async def _count(self, schema: TableSchema, count: sa.Select[Any],
+                     key_parts: tuple[Any, ...]) -> int:
+        """The number of matching rows, from the cache while the table is unchanged."""
+        key = (schema.storage_id, schema.version, *key_parts)
+        writes = self._writes.get(schema.storage_id, 0)
+        if self._counts is not None:
+            cached = self._counts.get(key)
+            if cached is not None and cached[0] == writes:
+                return cached[1]
+        async with self._reading(schema) as conn:
+            total = int(await conn.scalar(count) or 0)
+        if self._counts is not None and self.count_cache:
+            if len(self._counts) >= 1024:
+                self._counts.pop(next(iter(self._counts)))
+            self._counts[key] = (writes, total)
+        return total
 
     async def iter_rows(self, schema: TableSchema, *, columns: Sequence[str] | None = None,
                         where: str = "", batch: int = 500) -> AsyncIterator[list[Row]]:
@@ -476,7 +523,7 @@ class RowStore:
                 params["v_" + col.storage_name] = given[col]
             groups.setdefault(key, []).append(params)
         touched = {c.storage_name for key in groups for c in key}
-        async with self.db.write() as conn:
+        async with self._writing(schema) as conn:
             await self._check_live(conn, schema, touched)
             existing = set(await conn.scalars(sa.select(table.c[layout.ROW_ID]).where(
                 table.c[layout.ROW_ID].in_(list(typed)))))
@@ -508,7 +555,7 @@ class RowStore:
             conditions.append(table.c[layout.ROW_ID].in_(list(set(row_ids))))
         if where.strip():
             conditions.append(compile_where(where, schema, table, self.db.dialect))
-        async with self.db.write() as conn:
+        async with self._writing(schema) as conn:
             await self._check_live(conn, schema, set())
             result = await conn.execute(table.delete().where(sa.or_(*conditions)))
         return int(result.rowcount or 0)

@@ -12,9 +12,10 @@ refused (FAILED_PRECONDITION naming the tables); renaming one rewrites the RAG c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,22 @@ class SchemaStore:
     def __init__(self, db: Database, models: Any = None) -> None:
         self.db = db
         self.models = models
+        # Schemas by (project, type, id). Only on SQLite, where this process is the only
+        # writer, so invalidating on our own changes keeps it exact; PostgreSQL replicas
+        # change schemas behind each other's backs, so there every read goes to the database.
+        self._cache: dict[tuple[str, str, str], TableSchema] | None = {} if db.is_sqlite else None
+        self._generation = 0
+
+    @contextlib.asynccontextmanager
+    async def _change(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction changing schemas; drops the cache once it is over."""
+        try:
+            async with self.db.write() as conn:
+                yield conn
+        finally:
+            self._generation += 1
+            if self._cache is not None:
+                self._cache.clear()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -127,8 +144,19 @@ class SchemaStore:
 
     async def get_table(self, project_id: str, table_type: str, table_id: str) -> TableSchema:
         check_table_type(table_type)
+        key = (project_id, table_type, table_id)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        generation = self._generation
         async with self.db.read() as conn:
-            return await self.load(conn, project_id, table_type, table_id)
+            schema = await self.load(conn, project_id, table_type, table_id)
+        # A change that committed while we read may have made ``schema`` stale: keep it only
+        # if no change finished meanwhile.
+        if self._cache is not None and generation == self._generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = schema
+        return schema
 
     async def project_tables(self, conn: AsyncConnection, project_id: str,
                              table_type: str | None = None) -> list[TableSchema]:
@@ -244,7 +272,7 @@ class SchemaStore:
                              id=table_id, columns=tuple(all_cols),
                              embedding_model=embedding_model, create_time=now, update_time=now,
                              version=1, storage_id=layout.new_storage_id())
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             await self._validate(conn, schema, field_for)
             if await self._exists(conn, project_id, table_type, table_id):
                 raise _exists_error(table_type, table_id)
@@ -274,7 +302,7 @@ class SchemaStore:
             FailedPrecondition: a knowledge table still used by RAG columns.
         """
         check_table_type(table_type)
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             if table_type == "knowledge":
                 users = _rag_users(await self.project_tables(conn, project_id), table_id)
@@ -298,7 +326,7 @@ class SchemaStore:
         check_table_type(table_type)
         if dst:
             check_table_id(dst, "table_id_dst")
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             source = await self.load(conn, project_id, table_type, src)
             if not dst:
                 dst = await self._free_copy_id(conn, project_id, table_type, src)
@@ -332,7 +360,7 @@ class SchemaStore:
         columns pointing at it."""
         check_table_type(table_type)
         check_table_id(dst, "table_id_dst")
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, src, for_update=True)
             if src == dst:
                 return schema
@@ -354,7 +382,7 @@ class SchemaStore:
         check_table_type(table_type)
         if not columns:
             raise InvalidArgument.field("cols", "at least one column is required")
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             first = await self._next_column(conn, schema.storage_id)
             added = [dataclasses.replace(c, storage_name=f"c_{first + i}", system=False)
@@ -378,7 +406,7 @@ class SchemaStore:
         v = Violations()
         v.check(bool(names), "column_names", "at least one column is required")
         v.raise_if_any()
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             protected = protected_columns(schema)
             for i, name in enumerate(names):
@@ -421,7 +449,7 @@ class SchemaStore:
         v = Violations()
         v.check(bool(mapping), "column_map", "at least one column is required")
         v.raise_if_any()
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             protected = protected_columns(schema)
             for old, new_id in mapping.items():
@@ -444,7 +472,7 @@ class SchemaStore:
                               names: Sequence[str]) -> TableSchema:
         """Reorder the non-system columns (system columns keep their place, first)."""
         check_table_type(table_type)
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             movable = [c for c in schema.columns if not c.system]
             wanted = [c.id for c in movable]
@@ -474,7 +502,7 @@ class SchemaStore:
         v = Violations()
         v.check(bool(configs), "column_map", "at least one column is required")
         v.raise_if_any()
-        async with self.db.write() as conn:
+        async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
             for name in configs:
                 col = schema.column(name)

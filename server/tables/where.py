@@ -118,7 +118,24 @@ def compile_where(where: str, schema: TableSchema, table: sa.Table,
     Raises:
         InvalidArgument: field ``where``, naming the offending column or construct.
     """
-    return _Compiler(schema, table, dialect).predicate(parse(where), 0)
+    key = (schema.storage_id, schema.version, _layout(schema), where, dialect)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = _Compiler(schema, table, dialect).predicate(parse(where), 0)
+        if len(_compiled) >= _CACHE_SIZE:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[key] = compiled
+    return compiled
+
+
+#: Compiled filters by table layout and text: dashboards repeat the same few filters, and
+#: SQLAlchemy expressions are immutable, so they can be shared.
+_compiled: dict[tuple[Any, ...], sa.ColumnElement[bool]] = {}
+_CACHE_SIZE = 512
+
+
+def _layout(schema: TableSchema) -> tuple[tuple[str, str, str], ...]:
+    return tuple((c.id, c.storage_name, c.dtype) for c in schema.columns)
 
 
 class _Compiler:

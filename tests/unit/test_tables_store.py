@@ -535,3 +535,24 @@ async def test_concurrent_writers_readers_and_a_migration(store: TableStore) -> 
     fresh = await store.get_table(P, "action", "t")
     page = await store.list_rows(fresh, RowQuery(where="\"answer\" = 'ok'"))
     assert page.total == 80
+
+
+async def test_cached_counts_follow_every_kind_of_write(store: TableStore) -> None:
+    t = await action(store)
+    rows = await store.insert_rows(t, [{"n": i} for i in range(4)])
+
+    async def total() -> int:
+        return (await store.list_rows(t, RowQuery(where="\"answer\" = 'yes' OR \"n\" > 2"))).total
+
+    assert await total() == 1
+    assert await total() == 1  # served again (from the cache on SQLite)
+    await store.insert_rows(t, [{"n": 9}])
+    assert await total() == 2
+    await store.write_cells(t, rows[0].id, {"answer": Cell("yes")})
+    assert await total() == 3
+    await store.update_rows(t, {rows[1].id: {"n": 10}})
+    assert await total() == 4
+    await store.delete_rows(t, [rows[1].id])
+    assert await total() == 3
+    t = await store.rename_columns(P, "action", "t", {"name": "title"})
+    assert await total() == 3
