@@ -26,6 +26,7 @@ from rowforge.fastcore import rename_references
 from rowforge.server.errors import (
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     Violations,
@@ -49,6 +50,7 @@ from rowforge.server.tables.validation import (
     column_id_problem,
     knowledge_columns,
     protected_columns,
+    references,
     validate_table,
 )
 
@@ -424,8 +426,8 @@ class SchemaStore:
                         raise InvalidArgument(
                             f"column {ref!r} is referenced by column {col.id!r}; drop or change "
                             f"{col.id!r} first", reason="COLUMN_IN_USE",
-                            field_violations=[_violation("column_names",
-                                                         f"{ref!r} is used by {col.id!r}")])
+                            field_violations=[FieldViolation("column_names",
+                                                             f"{ref!r} is used by {col.id!r}")])
             new = dataclasses.replace(schema, columns=kept)
             await self._validate(conn, new)
             text_changed = any(c.dtype == "str" for c in schema.columns if c.id in dropped)
@@ -526,20 +528,12 @@ def _exists_error(table_type: str, table_id: str) -> AlreadyExists:
                          resource_type=f"{table_type} table", resource_name=table_id)
 
 
-def _violation(name: str, description: str) -> Any:
-    from rowforge.server.errors import FieldViolation
-
-    return FieldViolation(name, description)
-
-
 def _unknown_column(schema: TableSchema, name: str) -> str:
     valid = ", ".join(repr(c) for c in schema.column_ids)
     return f"unknown column {name!r} (columns: {valid})"
 
 
 def _column_refs(col: ColumnSchema) -> list[str]:
-    from rowforge.server.tables.validation import references
-
     config = col.gen_config
     if isinstance(config, LLMGenConfig):
         refs = references(config.system_prompt) + references(config.prompt)

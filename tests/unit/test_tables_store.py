@@ -556,3 +556,15 @@ async def test_cached_counts_follow_every_kind_of_write(store: TableStore) -> No
     assert await total() == 3
     t = await store.rename_columns(P, "action", "t", {"name": "title"})
     assert await total() == 3
+
+
+async def test_a_cancelled_cell_write_is_still_stored(store: TableStore) -> None:
+    t = await action(store)
+    [row] = await store.insert_rows(t, [{"name": "a"}])
+    task = asyncio.create_task(store.write_cells(t, row.id, {"answer": Cell("kept")}))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.close()  # waits for queued writes
+    assert (await store.get_rows(t, [row.id]))[0].cells["answer"].value == "kept"
