@@ -59,6 +59,11 @@ class Settings:
     batch_max_attempts: int = 5
     batch_lease_s: float = 60.0
     batch_retention_days: float = 30.0
+    #: Seconds one batch model call may take before it is a (retryable) timeout.
+    batch_request_timeout_s: float = 60.0
+    #: Backoff before a batch request's first retry, and the cap of any backoff (seconds).
+    batch_backoff_base_s: float = 1.0
+    batch_backoff_max_s: float = 60.0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
 
