@@ -552,3 +552,19 @@ async def test_file_columns_hold_valid_uris_and_pin_their_files(
     await stub.DeleteRows(pb.DeleteRowsRequest(table_type=ACTION, table_id="t",
                                                row_ids=[row_id]), metadata=md)
     await files.DeleteFile(file_service_pb2.DeleteFileRequest(uri=image_uri), metadata=md)
+
+
+async def test_imported_rows_are_generated(stub: Any, md: Metadata) -> None:
+    await stub.CreateTable(pb.CreateTableRequest(table_type=ACTION, table_id="t", cols=[
+        col("q"), col("answer", gen=llm("Reply to ${q}")),
+        col("lost", gen=llm("${q}", model="fake/unknown"))]), metadata=md)
+    body = "q,lost\n" + "".join(f"question {i},\n" for i in range(150)) + "given,by hand\n"
+    reply = await import_csv(stub, md, body, chunk=100, generate=True)
+    assert reply.row_count == 151
+    assert reply.error_count == 150  # every "lost" cell failed; the given one was kept
+    rows = (await list_rows(stub, md, limit=100, order_by="ID", descending=True)).items
+    assert rows[0].cells["lost"].value.string_value == "by hand"
+    assert rows[0].cells["lost"].status == pb.CELL_STATUS_DONE
+    assert all(r.cells["answer"].status == pb.CELL_STATUS_DONE and
+               r.cells["answer"].value.string_value for r in rows)
+    assert all(r.cells["lost"].status == pb.CELL_STATUS_ERROR for r in rows[1:])
