@@ -1,0 +1,168 @@
+"""``RowForge`` (sync) and ``AsyncRowForge`` (asyncio): one connection to a rowforge server.
+
+Both expose the same methods (defined once, see :mod:`rowforge.clients._transport`):
+``client.table`` (tables, rows, knowledge search), ``client.file`` (files), ``client.batch``
+(batch jobs), and the model calls on the client itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from rowforge.clients._files import FileClient
+from rowforge.clients._models import ModelMethods
+from rowforge.clients._tables import TableClient
+from rowforge.clients._transport import AsyncTransport, SyncTransport
+from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig
+from rowforge.clients.jobs import BatchClient
+
+
+class _Client(ModelMethods):
+    _t: Any
+
+    def __init__(self, transport: Any) -> None:
+        self._t = transport
+        self.file = FileClient(transport)
+        self.table = TableClient(transport, self.file)
+        self.batch = BatchClient(transport, self.file)
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved configuration (address, project, timeouts ...)."""
+        return self._t.config  # type: ignore[no-any-return]
+
+    @property
+    def token(self) -> str | None:
+        return self.config.token
+
+    @property
+    def project_id(self) -> str | None:
+        return self.config.project_id
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(address={self.address!r}, "
+                f"project_id={self.project_id!r})")
+
+
+_ARGS_DOC = """
+    Args:
+        token: Personal access token (default ``ROWFORGE_TOKEN``, then ``JAMAI_TOKEN``).
+        project_id: Project (default ``ROWFORGE_PROJECT_ID``, then ``JAMAI_PROJECT_ID``).
+        address: ``host:port`` of the server (default ``ROWFORGE_ADDRESS``, then
+            ``127.0.0.1:50051``); an ``https://`` prefix turns TLS on.
+        timeout: Default deadline of each call in seconds (``ROWFORGE_TIMEOUT_SEC``, 300).
+        file_upload_timeout: Deadline of uploads/downloads (``ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC``).
+        tls: ``True`` for TLS with the system roots, or a :class:`TLSConfig`.
+        root_certificates: PEM bytes or a path (implies TLS).
+        retry: Retries of idempotent calls on UNAVAILABLE (:class:`RetryConfig`).
+        channel_options: Extra gRPC channel options.
+"""
+
+
+class RowForge(_Client):
+    """Synchronous client.
+
+    >>> from rowforge.clients import RowForge
+    >>> client = RowForge()                    # ROWFORGE_ADDRESS / _TOKEN / _PROJECT_ID
+    >>> client.table.list_tables("action").items
+    """
+
+    __doc__ = (__doc__ or "") + _ARGS_DOC
+
+    def __init__(
+        self,
+        token: str | None = None,
+        project_id: str | None = None,
+        *,
+        address: str | None = None,
+        timeout: float | None = None,
+        file_upload_timeout: float | None = None,
+        tls: bool | TLSConfig | None = None,
+        root_certificates: bytes | str | Path | None = None,
+        retry: RetryConfig | None = None,
+        channel_options: tuple[tuple[str, object], ...] = (),
+        channel: grpc.Channel | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        config = config or ClientConfig.resolve(
+            address=address, token=token, project_id=project_id, tls=tls,
+            root_certificates=root_certificates, timeout=timeout,
+            file_upload_timeout=file_upload_timeout, retry=retry,
+            channel_options=channel_options)
+        super().__init__(SyncTransport(config, channel))
+
+    def with_options(self, *, timeout: float | None = None, retry: RetryConfig | None = None
+                     ) -> RowForge:
+        """A client sharing this one's channel with another default timeout or retry policy."""
+        config = replace(self.config, timeout=timeout or self.config.timeout,
+                         retry=retry or self.config.retry)
+        return RowForge(config=config, channel=self._t.channel)
+
+    def close(self) -> None:
+        """Close the channel (calls in flight are cancelled)."""
+        self._t.close()
+
+    def __enter__(self) -> RowForge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRowForge(_Client):
+    """Asyncio client: the same methods as :class:`RowForge`, awaited; streaming methods
+    return async iterators (``async for chunk in client.table.add_table_rows(...)``; awaiting
+    them first works too).
+
+    >>> async with AsyncRowForge() as client:
+    ...     page = await client.table.list_tables("action")
+    """
+
+    __doc__ = (__doc__ or "") + _ARGS_DOC
+
+    def __init__(
+        self,
+        token: str | None = None,
+        project_id: str | None = None,
+        *,
+        address: str | None = None,
+        timeout: float | None = None,
+        file_upload_timeout: float | None = None,
+        tls: bool | TLSConfig | None = None,
+        root_certificates: bytes | str | Path | None = None,
+        retry: RetryConfig | None = None,
+        channel_options: tuple[tuple[str, object], ...] = (),
+        channel: grpc.aio.Channel | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        config = config or ClientConfig.resolve(
+            address=address, token=token, project_id=project_id, tls=tls,
+            root_certificates=root_certificates, timeout=timeout,
+            file_upload_timeout=file_upload_timeout, retry=retry,
+            channel_options=channel_options)
+        super().__init__(AsyncTransport(config, channel))
+
+    def with_options(self, *, timeout: float | None = None, retry: RetryConfig | None = None
+                     ) -> AsyncRowForge:
+        """A client sharing this one's channel with another default timeout or retry policy."""
+        config = replace(self.config, timeout=timeout or self.config.timeout,
+                         retry=retry or self.config.retry)
+        return AsyncRowForge(config=config, channel=self._t.channel)
+
+    async def close(self) -> None:
+        """Close the channel (calls in flight are cancelled)."""
+        await self._t.close()
+
+    async def __aenter__(self) -> AsyncRowForge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
