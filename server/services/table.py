@@ -240,6 +240,9 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
 
     async def ImportRows(self, request_iterator: AsyncIterator[pb.ImportRowsRequest],
                          context: grpc.aio.ServicerContext) -> pb.ImportRowsResponse:
+        """All or nothing: records are parsed and typed as the chunks stream in (errors name
+        their line), inserted in one transaction at the end, then generated through the
+        engine in batches of 100 rows."""
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("part") != "metadata":
             raise InvalidArgument.field("metadata", "the first message must carry the metadata")
@@ -297,11 +300,9 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         errors = 0
         for start in range(0, len(rows), IMPORT_GENERATION_BATCH):
             batch = rows[start:start + IMPORT_GENERATION_BATCH]
-            results = await engine.generate(schema, batch)
-            for row in results or ():
-                cells = getattr(row, "cells", {})
-                errors += sum(1 for cell in cells.values()
-                              if getattr(cell, "status", None) == CellStatus.ERROR)
+            for result in await engine.generate(schema, batch):
+                errors += sum(1 for cell in result.cells.values()
+                              if cell.status == CellStatus.ERROR)
         return errors
 
     async def ExportRows(self, request: pb.ExportRowsRequest,
