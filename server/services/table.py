@@ -228,6 +228,9 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         schema = await self._schema(request.table_type, request.table_id)
         updates = {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
         count = await self.store.update_rows(schema, updates)
+        knowledge = getattr(self.app, "knowledge", None)
+        if knowledge is not None:  # knowledge tables re-embed changed Title/Text
+            await knowledge.rows_updated(schema, updates)
         return pb.UpdateRowsResponse(updated_count=count)
 
     async def DeleteRows(self, request: pb.DeleteRowsRequest,

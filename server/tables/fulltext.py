@@ -138,15 +138,20 @@ def match_filter(schema: TableSchema, query: str, columns: list[ColumnSchema] | 
     return table.c[SEQ].in_(sa.select(fts.c.rowid).where(match))
 
 
-def _fts5_query(words: list[str], cols: list[ColumnSchema]) -> str:
-    phrase = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+def _fts5_query(words: list[str], cols: list[ColumnSchema], any_word: bool = False) -> str:
+    joiner = " OR " if any_word else " "
+    phrase = joiner.join('"' + w.replace('"', '""') + '"' for w in words)
     names = " ".join(value_name(c) for c in cols)
     return f"{{{names}}} : ({phrase})"
 
 
 def ranked_select(schema: TableSchema, query: str, columns: list[ColumnSchema] | None,
-                  dialect: str) -> sa.Select[Any] | None:
-    """SELECT (row id, score) of the matching rows, best first; None when nothing can match."""
+                  dialect: str, *, any_word: bool = False) -> sa.Select[Any] | None:
+    """SELECT (row id, score) of the matching rows, best first; None when nothing can match.
+
+    ``any_word``: a row matches when it contains at least one token (ranked by BM25, so rows
+    with more and rarer tokens come first) instead of every token.
+    """
     words = tokens(query)
     cols = columns if columns is not None else text_columns(schema)
     if not words or not cols:
@@ -157,6 +162,12 @@ def ranked_select(schema: TableSchema, query: str, columns: list[ColumnSchema] |
         combined = vectors[0]
         for v in vectors[1:]:
             combined = combined.op("||")(v)
+        if any_word:
+            anyof = sa.func.to_tsquery(_SIMPLE, " | ".join(f"'{w}'" for w in words))
+            score = sa.func.ts_rank_cd(combined, anyof).label("score")
+            return (sa.select(table.c.id, score)
+                    .where(sa.or_(*[v.op("@@")(anyof) for v in vectors]))
+                    .order_by(score.desc(), table.c[SEQ]))
         every = sa.func.to_tsquery(_SIMPLE, " & ".join(f"'{w}'" for w in words))
         score = sa.func.ts_rank_cd(combined, every).label("score")
         return (sa.select(table.c.id, score)
@@ -166,7 +177,7 @@ def ranked_select(schema: TableSchema, query: str, columns: list[ColumnSchema] |
     score = sa.literal_column(f'-bm25("{fts_table}")').label("score")
     fts = sa.table(fts_table, sa.column("rowid"))
     match = sa.text(f'"{fts_table}" MATCH :fts_query').bindparams(
-        fts_query=_fts5_query(words, cols))
+        fts_query=_fts5_query(words, cols, any_word))
     return (sa.select(table.c.id, score)
             .select_from(fts.join(table, table.c[SEQ] == fts.c.rowid))
             .where(match)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,10 +150,16 @@ class RowStore:
         self._writes: dict[str, int] = {}
         #: Set False to measure uncached counts (benchmarks).
         self.count_cache = True
+        #: Called with the storage ids of tables written by this process, before and after
+        #: each write transaction (so also after its commit); must not block. The knowledge
+        #: indexes use it to catch up with fresh rows at once.
+        self.change_listeners: list[Callable[[Iterable[str]], None]] = []
 
     def _touched(self, storage_ids: Any) -> None:
         for storage_id in storage_ids:
             self._writes[storage_id] = self._writes.get(storage_id, 0) + 1
+        for listener in self.change_listeners:
+            listener(storage_ids)
 
     @contextlib.asynccontextmanager
     async def _writing(self, schema: TableSchema) -> AsyncIterator[AsyncConnection]:
@@ -472,8 +478,10 @@ class RowStore:
 
     async def fulltext_search(self, schema: TableSchema, query: str, *,
                               columns: Sequence[str] | None = None, limit: int,
-                              where: str | None = None) -> list[tuple[str, float]]:
-        """Row ids matching every word of ``query``, best first, with their scores."""
+                              where: str | None = None,
+                              any_word: bool = False) -> list[tuple[str, float]]:
+        """Row ids matching every word of ``query`` (``any_word``: at least one), best first,
+        with their scores."""
         if limit < 1:
             raise InvalidArgument.field("limit", "must be at least 1")
         conditions = self._filters(schema, where or "", "", None)
@@ -483,7 +491,7 @@ class RowStore:
             bad = [n for n in columns if (c := schema.column(n)) is None or c.dtype != "str"]
             if bad:
                 raise InvalidArgument.field("columns", f"not str columns: {bad}")
-        stmt = fulltext.ranked_select(schema, query, cols, self.db.dialect)
+        stmt = fulltext.ranked_select(schema, query, cols, self.db.dialect, any_word=any_word)
         if stmt is None:
             return []
         stmt = stmt.where(*conditions).limit(limit)

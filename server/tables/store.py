@@ -199,12 +199,14 @@ class TableStore:
 
     async def fulltext_search(self, schema: TableSchema, query: str, *,
                               columns: Sequence[str] | None = None, limit: int,
-                              where: str | None = None) -> list[tuple[str, float]]:
+                              where: str | None = None,
+                              any_word: bool = False) -> list[tuple[str, float]]:
         """BM25-ranked full-text search: ``(row_id, score)`` best first (higher is better;
         FTS5 ``-bm25()`` on SQLite, ``ts_rank_cd`` on PostgreSQL). Every word of ``query``
-        must appear in one of ``columns`` (default: all str columns)."""
+        must appear in one of ``columns`` (default: all str columns); with ``any_word``, at
+        least one."""
         return await self.rows.fulltext_search(schema, query, columns=columns, limit=limit,
-                                               where=where)
+                                               where=where, any_word=any_word)
 
     async def file_references(self, project_id: str, uri: str) -> list[str]:
         """Ids of the project's tables whose file columns hold ``uri``."""
