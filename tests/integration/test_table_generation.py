@@ -20,6 +20,7 @@ from tests.integration.generation_support import (
     ACTION,
     DONE,
     ERROR,
+    KNOWLEDGE,
     PENDING,
     RUNNING,
     SKIPPED,
@@ -322,6 +323,39 @@ async def test_regen_rows_errors(stub, md):
     await fails(stub.RegenRows(pb.RegenRowsRequest(table_type=ACTION, table_id="t",
                                                    row_ids=[row_id]), metadata=other),
                 grpc.StatusCode.NOT_FOUND)
+
+
+# -- other paths into the engine ----------------------------------------------------------
+
+async def test_rag_columns_fail_clearly_until_knowledge_search_is_installed(stub, md):
+    # The knowledge domain installs app.rag later; until then the cell says why it failed.
+    await create_table(stub, md, "kb", [], table_type=KNOWLEDGE)
+    await create_table(stub, md, "t", [
+        input_col("q"),
+        pb.Column(id="a", dtype="str", gen_config=pb.GenConfig(llm=pb.LLMGenConfig(
+            prompt="${q}", rag_params=pb.RAGParams(table_id="kb", k=2)))),
+        llm_col("plain", "${q}")])
+    reply = await add_rows(stub, md, "t", [{"q": "what?"}])
+    cols = reply.rows[0].columns
+    assert cols["a"].status == ERROR and cols["a"].error.startswith("RAG not available")
+    assert cols["plain"].status == DONE
+
+
+async def test_imported_rows_are_generated_by_the_engine(stub, md):
+    await create_table(stub, md, "t", chain_cols())
+
+    def requests() -> Any:
+        yield pb.ImportRowsRequest(metadata=pb.ImportRowsMetadata(
+            table_type=ACTION, table_id="t", format=pb.DELIMITED_FORMAT_CSV, generate=True))
+        yield pb.ImportRowsRequest(chunk=b"q\nfirst question\nsecond question\n")
+
+    reply = await stub.ImportRows(requests(), metadata=md)
+    assert reply.row_count == 2 and reply.error_count == 0
+    rows = await list_rows(stub, md, "t")
+    assert [value(r.cells["q"]) for r in rows.items] == ["first question", "second question"]
+    for row in rows.items:
+        assert {row.cells[c].status for c in ("a", "b", "c")} == {DONE}
+        assert value(row.cells["q"]) in value(row.cells["a"])
 
 
 # -- attachments ---------------------------------------------------------------------------

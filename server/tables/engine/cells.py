@@ -232,14 +232,21 @@ class LLMExecutor:
             return {"temperature": config.temperature, "max_tokens": config.max_tokens,
                     "top_p": config.top_p, "timeout": min(timeout, DEFAULT_MODEL_TIMEOUT_S)}
 
-        if cell.sink is None:  # nobody listens to deltas: the whole answer at once
-            async def whole() -> tuple[str, Usage]:
-                result = await chat(spec, messages, **options())
-                return result.text, result.usage
+        async def whole() -> tuple[str, Usage]:
+            result = await chat(spec, messages, **options())
+            return result.text, result.usage
 
+        if cell.sink is None:  # nobody listens to deltas: the whole answer at once
             return await self.retry.call(cell, whole)
 
         deltas = DeltaCoalescer(cell.sink, cell.row_id, cell.column.id)
+        if spec.is_builtin:
+            # An in-process model has its whole answer at once: its tokens would be coalesced
+            # into one delta anyway, so skip the per-token generator steps.
+            text, usage = await whole()
+            deltas.push(text)
+            deltas.close()
+            return text, usage
 
         async def streamed() -> tuple[str, Usage]:
             parts: list[str] = []
@@ -254,6 +261,7 @@ class LLMExecutor:
             except RowforgeError as exc:
                 if deltas.emitted:
                     raise _StreamBroken(exc) from exc
+                deltas.discard()  # nothing reached the client: a retry starts clean
                 raise
             return "".join(parts), usage or Usage()
 

@@ -1,10 +1,11 @@
 """Coalescing of token deltas: fewer, larger stream messages without a visible delay.
 
 A model streams a token every few milliseconds; one gRPC message per token would cost more
-than the tokens. Per cell, the first text goes out at once (the user sees the cell start
-immediately); later text is buffered and flushed when ``max_chars`` are waiting or
-``interval_s`` has passed since the last flush (a timer makes sure buffered text never waits
-longer than that for the next token).
+than the tokens. Per cell, the first text goes out on the next event-loop iteration (the user
+sees the cell start at once, and tokens that arrived together share the message); later text
+is buffered and flushed when ``max_chars`` are waiting or ``interval_s`` has passed since the
+last flush (a timer makes sure buffered text never waits longer than that for the next
+token).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class DeltaCoalescer:
         self._size = 0
         self._loop = asyncio.get_running_loop()
         self._last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         #: Delta events sent so far (the next event's ``index``).
         self.emitted = 0
 
@@ -50,14 +51,19 @@ class DeltaCoalescer:
             return
         self._buffer.append(text)
         self._size += len(text)
-        if self.emitted == 0 or self._size >= self._max_chars:
-            self.flush()
-            return
-        now = self._loop.time()
-        if now - self._last >= self._interval:
+        if self._size >= self._max_chars:
             self.flush()
         elif self._timer is None:
-            self._timer = self._loop.call_at(self._last + self._interval, self.flush)
+            if self.emitted == 0:
+                # The first text goes out on the next loop iteration: tokens that arrive
+                # together (a fast or built-in model) still share one message.
+                self._timer = self._loop.call_soon(self.flush)
+                return
+            now = self._loop.time()
+            if now - self._last >= self._interval:
+                self.flush()
+            else:
+                self._timer = self._loop.call_at(self._last + self._interval, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -71,6 +77,14 @@ class DeltaCoalescer:
         self._last = self._loop.time()
         self._sink(CellDelta(self._row_id, self._column, text, self.emitted))
         self.emitted += 1
+
+    def discard(self) -> None:
+        """Drop buffered text that was never sent (a failed attempt about to be retried)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._buffer.clear()
+        self._size = 0
 
     def close(self) -> None:
         self.flush()

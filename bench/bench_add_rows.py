@@ -1,0 +1,388 @@
+"""Row generation throughput end to end, and the engine's own cost per cell.
+
+Table: 3 input columns (``title`` str, ``body`` str, ``n`` int) + 1 LLM column on the built-in
+``rowforge/chat`` model (``Summarise ${title}: ${body} (${n})``).
+
+1. **End to end** (the issue's target, at least 2,000 rows/s): a real server subprocess on
+   SQLite, ``--rows`` rows through StreamAddRows in calls of 100 rows, ``--streams`` calls in
+   flight at once, over loopback with the generated stubs; the client reads every event. The
+   same through unary AddRows for comparison.
+2. **In process** (target: engine overhead under 0.3 ms per cell): the engine over the real
+   TableStore on SQLite and over an in-memory store, against the baselines measured in the
+   same run: the bare built-in model calls (whole, as the engine makes them, and streamed)
+   for the same prompts, and plain
+   ``sqlite3`` inserts + updates of the same rows (100 per transaction). Engine overhead per
+   cell = engine time - bare model time. Then where the time goes: wall time inside each
+   phase (insert, model, write_cells, events; write_cells includes waiting for the shared
+   commit), the group-commit batch size, and cProfile's top functions.
+
+Run: ``.venv/bin/python bench/bench_add_rows.py [--rows 10000] [--streams 2] [--profile]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from _machine import print_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+from google.protobuf import struct_pb2
+
+from rowforge.server.config import Settings
+from rowforge.server.providers import Message, ModelRegistry, chat, stream_chat
+from rowforge.server.storage.db import Database
+from rowforge.server.tables.engine import RowEngine
+from rowforge.server.tables.engine import cells as engine_cells
+from rowforge.server.tables.model import ColumnSchema, LLMGenConfig
+from rowforge.server.tables.store import TableStore
+from rowforge.v1 import common_pb2, table_service_pb2_grpc
+from rowforge.v1 import table_service_pb2 as pb
+from tests.support.server import ServerProcess
+
+BATCH = 100
+PROMPT = "Summarise ${title}: ${body} (${n})"
+COLUMNS = [ColumnSchema("title"), ColumnSchema("body"), ColumnSchema("n", "int"),
+           ColumnSchema("summary", gen_config=LLMGenConfig(model="rowforge/chat",
+                                                           prompt=PROMPT))]
+
+
+def row_values(i: int) -> dict[str, Any]:
+    return {"title": f"Report {i}", "body": f"Quarterly numbers for region {i % 17} grew "
+                                            f"by {i % 9} percent", "n": i}
+
+
+# -- 1. end to end ---------------------------------------------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc)."""
+    import os
+
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+async def end_to_end(rows: int, streams: int, unary_rows: int) -> dict[str, float]:
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-add-rows-"))
+    server = ServerProcess(data_dir)
+    out: dict[str, float] = {}
+    with server.start():
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = table_service_pb2_grpc.TableServiceStub(channel)
+            md = (("x-project-id", "bench"),)
+            cols = [pb.Column(id="title", dtype="str"), pb.Column(id="body", dtype="str"),
+                    pb.Column(id="n", dtype="int"),
+                    pb.Column(id="summary", dtype="str", gen_config=pb.GenConfig(
+                        llm=pb.LLMGenConfig(model="rowforge/chat", prompt=PROMPT)))]
+            for name in ("streamed", "unary", "warmup"):
+                await stub.CreateTable(pb.CreateTableRequest(
+                    table_type=common_pb2.TABLE_TYPE_ACTION, table_id=name, cols=cols),
+                    metadata=md)
+            batches = [[_struct(row_values(i)) for i in range(s, min(s + BATCH, rows))]
+                       for s in range(0, rows, BATCH)]
+
+            async def stream_call(table: str, batch: list[struct_pb2.Struct]) -> tuple[int, int]:
+                events = errors = 0
+                async for message in stub.StreamAddRows(pb.StreamAddRowsRequest(
+                        table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch),
+                        metadata=md):
+                    events += 1
+                    if message.WhichOneof("event") == "completed":
+                        errors += message.completed.error_count
+                return events, errors
+
+            for batch in batches[:5]:  # warm up both processes (imports, caches, JIT-less paths)
+                await stream_call("warmup", batch)
+
+            queue = list(batches)
+            events = errors = 0
+
+            async def worker() -> None:
+                nonlocal events, errors
+                while queue:
+                    n, e = await stream_call("streamed", queue.pop())
+                    events += n
+                    errors += e
+
+            assert server.process is not None
+            server_cpu = _cpu_seconds(server.process.pid)
+            client_cpu = time.process_time()
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(streams)))
+            elapsed = time.perf_counter() - start
+            out["server_cpu_us"] = (_cpu_seconds(server.process.pid) - server_cpu) / rows * 1e6
+            out["client_cpu_us"] = (time.process_time() - client_cpu) / rows * 1e6
+            assert errors == 0, f"{errors} cells failed"
+            out["stream_rows_s"] = rows / elapsed
+            out["stream_s"] = elapsed
+            out["events_per_row"] = events / rows
+
+            queue = list(batches[: max(1, unary_rows // BATCH)])
+            done = 0
+
+            async def unary_worker() -> None:
+                nonlocal done
+                while queue:
+                    reply = await stub.AddRows(pb.AddRowsRequest(
+                        table_type=common_pb2.TABLE_TYPE_ACTION, table_id="unary",
+                        data=queue.pop()), metadata=md)
+                    done += len(reply.rows)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(unary_worker() for _ in range(streams)))
+            out["unary_rows_s"] = done / (time.perf_counter() - start)
+            listed = await stub.ListRows(pb.ListRowsRequest(
+                table_type=common_pb2.TABLE_TYPE_ACTION, table_id="streamed", limit=1),
+                metadata=md)
+            assert listed.total == rows, listed.total
+    return out
+
+
+# -- 2. in process ----------------------------------------------------------------------------
+
+class Phases:
+    """Wall time spent inside wrapped calls, by phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap_async(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+                self.calls[name] += 1
+        return timed
+
+    def wrap_sink(self, name: str, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        def timed(event: Any) -> None:
+            start = time.perf_counter()
+            fn(event)
+            self.seconds[name] += time.perf_counter() - start
+            self.calls[name] += 1
+        return timed
+
+
+class MemoryStore:
+    """Just enough of the TableStore for the engine, in dicts (no database)."""
+
+    def __init__(self, real: TableStore) -> None:
+        self.real = real
+        self.cells: dict[str, Any] = {}
+
+    async def insert_rows(self, schema: Any, rows: Any, **kw: Any) -> Any:
+        # The real store's validation and typing, without the transaction.
+        from rowforge.server.tables.ids import uuid7
+        from rowforge.server.tables.model import Cell, CellStatus, Row
+
+        out = []
+        for values in rows:
+            cells = {c.id: (Cell(value=values.get(c.id)) if c.gen_config is None
+                            else Cell(value=None, status=CellStatus.PENDING))
+                     for c in schema.columns}
+            out.append(Row(id=uuid7(), update_time=None, cells=cells))  # type: ignore[arg-type]
+        return out
+
+    async def write_cells(self, schema: Any, row_id: str, cells: Any) -> None:
+        self.cells[row_id] = cells
+
+
+async def bare_model(prompts: list[str], streamed: bool) -> float:
+    registry = ModelRegistry.from_config([])
+    spec = registry.get("rowforge/chat")
+    start = time.perf_counter()
+    for prompt in prompts:
+        messages = [Message("user", prompt)]
+        if streamed:
+            async for _ in stream_chat(spec, messages):
+                pass
+        else:
+            await chat(spec, messages)
+    return time.perf_counter() - start
+
+
+def plain_sqlite(path: Path, rows: int) -> float:
+    """Insert the rows 100 per transaction, then set each row's generated value (updates
+    committed 100 at a time): what storing the same rows minimally costs."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, seq INTEGER, title TEXT, body TEXT, "
+                 "n INTEGER, summary TEXT, summary_state TEXT)")
+    start = time.perf_counter()
+    for s in range(0, rows, BATCH):
+        values = [row_values(i) for i in range(s, min(s + BATCH, rows))]
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, NULL, 'pending')",
+                         [(f"id{s + j}", s + j, v["title"], v["body"], v["n"])
+                          for j, v in enumerate(values)])
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        conn.executemany("UPDATE t SET summary = ?, summary_state = 'done' WHERE id = ?",
+                         [(f"summary of {v['title']}", f"id{s + j}")
+                          for j, v in enumerate(values)])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink_wrap: Any = None
+                     ) -> float:
+    app = SimpleNamespace(tables=store, models=ModelRegistry.from_config([]), settings=Settings())
+    engine = RowEngine(app)
+    events: list[Any] = []
+    sink = events.append if streamed else None
+    if sink is not None and sink_wrap is not None:
+        sink = sink_wrap(sink)
+    await engine.add_rows(schema, [row_values(i) for i in range(BATCH)], sink=sink)  # warm up
+    start = time.perf_counter()
+    for s in range(0, rows, BATCH):
+        events.clear()
+        await engine.add_rows(schema, [row_values(i) for i in range(s, min(s + BATCH, rows))],
+                              sink=sink)
+    return time.perf_counter() - start
+
+
+async def in_process(rows: int, profile: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    db = Database(f"sqlite+aiosqlite:///{tmp / 'engine.db'}")
+    await db.create_schema()
+    store = TableStore(db, models=ModelRegistry.from_config([]))
+    schema = await store.create_table("bench", "action", "engine", COLUMNS)
+    memory = MemoryStore(store)
+
+    prompts = [PROMPT.replace("${title}", v["title"]).replace("${body}", v["body"])
+               .replace("${n}", str(v["n"])) for v in map(row_values, range(rows))]
+    await bare_model(prompts[:200], True)
+    model_stream = await bare_model(prompts, True)
+    model_whole = await bare_model(prompts, False)
+    sqlite_s = plain_sqlite(tmp / "plain.db", rows)
+
+    results = {}
+    for label, target, streamed in (("memory store, streamed", memory, True),
+                                    ("memory store, unary", memory, False),
+                                    ("SQLite TableStore, streamed", store, True),
+                                    ("SQLite TableStore, unary", store, False)):
+        results[label] = await engine_run(target, schema, rows, streamed=streamed)
+
+    us = 1e6 / rows
+    print(f"In process, {rows} rows x 1 LLM cell (built-in model), calls of {BATCH} rows:")
+    print(f"  bare model, whole (chat)           : {model_whole * us:7.1f} us/cell  (what the "
+          "engine calls for built-in models)")
+    print(f"  bare model, streamed (stream_chat) : {model_stream * us:7.1f} us/cell")
+    print(f"  plain sqlite3 insert + update      : {sqlite_s * us:7.1f} us/row  "
+          f"({rows / sqlite_s:,.0f} rows/s)")
+    for label, seconds in results.items():
+        model = model_whole  # the engine calls built-in models whole, streamed or not
+        print(f"  engine, {label:<27}: {seconds * us:7.1f} us/row  ({rows / seconds:,.0f} rows/s)"
+              f"; overhead {(seconds - model) * us:6.1f} us/cell "
+              f"(x{seconds / model:.1f} the bare model)")
+    sqlite_engine = results["SQLite TableStore, streamed"]
+    print(f"  SQLite TableStore engine vs plain sqlite3 + bare model: "
+          f"x{sqlite_engine / (sqlite_s + model_whole):.1f}")
+
+    # Where the time goes (SQLite store, streamed).
+    phases = Phases()
+    store_proxy = SimpleNamespace(
+        insert_rows=phases.wrap_async("insert_rows", store.insert_rows),
+        write_cells=phases.wrap_async("write_cells", store.write_cells))
+    original = engine_cells.chat
+    engine_cells.chat = phases.wrap_async("model (chat)", original)
+    writer = store.rows.writer
+    flushes, written = writer.flushes, writer.cells_written
+    try:
+        start = time.perf_counter()
+        await engine_run(store_proxy, schema, rows, streamed=True,
+                         sink_wrap=lambda sink: phases.wrap_sink("events", sink))
+        total = time.perf_counter() - start
+    finally:
+        engine_cells.chat = original
+    print(f"\nWhere the time goes (SQLite TableStore, streamed; wall time {total * us:.0f} us/row;"
+          " phases overlap, write_cells includes waiting for the shared commit):")
+    for name, seconds in sorted(phases.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<22} {seconds * us:8.1f} us/row  ({phases.calls[name]} calls)")
+    batches = writer.flushes - flushes
+    cells = writer.cells_written - written
+    print(f"  group commit: {batches} transactions for {cells} cells "
+          f"({cells / max(1, batches):.1f} cells per commit)")
+
+    # The service's share of "events": engine events -> protobuf messages -> bytes.
+    from rowforge.server.services.table_generation import _stream_message
+
+    app = SimpleNamespace(tables=memory, models=ModelRegistry.from_config([]), settings=Settings())
+    events: list[Any] = []
+    await RowEngine(app).add_rows(schema, [row_values(i) for i in range(BATCH)],
+                                  sink=events.append)
+    start = time.perf_counter()
+    for _ in range(max(1, rows // BATCH)):
+        for event in events:
+            _stream_message(pb.StreamAddRowsResponse, schema, event).SerializeToString()
+    convert = time.perf_counter() - start
+    print(f"  events -> protobuf -> bytes  {convert * us:8.1f} us/row  "
+          f"({len(events) / BATCH:.1f} messages per row; the gRPC send itself is not included)")
+
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await engine_run(memory, schema, min(rows, 5000), streamed=True)
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
+        print("\ncProfile (memory store, streamed), top functions by own time:")
+        print("\n".join(text.getvalue().splitlines()[6:32]))
+    await store.close()
+    await db.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--streams", type=int, default=2,
+                        help="StreamAddRows calls in flight at once")
+    parser.add_argument("--unary-rows", type=int, default=3000)
+    parser.add_argument("--engine-rows", type=int, default=5000)
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top entries")
+    parser.add_argument("--skip-server", action="store_true")
+    args = parser.parse_args()
+    print_machine("grpcio", "SQLAlchemy", "aiosqlite")
+    if not args.skip_server:
+        e2e = await end_to_end(args.rows, args.streams, args.unary_rows)
+        print(f"End to end (server subprocess, SQLite, loopback; {args.streams} calls of "
+              f"{BATCH} rows in flight):")
+        print(f"  StreamAddRows: {args.rows} rows in {e2e['stream_s']:.2f} s = "
+              f"{e2e['stream_rows_s']:,.0f} rows/s ({e2e['events_per_row']:.1f} events/row; "
+              f"target >= 2,000)")
+        print(f"    CPU per row: server {e2e['server_cpu_us']:.0f} us, client (stubs, decoding) "
+              f"{e2e['client_cpu_us']:.0f} us")
+        print(f"  AddRows      : {e2e['unary_rows_s']:,.0f} rows/s")
+        print()
+    await in_process(args.engine_rows, args.profile)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
