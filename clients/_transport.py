@@ -24,7 +24,12 @@ from typing import Any, Generic, Literal, TypeVar
 import grpc
 
 from rowforge.clients.config import ClientConfig
-from rowforge.clients.exceptions import RowForgeError, UnavailableError, from_rpc_error
+from rowforge.clients.exceptions import (
+    RequestCancelledError,
+    RowForgeError,
+    UnavailableError,
+    from_rpc_error,
+)
 from rowforge.v1 import (
     batch_job_service_pb2_grpc,
     file_service_pb2_grpc,
@@ -124,6 +129,25 @@ class _Stepper:
         return op
 
 
+class _CallSet:
+    """The server streams a plan opened, so they can be cancelled together (from any
+    thread); a stream added after :meth:`cancel` starts cancelled."""
+
+    def __init__(self) -> None:
+        self._streams: list[Any] = []
+        self.cancelled = False
+
+    def add(self, stream: Any) -> None:
+        self._streams.append(stream)
+        if self.cancelled:
+            stream.cancel()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for stream in list(self._streams):
+            stream.cancel()
+
+
 class _Base:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -176,8 +200,11 @@ class _SyncStream:
         self.op = op
         self.call: Any = None
         self.received = 0
+        self.cancelled = False
 
     def next(self) -> Any:
+        if self.cancelled:
+            raise RequestCancelledError("the stream was cancelled by the client")
         t = self.transport
         timeout = t._timeout(self.op.deadline)
         deadline_at = None if timeout is None else time.monotonic() + timeout
@@ -204,8 +231,39 @@ class _SyncStream:
             return message
 
     def cancel(self) -> None:
+        self.cancelled = True
         if self.call is not None:
             self.call.cancel()
+
+
+class SyncStream(Generic[T]):
+    """What a streaming method of the sync client returns: an iterator. ``close()`` stops it
+    (from the iterating thread); ``cancel()`` may be called from any thread and makes a
+    blocked ``next()`` raise :class:`~rowforge.clients.exceptions.RequestCancelledError`."""
+
+    def __init__(self, iterator: Iterator[T], calls: _CallSet) -> None:
+        self._iterator = iterator
+        self._calls = calls
+
+    def __iter__(self) -> SyncStream[T]:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+    def cancel(self) -> None:
+        self._calls.cancel()
+
+    def __enter__(self) -> SyncStream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SyncTransport(_Base):
@@ -213,6 +271,7 @@ class SyncTransport(_Base):
 
     def __init__(self, config: ClientConfig, channel: grpc.Channel | None = None) -> None:
         super().__init__(config)
+        self._owns_channel = channel is None
         self._channel = channel or _sync_channel(config)
 
     @property
@@ -220,11 +279,12 @@ class SyncTransport(_Base):
         return self._channel
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def run(self, plan: Plan[T]) -> T:
         """Run a plan to completion and return its result."""
-        stepper, streams = _Stepper(plan), []
+        stepper, streams = _Stepper(plan), _CallSet()
         try:
             op = stepper.step()
             while not stepper.done:
@@ -240,9 +300,13 @@ class SyncTransport(_Base):
         finally:
             _close(stepper, streams)
 
-    def iterate(self, plan: Plan[Any]) -> Iterator[Any]:
+    def iterate(self, plan: Plan[Any]) -> SyncStream[Any]:
         """Run a plan lazily, yielding what it emits; closing the iterator cancels its calls."""
-        stepper, streams = _Stepper(plan), []
+        calls = _CallSet()
+        return SyncStream(self._iterate(plan, calls), calls)
+
+    def _iterate(self, plan: Plan[Any], streams: _CallSet) -> Iterator[Any]:
+        stepper = _Stepper(plan)
         try:
             op = stepper.step()
             while not stepper.done:
@@ -259,14 +323,14 @@ class SyncTransport(_Base):
         finally:
             _close(stepper, streams)
 
-    def _perform(self, op: Op, streams: list[Any]) -> Any:
+    def _perform(self, op: Op, streams: _CallSet) -> Any:
         if isinstance(op, Next):
             return op.stream.next()
         if isinstance(op, Unary):
             return self._unary(op)
         if isinstance(op, Open):
             stream = _SyncStream(self, op)
-            streams.append(stream)
+            streams.add(stream)
             return stream
         if isinstance(op, Upload):
             try:
@@ -306,8 +370,11 @@ class _AsyncStreamCall:
         self.op = op
         self.call: Any = None
         self.received = 0
+        self.cancelled = False
 
     async def next(self) -> Any:
+        if self.cancelled:
+            raise RequestCancelledError("the stream was cancelled by the client")
         t = self.transport
         timeout = t._timeout(self.op.deadline)
         deadline_at = None if timeout is None else time.monotonic() + timeout
@@ -334,6 +401,7 @@ class _AsyncStreamCall:
             return message
 
     def cancel(self) -> None:
+        self.cancelled = True
         if self.call is not None:
             self.call.cancel()
 
@@ -387,7 +455,7 @@ class AsyncTransport(_Base):
 
     async def run(self, plan: Plan[T]) -> T:
         """Run a plan to completion and return its result."""
-        stepper, streams = _Stepper(plan), []
+        stepper, streams = _Stepper(plan), _CallSet()
         try:
             op = stepper.step()
             while not stepper.done:
@@ -408,7 +476,7 @@ class AsyncTransport(_Base):
         return AsyncStream(self._iterate(plan))
 
     async def _iterate(self, plan: Plan[Any]) -> AsyncIterator[Any]:
-        stepper, streams = _Stepper(plan), []
+        stepper, streams = _Stepper(plan), _CallSet()
         try:
             op = stepper.step()
             while not stepper.done:
@@ -425,14 +493,14 @@ class AsyncTransport(_Base):
         finally:
             _close(stepper, streams)
 
-    async def _perform(self, op: Op, streams: list[Any]) -> Any:
+    async def _perform(self, op: Op, streams: _CallSet) -> Any:
         if isinstance(op, Next):
             return await op.stream.next()
         if isinstance(op, Unary):
             return await self._unary(op)
         if isinstance(op, Open):
             stream = _AsyncStreamCall(self, op)
-            streams.append(stream)
+            streams.add(stream)
             return stream
         if isinstance(op, Upload):
             try:
@@ -463,9 +531,8 @@ class AsyncTransport(_Base):
                 await asyncio.sleep(wait)
 
 
-def _close(stepper: _Stepper, streams: list[Any]) -> None:
-    for stream in streams:
-        stream.cancel()
+def _close(stepper: _Stepper, streams: _CallSet) -> None:
+    streams.cancel()
     stepper.plan.close()
 
 
