@@ -46,6 +46,9 @@ proto-check: install
 lint: install node
 	$(VENV)/bin/ruff check server fastcore clients tests bench scripts
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
+	@# Never break v1: compare with the last landed main when there is one.
+	@if git rev-parse -q --verify main >/dev/null; then \
+	  cd proto && ../$(BUF) breaking --against '../.git#branch=main,subdir=proto'; fi
 	$(PY) scripts/gen_protos.py --check
 
 format: install

@@ -80,6 +80,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: object) -> Ite
     proc = ServerProcess(tmp_path_factory.mktemp("server"), env=server_env(fake_openai))
     with proc.start():
         yield proc
+    assert_no_unhandled_errors(proc)
+
+
+def assert_no_unhandled_errors(proc: ServerProcess) -> None:
+    """A bug in a handler is logged as "unhandled error"; no test may cause one."""
+    bugs = [e for e in proc.logs() if str(e.get("msg", "")).startswith("unhandled error")]
+    assert not bugs, "the server logged unhandled errors:\n" + "\n".join(
+        f"{e['msg']}\n{e.get('exc', '')}" for e in bugs)
 
 
 @pytest.fixture
