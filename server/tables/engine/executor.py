@@ -263,6 +263,7 @@ class RowEngine:
             weakref.WeakValueDictionary())
         self._sandbox_lock: asyncio.Lock | None = None
         self._own_sandbox: Any = None
+        self._sandbox_error: RowforgeError | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- components (EngineServices) -------------------------------------------------------
@@ -312,7 +313,14 @@ class RowEngine:
         if self._sandbox_lock is None:
             self._sandbox_lock = asyncio.Lock()
         async with self._sandbox_lock:
-            await pool.start()  # idempotent
+            if self._sandbox_error is not None:
+                raise self._sandbox_error
+            try:
+                await pool.start()  # idempotent
+            except RowforgeError as exc:
+                # Every later cell gets the reason, not just "the sandbox is not running".
+                self._sandbox_error = exc
+                raise
         return pool
 
     @asynccontextmanager
@@ -333,11 +341,14 @@ class RowEngine:
             self._table_slots[key] = slot
         return slot
 
-    async def close(self) -> None:
-        """Stop background work and the sandbox this engine started."""
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Let pending clean-up writes (cells marked SKIPPED) finish, then stop the sandbox
+        this engine started."""
+        if self._background:
+            _, pending = await asyncio.wait(list(self._background), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._own_sandbox is not None:
             await self._own_sandbox.close()
 
