@@ -133,14 +133,14 @@ class _Job:
     def result(self, plan: TablePlan) -> RowResult:
         cells: dict[str, Cell] = {}
         targets = set(self.targets)
-        for name in plan.schema.columns:
-            if name.gen_config is None:
+        for col in plan.schema.columns:
+            if col.gen_config is None:
                 continue
-            cell = self.cells.get(name.id) or Cell(value=None, status=CellStatus.SKIPPED)
-            if self.regen and name.id not in targets:  # not selected for regeneration
+            cell = self.cells.get(col.id) or Cell(value=None, status=CellStatus.SKIPPED)
+            if self.regen and col.id not in targets:  # not selected for regeneration
                 cell = Cell(value=cell.value, status=CellStatus.SKIPPED, usage=cell.usage,
                             references=cell.references)
-            cells[name.id] = cell
+            cells[col.id] = cell
         return RowResult(self.row_id, cells)
 
 
