@@ -275,7 +275,10 @@ def wrapped_row(row: tpb.Row, dtypes: Mapping[str, str] | None = None) -> dict[s
         UPDATED_AT_COLUMN: (datetime_of(row.update_time, row.HasField("update_time"))
                             or dt.datetime.fromtimestamp(0, dt.UTC)).isoformat(),
     }
-    for name, cell in row.cells.items():
+    # Schema order when the column types are known (the map's order is arbitrary).
+    names = [n for n in dtypes if n in row.cells] + [n for n in row.cells if n not in dtypes]
+    for name in names:
+        cell = row.cells[name]
         wrapped: dict[str, Any] = {"value": typed(value_py(cell.value), dtypes.get(name))}
         if cell.status != tpb.CELL_STATUS_UNSPECIFIED:
             wrapped["status"] = _CELL_STATUS[cell.status].value

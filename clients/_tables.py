@@ -12,6 +12,8 @@ from rowforge.clients import _convert as c
 from rowforge.clients import types as t
 from rowforge.clients._files import upload_plan
 from rowforge.clients._transport import Emit, Next, Open, Plan, Unary, Upload
+from rowforge.clients.exceptions import NotFoundError
+from rowforge.v1 import common_pb2
 from rowforge.v1 import knowledge_service_pb2 as kpb
 from rowforge.v1 import table_service_pb2 as tpb
 
@@ -105,7 +107,7 @@ class TableClient:
         kind = c.table_type_pb(table_type)
         if isinstance(schema, Mapping):
             model: type[t.TableSchemaCreate] = (t.KnowledgeTableSchemaCreate
-                                                if kind == tpb.TABLE_TYPE_KNOWLEDGE
+                                                if kind == common_pb2.TABLE_TYPE_KNOWLEDGE
                                                 else t.TableSchemaCreate)
             schema = model.model_validate(schema)
         request = tpb.CreateTableRequest(
@@ -168,10 +170,8 @@ class TableClient:
             try:
                 yield Unary(TABLE, "DeleteTable", tpb.DeleteTableRequest(
                     table_type=kind, table_id=table_id))
-            except Exception as err:
-                from rowforge.clients.exceptions import NotFoundError
-
-                if not (missing_ok and isinstance(err, NotFoundError)):
+            except NotFoundError:
+                if not missing_ok:
                     raise
                 return t.OkResponse(ok=False, count=0)
             return t.OkResponse(ok=True)
@@ -550,7 +550,7 @@ class TableClient:
                                           columns=list(columns or []))
 
         def plan() -> Plan[t.SearchResults]:
-            dtypes = yield from self._dtypes_for(tpb.TABLE_TYPE_KNOWLEDGE, table_id)
+            dtypes = yield from self._dtypes_for(common_pb2.TABLE_TYPE_KNOWLEDGE, table_id)
             resp = yield Unary(KNOWLEDGE, "HybridSearch", request, idempotent=True)
             out = t.SearchResults()
             out.reranked, out.rerank_error = resp.reranked, resp.rerank_error

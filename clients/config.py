@@ -94,7 +94,8 @@ class RetryConfig:
         wait = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         wait *= 1.0 + random.uniform(-self.jitter, self.jitter)
         if server_hint is not None:
-            wait = max(wait, min(server_hint, self.max_backoff * 4))
+            # The server knows best; the call's deadline still bounds the wait.
+            wait = max(wait, server_hint)
         return max(wait, 0.0)
 
 
