@@ -325,7 +325,9 @@ async def in_process(rows: int, profile: bool) -> None:
     print(f"\nWhere the time goes (SQLite TableStore, streamed; wall time {total * us:.0f} us/row;"
           " phases overlap, write_cells includes waiting for the shared commit):")
     for name, seconds in sorted(phases.seconds.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<22} {seconds * us:8.1f} us/row  ({phases.calls[name]} calls)")
+        calls = phases.calls[name]
+        print(f"  {name:<22} {seconds * us:8.1f} us/row summed  ({calls} calls, "
+              f"{seconds / calls * 1e6:8.1f} us each)")
     batches = writer.flushes - flushes
     cells = writer.cells_written - written
     print(f"  group commit: {batches} transactions for {cells} cells "
