@@ -1,0 +1,53 @@
+"""Batch jobs: durable, rate-limited, resumable LLM batch processing (no protobuf here).
+
+Public API::
+
+    service = BatchService(app.db, app.models, app.settings, worker_id=app.worker_id)
+    await service.start()
+    job = await service.create_job(project, JobConfig(model="rowforge/chat"))
+    await service.add_requests(project, job.id, [RequestInput("r1", (ContentPart("Hi"),))])
+    await service.submit(project, job.id)
+    async for item in service.results(project, job.id, cursor=0):   # Result..., then Job
+        ...
+    async for event in service.watch(project, job.id):               # WatchEvent
+        ...
+
+Modules: :mod:`.model` (data), :mod:`.validation`, :mod:`.store` (jobs, requests, results),
+:mod:`.queue` (claims and leases), :mod:`.recorder` (batched result writes),
+:mod:`.ratelimit`, :mod:`.calls` (one model call), :mod:`.worker`, :mod:`.streams`,
+:mod:`.signals`, :mod:`.service` (the facade).
+"""
+
+from rowforge.server.batch.model import (
+    ContentPart,
+    ErrorDetail,
+    EventType,
+    Job,
+    JobConfig,
+    JobMetrics,
+    JobPage,
+    JobState,
+    RequestInput,
+    RequestState,
+    RequestStatus,
+    Result,
+    WatchEvent,
+)
+from rowforge.server.batch.service import BatchService
+
+__all__ = [
+    "BatchService",
+    "ContentPart",
+    "ErrorDetail",
+    "EventType",
+    "Job",
+    "JobConfig",
+    "JobMetrics",
+    "JobPage",
+    "JobState",
+    "RequestInput",
+    "RequestState",
+    "RequestStatus",
+    "Result",
+    "WatchEvent",
+]

@@ -1,0 +1,492 @@
+"""Jobs, requests and results in the database: everything the RPCs read and write.
+
+The work queue (claims, leases) lives in :mod:`.queue`, result recording in :mod:`.recorder`.
+Every method takes the calling project: another project's job is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rowforge.server.batch.model import (
+    ErrorDetail,
+    Job,
+    JobConfig,
+    JobMetrics,
+    JobPage,
+    JobState,
+    RequestInput,
+    RequestState,
+    RequestStatus,
+    Result,
+    StateEvent,
+)
+from rowforge.server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from rowforge.server.storage.batch_tables import (
+    batch_events,
+    batch_jobs,
+    batch_payloads,
+    batch_requests,
+    batch_results,
+)
+from rowforge.server.storage.db import Database
+
+MAX_LIST_LIMIT = 100
+DAY_S = 86_400.0
+
+J = batch_jobs.c
+R = batch_requests.c
+P = batch_payloads.c
+S = batch_results.c
+E = batch_events.c
+
+RESULT_COLUMNS = (S.sequence, S.request_id, S.state, S.response_text, S.response_json,
+                  S.prompt_tokens, S.completion_tokens, S.cost_usd, S.error, S.metadata,
+                  S.attempts, S.complete_time)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def config_hash(config: JobConfig) -> str:
+    """What an idempotency key is bound to: every CreateJob parameter."""
+    canonical = json.dumps({
+        "model": config.model, "temperature": round(config.temperature, 6),
+        "max_output_tokens": config.max_output_tokens,
+        "system_instruction": config.system_instruction, "job_type": config.job_type,
+        "metadata": config.metadata, "max_batch_size": config.max_batch_size,
+    }, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_from_row(row: Any, now: float | None = None) -> Job:
+    start, end = row.start_time, row.end_time
+    duration = ((end if end is not None else (now or time.time())) - start) if start else 0.0
+    metrics = JobMetrics(
+        total_requests=int(row.total_requests), succeeded=int(row.succeeded),
+        failed=int(row.failed), cancelled=int(row.cancelled),
+        input_tokens=int(row.input_tokens), output_tokens=int(row.output_tokens),
+        cost_usd=float(row.cost_usd or 0.0), duration_seconds=max(duration, 0.0))
+    config = JobConfig(model=row.model, temperature=float(row.temperature),
+                       max_output_tokens=int(row.max_output_tokens),
+                       system_instruction=row.system_instruction or "",
+                       job_type=row.job_type or "", metadata=row.metadata,
+                       max_batch_size=int(row.max_batch_size))
+    return Job(id=row.id, project_id=row.project_id, state=JobState(row.state), config=config,
+               metrics=metrics, create_time=row.create_time, submit_time=row.submit_time,
+               start_time=start, end_time=end, expire_time=row.expire_time,
+               purged=bool(row.purged), last_sequence=int(row.last_sequence))
+
+
+def result_from_row(row: Any) -> Result:
+    return Result(sequence=int(row.sequence), request_id=row.request_id,
+                  state=RequestState(row.state), response_text=row.response_text or "",
+                  response_json=row.response_json, prompt_tokens=int(row.prompt_tokens),
+                  completion_tokens=int(row.completion_tokens), cost_usd=row.cost_usd,
+                  error=ErrorDetail.from_json(row.error), metadata=row.metadata,
+                  attempts=int(row.attempts), complete_time=row.complete_time)
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"batch job {job_id!r} not found", reason="JOB_NOT_FOUND",
+                    metadata={"jobId": job_id}, resource_type="batch_job",
+                    resource_name=job_id)
+
+
+async def add_state_event(conn: AsyncConnection, job_id: str, state: JobState,
+                          after_sequence: int, now: float) -> None:
+    await conn.execute(batch_events.insert().values(
+        job_id=job_id, after_sequence=after_sequence, state=state.value, time=now))
+
+
+class BatchStore:
+    """Jobs and their requests, results and events.
+
+    Args:
+        db: The database.
+        retention_s: How long results are kept after a job ends.
+    """
+
+    def __init__(self, db: Database, *, retention_s: float = 30 * DAY_S) -> None:
+        self.db = db
+        self.retention_s = retention_s
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def create_job(self, project_id: str, config: JobConfig,
+                         idempotency_key: str = "") -> tuple[Job, bool]:
+        """Create a job; returns ``(job, created)``.
+
+        With an ``idempotency_key`` already used in the project, returns that job
+        (``created`` False) when the parameters match.
+
+        Raises:
+            InvalidArgument: ``IDEMPOTENCY_KEY_REUSED`` when they differ.
+        """
+        digest = config_hash(config)
+        key = idempotency_key or None
+        for _ in range(2):  # a concurrent create with the same key: read what it made
+            if key is not None:
+                async with self.db.read() as conn:
+                    row = (await conn.execute(sa.select(batch_jobs).where(
+                        J.project_id == project_id, J.idempotency_key == key))).first()
+                if row is not None:
+                    if row.request_hash != digest:
+                        raise InvalidArgument.field(
+                            "idempotency_key", "was already used to create a job with other "
+                            "parameters", reason="IDEMPOTENCY_KEY_REUSED",
+                            metadata={"jobId": row.id})
+                    return job_from_row(row), False
+            now = time.time()
+            job_id = f"job_{uuid.uuid4().hex}"
+            try:
+                async with self.db.write() as conn:
+                    await conn.execute(batch_jobs.insert().values(
+                        id=job_id, project_id=project_id, state=JobState.CREATED.value,
+                        model=config.model, temperature=config.temperature,
+                        max_output_tokens=config.max_output_tokens,
+                        system_instruction=config.system_instruction, job_type=config.job_type,
+                        metadata=config.metadata, max_batch_size=config.max_batch_size,
+                        idempotency_key=key, request_hash=digest if key else None,
+                        total_requests=0, succeeded=0, failed=0, cancelled=0, input_tokens=0,
+                        output_tokens=0, cost_usd=0.0, last_sequence=0, create_time=now,
+                        purged=False))
+                    await add_state_event(conn, job_id, JobState.CREATED, 0, now)
+            except IntegrityError:
+                if key is None:
+                    raise
+                continue
+            return await self.get_job(project_id, job_id), True
+        raise AlreadyExists("a job with this idempotency key is being created; retry",
+                            reason="IDEMPOTENCY_KEY_RACE")  # pragma: no cover - needs a race
+
+    async def get_job(self, project_id: str, job_id: str) -> Job:
+        """Raises ``NotFound`` for an unknown job or another project's."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(batch_jobs).where(
+                J.id == job_id, J.project_id == project_id))).first()
+        if row is None:
+            raise job_not_found(job_id)
+        return job_from_row(row)
+
+    async def _locked_job(self, conn: AsyncConnection, project_id: str, job_id: str) -> Any:
+        query = sa.select(batch_jobs).where(J.id == job_id, J.project_id == project_id)
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise job_not_found(job_id)
+        return row
+
+    async def list_jobs(self, project_id: str, *, offset: int = 0, limit: int = 0,
+                        page_token: str = "", state: JobState | None = None,
+                        job_type: str = "") -> JobPage:
+        """The project's jobs, newest first, optionally of one state and/or job type.
+
+        Raises:
+            InvalidArgument: bad ``offset``/``limit``, or a token of another listing.
+        """
+        v = Violations()
+        v.check(offset >= 0, "offset", "must not be negative")
+        v.check(0 <= limit <= MAX_LIST_LIMIT, "limit",
+                f"must be between 1 and {MAX_LIST_LIMIT} (0: {MAX_LIST_LIMIT})")
+        v.raise_if_any()
+        limit = limit or MAX_LIST_LIMIT
+        where = [J.project_id == project_id]
+        if state is not None:
+            where.append(J.state == state.value)
+        if job_type:
+            where.append(J.job_type == job_type)
+        tag = _listing_tag(project_id, state, job_type)
+        query = sa.select(batch_jobs).where(*where)
+        if page_token:
+            after_time, after_id = _decode_token(page_token, tag)
+            query = query.where(sa.or_(J.create_time < after_time,
+                                       sa.and_(J.create_time == after_time, J.id < after_id)))
+        elif offset:
+            query = query.offset(offset)
+        query = query.order_by(J.create_time.desc(), J.id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+            total = await conn.scalar(sa.select(sa.func.count()).select_from(batch_jobs)
+                                      .where(*where))
+        now = time.time()
+        items = [job_from_row(row, now) for row in rows[:limit]]
+        token = _encode_token(items[-1], tag) if len(rows) > limit else ""
+        return JobPage(items, token, int(total or 0))
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def add_requests(self, project_id: str, job_id: str,
+                           requests: Sequence[RequestInput]) -> tuple[int, list[int]]:
+        """Add validated requests to a job that is not submitted; all or nothing.
+
+        Returns the job's ``total_requests`` now and the row ids of the added requests
+        (for :meth:`remove_requests`).
+
+        Raises:
+            NotFound: unknown job. FailedPrecondition: the job was submitted or cancelled.
+            AlreadyExists: a request_id the job already has (``DUPLICATE_REQUEST_ID``).
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            job = await self._locked_job(conn, project_id, job_id)
+            state = JobState(job.state)
+            if state not in (JobState.CREATED, JobState.POPULATING):
+                raise FailedPrecondition(
+                    f"batch job {job_id!r} is {state.value}: requests can only be added "
+                    "before it is submitted", reason="JOB_NOT_OPEN",
+                    metadata={"jobId": job_id, "state": state.value},
+                    resource_type="batch_job", resource_name=job_id)
+            ids = [r.request_id for r in requests]
+            taken = (await conn.execute(sa.select(R.request_id).where(
+                R.job_id == job_id, R.request_id.in_(ids)).limit(1))).scalar()
+            if taken is not None:
+                raise _duplicate(taken)
+            first = int(job.total_requests)
+            try:
+                inserted = (await conn.execute(
+                    batch_requests.insert().returning(R.id, sort_by_parameter_order=True),
+                    [{"job_id": job_id, "request_id": r.request_id, "position": first + i + 1,
+                      "state": RequestState.PENDING.value, "attempts": 0}
+                     for i, r in enumerate(requests)])).scalars().all()
+            except IntegrityError:  # pragma: no cover - the job row lock prevents this race
+                raise _duplicate(ids[0]) from None
+            payloads = []
+            for pk, r in zip(inserted, requests, strict=True):
+                body = dumps(r.body())
+                meta = dumps(r.metadata) if r.metadata is not None else None
+                payloads.append({"request_pk": pk, "job_id": job_id, "body": body,
+                                 "metadata": meta,
+                                 "size": len(body) + (len(meta) if meta else 0)})
+            await conn.execute(batch_payloads.insert(), payloads)
+            total = first + len(requests)
+            await conn.execute(batch_jobs.update().where(J.id == job_id).values(
+                total_requests=total, state=JobState.POPULATING.value))
+            if state is JobState.CREATED:
+                await add_state_event(conn, job_id, JobState.POPULATING, 0, now)
+        return total, list(inserted)
+
+    async def remove_requests(self, project_id: str, job_id: str, pks: Sequence[int]) -> bool:
+        """Take back requests added by a stream that then failed, while the job is still
+        open; a job left empty is CREATED again. Returns whether they were removed."""
+        async with self.db.write() as conn:
+            job = await self._locked_job(conn, project_id, job_id)
+            if JobState(job.state) not in (JobState.CREATED, JobState.POPULATING):
+                return False
+            removed = 0
+            for start in range(0, len(pks), 1000):
+                chunk = list(pks[start:start + 1000])
+                await conn.execute(batch_payloads.delete().where(P.request_pk.in_(chunk)))
+                removed += (await conn.execute(batch_requests.delete().where(
+                    R.job_id == job_id, R.id.in_(chunk)))).rowcount
+            total = max(int(job.total_requests) - removed, 0)
+            values: dict[str, Any] = {"total_requests": total}
+            if total == 0:
+                values["state"] = JobState.CREATED.value
+                await conn.execute(batch_events.delete().where(
+                    E.job_id == job_id, E.state == JobState.POPULATING.value))
+            await conn.execute(batch_jobs.update().where(J.id == job_id).values(**values))
+        return True
+
+    async def submit(self, project_id: str, job_id: str) -> tuple[Job, bool]:
+        """Start processing a populated job; returns ``(job, submitted_now)``.
+
+        Submitting a job that is already ready, processing or finished (but not cancelled)
+        returns it unchanged, so a client may safely retry a SubmitJob.
+
+        Raises:
+            NotFound. FailedPrecondition: ``JOB_EMPTY`` (no requests) or ``JOB_CANCELLED``.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            job = await self._locked_job(conn, project_id, job_id)
+            state = JobState(job.state)
+            if state is JobState.CREATED:
+                raise FailedPrecondition(
+                    f"batch job {job_id!r} has no requests: add some before submitting it",
+                    reason="JOB_EMPTY", metadata={"jobId": job_id},
+                    resource_type="batch_job", resource_name=job_id)
+            if state is JobState.CANCELLED:
+                raise FailedPrecondition(f"batch job {job_id!r} was cancelled",
+                                         reason="JOB_CANCELLED", metadata={"jobId": job_id},
+                                         resource_type="batch_job", resource_name=job_id)
+            submitted = state is JobState.POPULATING
+            if submitted:
+                await conn.execute(batch_jobs.update().where(J.id == job_id).values(
+                    state=JobState.READY.value, submit_time=now))
+                await conn.execute(batch_requests.update().where(
+                    R.job_id == job_id, R.state == RequestState.PENDING.value
+                ).values(due_time=now))
+                await add_state_event(conn, job_id, JobState.READY, 0, now)
+        return await self.get_job(project_id, job_id), submitted
+
+    async def cancel(self, project_id: str, job_id: str) -> Job:
+        """Cancel a job: every request not ended gets a CANCELLED result (numbered after the
+        existing ones), leases are dropped (so a worker still calling the model can no longer
+        record anything), and the job becomes CANCELLED.
+
+        Raises:
+            NotFound. FailedPrecondition: ``JOB_ALREADY_ENDED`` for a terminal job.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            job = await self._locked_job(conn, project_id, job_id)
+            state = JobState(job.state)
+            if state.is_terminal:
+                raise FailedPrecondition(
+                    f"batch job {job_id!r} already ended ({state.value})",
+                    reason="JOB_ALREADY_ENDED", metadata={"jobId": job_id,
+                                                          "state": state.value},
+                    resource_type="batch_job", resource_name=job_id)
+            count = (await conn.execute(batch_requests.update().where(
+                R.job_id == job_id,
+                R.state.in_((RequestState.PENDING.value, RequestState.RUNNING.value)),
+            ).values(state=RequestState.CANCELLED.value, due_time=None,
+                     lease_owner=None))).rowcount
+            base = int(job.last_sequence)
+            if count:
+                numbered = sa.select(
+                    R.job_id, (sa.literal(base) + sa.func.row_number().over(
+                        order_by=R.position)).label("sequence"),
+                    R.request_id, sa.literal(RequestState.CANCELLED.value), P.metadata,
+                    R.attempts, sa.literal(now), sa.literal(0), sa.literal(0),
+                ).select_from(batch_requests.join(batch_payloads, P.request_pk == R.id)).where(
+                    R.job_id == job_id, R.state == RequestState.CANCELLED.value)
+                await conn.execute(batch_results.insert().from_select(
+                    [S.job_id, S.sequence, S.request_id, S.state, S.metadata, S.attempts,
+                     S.complete_time, S.prompt_tokens, S.completion_tokens], numbered))
+            last = base + count
+            await conn.execute(batch_jobs.update().where(J.id == job_id).values(
+                state=JobState.CANCELLED.value, cancelled=J.cancelled + count,
+                last_sequence=last, end_time=now, expire_time=now + self.retention_s))
+            await add_state_event(conn, job_id, JobState.CANCELLED, last, now)
+        return await self.get_job(project_id, job_id)
+
+    async def get_request(self, project_id: str, job_id: str, request_id: str
+                          ) -> RequestStatus:
+        """One request with its input, attempts, last error and result.
+
+        Raises:
+            NotFound: unknown job or request; ``RESULTS_EXPIRED`` once purged.
+        """
+        job = await self.get_job(project_id, job_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                sa.select(R.request_id, R.state, R.attempts, R.last_error, P.body, P.metadata)
+                .select_from(batch_requests.join(batch_payloads, P.request_pk == R.id))
+                .where(R.job_id == job_id, R.request_id == request_id))).first()
+            result_row = None
+            if row is not None:
+                result_row = (await conn.execute(sa.select(*RESULT_COLUMNS).where(
+                    S.job_id == job_id, S.request_id == request_id))).first()
+        if row is None:
+            if job.purged:
+                raise NotFound(f"the requests of batch job {job_id!r} expired and were "
+                               "purged", reason="RESULTS_EXPIRED",
+                               metadata={"jobId": job_id, "requestId": request_id},
+                               resource_type="batch_request", resource_name=request_id)
+            raise NotFound(f"request {request_id!r} not found in batch job {job_id!r}",
+                           reason="REQUEST_NOT_FOUND",
+                           metadata={"jobId": job_id, "requestId": request_id},
+                           resource_type="batch_request", resource_name=request_id)
+        body = json.loads(row.body)
+        body["metadata"] = json.loads(row.metadata) if row.metadata else None
+        result = result_from_row(result_row) if result_row is not None else None
+        last_error = ErrorDetail.from_json(row.last_error)
+        if result is not None and result.state is RequestState.FAILED:
+            last_error = result.error
+        elif result is not None and result.state is RequestState.SUCCEEDED:
+            last_error = None
+        return RequestStatus(request_id=row.request_id, state=RequestState(row.state),
+                             attempts=int(row.attempts), last_error=last_error,
+                             request=RequestInput.from_body(row.request_id, body),
+                             result=result)
+
+    # --- results and events --------------------------------------------------------------
+
+    async def results_after(self, job_id: str, cursor: int, limit: int = 1000) -> list[Result]:
+        """Results with ``sequence > cursor``, in order (at most ``limit``)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(
+                sa.select(*RESULT_COLUMNS).where(S.job_id == job_id, S.sequence > cursor)
+                .order_by(S.sequence).limit(limit))).all()
+        return [result_from_row(row) for row in rows]
+
+    async def state_events(self, job_id: str) -> list[StateEvent]:
+        """Every state change of a job, oldest first."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(
+                sa.select(E.after_sequence, E.state, E.time).where(E.job_id == job_id)
+                .order_by(E.id))).all()
+        return [StateEvent(int(r.after_sequence), JobState(r.state), r.time) for r in rows]
+
+    # --- retention -----------------------------------------------------------------------
+
+    async def purge_expired(self, now: float | None = None, *, chunk: int = 2000) -> int:
+        """Delete the results, requests and payloads of jobs past their ``expire_time`` (in
+        chunks, so no write holds the database for long); jobs and their events stay.
+        Returns how many jobs were purged."""
+        now = time.time() if now is None else now
+        async with self.db.read() as conn:
+            job_ids = (await conn.execute(sa.select(J.id).where(
+                J.expire_time < now, J.purged.is_(False)).limit(100))).scalars().all()
+        for job_id in job_ids:
+            for table, key, column in ((batch_results, S.sequence, S.job_id),
+                                       (batch_payloads, P.request_pk, P.job_id),
+                                       (batch_requests, R.id, R.job_id)):
+                while True:
+                    picked = sa.select(key).where(column == job_id).limit(chunk)
+                    async with self.db.write() as conn:
+                        gone = (await conn.execute(table.delete().where(
+                            column == job_id, key.in_(picked.scalar_subquery())))).rowcount
+                    if gone < chunk:
+                        break
+            async with self.db.write() as conn:
+                await conn.execute(batch_jobs.update().where(J.id == job_id).values(purged=True))
+        return len(job_ids)
+
+
+def _duplicate(request_id: str) -> AlreadyExists:
+    return AlreadyExists(f"the job already has a request {request_id!r}",
+                         reason="DUPLICATE_REQUEST_ID", metadata={"requestId": request_id},
+                         resource_type="batch_request", resource_name=request_id)
+
+
+def _listing_tag(project_id: str, state: JobState | None, job_type: str) -> str:
+    key = f"{project_id}\x00{state.value if state else ''}\x00{job_type}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _encode_token(last: Job, tag: str) -> str:
+    payload = {"v": 1, "l": tag, "t": last.create_time, "i": last.id}
+    return base64.urlsafe_b64encode(dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, tag: str) -> tuple[float, str]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if payload["v"] != 1 or payload["l"] != tag:
+            raise ValueError("a token of another listing")
+        return float(payload["t"]), str(payload["i"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument.field("page_token", "is not a token of this listing (the "
+                                    "filters must not change between pages)",
+                                    reason="INVALID_PAGE_TOKEN") from exc

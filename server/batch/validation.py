@@ -1,0 +1,128 @@
+"""Checks of what callers send: job parameters and requests (limits from the batch seed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jsonschema
+import jsonschema.validators
+
+from rowforge.server.batch.model import JobConfig, RequestInput
+from rowforge.server.errors import AlreadyExists, InvalidArgument, Violations
+from rowforge.server.providers import ModelSpec
+
+MiB = 1024 * 1024
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCHEMA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_REQUESTS_PER_CALL = 100
+MAX_REQUEST_BYTES = 32 * MiB
+MAX_BATCH_SIZE = 100
+DEFAULT_BATCH_SIZE = 20
+DEFAULT_TEMPERATURE = 0.5
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+MAX_TEMPERATURE = 2.0
+MAX_JOB_TYPE_CHARS = 200
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_SYSTEM_INSTRUCTION_BYTES = MiB
+MAX_JOB_METADATA_BYTES = MiB
+IMAGE_SCHEMES = ("file://", "http://", "https://")
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) \
+        if value is not None else 0
+
+
+def check_job_config(config: JobConfig, spec: ModelSpec, idempotency_key: str = "") -> None:
+    """Validate CreateJob's parameters against the limits and the model.
+
+    Raises:
+        InvalidArgument: naming every bad field.
+    """
+    v = Violations()
+    v.check(0.0 <= config.temperature <= MAX_TEMPERATURE, "temperature",
+            f"must be between 0 and {MAX_TEMPERATURE:g}")
+    v.check(1 <= config.max_output_tokens <= spec.context_length, "max_output_tokens",
+            f"must be between 1 and the model's context length ({spec.context_length})")
+    v.check(1 <= config.max_batch_size <= MAX_BATCH_SIZE, "max_batch_size",
+            f"must be between 1 and {MAX_BATCH_SIZE} (0: {DEFAULT_BATCH_SIZE})")
+    v.check(len(config.job_type) <= MAX_JOB_TYPE_CHARS, "job_type",
+            f"must be at most {MAX_JOB_TYPE_CHARS} characters")
+    v.check(len(config.system_instruction.encode()) <= MAX_SYSTEM_INSTRUCTION_BYTES,
+            "system_instruction", f"must be at most {MAX_SYSTEM_INSTRUCTION_BYTES} bytes")
+    v.check(_json_size(config.metadata) <= MAX_JOB_METADATA_BYTES, "metadata",
+            f"must be at most {MAX_JOB_METADATA_BYTES} bytes as JSON")
+    v.check(len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS, "idempotency_key",
+            f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    v.raise_if_any()
+
+
+def check_schema(schema: dict[str, Any], field: str) -> None:
+    """Raise ``InvalidArgument`` on ``field`` unless ``schema`` is a valid JSON Schema."""
+    try:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidArgument.field(field, f"is not a valid JSON Schema: {exc.message}"[:500],
+                                    reason="INVALID_OUTPUT_SCHEMA") from None
+
+
+def request_size(request: RequestInput) -> int:
+    """Bytes a request occupies: its texts, URIs, schema and metadata."""
+    size = len(request.request_id) + len(request.output_schema_name)
+    for part in request.parts:
+        size += len((part.text or "").encode()) + len((part.image_uri or "").encode())
+    return size + _json_size(request.output_schema) + _json_size(request.metadata)
+
+
+def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
+                   field: str = "requests") -> None:
+    """Validate one AddRequests batch (1 to 100 requests) for a job of model ``spec``.
+
+    Raises:
+        InvalidArgument: every malformed request field, or a batch size out of range.
+        AlreadyExists: a request_id repeated within the batch (``DUPLICATE_REQUEST_ID``).
+    """
+    v = Violations()
+    v.check(1 <= len(requests) <= MAX_REQUESTS_PER_CALL, field,
+            f"must hold 1 to {MAX_REQUESTS_PER_CALL} requests ({len(requests)} sent)")
+    for i, request in enumerate(requests):
+        where = f"{field}[{i}]"
+        v.check(bool(REQUEST_ID_RE.match(request.request_id)), f"{where}.request_id",
+                "must be 1 to 64 letters, digits, '_' or '-'")
+        v.check(bool(request.parts), f"{where}.content_parts", "at least one part is required")
+        for j, part in enumerate(request.parts):
+            at = f"{where}.content_parts[{j}]"
+            if part.text is not None:
+                continue
+            uri = part.image_uri or ""
+            if not uri.startswith(IMAGE_SCHEMES):
+                v.add(f"{at}.image.uri", "must be a FileService URI (file://) or an http(s) URL")
+            if part.content_type and not part.content_type.startswith("image/"):
+                v.add(f"{at}.image.content_type", "must be an image/* MIME type")
+            if "image" not in spec.capabilities:
+                v.add(f"{at}.image", f"model {spec.id!r} does not take images")
+        if request.output_schema_name:
+            v.check(bool(SCHEMA_NAME_RE.match(request.output_schema_name)),
+                    f"{where}.output_schema_name", "must be 1 to 64 letters, digits, '_' or '-'")
+        size = request_size(request)
+        if size > MAX_REQUEST_BYTES:
+            v.add(where, f"is {size} bytes; at most {MAX_REQUEST_BYTES} bytes (32 MiB) are "
+                         "allowed per request")
+    v.raise_if_any()
+    for i, request in enumerate(requests):
+        if request.output_schema is not None:
+            check_schema(request.output_schema, f"{field}[{i}].output_schema")
+    seen: set[str] = set()
+    for request in requests:
+        if request.request_id in seen:
+            raise AlreadyExists(f"request_id {request.request_id!r} appears twice in this call",
+                                reason="DUPLICATE_REQUEST_ID",
+                                metadata={"requestId": request.request_id},
+                                resource_type="batch_request",
+                                resource_name=request.request_id)
+        seen.add(request.request_id)
