@@ -78,9 +78,11 @@ NO_RETRY = RetryConfig(max_attempts=1)
 
 @pytest.mark.parametrize("code", list(EXPECTED), ids=lambda c: c.name)
 def test_each_status_maps_to_its_exception_sync(fake: FakeServer, code: grpc.StatusCode) -> None:
-    with RowForge(address=fake.address, retry=NO_RETRY) as client:
-        with pytest.raises(ex.RowForgeError) as info:
-            client.table.create_action_table(_schema(code.name))
+    with (
+        RowForge(address=fake.address, retry=NO_RETRY) as client,
+        pytest.raises(ex.RowForgeError) as info,
+    ):
+        client.table.create_action_table(_schema(code.name))
     err = info.value
     assert type(err) is EXPECTED[code]
     assert err.code == code and err.status_code == code.name
@@ -130,18 +132,22 @@ def test_details_are_decoded(fake: FakeServer) -> None:
 ])
 def test_registry_keys_on_code_and_reason(fake: FakeServer, target: str,
                                           cls: type[ex.RowForgeError]) -> None:
-    with RowForge(address=fake.address, retry=NO_RETRY) as client:
-        with pytest.raises(ex.RowForgeError) as info:
-            client.table.create_action_table(_schema(target))
+    with (
+        RowForge(address=fake.address, retry=NO_RETRY) as client,
+        pytest.raises(ex.RowForgeError) as info,
+    ):
+        client.table.create_action_table(_schema(target))
     assert type(info.value) is cls
     assert info.value.reason == target.partition(":")[2]
     assert isinstance(info.value, EXPECTED[info.value.code])
 
 
 def test_status_without_details_is_still_typed(fake: FakeServer) -> None:
-    with RowForge(address=fake.address, retry=NO_RETRY) as client:
-        with pytest.raises(ex.PermissionDeniedError) as info:
-            client.table.delete_table("action", "x")
+    with (
+        RowForge(address=fake.address, retry=NO_RETRY) as client,
+        pytest.raises(ex.PermissionDeniedError) as info,
+    ):
+        client.table.delete_table("action", "x")
     assert info.value.message == "plain denial"
     assert info.value.reason == "" and info.value.field_violations == []
 
@@ -170,9 +176,11 @@ async def test_error_in_the_middle_of_a_stream_async(fake: FakeServer) -> None:
 
 
 def test_unreachable_server_is_unavailable() -> None:
-    with RowForge(address="127.0.0.1:9", retry=NO_RETRY, timeout=5) as client:
-        with pytest.raises(ex.UnavailableError):
-            client.model_ids()
+    with (
+        RowForge(address="127.0.0.1:9", retry=NO_RETRY, timeout=5) as client,
+        pytest.raises(ex.UnavailableError),
+    ):
+        client.model_ids()
 
 
 def test_seed_exception_names_are_the_typed_classes() -> None:
@@ -189,9 +197,11 @@ def test_seed_exception_names_are_the_typed_classes() -> None:
 
 def test_client_side_mistakes_are_invalid_argument_without_a_call(fake: FakeServer) -> None:
     before = len(fake.calls)
-    with RowForge(address=fake.address) as client:
-        with pytest.raises(ex.InvalidArgumentError) as info:
-            client.table.get_table("spreadsheet", "x")
+    with (
+        RowForge(address=fake.address) as client,
+        pytest.raises(ex.InvalidArgumentError) as info,
+    ):
+        client.table.get_table("spreadsheet", "x")
         assert info.value.field_violations[0][0] == "table_type"
         with pytest.raises(ex.InvalidArgumentError):
             client.table.delete_table_rows("action", t.MultiRowDeleteRequest(table_id="x"))

@@ -89,26 +89,29 @@ async def test_idempotent_call_is_retried_async(fake: FakeServer, servicer: Flak
 
 def test_retries_stop_after_max_attempts(fake: FakeServer, servicer: Flaky) -> None:
     servicer.reset(failures=10)
-    with RowForge(address=fake.address, retry=FAST) as client:
-        with pytest.raises(ex.UnavailableError) as info:
-            client.table.get_table("action", "t1")
+    with (
+        RowForge(address=fake.address, retry=FAST) as client,
+        pytest.raises(ex.UnavailableError) as info,
+    ):
+        client.table.get_table("action", "t1")
     assert servicer.counts["GetTable"] == FAST.max_attempts
     assert info.value.reason == "STORAGE_UNAVAILABLE"
 
 
 def test_non_idempotent_call_is_not_retried(fake: FakeServer, servicer: Flaky) -> None:
     servicer.reset(failures=1)
-    with RowForge(address=fake.address, retry=FAST) as client:
-        with pytest.raises(ex.UnavailableError):
-            client.table.create_action_table(t.ActionTableSchemaCreate(id="t3"))
+    with (
+        RowForge(address=fake.address, retry=FAST) as client,
+        pytest.raises(ex.UnavailableError),
+    ):
+        client.table.create_action_table(t.ActionTableSchemaCreate(id="t3"))
     assert servicer.counts["CreateTable"] == 1
 
 
 def test_other_codes_are_not_retried(fake: FakeServer, servicer: Flaky) -> None:
     servicer.reset(failures=1, code=grpc.StatusCode.INTERNAL)
-    with RowForge(address=fake.address, retry=FAST) as client:
-        with pytest.raises(ex.ServerError):
-            client.table.get_table("action", "t1")
+    with RowForge(address=fake.address, retry=FAST) as client, pytest.raises(ex.ServerError):
+        client.table.get_table("action", "t1")
     assert servicer.counts["GetTable"] == 1
 
 

@@ -13,9 +13,8 @@ from google.protobuf import struct_pb2
 import rowforge.clients.types as t
 from rowforge.clients import AsyncRowForge, RowForge, get_value
 from rowforge.clients import _convert as conv
-from rowforge.v1 import common_pb2
+from rowforge.v1 import common_pb2, table_service_pb2_grpc
 from rowforge.v1 import table_service_pb2 as tpb
-from rowforge.v1 import table_service_pb2_grpc
 from tests.support.fake_grpc import FakeServer
 
 ROWS = 7  # the fake table's rows, served 3 per page
