@@ -263,14 +263,18 @@ class AjaxAiBatchJob:
 
     def get_results(self, output_model: type[BaseModel] | None = None, *, follow: bool = True,
                     cursor: int = 0) -> Iterator[BatchRequestResult]:
-        """Results as they are recorded (until the job ends with ``follow``), each parsed into
-        ``output_model`` (or the request's own ``output_model`` when this job object added
-        it). Reconnects from the last result after a dropped connection."""
+        """Results as they are recorded (until the job ends with ``follow``).
+
+        With ``output_model``, ``result.response`` is the answer parsed into it; without,
+        ``result.response.text`` is the text and ``result.response_model`` is still parsed
+        when this job object added the request with its own ``output_model``. Reconnects
+        from the last result after a dropped connection.
+        """
         stream = self.client.batch.stream_results(self.job_id, cursor=cursor, follow=follow)
         try:
             for result in stream:
                 model = output_model or self._output_models.get(result.request_id)
-                yield build_result(result, model)
+                yield build_result(result, model, model_as_response=output_model is not None)
         finally:
             stream.close()
 
@@ -329,7 +333,8 @@ class AjaxAiBatchJob:
         result = None
         error = ""
         if event.result is not None:
-            result = build_result(event.result, self._output_models.get(event.request_id))
+            result = build_result(event.result, self._output_models.get(event.request_id),
+                                  model_as_response=False)
             if event.result.error is not None:
                 error = event.result.error.message or event.result.error.reason
         return BatchRequestEvent(

@@ -93,8 +93,11 @@ def _parse(model: type[BaseModel], result: BatchResult) -> tuple[Any, str]:
         return None, f"response does not match {model.__name__}: {first}"
 
 
-def build_result(result: BatchResult, output_model: type[BaseModel] | None) -> BatchRequestResult:
-    """A :class:`BatchRequestResult` from a service result, parsed into ``output_model``."""
+def build_result(result: BatchResult, output_model: type[BaseModel] | None, *,
+                 model_as_response: bool = True) -> BatchRequestResult:
+    """A :class:`BatchRequestResult` from a service result, parsed into ``output_model``
+    (``response_model``); ``model_as_response`` also makes the parsed model the
+    ``response`` (else ``response`` stays a :class:`TextResponse`)."""
     state = result.state.value
     message = ""
     if result.error is not None:
@@ -112,7 +115,8 @@ def build_result(result: BatchResult, output_model: type[BaseModel] | None) -> B
     usage = result.usage or {}
     return BatchRequestResult(
         request=RequestRef(request_id=result.request_id, metadata=result.metadata),
-        response=parsed if parsed is not None else text, response_model=parsed,
+        response=parsed if parsed is not None and model_as_response else text,
+        response_model=parsed,
         response_json=result.response_json, metadata=result.metadata,
         summary=RequestSummary(
             status=state, status_message=message, attempts=result.attempts,

@@ -276,6 +276,7 @@ def test_results_use_the_items_output_model(env: FakeServer, jobs: Jobs) -> None
     job.submit()
     p, q = job.get_results()
     assert isinstance(p.response_model, Product)
+    assert p.response.text == ""  # no output_model asked for: the response stays text
     assert q.response_model is None and q.response.text == "plain"
 
 
