@@ -1,0 +1,238 @@
+"""All knowledge tables' vector indexes of this process (``app.knowledge.indexes``).
+
+Indexes open lazily (first search) and, in the background, when the server starts. Freshness:
+
+* writes of this process notify :meth:`KnowledgeIndexes.notify` (through
+  ``RowStore.change_listeners``): the index catches up in the background at once, and the
+  next search catches up first if it has not yet, so a row is searchable as soon as its write
+  returned (read-your-writes);
+* other replicas' writes (PostgreSQL) are picked up by a poll of the change feed at most
+  ``max_age`` seconds old, by searches and by a background loop alike.
+
+The background loop also saves indexes that changed (every ``save_interval_s``), compacts the
+change feed, and forgets tables that were deleted (their files too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from rowforge.server.errors import NotFound
+from rowforge.server.knowledge.changes import ChangeFeed
+from rowforge.server.knowledge.table_index import TableIndex
+from rowforge.server.knowledge.vector_index import Result
+from rowforge.server.storage.db import Database
+from rowforge.server.storage.tables_tables import user_tables
+from rowforge.server.tables.model import TableSchema
+from rowforge.server.tables.schema_store import table_not_found
+
+log = logging.getLogger("rowforge.knowledge")
+
+_STORAGE_DIR = re.compile(r"ut_[0-9a-f]{1,36}")
+
+
+class KnowledgeIndexes:
+    """Opens, refreshes, searches, saves and forgets the per-table :class:`TableIndex` es.
+
+    Args:
+        db: The database.
+        root: Directory of the index files (``<data_dir>/indexes``).
+    """
+
+    #: Seconds between background passes (saves, polls, sweeps).
+    poll_interval_s = 1.0
+    #: An index that changed is saved at most this often (and when the server stops).
+    save_interval_s = 30.0
+    #: Feed entries read since the last compaction that trigger the next one.
+    compact_after = 20_000
+
+    def __init__(self, db: Database, root: Path) -> None:
+        self.db = db
+        self.root = root
+        self.feed = ChangeFeed(db)
+        #: Oldest acceptable view of the feed for a search: SQLite has one writer (this
+        #: process, which notifies), PostgreSQL may have other replicas.
+        self.max_age = 1.0 if db.is_postgres else 30.0
+        self._indexes: dict[str, TableIndex] = {}
+        self._opening: dict[str, asyncio.Task[TableIndex]] = {}
+        self._saved_at: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Drop leftovers of deleted tables, then warm up and poll in the background."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        await self._sweep()
+        self._spawn(self._warm_up(), "rowforge-knowledge-warm-up")
+        self._spawn(self._loop(), "rowforge-knowledge-loop")
+
+    async def stop(self) -> None:
+        """Stop background work and save every index."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        for task in self._opening.values():
+            task.cancel()
+        for index in list(self._indexes.values()):
+            await index.close(save=True)
+        self._indexes.clear()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- access ----------------------------------------------------------------------------
+
+    def notify(self, storage_ids: Iterable[str]) -> None:
+        """Rows of these tables were written by this process (called around each write)."""
+        for storage_id in storage_ids:
+            index = self._indexes.get(storage_id)
+            if index is not None:
+                index.dirty = True
+                index.schedule_refresh()
+
+    async def get(self, schema: TableSchema) -> TableIndex:
+        """The table's index, opened and caught up.
+
+        Raises:
+            NotFound: the table was deleted meanwhile.
+        """
+        index = self._indexes.get(schema.storage_id)
+        if index is None or index.broken:
+            index = await self._open(schema)
+        if schema.version > index.schema.version:
+            index.schema = schema
+        try:
+            await index.refresh(self.max_age)
+        except sa.exc.DBAPIError:
+            await self._check_exists(schema)
+            raise
+        return index
+
+    async def search(self, schema: TableSchema, query: object, n: int,
+                     allowed: Collection[str] | None = None) -> list[Result]:
+        """Nearest ``n`` rows to a unit ``query`` vector, among ``allowed`` ids if given."""
+        index = await self.get(schema)
+        index.check_query(query)
+        return await asyncio.to_thread(index.search, query, n, allowed)
+
+    async def _open(self, schema: TableSchema) -> TableIndex:
+        task = self._opening.get(schema.storage_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._load(schema), name=f"rowforge-knowledge-open-{schema.storage_id}")
+            self._opening[schema.storage_id] = task
+            task.add_done_callback(lambda _t: self._opening.pop(schema.storage_id, None))
+        # Shielded: one caller giving up must not abort the open others wait for.
+        return await asyncio.shield(task)
+
+    async def _load(self, schema: TableSchema) -> TableIndex:
+        old = self._indexes.pop(schema.storage_id, None)
+        if old is not None:
+            await old.close(save=False)
+        index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id)
+        try:
+            await index.open()
+        except BaseException as exc:
+            await index.close(save=False)
+            if isinstance(exc, sa.exc.DBAPIError):
+                await self._check_exists(schema)
+            raise
+        self._indexes[schema.storage_id] = index
+        return index
+
+    async def _check_exists(self, schema: TableSchema) -> None:
+        """Turn a read failure of a table deleted meanwhile into NOT_FOUND."""
+        async with self.db.read() as conn:
+            found = await conn.scalar(sa.select(user_tables.c.storage_id).where(
+                user_tables.c.storage_id == schema.storage_id))
+        if found is None:
+            await self._forget(schema.storage_id)
+            raise table_not_found(schema.table_type, schema.id)
+
+    def opened(self, storage_id: str) -> TableIndex | None:
+        """The open index of a table, if any (no I/O)."""
+        return self._indexes.get(storage_id)
+
+    # -- background ------------------------------------------------------------------------
+
+    async def _warm_up(self) -> None:
+        from rowforge.server.tables.schema_store import schema_from_row
+
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(user_tables).where(
+                user_tables.c.table_type == "knowledge"))).all()
+        for row in rows:
+            schema = schema_from_row(row)
+            if schema.storage_id in self._indexes:
+                continue
+            try:
+                await self._open(schema)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not open the index of knowledge table %s: %s", schema.id, exc)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        passes = 0
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            passes += 1
+            for storage_id, index in list(self._indexes.items()):
+                try:
+                    await self._tend(index, loop.time())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("knowledge index upkeep of %s failed: %s", index.schema.id, exc)
+                    with contextlib.suppress(NotFound):
+                        await self._check_exists(index.schema)
+                if index.broken and self._indexes.get(storage_id) is index:
+                    with contextlib.suppress(Exception):
+                        await self._open(index.schema)
+            if passes % 60 == 0:
+                await self._sweep()
+
+    async def _tend(self, index: TableIndex, now: float) -> None:
+        await index.refresh(self.max_age)
+        if index.building:
+            return
+        last = self._saved_at.get(index.storage_id, float("-inf"))
+        if now - last >= self.save_interval_s and await index.save():
+            self._saved_at[index.storage_id] = now
+            if index.changes_since_compact >= self.compact_after and index.saved is not None:
+                index.changes_since_compact = 0
+                await self.feed.compact(index.storage_id, index.saved)
+
+    async def _sweep(self) -> None:
+        """Forget indexes, files and feed entries of tables that no longer exist."""
+        async with self.db.read() as conn:
+            existing = set(await conn.scalars(sa.select(user_tables.c.storage_id).where(
+                user_tables.c.table_type == "knowledge")))
+        for storage_id in list(self._indexes):
+            if storage_id not in existing:
+                await self._forget(storage_id)
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
+                if _STORAGE_DIR.fullmatch(entry.name) and entry.name not in existing:
+                    shutil.rmtree(entry, ignore_errors=True)
+        await self.feed.purge_orphans()
+
+    async def _forget(self, storage_id: str) -> None:
+        index = self._indexes.pop(storage_id, None)
+        self.feed.forget(storage_id)
+        if index is not None:
+            await index.close(save=False)
+            index.remove_files()

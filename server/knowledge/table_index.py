@@ -1,0 +1,372 @@
+"""The vector indexes of one knowledge table: open, catch up, build, search, persist.
+
+Lifecycle:
+
+1. **Open**: make sure the table's change triggers exist (:mod:`.changes`), then load the
+   saved graphs from ``<dir>/<column>.hnsw`` (each carries the watermark it includes). Missing,
+   corrupt or mismatched files mean a rebuild: a full scan of the rows' stored vectors, taken
+   after the triggers exist and after reading the feed's head, so no change is missed.
+2. **Catch up**: read the feed after the cursor, read those rows' current vectors, stage them
+   as one part per column (searchable at once, exactly).
+3. **Build** (background task): move parts into the graphs, oldest first; the *built*
+   watermark follows.
+4. **Save** (background, and on stop): graphs with the built watermark, plus a manifest for
+   columns that never had a vector. A half-done rebuild is never saved: a graph saved with
+   watermark N must include every row written up to change N.
+
+The database is the truth; these files are a cache that can be lost at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rowforge import fastcore
+from rowforge.server.errors import FailedPrecondition
+from rowforge.server.knowledge import row_reads
+from rowforge.server.knowledge.changes import ChangeFeed, embedding_columns
+from rowforge.server.knowledge.vector_index import ColumnIndex, Part, Result, unit_rows
+from rowforge.server.storage.db import Database
+from rowforge.server.tables.model import TableSchema
+
+log = logging.getLogger("rowforge.knowledge")
+
+MANIFEST = "manifest.json"
+FORMAT = "rowforge.knowledge-index/1"
+#: Rows per page of a rebuild scan, and feed entries per catch-up read.
+SCAN_BATCH = 5000
+CHANGE_BATCH = 5000
+#: Watermark of a graph that does not yet hold every row (mid-rebuild): never saved.
+INCOMPLETE = -1
+
+
+class TableIndex:
+    """One knowledge table's column indexes (see the module docstring).
+
+    Args:
+        schema: The table (its ``storage_id`` names the files; embedding columns define the
+            column indexes).
+        db: The database.
+        feed: The change feed.
+        directory: Where this table's files live (``<data_dir>/indexes/<storage_id>``).
+    """
+
+    def __init__(self, schema: TableSchema, db: Database, feed: ChangeFeed,
+                 directory: Path) -> None:
+        self.schema = schema
+        self.storage_id = schema.storage_id
+        self.db = db
+        self.feed = feed
+        self.directory = directory
+        self.columns: dict[str, ColumnIndex] = {
+            name: ColumnIndex(name) for name in embedding_columns(schema)}
+        #: Last change id staged (read from the feed).
+        self.cursor = 0
+        #: Last change id every graph includes (INCOMPLETE while rebuilding).
+        self.built = 0
+        #: Watermark of the files on disk (None: nothing saved by this process yet).
+        self.saved: int | None = None
+        #: Pending (watermark, changed row ids), oldest first; one part per column each.
+        self.segments: list[tuple[int, list[str]]] = []
+        #: Set when rows of this table may have changed (in-process writes).
+        self.dirty = True
+        self.synced_at = float("-inf")
+        #: The builder failed: the manager reopens (rebuilds) the index.
+        self.broken = False
+        self.changes_since_compact = 0
+        self.skipped_vectors = 0
+        self._sync_lock = asyncio.Lock()
+        self._build_lock = asyncio.Lock()
+        self._builder: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
+
+    # -- open ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load or rebuild the graphs, then catch up with the feed."""
+        await self.feed.track(self.schema)
+        loaded = await asyncio.to_thread(self._load)
+        if loaded is None:
+            await self._rebuild()
+        else:
+            self.columns = loaded
+            self.built = self.cursor = min((c.watermark for c in loaded.values()), default=0)
+            self.saved = self.built
+        self.dirty = True
+        await self.refresh(0.0)
+
+    def _load(self) -> dict[str, ColumnIndex] | None:
+        """The saved column indexes, or None when they must be rebuilt."""
+        try:
+            with open(self.directory / MANIFEST, encoding="utf-8") as f:
+                manifest = json.load(f)
+            if manifest.get("format") != FORMAT or manifest.get("storage_id") != self.storage_id:
+                raise ValueError("manifest of another table or format")
+            entries = manifest["columns"]
+            columns: dict[str, ColumnIndex] = {}
+            for name in self.columns:
+                entry = entries[name]
+                if entry["ann"]:
+                    ann = fastcore.AnnIndex.load(self.directory / f"{name}.hnsw", space="ip")
+                    if not isinstance(ann.watermark, int) or ann.watermark < 0:
+                        raise ValueError(f"bad watermark {ann.watermark!r}")
+                    columns[name] = ColumnIndex(name, ann, ann.watermark)
+                else:
+                    columns[name] = ColumnIndex(name, None, int(entry["watermark"]))
+            return columns
+        except FileNotFoundError:
+            log.info("no saved index for knowledge table %s: building it", self.schema.id)
+        except (fastcore.IndexCorrupt, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("saved index of knowledge table %s is unusable (%s): rebuilding it",
+                        self.schema.id, exc)
+        return None
+
+    async def _rebuild(self) -> None:
+        """Stage every stored vector (pages of a full scan) into fresh column indexes."""
+        self.columns = {name: ColumnIndex(name) for name in self.columns}
+        self.segments = []
+        # The head is read after the triggers exist and before the scan: a row written
+        # meanwhile is in the scan, in the feed after the head, or both (applied twice).
+        head = await self.feed.head(self.storage_id)
+        self.built = INCOMPLETE
+        self.saved = None
+        after = 0
+        while True:
+            rows = await row_reads.scan_vectors(self.db, self.schema, after, SCAN_BATCH)
+            last = len(rows) < SCAN_BATCH
+            if rows:
+                after = rows[-1][0]
+                self._stage(head if last else INCOMPLETE,
+                            {row_id: vectors for _, row_id, vectors in rows})
+            if last:
+                break
+        if not self.segments:
+            self.built = head
+        self.cursor = head
+
+    # -- catch up --------------------------------------------------------------------------
+
+    async def refresh(self, max_age: float) -> None:
+        """Catch up with the feed if rows may have changed, or the last look is older than
+        ``max_age`` seconds (other replicas' writes)."""
+        loop = asyncio.get_running_loop()
+        # A catch-up in flight may be staging what this caller must see: wait for it.
+        if not self.dirty and not self._sync_lock.locked() and \
+                loop.time() - self.synced_at < max_age:
+            return
+        async with self._sync_lock:
+            if not self.dirty and loop.time() - self.synced_at < max_age:
+                return
+            self.dirty = False
+            started = loop.time()
+            try:
+                await self._catch_up()
+            except BaseException:
+                self.dirty = True
+                raise
+            self.synced_at = started
+
+    def schedule_refresh(self) -> None:
+        """Catch up soon in the background (after in-process writes)."""
+        if self._syncer is None or self._syncer.done():
+            self._syncer = asyncio.get_running_loop().create_task(
+                self._background_refresh(), name=f"rowforge-knowledge-sync-{self.storage_id}")
+
+    async def _background_refresh(self) -> None:
+        await asyncio.sleep(0.02)  # let the writer's transaction end: one read for a burst
+        while self.dirty:
+            try:
+                await self.refresh(0.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next search retries (and reports) it
+                log.warning("catching up knowledge table %s failed: %s", self.schema.id, exc)
+                return
+
+    async def _catch_up(self) -> None:
+        while True:
+            changes = await self.feed.read(self.storage_id, self.cursor, CHANGE_BATCH)
+            if not changes:
+                return
+            latest: dict[str, bool] = {}
+            for change in changes:
+                latest[change.row_id] = change.deleted
+            live = [row_id for row_id, deleted in latest.items() if not deleted]
+            found = await row_reads.read_vectors(self.db, self.schema, live) if live else {}
+            upto = changes[-1].id
+            self._stage(upto, {row_id: found.get(row_id) for row_id in latest})
+            self.cursor = upto
+            self.changes_since_compact += len(changes)
+            if len(changes) < CHANGE_BATCH:
+                return
+
+    def _stage(self, upto: int, rows: dict[str, row_reads.Vectors | None]) -> None:
+        """One part per column from ``rows`` (row id -> stored vectors, None: row gone)."""
+        changed = list(rows)
+        for i, column in enumerate(self.columns.values()):
+            raw: list[bytes] = []
+            ids: list[str] = []
+            for row_id, vectors in rows.items():
+                value = vectors[i] if vectors is not None else None
+                if value is None:
+                    continue
+                if column.dim is None:
+                    column.dim = len(value) // 4
+                if len(value) != 4 * column.dim:
+                    self._skip(row_id, column, len(value) // 4)
+                    continue
+                raw.append(value)
+                ids.append(row_id)
+            if column.dim is None:
+                column.stage(changed, Part.empty(None))
+                continue
+            matrix, usable = unit_rows(raw, column.dim)
+            if not usable.all():
+                keep = np.flatnonzero(usable)
+                ids = [ids[k] for k in keep.tolist()]
+                matrix = matrix[keep]
+            column.stage(changed, Part(ids, matrix))
+        self.segments.append((upto, changed))
+        self._kick()
+
+    def _skip(self, row_id: str, column: ColumnIndex, dim: int) -> None:
+        self.skipped_vectors += 1
+        if self.skipped_vectors == 1:
+            log.warning("knowledge table %s: row %s has a %d-d vector in %s, the index holds "
+                        "%d-d vectors; such rows are left out of vector search",
+                        self.schema.id, row_id, dim, column.name, column.dim)
+
+    # -- build -----------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._builder is None or self._builder.done():
+            self._builder = asyncio.get_running_loop().create_task(
+                self._build(), name=f"rowforge-knowledge-build-{self.storage_id}")
+
+    async def _build(self) -> None:
+        try:
+            while self.segments:
+                upto, changed = self.segments[0]
+                async with self._build_lock:
+                    for column in self.columns.values():
+                        await column.commit_oldest(changed, upto)
+                    self.segments.pop(0)
+                    if upto != INCOMPLETE:
+                        self.built = upto
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("building the index of knowledge table %s failed; it will be "
+                          "rebuilt", self.schema.id)
+            self.broken = True
+
+    @property
+    def building(self) -> bool:
+        """Parts are waiting for the graphs."""
+        return bool(self.segments)
+
+    async def wait_built(self) -> None:
+        """Until every staged part is in the graphs (tests and benchmarks)."""
+        while self.segments and not self.broken:
+            self._kick()
+            builder = self._builder
+            assert builder is not None
+            await asyncio.wait([builder])
+
+    # -- search ----------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int | None:
+        """Vector dimension (None until the first vector)."""
+        return next((c.dim for c in self.columns.values() if c.dim is not None), None)
+
+    def __len__(self) -> int:
+        return max((len(c) for c in self.columns.values()), default=0)
+
+    def check_query(self, query: Any) -> None:
+        """Raise FAILED_PRECONDITION when the query's dimension cannot match the vectors."""
+        dims = {c.dim for c in self.columns.values() if c.dim is not None}
+        if dims and len(query) not in dims:
+            raise FailedPrecondition(
+                f"knowledge table {self.schema.id!r} holds {'/'.join(map(str, sorted(dims)))}-d "
+                f"vectors but its embedding model now returns {len(query)}-d ones; re-embed the "
+                "table", reason="EMBEDDING_DIMENSION_MISMATCH",
+                metadata={"tableId": self.schema.id, "queryDimension": len(query)})
+
+    def search(self, query: Any, n: int, allowed: Collection[str] | None = None) -> list[Result]:
+        """Nearest ``n`` rows over every embedding column (each row at its closest column).
+
+        Runs in a worker thread; ``query`` must be unit length.
+        """
+        lists = [c.search(query, n, allowed) for c in self.columns.values()
+                 if c.dim == len(query)]
+        if len(lists) == 1:
+            return lists[0]
+        return fastcore.AnnIndex.merge(lists, n) if lists else []
+
+    # -- persistence -----------------------------------------------------------------------
+
+    async def save(self) -> bool:
+        """Write the graphs and the manifest if the built state is complete and unsaved.
+
+        Returns whether anything was written.
+        """
+        async with self._build_lock:
+            if self.built == INCOMPLETE or self.built == self.saved:
+                return False
+            watermark = self.built
+            await asyncio.to_thread(self._write, watermark)
+            self.saved = watermark
+            return True
+
+    def _write(self, watermark: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        entries: dict[str, Any] = {}
+        for name, column in self.columns.items():
+            if column.ann is not None:
+                column.ann.save(self.directory / f"{name}.hnsw", watermark=watermark)
+            entries[name] = {"ann": column.ann is not None, "watermark": watermark,
+                             "dim": column.dim}
+        manifest = {"format": FORMAT, "storage_id": self.storage_id, "table_id": self.schema.id,
+                    "watermark": watermark, "columns": entries}
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".manifest.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(manifest, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / MANIFEST)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    async def close(self, *, save: bool) -> None:
+        """Stop the background tasks (saving the built state first when ``save``)."""
+        for task in (self._syncer, self._builder):
+            if task is not None and not task.done():
+                task.cancel()
+        tasks = [t for t in (self._syncer, self._builder) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        if save and not self.broken:
+            try:
+                await self.save()
+            except OSError as exc:
+                log.warning("could not save the index of knowledge table %s: %s",
+                            self.schema.id, exc)
+
+    def remove_files(self) -> None:
+        """Delete this table's index files (the table is gone)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
