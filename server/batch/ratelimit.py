@@ -22,20 +22,26 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
+BURST_S = 10.0
+"""A bucket holds this many seconds of its limit: a whole minute's quota at once would be
+refused by providers that enforce their per-minute limits in shorter slices."""
+
+
 class TokenBucket:
-    """A bucket of ``per_minute`` units, refilled continuously at ``per_minute / 60`` per second.
+    """``per_minute`` units a minute, refilled continuously, holding ``burst_s`` seconds' worth
+    (at least one unit).
 
     Takers queue in arrival order. A take larger than the bucket waits for a full bucket (so it
     is possible at all); :meth:`adjust` may leave the level negative (an underestimate is
     paid back by later takers).
     """
 
-    def __init__(self, per_minute: float, *, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
-        if per_minute <= 0:
-            raise ValueError("per_minute must be positive")
-        self.capacity = float(per_minute)
-        self.rate = self.capacity / 60.0
+    def __init__(self, per_minute: float, *, burst_s: float = BURST_S,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        if per_minute <= 0 or burst_s <= 0:
+            raise ValueError("per_minute and burst_s must be positive")
+        self.rate = float(per_minute) / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity
         self._clock = clock
         self._sleep = sleep
@@ -61,7 +67,7 @@ class TokenBucket:
     def adjust(self, delta: float) -> None:
         """Take ``delta`` more units (or give ``-delta`` back) without waiting."""
         self._refill()
-        self.level = min(self.capacity, self.level - delta)
+        self.level = max(-self.capacity, min(self.capacity, self.level - delta))
 
 
 class AdaptiveConcurrency:
