@@ -1,13 +1,165 @@
-"""The ``rowforge`` command: ``serve`` and ``admin`` (server side), and client commands."""
+"""The ``rowforge`` command.
+
+Server side: ``rowforge serve`` and ``rowforge admin ...`` (from :mod:`rowforge.server.cli`,
+when the server extra is installed). Client side, against ``--address`` (or
+``ROWFORGE_ADDRESS``) with ``--token`` / ``--project`` (or ``ROWFORGE_TOKEN`` /
+``ROWFORGE_PROJECT_ID``)::
+
+    rowforge tables list|get|create|delete|add-rows|rows|export
+    rowforge files upload|download|list|delete
+    rowforge models list
+    rowforge chat "question"
+    rowforge batch create|submit|status|watch|results|cancel|list
+
+Human tables by default; ``--json`` prints JSON (JSON lines for rows and results) for scripts.
+Exit codes: 0 success, 1 failure reported by the server (or a failed job), 2 usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from rowforge.clients import _cli_commands as cmd
+
+TABLE_TYPES = ("action", "knowledge", "chat")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rowforge", description="rowforge command line")
+def _common() -> argparse.ArgumentParser:
+    """Options every client command takes, before or after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    common.add_argument("--address", default=s, help="server host:port (ROWFORGE_ADDRESS)")
+    common.add_argument("--token", default=s, help="access token (ROWFORGE_TOKEN)")
+    common.add_argument("--project", default=s, help="project id (ROWFORGE_PROJECT_ID)")
+    common.add_argument("--timeout", type=float, default=s,
+                        help="deadline of each call in seconds (ROWFORGE_TIMEOUT_SEC)")
+    common.add_argument("--json", action="store_true", default=s,
+                        help="print JSON for scripts instead of tables")
+    return common
+
+
+def _leaf(sub: Any, name: str, func: Callable[[argparse.Namespace], int], common: Any,
+          help: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, parents=[common], help=help, description=help)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _table_commands(sub: Any, common: Any) -> None:
+    tables = sub.add_parser("tables", help="generative tables").add_subparsers(
+        dest="tables_command", required=True)
+    p = _leaf(tables, "list", cmd.tables_list, common, "list tables of a type")
+    p.add_argument("--type", choices=TABLE_TYPES, default="action")
+    p.add_argument("--search", default="", help="only ids starting with this")
+    p.add_argument("--count", action="store_true", help="count rows")
+    p = _leaf(tables, "get", cmd.tables_get, common, "show a table's schema")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p = _leaf(tables, "create", cmd.tables_create, common,
+              "create a table from a JSON/YAML schema file ({id, cols, embedding_model})")
+    p.add_argument("schema", help="schema file (.json, .yaml)")
+    p.add_argument("--type", choices=TABLE_TYPES, help="table type (or table_type in the file)")
+    p.add_argument("--id", help="table id (overrides the file's)")
+    p = _leaf(tables, "delete", cmd.tables_delete, common, "delete a table and its rows")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p = _leaf(tables, "add-rows", cmd.tables_add_rows, common,
+              "add rows from a CSV/TSV file (first line: column ids) and generate them")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p.add_argument("file")
+    p.add_argument("--tsv", action="store_true", help="tab-separated (default: by extension)")
+    p.add_argument("--no-generate", action="store_true", help="store inputs only")
+    p = _leaf(tables, "rows", cmd.tables_rows, common, "list rows")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p.add_argument("--where", help="""filter, e.g. '"n" > 3'""")
+    p.add_argument("--columns", help="comma-separated columns")
+    p.add_argument("--search", help="full-text query")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--all", action="store_true", help="every row, page after page")
+    p = _leaf(tables, "export", cmd.tables_export, common, "export rows as CSV/TSV")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p.add_argument("-o", "--output", help="file (default: stdout)")
+    p.add_argument("--tsv", action="store_true")
+    p.add_argument("--where")
+    p.add_argument("--columns", help="comma-separated columns")
+
+
+def _file_commands(sub: Any, common: Any) -> None:
+    files = sub.add_parser("files", help="stored files").add_subparsers(
+        dest="files_command", required=True)
+    p = _leaf(files, "upload", cmd.files_upload, common, "upload files; prints their URIs")
+    p.add_argument("paths", nargs="+")
+    p = _leaf(files, "download", cmd.files_download, common, "download a file")
+    p.add_argument("uri")
+    p.add_argument("-o", "--output", help="file or directory ('-': stdout)")
+    _leaf(files, "list", cmd.files_list, common, "list the project's files")
+    p = _leaf(files, "delete", cmd.files_delete, common, "delete a file")
+    p.add_argument("uri")
+    p.add_argument("--force", action="store_true", help="even if rows use it")
+
+
+def _model_commands(sub: Any, common: Any) -> None:
+    models = sub.add_parser("models", help="models").add_subparsers(
+        dest="models_command", required=True)
+    p = _leaf(models, "list", cmd.models_list, common, "list the server's models")
+    p.add_argument("--capability", action="append",
+                   choices=("chat", "embed", "rerank", "image", "audio"))
+    p = _leaf(sub, "chat", cmd.chat, common, "stream a chat answer to the terminal")
+    p.add_argument("message", nargs="*", help="the message (default: stdin)")
+    p.add_argument("--model", help="model id (default: the server's)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--attach", action="append", help="file URI or URL of an image/audio")
+
+
+def _batch_commands(sub: Any, common: Any) -> None:
+    batch = sub.add_parser("batch", help="batch jobs").add_subparsers(
+        dest="batch_command", required=True)
+    p = _leaf(batch, "create", cmd.batch_create, common,
+              "create a job from a JSONL file ({request_id, text | content_parts, "
+              "output_schema, metadata} per line); prints the job id")
+    p.add_argument("file")
+    p.add_argument("--model")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--max-output-tokens", type=int)
+    p.add_argument("--system", help="system instruction")
+    p.add_argument("--job-type")
+    p.add_argument("--max-batch-size", type=int, default=0)
+    p.add_argument("--submit", action="store_true", help="submit it too")
+    p.add_argument("--watch", action="store_true", help="submit and watch until it ends")
+    p = _leaf(batch, "submit", cmd.batch_submit, common, "start processing a job")
+    p.add_argument("job_id")
+    p.add_argument("--watch", action="store_true")
+    p = _leaf(batch, "status", cmd.batch_status, common, "a job's state and metrics")
+    p.add_argument("job_id")
+    p = _leaf(batch, "watch", cmd.batch_watch, common,
+              "follow a job with a progress bar until it ends (exit 1 unless it succeeded)")
+    p.add_argument("job_id")
+    p = _leaf(batch, "results", cmd.batch_results, common, "download results as JSONL")
+    p.add_argument("job_id")
+    p.add_argument("-o", "--output", help="file (default: stdout)")
+    p.add_argument("--no-follow", action="store_true",
+                   help="only what exists now (default: wait until the job ends)")
+    p = _leaf(batch, "cancel", cmd.batch_cancel, common, "cancel a job")
+    p.add_argument("job_id")
+    p = _leaf(batch, "list", cmd.batch_list, common, "list jobs, newest first")
+    p.add_argument("--state")
+    p.add_argument("--job-type")
+    p.add_argument("--limit", type=int, default=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="rowforge", description="rowforge command line",
+                                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
     try:
         from rowforge.server.cli import add_server_commands
@@ -15,15 +167,47 @@ def main(argv: list[str] | None = None) -> int:
         add_server_commands = None
     if add_server_commands is not None:
         add_server_commands(sub)
+    _table_commands(sub, common)
+    _file_commands(sub, common)
+    _model_commands(sub, common)
+    _batch_commands(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    from rowforge.server.errors import RowforgeError
+    if not hasattr(args, "json"):
+        args.json = False
+    from rowforge.clients.exceptions import RowForgeError
 
     try:
         return int(args.func(args) or 0)
-    except RowforgeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except RowForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        for field, description in exc.field_violations:
+            print(f"  {field}: {description}", file=sys.stderr)
+        if exc.retry_after:
+            print(f"  retry after {exc.retry_after:g}s", file=sys.stderr)
+        return 2 if exc.reason == "INVALID_ARGUMENT" and exc.domain == "" else 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _is_server_side_error(exc):  # `rowforge admin ...` raises the server's errors
+            print(f"error: {exc.message}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 2
+        raise
 
+
+def _is_server_side_error(exc: Exception) -> bool:
+    try:
+        from rowforge.server.errors import RowforgeError
+    except ImportError:  # client-only install
+        return False
+    return isinstance(exc, RowforgeError)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Output of the ``rowforge`` command: aligned text tables for people, JSON for scripts, and
+progress bars (tqdm when installed, plain lines otherwise)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+MAX_CELL = 60
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any, out: TextIO | None = None, *, lines: bool = False) -> None:
+    """One JSON document, or (``lines``) one JSON document per line."""
+    out = out or sys.stdout
+    if lines:
+        for item in value:
+            out.write(json.dumps(to_jsonable(item), ensure_ascii=False, default=str) + "\n")
+    else:
+        out.write(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2, default=str)
+                  + "\n")
+    out.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                out: TextIO | None = None) -> None:
+    """An aligned text table (long cells are shortened)."""
+    out = out or sys.stdout
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out.write(line.rstrip() + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                  + "\n")
+    out.flush()
+
+
+class Progress:
+    """A progress bar on stderr: tqdm on a terminal, a plain line per update elsewhere
+    (``quiet`` shows nothing)."""
+
+    def __init__(self, total: int | None, desc: str, unit: str = "it", *,
+                 quiet: bool = False, unit_scale: bool = False) -> None:
+        self.total, self.desc, self.unit, self.quiet = total, desc, unit, quiet
+        self.n = 0
+        self._bar: Any = None
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:  # optional (the `client` extra installs it)
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale,
+                                 file=sys.stderr, leave=True)
+
+    def update_to(self, n: int, total: int | None = None, postfix: str = "") -> None:
+        if total is not None:
+            self.total = total
+        delta, self.n = n - self.n, n
+        if self.quiet:
+            return
+        if self._bar is not None:
+            if total is not None and self._bar.total != total:
+                self._bar.total = total
+            if postfix:
+                self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.update(delta)
+            return
+        if delta or postfix:
+            of = f"/{self.total}" if self.total else ""
+            tail = f" ({postfix})" if postfix else ""
+            sys.stderr.write(f"{self.desc}: {n}{of} {self.unit}{tail}\n")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
