@@ -1,0 +1,187 @@
+"""The ``rowforge`` command, invoked for real (subprocesses) against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import ServerProcess
+
+ROWFORGE = [sys.executable, "-m", "rowforge.clients.cli"]
+
+
+def rowforge(server: ServerProcess, *args: str, ok: bool = True, stdin: str | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWFORGE_")}
+    env["ROWFORGE_ADDRESS"] = server.address
+    result = subprocess.run([*ROWFORGE, *args], env=env, capture_output=True, text=True,
+                            input=stdin, timeout=90, cwd=cwd)
+    if ok:
+        assert result.returncode == 0, f"rowforge {args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    (d / "schema.json").write_text(json.dumps({"id": "cli_qa", "cols": [
+        {"id": "question"}, {"id": "n", "dtype": "int"},
+        {"id": "answer", "gen_config": {"model": "rowforge/chat", "prompt": "Answer: ${question}",
+                                        "max_tokens": 30}}]}))
+    (d / "schema.yaml").write_text("table_type: action\nid: cli_yaml\ncols:\n  - id: text\n")
+    (d / "rows.csv").write_text("question,n\nWhat is rowforge?,1\nWhy gRPC?,2\n\"Commas, ok?\",3\n")
+    (d / "requests.jsonl").write_text(
+        '{"request_id": "r1", "text": "Say hello"}\n'
+        '{"text": "Say goodbye", "metadata": {"batch": "cli"}}\n'
+        '{"request_id": "r3", "text": "Give JSON", "output_schema": {"type": "object", '
+        '"properties": {"word": {"type": "string"}}, "required": ["word"]}}\n')
+    return d
+
+
+def test_help_lists_client_and_server_commands(server: ServerProcess) -> None:
+    out = rowforge(server, "--help").stdout
+    for command in ("serve", "admin", "tables", "files", "models", "chat", "batch"):
+        assert command in out
+
+
+def test_console_script(server: ServerProcess) -> None:
+    script = Path(sys.executable).parent / "rowforge"
+    if not script.exists():
+        pytest.skip(f"no console script at {script} (package not installed with pip)")
+    result = subprocess.run([str(script), "--address", server.address, "models", "list",
+                             "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "rowforge/chat" in {m["id"] for m in json.loads(result.stdout)}
+
+
+def test_tables_flow(server: ServerProcess, workdir: Path) -> None:
+    out = rowforge(server, "tables", "create", str(workdir / "schema.json"), "--type",
+                   "action").stdout
+    assert "created action table 'cli_qa' with 3 columns" in out
+    assert "cli_yaml" in rowforge(server, "tables", "create", str(workdir / "schema.yaml")).stdout
+
+    listed = json.loads(rowforge(server, "tables", "list", "--count", "--json").stdout)
+    assert {t["id"]: t["num_rows"] for t in listed} == {"cli_qa": 0, "cli_yaml": 0}
+    schema = rowforge(server, "tables", "get", "action", "cli_qa").stdout
+    assert "llm rowforge/chat: Answer: ${question}" in schema
+
+    added = rowforge(server, "tables", "add-rows", "action", "cli_qa",
+                     str(workdir / "rows.csv")).stdout
+    assert "added 3 rows to 'cli_qa'" in added
+
+    human = rowforge(server, "tables", "rows", "action", "cli_qa")
+    assert human.stdout.splitlines()[0].split() == ["ID", "question", "n", "answer"]
+    assert "(3 of 3 rows)" in human.stderr
+    lines = rowforge(server, "--json", "tables", "rows", "action", "cli_qa", "--where",
+                     '"n" >= 2', "--columns", "question,n").stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [(r["question"], r["n"]) for r in rows] == [("Why gRPC?", 2), ("Commas, ok?", 3)]
+    assert set(rows[0]) == {"ID", "Updated at", "question", "n"}
+
+    every = rowforge(server, "tables", "rows", "action", "cli_qa", "--all", "--json")
+    assert len(every.stdout.splitlines()) == 3
+
+    exported = workdir / "export.csv"
+    rowforge(server, "tables", "export", "action", "cli_qa", "-o", str(exported))
+    text = exported.read_text()
+    assert text.splitlines()[0] == "ID,Updated at,question,n,answer"
+    assert '"Commas, ok?",3,' in text
+    assert not (workdir / "export.csv.part").exists()
+
+    rowforge(server, "tables", "delete", "action", "cli_yaml")
+    assert "cli_yaml" not in rowforge(server, "tables", "list").stdout
+
+
+def test_errors_exit_non_zero_with_the_reason(server: ServerProcess, workdir: Path) -> None:
+    missing = rowforge(server, "tables", "get", "action", "no_such_table", ok=False)
+    assert missing.returncode == 1
+    assert "error: " in missing.stderr and "TABLE_NOT_FOUND" in missing.stderr
+    bad_where = rowforge(server, "tables", "rows", "action", "cli_qa", "--where", "((",
+                         ok=False)
+    assert bad_where.returncode == 1 and "  where: " in bad_where.stderr
+    no_file = rowforge(server, "files", "upload", str(workdir / "nope.png"), ok=False)
+    assert no_file.returncode == 2 and "no such file" in no_file.stderr
+    usage = rowforge(server, "tables", "get", "spreadsheet", "x", ok=False)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+    unreachable = subprocess.run([*ROWFORGE, "--address", "127.0.0.1:9", "--timeout", "5",
+                                  "models", "list"], capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
+
+
+def test_files_upload_download_list_delete(server: ServerProcess, workdir: Path) -> None:
+    source = workdir / "notes.txt"
+    source.write_bytes(("line of text\n" * 50_000).encode())  # ~650 KB
+    uploaded = json.loads(rowforge(server, "files", "upload", str(source), "--json").stdout)
+    uri = uploaded[0]["uri"]
+    assert uri.startswith("file://") and uploaded[0]["size"] == source.stat().st_size
+    target = workdir / "copy.txt"
+    out = rowforge(server, "files", "download", uri, "-o", str(target)).stdout
+    assert target.read_bytes() == source.read_bytes()
+    assert f"wrote {source.stat().st_size} bytes" in out
+    assert uri in rowforge(server, "files", "list").stdout
+    rowforge(server, "files", "delete", uri)
+    gone = rowforge(server, "files", "download", uri, "-o", str(workdir / "gone.txt"), ok=False)
+    assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
+    assert not (workdir / "gone.txt").exists()
+
+
+def test_models_and_chat(server: ServerProcess) -> None:
+    models = json.loads(rowforge(server, "models", "list", "--capability", "embed",
+                                 "--json").stdout)
+    assert "rowforge/embed" in {m["id"] for m in models}
+    assert all("embed" in m["capabilities"] for m in models)
+    assert "rowforge/chat" in rowforge(server, "models", "list").stdout
+    answer = rowforge(server, "chat", "--model", "rowforge/chat", "Hello", "there").stdout
+    assert answer.strip()
+    piped = rowforge(server, "chat", "--json", stdin="What is 2+2?")
+    assert json.loads(piped.stdout)["text"]
+
+
+def test_batch_flow(server: ServerProcess, workdir: Path) -> None:
+    created = rowforge(server, "batch", "create", str(workdir / "requests.jsonl"),
+                       "--job-type", "cli")
+    job_id = created.stdout.strip()
+    assert job_id and "3 requests" in created.stderr
+    status = json.loads(rowforge(server, "batch", "status", job_id, "--json").stdout)
+    assert status["state"] == "populating" and status["metrics"]["total_requests"] == 3
+
+    rowforge(server, "batch", "submit", job_id)
+    watched = rowforge(server, "batch", "watch", job_id)
+    assert f"job {job_id} succeeded: 3 succeeded, 0 failed" in watched.stdout
+    assert "3/3" in watched.stderr  # the progress display reached the end
+
+    out = workdir / "results.jsonl"
+    rowforge(server, "batch", "results", job_id, "-o", str(out))
+    results = {r["request_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(results) == {"r1", "req_2", "r3"}
+    assert all(r["state"] == "succeeded" for r in results.values())
+    assert results["req_2"]["metadata"] == {"batch": "cli"}
+    assert isinstance(results["r3"]["response_json"]["word"], str)
+    assert sorted(r["sequence"] for r in results.values()) == [1, 2, 3]
+
+    listed = json.loads(rowforge(server, "batch", "list", "--job-type", "cli", "--json").stdout)
+    assert [j["job_id"] for j in listed] == [job_id]
+    cancel = rowforge(server, "batch", "cancel", job_id, ok=False)
+    assert cancel.returncode == 1 and "FAILED_PRECONDITION" in cancel.stderr
+
+
+def test_batch_create_submit_watch_in_one_go(server: ServerProcess, workdir: Path) -> None:
+    result = rowforge(server, "batch", "create", str(workdir / "requests.jsonl"), "--watch",
+                      "--json")
+    job = json.loads(result.stdout)
+    assert job["state"] == "succeeded" and job["metrics"]["successful_requests"] == 3
+
+
+def test_batch_file_errors_name_the_line(server: ServerProcess, workdir: Path) -> None:
+    bad = workdir / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    result = rowforge(server, "batch", "create", str(bad), ok=False)
+    assert result.returncode == 2 and "bad.jsonl:2" in result.stderr
+    bad.write_text('{"request_id": "x"}\n')
+    result = rowforge(server, "batch", "create", str(bad), ok=False)
+    assert result.returncode == 2 and "needs 'text'" in result.stderr
