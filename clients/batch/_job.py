@@ -137,8 +137,10 @@ class AjaxAiBatchJob:
     the rest.
     """
 
-    def __init__(self, client: RowForge, job: Job, *, max_batch_size: int = 20) -> None:
+    def __init__(self, client: RowForge, job: Job, *, max_batch_size: int = 20,
+                 owns_client: bool = False) -> None:
         self.client = client
+        self._owns_client = owns_client
         self._job = job
         self.max_batch_size = max(1, min(int(max_batch_size or 20), 100))
         self._pending: list[AjaxAiRequestItem] = []
@@ -352,6 +354,19 @@ class AjaxAiBatchJob:
                               getattr(callback, "__name__", callback), event.request_id,
                               self.job_id)
 
+    def close(self) -> None:
+        """Stop callbacks and close the connection this job opened (a ``client=`` passed to
+        ``create_batch_job`` stays open)."""
+        self.stop_callbacks()
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> AjaxAiBatchJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"AjaxAiBatchJob(job_id={self.job_id!r}, state={self._job.state.value!r})"
 
@@ -402,11 +417,16 @@ def create_batch_job(
     if not 1 <= int(max_batch_size) <= 100:
         raise bad_argument("max_batch_size", "must be between 1 and 100")
     conn = _client(api_key, address, project_id, client)
-    job = conn.batch.create_job(
-        model or "", temperature=temperature, max_output_tokens=max_output_tokens,
-        system_instruction=system_instruction, job_type=job_type, metadata=metadata,
-        max_batch_size=max_batch_size, idempotency_key=idempotency_key)
-    return AjaxAiBatchJob(conn, job, max_batch_size=max_batch_size)
+    try:
+        job = conn.batch.create_job(
+            model or "", temperature=temperature, max_output_tokens=max_output_tokens,
+            system_instruction=system_instruction, job_type=job_type, metadata=metadata,
+            max_batch_size=max_batch_size, idempotency_key=idempotency_key)
+    except BaseException:
+        if client is None:
+            conn.close()
+        raise
+    return AjaxAiBatchJob(conn, job, max_batch_size=max_batch_size, owns_client=client is None)
 
 
 def get_batch_job(api_key: str | None = None, job_id: str = "", *, address: str | None = None,
@@ -420,8 +440,14 @@ def get_batch_job(api_key: str | None = None, job_id: str = "", *, address: str 
     if not job_id:
         raise bad_argument("job_id", "is required")
     conn = _client(api_key, address, project_id, client)
-    job = conn.batch.get_job(job_id)
-    return AjaxAiBatchJob(conn, job, max_batch_size=job.max_batch_size or 20)
+    try:
+        job = conn.batch.get_job(job_id)
+    except BaseException:
+        if client is None:
+            conn.close()
+        raise
+    return AjaxAiBatchJob(conn, job, max_batch_size=job.max_batch_size or 20,
+                          owns_client=client is None)
 
 
 class AjaxAiClient:

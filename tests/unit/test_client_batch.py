@@ -337,3 +337,41 @@ def test_unknown_job_is_job_not_found(env: FakeServer) -> None:
     assert info.value.reason == "JOB_NOT_FOUND"
     with pytest.raises(InvalidArgumentError):
         get_batch_job(api_key="key", job_id="")
+
+
+def test_result_stream_reconnects_then_gives_up(env: FakeServer, jobs: Jobs) -> None:
+    from rowforge.clients import RowForge
+    from rowforge.clients.exceptions import UnavailableError
+
+    jobs.results = [_ok(1, "a", "x"), _ok(2, "b", "y")]
+    jobs.drop_after = 0  # the first call aborts before sending anything; later calls work
+    with RowForge(address=env.address) as client:
+        assert [r.request_id for r in client.batch.stream_results("job-1")] == ["a", "b"]
+        assert jobs.cursors == [0, 0]
+        jobs.cursors.clear()  # the next call is a first call again: it fails
+        with pytest.raises(UnavailableError):
+            list(client.batch.stream_results("job-1", max_reconnects=0))
+        assert jobs.cursors == [0]
+
+
+def test_ajaxai_client_runs_callbacks_of_its_jobs(env: FakeServer, jobs: Jobs) -> None:
+    from rowforge.clients.batch import AjaxAiClient
+
+    jobs.results = [_ok(1, "a", "x")]
+    seen = threading.Event()
+    client = AjaxAiClient(api_key="key")
+    job = client.create_batch_job(max_batch_size=5)
+    job.on_request_complete(lambda event: seen.set())
+    job.add_request(AjaxAiRequestItem(request_id="a").add_text("x"))
+    client.start_polling()
+    job.submit()
+    assert seen.wait(10)
+    client.stop_polling()
+    client.close()
+
+
+def test_job_closes_the_connection_it_opened(env: FakeServer) -> None:
+    with create_batch_job() as job:
+        assert job.get_state() == "created"
+    with pytest.raises(ValueError):  # the channel is closed
+        job.get_state()
