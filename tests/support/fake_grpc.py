@@ -62,8 +62,12 @@ class _Recorder(grpc.aio.ServerInterceptor):
 class FakeServer:
     """``with FakeServer([servicer, ...]) as fake: RowForge(address=fake.address)``."""
 
-    def __init__(self, servicers: Iterable[Any]) -> None:
+    def __init__(self, servicers: Iterable[Any], *,
+                 tls: tuple[bytes, bytes] | None = None) -> None:
+        """``tls``: (PEM private key, PEM certificate chain) to serve TLS instead of
+        plaintext."""
         self.servicers = list(servicers)
+        self.tls = tls
         self._recorder = _Recorder()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -93,7 +97,11 @@ class FakeServer:
             for base, add in _ADDERS.items():
                 if isinstance(servicer, base):
                     add(servicer, self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        if self.tls is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            creds = grpc.ssl_server_credentials([self.tls])
+            self.port = self._server.add_secure_port("127.0.0.1:0", creds)
         await self._server.start()
 
     def stop(self) -> None:
