@@ -59,7 +59,7 @@ class TokenBucket:
         async with self._lock:
             while True:
                 self._refill()
-                if self.level >= need:
+                if self.level >= need - 1e-9:  # float rounding must not spin
                     self.level -= amount
                     return
                 await self._sleep((need - self.level) / self.rate)

@@ -92,7 +92,7 @@ def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
             f"must hold 1 to {MAX_REQUESTS_PER_CALL} requests ({len(requests)} sent)")
     for i, request in enumerate(requests):
         where = f"{field}[{i}]"
-        v.check(bool(REQUEST_ID_RE.match(request.request_id)), f"{where}.request_id",
+        v.check(bool(REQUEST_ID_RE.fullmatch(request.request_id)), f"{where}.request_id",
                 "must be 1 to 64 letters, digits, '_' or '-'")
         v.check(bool(request.parts), f"{where}.content_parts", "at least one part is required")
         for j, part in enumerate(request.parts):
@@ -107,7 +107,7 @@ def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
             if "image" not in spec.capabilities:
                 v.add(f"{at}.image", f"model {spec.id!r} does not take images")
         if request.output_schema_name:
-            v.check(bool(SCHEMA_NAME_RE.match(request.output_schema_name)),
+            v.check(bool(SCHEMA_NAME_RE.fullmatch(request.output_schema_name)),
                     f"{where}.output_schema_name", "must be 1 to 64 letters, digits, '_' or '-'")
         size = request_size(request)
         if size > MAX_REQUEST_BYTES:
