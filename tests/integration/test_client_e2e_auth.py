@@ -55,7 +55,7 @@ def test_missing_and_invalid_tokens(secured, monkeypatch: pytest.MonkeyPatch) ->
 def test_projects_are_isolated(secured) -> None:  # type: ignore[no-untyped-def]
     proc, tokens = secured
     with RowForge(token=tokens["alpha"], project_id="alpha", address=proc.address) as alpha, \
-            RowForge(token=tokens["beta"], address=proc.address) as beta:
+            RowForge(token=tokens["beta"], project_id="beta", address=proc.address) as beta:
         alpha.table.create_action_table(t.ActionTableSchemaCreate(id="private", cols=[
             t.ColumnSchemaCreate(id="x")]))
         assert alpha.table.get_table("action", "private").id == "private"

@@ -80,7 +80,9 @@ def test_dotenv_file_is_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     pytest.importorskip("dotenv")
     (tmp_path / ".env").write_text("ROWFORGE_PROJECT_ID=from-dotenv\nROWFORGE_TOKEN=dot\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ROWFORGE_PROJECT_ID", raising=False)
+    # setenv first so the variable python-dotenv sets is removed again after the test.
+    monkeypatch.setenv("ROWFORGE_PROJECT_ID", "")
+    monkeypatch.delenv("ROWFORGE_PROJECT_ID")
     monkeypatch.setenv("ROWFORGE_TOKEN", "already-set")  # the environment wins
     monkeypatch.setattr(cfg, "_dotenv_loaded", False)
     c = ClientConfig.resolve()
