@@ -1,5 +1,5 @@
 """The AjaxAI SDK's "Content Generation Pipeline" example, as written; only the import changed.
-(``gemini-1.5-pro-002`` must exist on the server; see docs/clients.md.)"""
+(``gemini-1.5-pro-002`` must exist on the server; see README.md.)"""
 # ruff: noqa: I001, UP006, UP035
 
 from rowforge.clients.batch import create_batch_job, AjaxAiRequestItem

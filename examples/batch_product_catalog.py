@@ -1,5 +1,5 @@
 """The AjaxAI SDK's "Product Catalog Enhancement" example, as written; only the import changed.
-(``gemini-1.5-flash-002`` must exist on the server; see docs/clients.md.)"""
+(``gemini-1.5-flash-002`` must exist on the server; see README.md.)"""
 # ruff: noqa: F401, I001, UP006, UP035
 
 from rowforge.clients.batch import create_batch_job, AjaxAiRequestItem

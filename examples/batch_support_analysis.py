@@ -1,5 +1,5 @@
 """The AjaxAI SDK's "Customer Support Analysis" example, as written; only the import changed.
-(``claude-3.5-sonnet-v2`` must exist on the server; see docs/clients.md.)"""
+(``claude-3.5-sonnet-v2`` must exist on the server; see README.md.)"""
 # ruff: noqa: I001
 
 from rowforge.clients.batch import create_batch_job, AjaxAiRequestItem

@@ -2,7 +2,7 @@
 
 From the seed verbatim; only the two import lines changed. Run against a server with
 ``ROWFORGE_ADDRESS`` (and ``ROWFORGE_TOKEN`` / ``ROWFORGE_PROJECT_ID`` when auth is on); the
-model ``openai/gpt-5.2`` must exist on the server (see docs/clients.md, "Seed model names").
+model ``openai/gpt-5.2`` must exist on the server (see README.md, "Seed model names").
 """
 # ruff: noqa: E722, I001
 

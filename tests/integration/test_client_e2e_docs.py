@@ -1,4 +1,4 @@
-"""docs/clients.md's grpcurl / buf curl walkthrough runs, as written, against a real server:
+"""The README's grpcurl / buf curl walkthrough runs, as written, against a real server:
 every service called through reflection alone."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "clients.md"
+DOC = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 
 

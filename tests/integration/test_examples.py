@@ -4,7 +4,7 @@ The seeds name models (``openai/gpt-5.2``, ``gemini-1.5-pro-002``, ``ellm/BAAI/b
 that a rowforge server serves only if configured; this module's server declares them as
 aliases routed through litellm to the fake OpenAI-compatible provider, which answers like the
 built-in model (and honours JSON schemas). That is the documented way to run the seeds'
-code: declare the model names they use (docs/clients.md).
+code: declare the model names they use (README.md).
 """
 
 from __future__ import annotations
