@@ -16,7 +16,7 @@ import grpc
 
 from rowforge.server.app import App
 from rowforge.server.auth import current_project
-from rowforge.server.errors import InvalidArgument, Unimplemented, Violations
+from rowforge.server.errors import InvalidArgument, Violations
 from rowforge.server.services.table_convert import (
     columns_from_pb,
     gen_config_from_pb,
@@ -26,39 +26,19 @@ from rowforge.server.services.table_convert import (
     struct_from_pb,
     table_type_from_pb,
 )
+from rowforge.server.services.table_generation import RowGenerationMixin
 from rowforge.server.tables.delimited import (
     DelimitedError,
     DelimitedReader,
     DelimitedWriter,
     RowTyper,
 )
+from rowforge.server.tables.engine import install_engine
 from rowforge.server.tables.model import CellStatus, TableSchema
 from rowforge.server.tables.row_store import RowQuery, select_columns
 from rowforge.server.tables.store import TableStore
 from rowforge.v1 import table_service_pb2 as pb
 from rowforge.v1 import table_service_pb2_grpc
-
-try:
-    from rowforge.server.services.table_generation import RowGenerationMixin
-except ImportError:  # the engine lands separately; until then its RPCs are UNIMPLEMENTED
-
-    class RowGenerationMixin:  # type: ignore[no-redef]
-        """Placeholder for the engine's AddRows/StreamAddRows/RegenRows/StreamRegenRows."""
-
-        async def AddRows(self, request: Any, context: Any) -> Any:
-            raise Unimplemented("AddRows is not available yet")
-
-        async def StreamAddRows(self, request: Any, context: Any) -> AsyncIterator[Any]:
-            raise Unimplemented("StreamAddRows is not available yet")
-            yield  # pragma: no cover
-
-        async def RegenRows(self, request: Any, context: Any) -> Any:
-            raise Unimplemented("RegenRows is not available yet")
-
-        async def StreamRegenRows(self, request: Any, context: Any) -> AsyncIterator[Any]:
-            raise Unimplemented("StreamRegenRows is not available yet")
-            yield  # pragma: no cover
-
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TableService"].full_name
 log = logging.getLogger("rowforge.tables")
@@ -330,10 +310,13 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
 
 
 def register(server: grpc.aio.Server, app: App) -> str:
-    """Create the table store (``app.tables``), register its file-reference finder and serve."""
+    """Create the table store (``app.tables``) and the row engine (``app.engine``, with
+    ``app.sandbox``), register the file-reference finder and serve."""
     store = TableStore(app.db, models=app.models, files=lambda: getattr(app, "files", None))
     app.tables = store  # type: ignore[attr-defined]
     app.on_stop(store.close)
+    # Stop hooks run in reverse: the engine (its clean-up writes) stops before the store.
+    install_engine(app)
     finders = getattr(app, "file_reference_finders", None)
     if finders is None:
         finders = app.file_reference_finders = []  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ import grpc
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.services.table_convert import (
-    cell_completion_to_pb,
+    fill_cell_completion,
     references_to_pb,
     struct_from_pb,
     table_type_from_pb,
@@ -53,23 +53,15 @@ StreamResponse = type[pb.StreamAddRowsResponse] | type[pb.StreamRegenRowsRespons
 class RowGenerationMixin:
     """AddRows / StreamAddRows / RegenRows / StreamRegenRows over ``app.engine``.
 
-    The servicer using it must set ``self.app``.
+    The servicer using it must set ``self.app``; the service's ``register`` installs the engine
+    (:func:`~rowforge.server.tables.engine.install_engine`) before the server starts.
     """
 
     app: Any
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # The servicer is built in the service's register(): installing the engine there
-        # gives app.engine (and app.sandbox, with its stop hook) before the server starts,
-        # without the servicer's own __init__ having to know about it.
-        self = super().__new__(cls)
-        app = kwargs.get("app", args[0] if args else None)
-        if app is not None and hasattr(app, "on_stop"):
-            install_engine(app)
-        return self
-
     @property
     def engine(self) -> RowEngine:
+        """``app.engine`` (installed by the service's ``register``; created here if not)."""
         return install_engine(self.app)
 
     # -- AddRows ---------------------------------------------------------------------------
@@ -79,7 +71,7 @@ class RowGenerationMixin:
         schema, data, concurrent = await self._add_args(request)
         results = await self.engine.add_rows(schema, data, concurrent=concurrent,
                                              deadline=_deadline(context))
-        return pb.AddRowsResponse(rows=[_row_completion(schema, r) for r in results])
+        return _row_completions(schema, results, pb.AddRowsResponse())
 
     async def StreamAddRows(self, request: pb.StreamAddRowsRequest,
                             context: grpc.aio.ServicerContext
@@ -91,8 +83,9 @@ class RowGenerationMixin:
             return self.engine.add_rows(schema, data, concurrent=concurrent, sink=sink,
                                         deadline=deadline)
 
+        encoder = StreamEncoder(pb.StreamAddRowsResponse, schema)
         async for event in _events(run):
-            yield _stream_message(pb.StreamAddRowsResponse, schema, event)
+            yield encoder.encode(event)
 
     async def _add_args(self, request: pb.AddRowsRequest | pb.StreamAddRowsRequest
                         ) -> tuple[TableSchema, list[dict[str, Any]], bool]:
@@ -111,7 +104,7 @@ class RowGenerationMixin:
                         context: grpc.aio.ServicerContext) -> pb.RegenRowsResponse:
         schema, args = await self._regen_args(request)
         results = await self.engine.regen_rows(schema, deadline=_deadline(context), **args)
-        return pb.RegenRowsResponse(rows=[_row_completion(schema, r) for r in results])
+        return _row_completions(schema, results, pb.RegenRowsResponse())
 
     async def StreamRegenRows(self, request: pb.StreamRegenRowsRequest,
                               context: grpc.aio.ServicerContext
@@ -122,8 +115,9 @@ class RowGenerationMixin:
         def run(sink: EventSink) -> Awaitable[Any]:
             return self.engine.regen_rows(schema, sink=sink, deadline=deadline, **args)
 
+        encoder = StreamEncoder(pb.StreamRegenRowsResponse, schema)
         async for event in _events(run):
-            yield _stream_message(pb.StreamRegenRowsResponse, schema, event)
+            yield encoder.encode(event)
 
     async def _regen_args(self, request: pb.RegenRowsRequest | pb.StreamRegenRowsRequest
                           ) -> tuple[TableSchema, dict[str, Any]]:
@@ -177,40 +171,103 @@ async def _events(run: Callable[[EventSink], Awaitable[Any]]) -> AsyncIterator[E
             task.exception()  # retrieved: it is reported through the RPC, not the loop
 
 
-def _cell_completion(schema: TableSchema, column: str, cell: Cell) -> pb.CellCompletion:
+def _reported(schema: TableSchema, column: str, cell: Cell) -> Cell:
+    """The cell as responses report it."""
     col = schema.column(column)
     if col is not None and col.dtype == EMBEDDING_DTYPE and cell.value is not None:
         # Vectors stay in the table; streaming thousands of floats per cell helps nobody.
-        cell = Cell(value=None, status=cell.status, error=cell.error, usage=cell.usage)
-    return cell_completion_to_pb(cell)
+        return Cell(value=None, status=cell.status, error=cell.error, usage=cell.usage)
+    return cell
 
 
-def _row_completion(schema: TableSchema, result: RowResult) -> pb.RowCompletion:
-    out = pb.RowCompletion(row_id=result.row_id)
-    for name, cell in result.cells.items():
-        out.columns[name].CopyFrom(_cell_completion(schema, name, cell))
-    return out
+def _row_completions(schema: TableSchema, results: list[RowResult],
+                     response: pb.AddRowsResponse | pb.RegenRowsResponse) -> Any:
+    """``response`` with one ``RowCompletion`` per result (filled in place)."""
+    for result in results:
+        row = response.rows.add()
+        row.row_id = result.row_id
+        for name, cell in result.cells.items():
+            fill_cell_completion(row.columns[name], _reported(schema, name, cell))
+    return response
+
+
+class StreamEncoder:
+    """Engine events of one stream as its response messages.
+
+    A cell's ``CellCompletion`` is built once, for its ``cell_completed`` event, and reused
+    for the ``row_completed`` event that repeats it.
+    """
+
+    def __init__(self, response: StreamResponse, schema: TableSchema) -> None:
+        self.response = response
+        self.schema = schema
+        self._done: dict[tuple[str, str], tuple[Cell, pb.CellCompletion]] = {}
+        self._encoders: dict[type, Callable[[Any], Any]] = {
+            RowCreated: self._row_created, CellDelta: self._delta,
+            CellCompleted: self._cell_completed, RowCompleted: self._row_completed,
+            CellReferences: self._references, Completed: self._completed}
+
+    def encode(self, event: Event) -> Any:
+        """The response message carrying ``event``."""
+        encoder = self._encoders.get(type(event))
+        if encoder is None:
+            raise TypeError(f"unknown engine event {event!r}")
+        return encoder(event)
+
+    def _row_created(self, event: RowCreated) -> Any:
+        # Messages are filled in place: cheaper than building nested messages to copy in.
+        out = self.response()
+        created = out.row_created
+        created.row_index = event.row_index
+        created.row_id = event.row_id
+        return out
+
+    def _delta(self, event: CellDelta) -> Any:
+        out = self.response()
+        delta = out.delta
+        delta.row_id = event.row_id
+        delta.output_column_name = event.column
+        delta.text = event.text
+        delta.index = event.index
+        return out
+
+    def _cell_completed(self, event: CellCompleted) -> Any:
+        out = self.response()
+        completed = out.cell_completed
+        completed.row_id = event.row_id
+        completed.output_column_name = event.column
+        fill_cell_completion(completed.cell, _reported(self.schema, event.column, event.cell))
+        self._done[(event.row_id, event.column)] = (event.cell, completed.cell)
+        return out
+
+    def _row_completed(self, event: RowCompleted) -> Any:
+        result = event.row
+        out = self.response()
+        completed = out.row_completed
+        completed.row_index = event.row_index
+        row = completed.row
+        row.row_id = result.row_id
+        for name, cell in result.cells.items():
+            done = self._done.pop((result.row_id, name), None)
+            if done is not None and done[0] is cell:
+                row.columns[name].CopyFrom(done[1])
+            else:
+                fill_cell_completion(row.columns[name], _reported(self.schema, name, cell))
+        return out
+
+    def _references(self, event: CellReferences) -> Any:
+        return self.response(references=pb.CellReferences(
+            row_id=event.row_id, output_column_name=event.column,
+            references=references_to_pb(event.references)))
+
+    def _completed(self, event: Completed) -> Any:
+        out = self.response()
+        completed = out.completed
+        completed.row_count = event.row_count
+        completed.error_count = event.error_count
+        return out
 
 
 def _stream_message(response: StreamResponse, schema: TableSchema, event: Event) -> Any:
-    if isinstance(event, CellDelta):
-        return response(delta=pb.CellDelta(row_id=event.row_id, output_column_name=event.column,
-                                           text=event.text, index=event.index))
-    if isinstance(event, CellCompleted):
-        return response(cell_completed=pb.CellCompleted(
-            row_id=event.row_id, output_column_name=event.column,
-            cell=_cell_completion(schema, event.column, event.cell)))
-    if isinstance(event, RowCreated):
-        return response(row_created=pb.RowCreated(row_index=event.row_index,
-                                                  row_id=event.row_id))
-    if isinstance(event, RowCompleted):
-        return response(row_completed=pb.RowCompleted(
-            row_index=event.row_index, row=_row_completion(schema, event.row)))
-    if isinstance(event, CellReferences):
-        return response(references=pb.CellReferences(
-            row_id=event.row_id, output_column_name=event.column,
-            references=references_to_pb(event.references)))
-    if isinstance(event, Completed):
-        return response(completed=pb.RowsCompleted(row_count=event.row_count,
-                                                   error_count=event.error_count))
-    raise TypeError(f"unknown engine event {event!r}")
+    """One event as a response message (without the reuse across events of a stream)."""
+    return StreamEncoder(response, schema).encode(event)

@@ -17,13 +17,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rowforge.server.errors import Unavailable
 from rowforge.server.storage.db import Database
-from rowforge.server.tables import layout
-from rowforge.server.tables.codec import state_to_json
+from rowforge.server.tables import layout, write_sql
+from rowforge.server.tables.codec import state_text
 from rowforge.server.tables.model import Cell, CellStatus, TableSchema
 from rowforge.server.tables.values import ValueTypeError, coerce
 
@@ -104,17 +103,19 @@ class CellWriter:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         # Merge per row in arrival order: a later write of a cell wins over an earlier one
-        # (RUNNING then DONE), whatever statement group each lands in.
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        # (RUNNING then DONE), whatever statement group each lands in. Values are typed and
+        # states serialised here, before the write lock is taken.
+        merged: dict[tuple[str, str], dict[tuple[str, str], tuple[Any, str | None]]] = {}
         schemas: dict[str, TableSchema] = {}
         for item in batch:
-            schemas.setdefault(item.schema.storage_id, item.schema)
-            values = merged.setdefault((item.schema.storage_id, item.row_id), {})
+            schema = schemas.setdefault(item.schema.storage_id, item.schema)
+            values = merged.setdefault((schema.storage_id, item.row_id), {})
             for column_id, cell in item.cells.items():
                 col = item.schema.column(column_id)
                 if col is None:
                     continue
-                values[col.storage_name] = (col.dtype, cell)
+                values[(layout.value_name(col), layout.state_name(col))] = _stored(
+                    col.dtype, cell)
         now = layout.now_micros()
         self.on_write(schemas)
         try:
@@ -123,51 +124,41 @@ class CellWriter:
             self.on_write(schemas)
         self.flushes += 1
 
-    async def _apply(self, merged: dict[tuple[str, str], dict[str, Any]],
+    async def _apply(self, merged: dict[tuple[str, str], dict[tuple[str, str], Any]],
                      schemas: dict[str, TableSchema], now: int) -> None:
+        dialect = self.db.engine.dialect
         async with self.db.write() as conn:
-            current: dict[str, TableSchema | None] = {}
+            live: dict[str, set[str] | None] = {}
             for storage_id in schemas:
-                current[storage_id] = await self.load_current(conn, storage_id)
-            groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+                current = await self.load_current(conn, storage_id)
+                live[storage_id] = (None if current is None
+                                    else {c.storage_name for c in current.columns})
+            groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, ...]]] = {}
             for (storage_id, row_id), values in merged.items():
-                schema = current[storage_id]
-                if schema is None:
+                names = live[storage_id]
+                if names is None:
                     continue  # table deleted meanwhile
-                live = {c.storage_name for c in schema.columns}
-                params: dict[str, Any] = {"_row_id": row_id, "_now": now}
-                for name, (dtype, cell) in values.items():
-                    if name not in live:
-                        continue  # column dropped meanwhile
-                    value, state = _stored(dtype, cell)
-                    params["v_" + name] = value
-                    params["s_" + name] = state
-                names = tuple(sorted(k[2:] for k in params if k.startswith("v_")))
-                if names:
-                    groups.setdefault((storage_id, names), []).append(params)
-            for (storage_id, names), rows in groups.items():
-                schema = current[storage_id]
-                assert schema is not None
-                table = layout.row_table(schema)
-                by_name = {c.storage_name: c for c in schema.columns}
-                stmt = (table.update()
-                        .where(table.c[layout.ROW_ID] == sa.bindparam("_row_id"))
-                        .values({layout.UPDATED_AT: sa.bindparam("_now"),
-                                 **{layout.value_name(by_name[n]): sa.bindparam("v_" + n)
-                                    for n in names},
-                                 **{layout.state_name(by_name[n]): sa.bindparam("s_" + n)
-                                    for n in names}}))
-                await conn.execute(stmt, rows)
-                self.cells_written += sum(len(names) for _ in rows)
+                targets = tuple(sorted(t for t in values if t[0] in names))  # else dropped
+                if not targets:
+                    continue
+                params: list[Any] = [now]
+                for target in targets:
+                    params += values[target]
+                params.append(row_id)
+                groups.setdefault((storage_id, targets), []).append(tuple(params))
+            for (storage_id, targets), rows in groups.items():
+                sql = write_sql.update_cells_sql(storage_id, targets, dialect)
+                await conn.exec_driver_sql(sql, rows)
+                self.cells_written += len(targets) * len(rows)
 
 
-def _stored(dtype: str, cell: Cell) -> tuple[Any, Any]:
-    """(value, state JSON) to store; a value that does not fit the dtype fails the cell."""
+def _stored(dtype: str, cell: Cell) -> tuple[Any, str | None]:
+    """(value, state JSON text) to store; a value that does not fit the dtype fails the cell."""
     try:
         value = coerce(dtype, cell.value)
     except ValueTypeError as exc:
         failed = Cell(value=None, status=CellStatus.ERROR,
                       error=f"the generated value does not fit dtype {dtype}: {exc}",
                       usage=cell.usage, references=cell.references)
-        return None, state_to_json(failed)
-    return value, state_to_json(cell)
+        return None, state_text(failed)
+    return value, state_text(cell)

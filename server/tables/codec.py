@@ -8,6 +8,7 @@ cells cost nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from rowforge.server.tables.model import (
@@ -84,6 +85,26 @@ def state_to_json(cell: Cell) -> dict[str, Any] | None:
     if cell.references is not None:
         state["ref"] = references_to_json(cell.references)
     return state
+
+
+#: The stored text of states holding only a status (e.g. PENDING, RUNNING).
+_STATUS_ONLY = {status: json.dumps({"st": status.value}) for status in CellStatus}
+
+
+def state_text(cell: Cell) -> str | None:
+    """:func:`state_to_json` as the JSON text stored in the ``s_<n>`` column (None: SQL NULL).
+
+    The common states (a status alone; DONE with usage) are formatted directly: the write
+    path stores one per generated cell.
+    """
+    if cell.error or cell.references is not None:
+        state = state_to_json(cell)
+        return None if state is None else json.dumps(state)
+    usage = cell.usage
+    if usage is None:
+        return None if cell.status == CellStatus.DONE else _STATUS_ONLY[cell.status]
+    return (f'{{"st": "{cell.status.value}", "u": [{int(usage.prompt_tokens)}, '
+            f'{int(usage.completion_tokens)}]}}')
 
 
 def cell_from_stored(value: Any, state: dict[str, Any] | None) -> Cell:

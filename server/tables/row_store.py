@@ -27,9 +27,9 @@ from rowforge.server.errors import (
     Violations,
 )
 from rowforge.server.storage.db import Database
-from rowforge.server.tables import fulltext, layout, page_tokens
+from rowforge.server.tables import fulltext, layout, page_tokens, write_sql
 from rowforge.server.tables.cell_writer import CellWriter
-from rowforge.server.tables.codec import cell_from_stored, state_to_json
+from rowforge.server.tables.codec import cell_from_stored, state_text
 from rowforge.server.tables.ids import uuid7
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
@@ -172,7 +172,7 @@ class RowStore:
             self._touched([schema.storage_id])
 
     async def _current(self, conn: AsyncConnection, storage_id: str) -> TableSchema | None:
-        return await self.schemas.load_by_storage(conn, storage_id, share=True)
+        return await self.schemas.current(conn, storage_id)
 
     @contextlib.asynccontextmanager
     async def _reading(self, schema: TableSchema) -> AsyncIterator[AsyncConnection]:
@@ -227,33 +227,33 @@ class RowStore:
                 v.add(field_name, exc.message)
         v.raise_if_any()
 
-    def _input_values(self, schema: TableSchema, values: Mapping[str, Any], field_name: str,
-                      v: Violations, files: list[tuple[str, str, str]], *,
-                      updating: bool) -> dict[ColumnSchema, Any]:
-        out: dict[ColumnSchema, Any] = {}
+    def _input_values(self, schema: TableSchema, columns: Mapping[str, ColumnSchema],
+                      values: Mapping[str, Any], field_name: str, v: Violations,
+                      files: list[tuple[str, str, str]], *, updating: bool) -> dict[str, Any]:
+        """``values`` typed for their columns (``columns``: id -> column), by column id;
+        problems go to ``v``, file URIs to check to ``files``."""
+        out: dict[str, Any] = {}
         if not isinstance(values, Mapping):
             v.add(field_name, "must be an object of column id to value")
             return out
         for name, value in values.items():
-            col = schema.column(name)
-            where = f"{field_name}.{name}"
-            if name in RESERVED_COLUMNS or (name.casefold() in {"id", "updated at"}
-                                            and col is None):
-                v.add(where, f"{name!r} is set by the server")
-                continue
-            if col is None:
-                v.add(where, _unknown(schema, name))
-                continue
-            if updating and col.dtype == EMBEDDING_DTYPE:
-                v.add(where, f"column {name!r} is computed by the server")
+            col = columns.get(name)
+            if col is None or (updating and col.dtype == EMBEDDING_DTYPE):
+                where = f"{field_name}.{name}"
+                if name in RESERVED_COLUMNS or name.casefold() in {"id", "updated at"}:
+                    v.add(where, f"{name!r} is set by the server")
+                elif col is None:
+                    v.add(where, _unknown(schema, name))
+                else:
+                    v.add(where, f"column {name!r} is computed by the server")
                 continue
             try:
-                out[col] = coerce(col.dtype, value)
+                typed = out[name] = coerce(col.dtype, value)
             except ValueTypeError as exc:
-                v.add(where, f"column {name!r} ({col.dtype}): {exc}")
+                v.add(f"{field_name}.{name}", f"column {name!r} ({col.dtype}): {exc}")
                 continue
-            if col.dtype in FILE_DTYPES and out[col] is not None:
-                files.append((where, out[col], col.dtype))
+            if typed is not None and col.dtype in FILE_DTYPES:
+                files.append((f"{field_name}.{name}", typed, col.dtype))
         return out
 
     # -- inserts ---------------------------------------------------------------------------
@@ -262,44 +262,49 @@ class RowStore:
                           generated_status: CellStatus = CellStatus.PENDING,
                           field_name: str = "data") -> list[Row]:
         """Validate, type and insert rows in one transaction; see TableStore.insert_rows."""
+        plan = write_sql.insert_sql(schema, self.db.engine.dialect)
+        columns = {c.id: c for c in plan.columns}
         v = Violations()
         files: list[tuple[str, str, str]] = []
         typed = []
         for i, values in enumerate(rows):
-            typed.append(self._input_values(schema, values, f"{field_name}[{i}]", v, files,
-                                            updating=False))
+            typed.append(self._input_values(schema, columns, values, f"{field_name}[{i}]", v,
+                                            files, updating=False))
             if len(v.items) >= MAX_VIOLATIONS:
                 break
         v.raise_if_any()
         await self._check_files(schema, files)
+        if not typed:
+            return []
         now = layout.now_micros()
         update_time = micros_to_datetime(now)
-        params: list[dict[str, Any]] = []
+        # Per column, the status and stored state of a cell the row does not give: generated
+        # ones start as ``generated_status``, input ones are NULL (DONE, no state).
+        absent = [(generated_status, state_text(Cell(value=None, status=generated_status)))
+                  if c.gen_config is not None else (CellStatus.DONE, None)
+                  for c in plan.columns]
+        params: list[tuple[Any, ...]] = []
         out: list[Row] = []
         for given in typed:
             row_id = uuid7()
-            record: dict[str, Any] = {layout.ROW_ID: row_id, layout.UPDATED_AT: now}
+            record: list[Any] = [row_id, now]
             cells: dict[str, Cell] = {}
-            for col in schema.columns:
-                if col in given:
-                    cell = Cell(value=given[col])
-                elif col.gen_config is not None:
-                    cell = Cell(value=None, status=generated_status)
+            for col, (status, state) in zip(plan.columns, absent, strict=True):
+                name = col.id
+                if name in given:
+                    value = given[name]
+                    record += (value, None)  # given, even for a generated column: DONE
+                    if value is not None and col.dtype == EMBEDDING_DTYPE:
+                        value = from_stored(EMBEDDING_DTYPE, value)
+                    cells[name] = Cell(value=value)
                 else:
-                    cell = Cell(value=None)
-                record[layout.value_name(col)] = given.get(col)
-                record[layout.state_name(col)] = state_to_json(cell)
-                if col.dtype == EMBEDDING_DTYPE and cell.value is not None:
-                    cell = Cell(value=from_stored(EMBEDDING_DTYPE, cell.value))
-                cells[col.id] = cell
-            params.append(record)
+                    record += (None, state)
+                    cells[name] = Cell(value=None, status=status)
+            params.append(tuple(record))
             out.append(Row(id=row_id, update_time=update_time, cells=cells))
-        if not params:
-            return out
-        table = layout.row_table(schema)
         async with self._writing(schema) as conn:
             await self._check_live(conn, schema, {c.storage_name for c in schema.columns})
-            await conn.execute(table.insert(), params)
+            await conn.exec_driver_sql(plan.sql, params)
         return out
 
     async def write_cells(self, schema: TableSchema, row_id: str,
@@ -510,13 +515,15 @@ class RowStore:
         """
         v = Violations()
         files: list[tuple[str, str, str]] = []
-        typed: dict[str, dict[ColumnSchema, Any]] = {}
+        columns = {c.id: c for c in schema.columns}
+        typed: dict[str, dict[str, Any]] = {}
         for row_id, values in updates.items():
             where = f"{field_name}[{row_id}]"
             if not values:
                 v.add(where, "set at least one column")
                 continue
-            typed[row_id] = self._input_values(schema, values, where, v, files, updating=True)
+            typed[row_id] = self._input_values(schema, columns, values, where, v, files,
+                                               updating=True)
         v.raise_if_any()
         await self._check_files(schema, files)
         if not typed:
@@ -525,10 +532,10 @@ class RowStore:
         now = layout.now_micros()
         groups: dict[tuple[ColumnSchema, ...], list[dict[str, Any]]] = {}
         for row_id, given in typed.items():
-            key = tuple(c for c in schema.columns if c in given)
+            key = tuple(c for c in schema.columns if c.id in given)
             params = {"_row_id": row_id, "_now": now}
             for col in key:
-                params["v_" + col.storage_name] = given[col]
+                params["v_" + col.storage_name] = given[col.id]
             groups.setdefault(key, []).append(params)
         touched = {c.storage_name for key in groups for c in key}
         async with self._writing(schema) as conn:

@@ -109,18 +109,27 @@ class SchemaStore:
         # writer, so invalidating on our own changes keeps it exact; PostgreSQL replicas
         # change schemas behind each other's backs, so there every read goes to the database.
         self._cache: dict[tuple[str, str, str], TableSchema] | None = {} if db.is_sqlite else None
+        # Current schemas by storage id for row writers (see :meth:`current`), SQLite only,
+        # tagged with the generation they were read at.
+        self._current: dict[str, tuple[int, TableSchema | None]] | None = (
+            {} if db.is_sqlite else None)
         self._generation = 0
 
     @contextlib.asynccontextmanager
     async def _change(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction changing schemas; drops the cache once it is over."""
+        """A write transaction changing schemas; drops the caches once it is over."""
         try:
             async with self.db.write() as conn:
                 yield conn
+                # Still under the write lock, before the commit: what a row writer cached
+                # before this change is stale from here on.
+                self._generation += 1
         finally:
             self._generation += 1
             if self._cache is not None:
                 self._cache.clear()
+            if self._current is not None:
+                self._current.clear()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -143,6 +152,29 @@ class SchemaStore:
             query = query.with_for_update(read=True)
         row = (await conn.execute(query)).first()
         return schema_from_row(row) if row is not None else None
+
+    async def current(self, conn: AsyncConnection, storage_id: str) -> TableSchema | None:
+        """The committed schema of a storage id (None: deleted), for a write transaction on
+        rows that must check its columns still exist.
+
+        PostgreSQL: read with a share lock (a concurrent schema change waits for the
+        transaction, and the transaction for the change). SQLite: cached, because schema
+        changes and row writes there share this process's write lock, and every change bumps
+        the generation before it commits: an entry read before a change is never used after
+        it, and an entry is only read under that lock, so never during a change.
+        """
+        if self._current is None:
+            return await self.load_by_storage(conn, storage_id, share=True)
+        generation = self._generation
+        hit = self._current.get(storage_id)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        schema = await self.load_by_storage(conn, storage_id)
+        if generation == self._generation:
+            if len(self._current) > 10_000:
+                self._current.clear()
+            self._current[storage_id] = (generation, schema)
+        return schema
 
     async def get_table(self, project_id: str, table_type: str, table_id: str) -> TableSchema:
         check_table_type(table_type)

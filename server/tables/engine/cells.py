@@ -34,7 +34,7 @@ from rowforge.server.providers import (
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, format_references
 from rowforge.server.sandbox import SandboxError
 from rowforge.server.tables.engine.deltas import DeltaCoalescer
-from rowforge.server.tables.engine.events import CellReferences, EventSink
+from rowforge.server.tables.engine.events import CellDelta, CellReferences, EventSink
 from rowforge.server.tables.engine.history import HistorySource, conversation
 from rowforge.server.tables.engine.plan import ColumnPlan
 from rowforge.server.tables.model import (
@@ -239,14 +239,15 @@ class LLMExecutor:
         if cell.sink is None:  # nobody listens to deltas: the whole answer at once
             return await self.retry.call(cell, whole)
 
-        deltas = DeltaCoalescer(cell.sink, cell.row_id, cell.column.id)
         if spec.is_builtin:
             # An in-process model has its whole answer at once: its tokens would be coalesced
-            # into one delta anyway, so skip the per-token generator steps.
+            # into one delta anyway, so skip the per-token generator steps (and the coalescer).
             text, usage = await whole()
-            deltas.push(text)
-            deltas.close()
+            if text:
+                cell.sink(CellDelta(cell.row_id, cell.column.id, text, 0))
             return text, usage
+
+        deltas = DeltaCoalescer(cell.sink, cell.row_id, cell.column.id)
 
         async def streamed() -> tuple[str, Usage]:
             parts: list[str] = []

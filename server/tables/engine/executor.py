@@ -19,8 +19,7 @@ import logging
 import math
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +113,7 @@ def regen_targets(plan: TablePlan, strategy: str, output_column: str,
 class _Job:
     """One row being generated."""
 
-    __slots__ = ("cells", "final", "index", "regen", "row_id", "targets", "values")
+    __slots__ = ("cells", "final", "index", "outcome", "regen", "row_id", "targets", "values")
 
     def __init__(self, index: int, row: Row, targets: Sequence[str], *, regen: bool) -> None:
         self.index = index
@@ -124,6 +123,8 @@ class _Job:
         self.targets = list(targets)
         self.final: set[str] = set()
         self.regen = regen
+        #: The result, once every target is final.
+        self.outcome: RowResult | None = None
 
     def finish(self, column: str, cell: Cell) -> None:
         self.cells[column] = cell
@@ -323,15 +324,14 @@ class RowEngine:
                 raise
         return pool
 
-    @asynccontextmanager
-    async def model_slot(self, model_id: str) -> AsyncIterator[None]:
-        """Bound concurrent calls of one model (``Settings.model_concurrency``)."""
+    def model_slot(self, model_id: str) -> asyncio.Semaphore:
+        """Bound concurrent calls of one model (``Settings.model_concurrency``): use as
+        ``async with engine.model_slot(model_id):``."""
         slot = self._model_slots.get(model_id)
         if slot is None:
             slot = asyncio.Semaphore(self.settings.model_concurrency)
             self._model_slots[model_id] = slot
-        async with slot:
-            yield
+        return slot
 
     def _table_slot(self, schema: TableSchema) -> asyncio.Semaphore:
         key = schema.storage_id or f"{schema.project_id}/{schema.table_type}/{schema.id}"
@@ -494,7 +494,7 @@ class RowEngine:
             if isinstance(exc, BaseExceptionGroup):
                 raise _first_error(exc) from None
             raise
-        results = [job.result(plan) for job in jobs]
+        results = [job.outcome or job.result(plan) for job in jobs]
         if sink is not None:
             errors = sum(1 for job in jobs for name in job.targets
                          if job.cells[name].status == CellStatus.ERROR)
@@ -538,8 +538,9 @@ class RowEngine:
                 for name in targets:
                     waits = [tasks[d] for d in call.plan.columns[name].deps if d in tasks]
                     tasks[name] = group.create_task(self._run_cell(call, job, name, waits))
+        job.outcome = job.result(call.plan)
         if call.sink is not None:
-            call.sink(RowCompleted(job.index, job.result(call.plan)))
+            call.sink(RowCompleted(job.index, job.outcome))
 
     async def _run_cell(self, call: _Call, job: _Job, name: str,
                         waits: Sequence[asyncio.Task[None]]) -> None:
