@@ -113,9 +113,10 @@ def _result(spec: ModelSpec, response: Any, fmt: dict[str, Any] | None) -> ChatR
     prompt = int(getattr(raw_usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(raw_usage, "completion_tokens", 0) or 0)
     usage = Usage(prompt, completion)
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    if cost is None:
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, dict) and "response_cost" in hidden:
+        cost = hidden["response_cost"]  # litellm priced it already (None: price unknown)
+    else:
         cost = providers.cost_usd(spec, usage)
     finish = getattr(choices[0], "finish_reason", None) or "stop"
     return ChatResult(text=text, finish_reason=str(finish), usage=usage, model=spec.id,

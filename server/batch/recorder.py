@@ -87,7 +87,7 @@ class ResultRecorder:
 
     def __init__(self, db: Database, worker_id: str, *, retention_s: float,
                  on_flushed: OnFlushed | None = None, max_batch: int = 500,
-                 max_delay: float = 0.005) -> None:
+                 max_delay: float = 0.05) -> None:
         self.db = db
         self.worker_id = worker_id
         self.retention_s = retention_s

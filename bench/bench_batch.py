@@ -1,0 +1,278 @@
+"""Batch jobs end to end: a real server subprocess, the fake OpenAI server in its own process.
+
+Scenario 1 (``--n`` requests, default 10,000, against the fake at ``--latency`` 100 ms with
+``--concurrency`` 64 = the server's ``batch_workers``): wall time from SubmitJob to the last
+result (followed live with StreamResults), against
+
+* the ideal ``n / concurrency * latency``, and
+* a plain ``asyncio.gather`` of ``litellm.acompletion`` calls under a semaphore of the same
+  size, in this process, against the same fake (same prompts, same litellm settings).
+
+It also prints the CPU seconds per request of the server and of the baseline's process: the
+difference is what our scheduling (claims, leases, rate limiter, recording, streaming) costs.
+
+Scenario 2 (``--big-n`` requests, default 100,000, on the built-in offline chat model, so the
+run measures our pipeline and not a provider): the server's peak RSS while the job is added,
+processed and streamed, the processing rate, and how fast StreamResults delivers every result
+from cursor 0.
+
+Run: ``.venv/bin/python bench/bench_batch.py [--n 10000] [--big-n 100000] [--latency 0.1]``
+(``--n 0`` or ``--big-n 0`` skips a scenario).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from _machine import print_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import grpc
+
+from rowforge.v1 import batch_job_service_pb2 as pb
+from rowforge.v1 import batch_job_service_pb2_grpc
+from tests.support.server import ServerProcess
+
+KEY_ENV = "ROWFORGE_BENCH_FAKE_KEY"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+FAKE = """
+import asyncio, sys
+from tests.fakes.openai_server import FakeOpenAI
+async def main():
+    fake = FakeOpenAI(latency=float(sys.argv[1]))
+    await fake.start()
+    print(fake.base_url, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def prompt(i: int) -> str:
+    return f"Write one sentence about item number {i} of the catalogue."
+
+
+# --- process measurements ----------------------------------------------------------------
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class RssSampler:
+    """Highest VmRSS of a process while active (sampled every 20 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, rss_kb(self.pid))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-c", FAKE, str(latency)], cwd=root,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": root})
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+# --- the baseline -------------------------------------------------------------------------
+
+async def baseline(base_url: str, n: int, concurrency: int, max_tokens: int
+                   ) -> tuple[float, float]:
+    """Wall seconds and CPU seconds per call of ``n`` plain litellm calls, ``concurrency`` at
+    a time."""
+    from rowforge.server.providers import ModelSpec, litellm_client
+
+    litellm = litellm_client.load()  # the server's litellm settings (no callbacks, no retries)
+    spec = ModelSpec(id="fake/gpt", route="openai/fake-gpt", api_base=base_url,
+                     api_key_env=KEY_ENV)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            kwargs = litellm_client.request_kwargs(
+                spec, messages=[{"role": "user", "content": prompt(i)}], temperature=0.5,
+                max_tokens=max_tokens, timeout=60.0)
+            response = await litellm.acompletion(**kwargs)
+            assert response.choices[0].message.content
+
+    await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # warm connections
+    cpu = cpu_s(os.getpid())
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - started, (cpu_s(os.getpid()) - cpu) / n
+
+
+# --- our server ---------------------------------------------------------------------------
+
+async def add_requests(stub: batch_job_service_pb2_grpc.BatchJobServiceStub, job_id: str,
+                       n: int) -> None:
+    async def messages() -> AsyncIterator[pb.StreamAddRequestsRequest]:
+        for start in range(0, n, 100):
+            yield pb.StreamAddRequestsRequest(job_id=job_id, requests=[
+                pb.BatchRequest(request_id=f"r{i}",
+                                content_parts=[pb.ContentPart(text=prompt(i))])
+                for i in range(start, min(n, start + 100))])
+
+    reply = await stub.StreamAddRequests(messages(), timeout=3600)
+    assert reply.total_requests == n, reply
+
+
+async def run_job(address: str, model: str, n: int, max_tokens: int
+                  ) -> tuple[float, float, pb.Job]:
+    """Create and fill a job, then time SubmitJob → last result; returns (fill s, run s, job)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = batch_job_service_pb2_grpc.BatchJobServiceStub(channel)
+        job = (await stub.CreateJob(pb.CreateJobRequest(model=model,
+                                                        max_output_tokens=max_tokens))).job
+        started = time.perf_counter()
+        await add_requests(stub, job.job_id, n)
+        fill_s = time.perf_counter() - started
+        started = time.perf_counter()
+        await stub.SubmitJob(pb.SubmitJobRequest(job_id=job.job_id))
+        count, final = 0, None
+        async for message in stub.StreamResults(pb.StreamResultsRequest(job_id=job.job_id),
+                                                timeout=3600):
+            if message.HasField("result"):
+                count += 1
+            else:
+                final = message.job
+        run_s = time.perf_counter() - started
+    assert final is not None and count == n, (count, final)
+    assert final.metrics.successful_requests == n, final.metrics
+    return fill_s, run_s, final
+
+
+async def stream_all(address: str, job_id: str) -> tuple[int, float]:
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = batch_job_service_pb2_grpc.BatchJobServiceStub(channel)
+        started = time.perf_counter()
+        count = 0
+        async for message in stub.StreamResults(pb.StreamResultsRequest(job_id=job_id),
+                                                timeout=3600):
+            count += message.HasField("result")
+        return count, time.perf_counter() - started
+
+
+def server_env(base_url: str, concurrency: int) -> dict[str, str]:
+    models = [{"id": "fake/gpt", "route": "openai/fake-gpt", "api_base": base_url,
+               "api_key_env": KEY_ENV, "capabilities": ["chat"]}]
+    return {"ROWFORGE_MODELS": json.dumps(models), KEY_ENV: "sk-bench",
+            "ROWFORGE_BATCH_WORKERS": str(concurrency), "ROWFORGE_LOG_LEVEL": "WARNING"}
+
+
+def scenario_latency(args: argparse.Namespace, work: Path) -> None:
+    n, c, latency = args.n, args.concurrency, args.latency
+    fake, base_url = start_fake(latency)
+    os.environ[KEY_ENV] = "sk-bench"
+    try:
+        base_s, base_cpu = asyncio.run(baseline(base_url, n, c, args.max_tokens))
+        with ServerProcess(work / "s1", env=server_env(base_url, c)).start() as server:
+            assert server.process is not None
+            pid = server.process.pid
+            # warm up: litellm's import and first calls, off the clock
+            asyncio.run(run_job(server.address, "fake/gpt", c, args.max_tokens))
+            cpu1 = cpu_s(pid)
+            with RssSampler(pid) as rss:
+                fill_s, run_s, job = asyncio.run(run_job(server.address, "fake/gpt", n,
+                                                         args.max_tokens))
+            server_cpu = (cpu_s(pid) - cpu1) / n
+    finally:
+        fake.kill()
+    ideal = n / c * latency
+    print(f"Scenario 1: {n} requests, fake latency {latency * 1000:.0f} ms, concurrency {c}")
+    print(f"  ideal (n / concurrency x latency)     {ideal:8.2f} s")
+    print(f"  baseline: asyncio.gather of litellm   {base_s:8.2f} s   "
+          f"({base_s / ideal:.2f}x ideal; {base_cpu * 1000:.2f} ms CPU per call)")
+    print(f"  rowforge batch job (submit -> last)   {run_s:8.2f} s   "
+          f"({run_s / ideal:.2f}x ideal, {run_s / base_s:.2f}x baseline)")
+    print(f"    job duration (first claim -> end)   {job.metrics.duration_seconds:8.2f} s   "
+          f"throughput {job.metrics.throughput_rps:.0f} requests/s")
+    print(f"    added wall per request              {(run_s - base_s) / n * 1000:8.3f} ms")
+    print(f"    server CPU per request              {server_cpu * 1000:8.3f} ms   "
+          f"(baseline process {base_cpu * 1000:.3f} ms: scheduling overhead "
+          f"{(server_cpu - base_cpu) * 1000:.3f} ms)")
+    print(f"    populating (StreamAddRequests)      {fill_s:8.2f} s   "
+          f"({n / fill_s:.0f} requests/s); server peak RSS {rss.peak_kb / 1024:.0f} MiB\n",
+          flush=True)
+
+
+def scenario_big(args: argparse.Namespace, work: Path) -> None:
+    n = args.big_n
+    with ServerProcess(work / "s2", env=server_env("http://127.0.0.1:9/v1",
+                                                   args.concurrency)).start() as server:
+        assert server.process is not None
+        pid = server.process.pid
+        time.sleep(0.5)
+        idle_kb = rss_kb(pid)
+        with RssSampler(pid) as rss:
+            fill_s, run_s, job = asyncio.run(run_job(server.address, "rowforge/chat", n, 64))
+            count, stream_s = asyncio.run(stream_all(server.address, job.job_id))
+        assert count == n
+        hwm = rss_kb(pid, "VmHWM")
+    print(f"Scenario 2: {n} requests on the built-in model (our pipeline alone)")
+    print(f"  populating (StreamAddRequests)        {fill_s:8.2f} s   ({n / fill_s:.0f} requests/s)")
+    print(f"  processing (submit -> last result)    {run_s:8.2f} s   ({n / run_s:.0f} requests/s)")
+    print(f"  StreamResults from cursor 0           {stream_s:8.2f} s   "
+          f"({count / stream_s:.0f} results/s)")
+    print(f"  server RSS: at rest {idle_kb / 1024:.0f} MiB, peak {rss.peak_kb / 1024:.0f} MiB "
+          f"(VmHWM {hwm / 1024:.0f} MiB)\n", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="scenario 1 requests (0: skip)")
+    parser.add_argument("--big-n", type=int, default=100_000,
+                        help="scenario 2 requests (0: skip)")
+    parser.add_argument("--latency", type=float, default=0.1, help="fake latency, seconds")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=64, help="max output tokens")
+    args = parser.parse_args()
+    print_machine("grpcio", "litellm", "sqlalchemy")
+    work = Path(tempfile.mkdtemp(prefix="rowforge-bench-batch-"))
+    if args.n:
+        scenario_latency(args, work)
+    if args.big_n:
+        scenario_big(args, work)
+
+
+if __name__ == "__main__":
+    main()
