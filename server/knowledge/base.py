@@ -17,6 +17,7 @@ from rowforge.server.knowledge.embed_file import EmbedFileEvent, FileEmbedder
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.lexical import LexicalPlanner
 from rowforge.server.knowledge.rag import RagRetriever
+from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher, SearchOutcome
 from rowforge.server.tables.model import TABLE_TYPES, EmbedGenConfig, TableSchema
 
@@ -35,8 +36,10 @@ class Knowledge:
         self.app = app
         self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes")
         self.lexical = LexicalPlanner(app.db)
+        self.reader = Reader(app.db)
         self.searcher = HybridSearcher(db=app.db, tables=app.tables, models=app.models,
-                                       indexes=self.indexes, lexical=self.lexical)
+                                       indexes=self.indexes, lexical=self.lexical,
+                                       reader=self.reader)
         self.rag = RagRetriever(app.tables, self.searcher)
         self.files = FileEmbedder(app)
 
@@ -49,6 +52,7 @@ class Knowledge:
 
     async def stop(self) -> None:
         await self.indexes.stop()
+        self.reader.close()
 
     async def knowledge_table(self, project_id: str, table_id: str) -> TableSchema:
         """The project's knowledge table ``table_id``.

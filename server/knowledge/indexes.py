@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import shutil
+import time
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class KnowledgeIndexes:
             index = self._indexes.get(storage_id)
             if index is not None:
                 index.dirty = True
+                index.written_at = time.monotonic()
                 index.schedule_refresh()
 
     async def get(self, schema: TableSchema) -> TableIndex:
@@ -116,7 +118,7 @@ class KnowledgeIndexes:
         try:
             await index.refresh(self.max_age)
         except sa.exc.DBAPIError:
-            await self._check_exists(schema)
+            await self.check_exists(schema)
             raise
         return index
 
@@ -147,13 +149,14 @@ class KnowledgeIndexes:
         except BaseException as exc:
             await index.close(save=False)
             if isinstance(exc, sa.exc.DBAPIError):
-                await self._check_exists(schema)
+                await self.check_exists(schema)
             raise
         self._indexes[schema.storage_id] = index
         return index
 
-    async def _check_exists(self, schema: TableSchema) -> None:
-        """Turn a read failure of a table deleted meanwhile into NOT_FOUND."""
+    async def check_exists(self, schema: TableSchema) -> None:
+        """Raise NOT_FOUND (and forget the index) if the table was deleted; call it when a
+        read of the table failed, to tell that from a real database error."""
         async with self.db.read() as conn:
             found = await conn.scalar(sa.select(user_tables.c.storage_id).where(
                 user_tables.c.storage_id == schema.storage_id))
@@ -198,7 +201,7 @@ class KnowledgeIndexes:
                 except Exception as exc:
                     log.warning("knowledge index upkeep of %s failed: %s", index.schema.id, exc)
                     with contextlib.suppress(NotFound):
-                        await self._check_exists(index.schema)
+                        await self.check_exists(index.schema)
                 if index.broken and self._indexes.get(storage_id) is index:
                     with contextlib.suppress(Exception):
                         await self._open(index.schema)

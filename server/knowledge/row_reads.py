@@ -8,14 +8,23 @@ and ``where`` compiler, so they see exactly the rows the store sees.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from rowforge.server.storage.db import Database
-from rowforge.server.tables import layout
-from rowforge.server.tables.model import EMBEDDING_DTYPE, KT_FILE_ID, TableSchema
+from rowforge.server.tables import fulltext, layout
+from rowforge.server.tables.codec import cell_from_stored
+from rowforge.server.tables.model import (
+    EMBEDDING_DTYPE,
+    KT_FILE_ID,
+    ColumnSchema,
+    Row,
+    TableSchema,
+)
+from rowforge.server.tables.row_store import micros_to_datetime
+from rowforge.server.tables.values import from_stored
 from rowforge.server.tables.where import compile_where
 
 #: Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit).
@@ -58,16 +67,15 @@ async def scan_vectors(db: Database, schema: TableSchema, after_seq: int,
         return [(int(r[0]), r[1], list(r[2:])) for r in await conn.execute(query)]
 
 
-async def matching_ids(db: Database, schema: TableSchema, where: str) -> list[str]:
+def matching_ids(conn: sa.Connection, schema: TableSchema, where: str) -> list[str]:
     """Ids of the rows matching a ``where`` filter (compiled by the tables' compiler).
 
     Raises:
         InvalidArgument: the filter does not parse or names unknown columns (field ``where``).
     """
     table = layout.row_table(schema)
-    condition = compile_where(where, schema, table, db.dialect)
-    async with db.read() as conn:
-        return list(await conn.scalars(sa.select(table.c[layout.ROW_ID]).where(condition)))
+    condition = compile_where(where, schema, table, conn.dialect.name)
+    return list(conn.scalars(sa.select(table.c[layout.ROW_ID]).where(condition)))
 
 
 async def sample_texts(db: Database, schema: TableSchema, columns: Sequence[str],
@@ -86,3 +94,100 @@ async def sample_texts(db: Database, schema: TableSchema, columns: Sequence[str]
 def searchable_text_columns(schema: TableSchema) -> list[str]:
     """The str columns knowledge search matches words in: all but the file URI column."""
     return [c.id for c in schema.columns if c.dtype == "str" and c.id != KT_FILE_ID]
+
+
+def _row_columns(schema: TableSchema, read: Sequence[ColumnSchema]) -> list[Any]:
+    table = layout.row_table(schema)
+    out: list[Any] = [table.c[layout.UPDATED_AT]]
+    for col in read:
+        out += [table.c[layout.value_name(col)], table.c[layout.state_name(col)]]
+    return out
+
+
+def _to_row(row_id: str, updated_at: int, values: Sequence[Any],
+            read: Sequence[ColumnSchema]) -> Row:
+    cells = {}
+    for i, col in enumerate(read):
+        value = values[2 * i]
+        if value is not None and col.dtype in (EMBEDDING_DTYPE, "bool"):
+            value = from_stored(col.dtype, value)
+        cells[col.id] = cell_from_stored(value, values[2 * i + 1])
+    return Row(id=row_id, update_time=micros_to_datetime(updated_at), cells=cells)
+
+
+#: Built statements of the search hot path (building one costs more than running it).
+_statements: dict[tuple[Any, ...], Any] = {}
+_STATEMENTS_MAX = 512
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _statements.get(key)
+    if stmt is None:
+        stmt = build()
+        if len(_statements) >= _STATEMENTS_MAX:
+            _statements.pop(next(iter(_statements)))
+        _statements[key] = stmt
+    return stmt
+
+
+def _layout_key(schema: TableSchema, read: Sequence[ColumnSchema]) -> tuple[Any, ...]:
+    return (schema.storage_id, tuple((c.storage_name, c.dtype) for c in schema.columns),
+            tuple(c.storage_name for c in read))
+
+
+def read_rows(conn: sa.Connection, schema: TableSchema, row_ids: Sequence[str],
+              read: Sequence[ColumnSchema]) -> dict[str, Row]:
+    """The rows that still exist among ``row_ids`` (at most :data:`ID_CHUNK`), with the
+    ``read`` columns, by id (the table store's ``get_rows`` raises on a missing id; a row
+    deleted since the vector search is no error here)."""
+    if not row_ids:
+        return {}
+
+    def build() -> Any:
+        table = layout.row_table(schema)
+        return sa.select(table.c[layout.ROW_ID], *_row_columns(schema, read)).where(
+            table.c[layout.ROW_ID].in_(sa.bindparam("ids", expanding=True)))
+
+    stmt = _cached(("rows", *_layout_key(schema, read)), build)
+    records = conn.execute(stmt, {"ids": list(row_ids[:ID_CHUNK])}).all()
+    return {r[0]: _to_row(r[0], r[1], r[2:], read) for r in records}
+
+
+def fulltext_rows(conn: sa.Connection, schema: TableSchema, words: Sequence[str], *,
+                  search: Sequence[str], read: Sequence[ColumnSchema], limit: int,
+                  where: str = "") -> list[tuple[Row, float]]:
+    """BM25 search for rows holding any of ``words`` (tokens of
+    :func:`rowforge.server.tables.fulltext.tokens`) in the ``search`` columns, best first,
+    returned with the ``read`` columns in the same query: the table store's ranked full-text
+    query (escaping included) plus those columns.
+
+    Raises:
+        InvalidArgument: a bad ``where`` filter.
+    """
+    if not words:
+        return []
+    dialect = conn.dialect.name
+    cols = [c for c in schema.columns if c.id in search]
+
+    def build(query: str) -> Any:
+        stmt = fulltext.ranked_select(schema, query, cols, dialect, any_word=True)
+        if stmt is None:
+            return None
+        table = layout.row_table(schema)
+        stmt = stmt.add_columns(*_row_columns(schema, read))
+        if where:
+            stmt = stmt.where(compile_where(where, schema, table, dialect))
+        return stmt.limit(limit)
+
+    if dialect == "sqlite":
+        # The words travel in one bound parameter: the statement is built once per table,
+        # columns, filter and limit, and run with this query's (escaped) match expression.
+        key = ("fts", *_layout_key(schema, read), tuple(c.storage_name for c in cols), where,
+               limit)
+        stmt = _cached(key, lambda: build("placeholder"))
+        params = {"fts_query": fulltext._fts5_query(list(words), cols, True)}
+        records = conn.execute(stmt, params).all() if stmt is not None else []
+    else:  # tsquery lexemes are bound inside the built statement
+        stmt = build(" ".join(words))
+        records = conn.execute(stmt).all() if stmt is not None else []
+    return [(_to_row(r[0], r[2], r[3:], read), float(r[1])) for r in records]

@@ -10,7 +10,8 @@ reranked.
 3. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists.
 4. Optionally a reranking model orders the fused candidates; if it fails, the fused order
    stands and the outcome says why (``rerank_error``).
-5. The rows are read through the table store; rows deleted meanwhile are left out.
+5. Rows come back with the lexical query itself, and for the vector side through the table
+   store while BM25 still runs; rows deleted meanwhile are left out.
 
 ``n`` (candidates per side) is ``max(2k, 20)`` capped at 1000: fusion needs some depth.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import sqlalchemy as sa
 
 from rowforge.fastcore import rrf
 from rowforge.server.errors import (
@@ -37,12 +39,14 @@ from rowforge.server.errors import (
 from rowforge.server.knowledge import row_reads
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.lexical import LexicalPlanner
+from rowforge.server.knowledge.reader import Reader
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, rerank
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.layout import row_table
 from rowforge.server.tables.model import (
     KT_TEXT,
     KT_TITLE,
+    ColumnSchema,
     EmbedGenConfig,
     Row,
     TableSchema,
@@ -118,15 +122,18 @@ class HybridSearcher:
         models: The model registry.
         indexes: The vector indexes.
         lexical: Chooses the words of the BM25 query.
+        reader: Runs the read queries (default: one for ``db``).
     """
 
     def __init__(self, *, db: Database, tables: Any, models: ModelRegistry,
-                 indexes: KnowledgeIndexes, lexical: LexicalPlanner) -> None:
+                 indexes: KnowledgeIndexes, lexical: LexicalPlanner,
+                 reader: Reader | None = None) -> None:
         self.db = db
         self.tables = tables
         self.models = models
         self.indexes = indexes
         self.lexical = lexical
+        self.reader = reader or Reader(db)
 
     # -- checks ----------------------------------------------------------------------------
 
@@ -194,28 +201,63 @@ class HybridSearcher:
         if where:
             # Compiles (and validates) the filter before anything runs.
             compile_where(where, schema, row_table(schema), self.db.dialect)
+        wanted = select_columns(schema, columns)
+        read = wanted
+        if reranker is not None:  # the reranker reads the title and text
+            needed = {c.id for c in wanted} | {KT_TITLE, KT_TEXT}
+            read = [c for c in schema.columns if c.id in needed]
         n = candidates(k)
-        vector, lexical = await concurrently(
-            self._vector_side(schema, query, n, where), self._lexical_side(schema, query, n, where))
-        fused = rrf([vector, lexical], k=RRF_K, top_k=n if reranker else k)
+        try:
+            (vector, rows), lexical = await concurrently(
+                self._vector_side(schema, query, n, where, read),
+                self._lexical_side(schema, query, n, where, read))
+        except sa.exc.DBAPIError:
+            await self.indexes.check_exists(schema)  # NOT_FOUND if deleted meanwhile
+            raise
+        lexical_ids = []
+        for row, _ in lexical:
+            rows.setdefault(row.id, row)
+            lexical_ids.append(row.id)
+        fused = [(row_id, score) for row_id, score in
+                 rrf([vector, lexical_ids], k=RRF_K, top_k=n if reranker else k)
+                 if row_id in rows]  # a vector hit deleted since the search is left out
         vector_rank = {row_id: i for i, row_id in enumerate(vector, start=1)}
-        lexical_rank = {row_id: i for i, row_id in enumerate(lexical, start=1)}
-        wanted = list(columns) if columns else None
-        if reranker is None:
-            rows = await self._rows(schema, [row_id for row_id, _ in fused], wanted)
-            hits = [Hit(rows[row_id], score, vector_rank.get(row_id, 0),
-                        lexical_rank.get(row_id, 0))
-                    for row_id, score in fused if row_id in rows]
-            return SearchOutcome(hits)
-        return await self._reranked(schema, query, reranker, fused, k, wanted, vector_rank,
-                                    lexical_rank)
+        lexical_rank = {row_id: i for i, row_id in enumerate(lexical_ids, start=1)}
+        keep = {c.id for c in wanted}
 
-    async def _vector_side(self, schema: TableSchema, query: str, n: int,
-                           where: str) -> list[str]:
+        def hit(row_id: str, score: float) -> Hit:
+            row = rows[row_id]
+            if read is not wanted:
+                row = Row(row.id, row.update_time,
+                          {c: cell for c, cell in row.cells.items() if c in keep})
+            return Hit(row, score, vector_rank.get(row_id, 0), lexical_rank.get(row_id, 0))
+
+        if reranker is None:
+            return SearchOutcome([hit(row_id, score) for row_id, score in fused])
+        documents = [_document(rows[row_id]) for row_id, _ in fused]
+        try:
+            ranked = await rerank(reranker, query, documents, top_n=k) if documents else []
+        except asyncio.CancelledError:
+            raise
+        except RowforgeError as exc:
+            log.info("reranking with %s failed, keeping the fused order: %s", reranker.id, exc)
+            return SearchOutcome([hit(r, s) for r, s in fused[:k]], False,
+                                 f"reranking model {reranker.id!r} failed: {exc.message}")
+        except Exception:
+            log.exception("reranking with %s failed", reranker.id)
+            return SearchOutcome([hit(r, s) for r, s in fused[:k]], False,
+                                 f"reranking model {reranker.id!r} failed (internal error)")
+        return SearchOutcome([hit(fused[i][0], score) for i, score in ranked[:k]], True)
+
+    async def _vector_side(self, schema: TableSchema, query: str, n: int, where: str,
+                           read: list[ColumnSchema]) -> tuple[list[str], dict[str, Row]]:
+        """The nearest rows' ids, best first, and those rows (read while BM25 runs)."""
         spec = self.embedding_model(schema)
 
         async def allowed_ids() -> set[str] | None:
-            return set(await row_reads.matching_ids(self.db, schema, where)) if where else None
+            if not where:
+                return None
+            return set(await self.reader.run(row_reads.matching_ids, schema, where))
 
         async def query_vector() -> Any:
             result = await embed(spec, [query], is_query=True)
@@ -225,68 +267,31 @@ class HybridSearcher:
             allowed_ids(), query_vector(), self.indexes.get(schema))
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm == 0.0 or (allowed is not None and not allowed):
-            return []
+            return [], {}
         index.check_query(vector)
         unit = (vector / norm).astype(np.float32)
-        found = await asyncio.to_thread(index.search, unit, n, allowed)
-        return [row_id for row_id, _ in found]
+        reader = self.reader
+        if reader.threaded:  # graph search and row read in one worker-thread hop
 
-    async def _lexical_side(self, schema: TableSchema, query: str, n: int,
-                            where: str) -> list[str]:
+            def search_and_read() -> tuple[list[str], dict[str, Row]]:
+                ids = [row_id for row_id, _ in index.search(unit, n, allowed)]
+                return ids, reader.in_thread(row_reads.read_rows, schema, ids, read)
+
+            return await asyncio.to_thread(search_and_read)
+        found = await asyncio.to_thread(index.search, unit, n, allowed)
+        ids = [row_id for row_id, _ in found]
+        return ids, await reader.run(row_reads.read_rows, schema, ids, read)
+
+    async def _lexical_side(self, schema: TableSchema, query: str, n: int, where: str,
+                            read: list[ColumnSchema]) -> list[tuple[Row, float]]:
+        """The BM25 top rows (with their ``read`` columns) and scores, best first."""
         index = await self.indexes.get(schema)
         words = await self.lexical.plan(schema, query, len(index))
         if not words:
             return []
-        found = await self.tables.fulltext_search(
-            schema, " ".join(words), columns=row_reads.searchable_text_columns(schema),
-            limit=n, where=where or None, any_word=True)
-        return [row_id for row_id, _ in found]
-
-    async def _rows(self, schema: TableSchema, row_ids: list[str],
-                    columns: list[str] | None) -> dict[str, Row]:
-        """The rows still present among ``row_ids``, by id."""
-        ids = list(row_ids)
-        while ids:
-            try:
-                rows = await self.tables.get_rows(schema, ids, columns=columns)
-            except NotFound as exc:
-                missing = exc.metadata.get("rowId")
-                if exc.reason != "ROW_NOT_FOUND" or missing not in ids:
-                    raise
-                ids.remove(missing)  # deleted since the search: leave it out
-                continue
-            return {row.id: row for row in rows}
-        return {}
-
-    async def _reranked(self, schema: TableSchema, query: str, reranker: ModelSpec,
-                        fused: list[tuple[Any, float]], k: int, columns: list[str] | None,
-                        vector_rank: dict[str, int], lexical_rank: dict[str, int],
-                        ) -> SearchOutcome:
-        read = None if columns is None else list(dict.fromkeys([*columns, KT_TITLE, KT_TEXT]))
-        rows = await self._rows(schema, [row_id for row_id, _ in fused], read)
-        present = [(row_id, score) for row_id, score in fused if row_id in rows]
-
-        def hit(row_id: str, score: float) -> Hit:
-            row = rows[row_id]
-            if columns is not None:
-                row = Row(row.id, row.update_time,
-                          {c: cell for c, cell in row.cells.items() if c in columns})
-            return Hit(row, score, vector_rank.get(row_id, 0), lexical_rank.get(row_id, 0))
-
-        documents = [_document(rows[row_id]) for row_id, _ in present]
-        try:
-            ranked = await rerank(reranker, query, documents, top_n=k) if documents else []
-        except asyncio.CancelledError:
-            raise
-        except RowforgeError as exc:
-            log.info("reranking with %s failed, keeping the fused order: %s", reranker.id, exc)
-            return SearchOutcome([hit(r, s) for r, s in present[:k]], False,
-                                 f"reranking model {reranker.id!r} failed: {exc.message}")
-        except Exception:
-            log.exception("reranking with %s failed", reranker.id)
-            return SearchOutcome([hit(r, s) for r, s in present[:k]], False,
-                                 f"reranking model {reranker.id!r} failed (internal error)")
-        return SearchOutcome([hit(present[i][0], score) for i, score in ranked[:k]], True)
+        return await self.reader.run(
+            row_reads.fulltext_rows, schema, words,
+            search=row_reads.searchable_text_columns(schema), read=read, limit=n, where=where)
 
 
 def _document(row: Row) -> str:

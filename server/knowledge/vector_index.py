@@ -20,7 +20,7 @@ hnswlib); everything else runs on the event loop, and only the builder mutates t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +99,14 @@ def _new_ann(dim: int, capacity: int) -> Any:
                              ef=EF_SEARCH, max_elements=size)
 
 
-def _update_graph(ann: Any, gone: list[str], ids: list[str], vectors: Matrix) -> None:
+def _update_graph(ann: Any, gone: list[str], ids: list[str], vectors: Matrix,
+                  threads: Callable[[], int]) -> None:
     """Delete ``gone`` then add ``ids`` (in short chunks, letting searches in between)."""
     if gone:
         ann.delete(gone)
     for start in range(0, len(ids), ADD_CHUNK):
-        ann.add(ids[start:start + ADD_CHUNK], vectors[start:start + ADD_CHUNK])
+        ann.add(ids[start:start + ADD_CHUNK], vectors[start:start + ADD_CHUNK],
+                num_threads=threads())
 
 
 class ColumnIndex:
@@ -154,8 +156,12 @@ class ColumnIndex:
             self._where[row_id] = (part, position)
         self.parts = (*self.parts, part)
 
-    async def commit_oldest(self, changed: Sequence[str], watermark: int) -> None:
-        """Move the oldest part into the graph (deleting ``changed`` rows' old versions)."""
+    async def commit_oldest(self, changed: Sequence[str], watermark: int,
+                            threads: Callable[[], int] = lambda: -1) -> None:
+        """Move the oldest part into the graph (deleting ``changed`` rows' old versions).
+
+        ``threads()`` gives the hnswlib insertion threads for the next chunk (-1: all cores).
+        """
         part = self.parts[0]
         positions = np.flatnonzero(part.alive)
         ids = [part.ids[i] for i in positions.tolist()]
@@ -164,7 +170,7 @@ class ColumnIndex:
         if self.ann is not None:
             gone = [row_id for row_id in changed if row_id in self.ann]
             await asyncio.to_thread(_update_graph, self.ann, gone, ids,
-                                    np.ascontiguousarray(part.vectors[positions]))
+                                    np.ascontiguousarray(part.vectors[positions]), threads)
         shadow = self._shadow
         for row_id in changed:
             left = shadow[row_id] - 1
