@@ -231,12 +231,14 @@ class AnnIndex:
 
     # --- updates ---------------------------------------------------------------------------------
 
-    def add(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
+    def add(self, ids: Sequence[str], vectors: npt.ArrayLike, *, num_threads: int = -1) -> None:
         """Insert rows, or replace the vectors of ids already present.
 
         Args:
             ids: Distinct row ids.
             vectors: Array-like of shape ``(len(ids), dim)``, converted to float32.
+            num_threads: hnswlib insertion threads (-1: one per core); fewer leave cores to
+                other work (e.g. a concurrent database ingest).
 
         Raises:
             TypeError: An id is not a str.
@@ -273,7 +275,7 @@ class AnnIndex:
                     capacity *= 2
                 self._grow(capacity)
             try:
-                self._index.add_items(data, labels)
+                self._index.add_items(data, labels, num_threads=num_threads)
             except BaseException:
                 self._undo_partial_add(labels)
                 raise

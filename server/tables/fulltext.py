@@ -174,11 +174,14 @@ def ranked_select(schema: TableSchema, query: str, columns: list[ColumnSchema] |
                 .where(match_filter(schema, query, columns, dialect))
                 .order_by(score.desc(), table.c[SEQ]))
     fts_table = fts_name(schema)
-    score = sa.literal_column(f'-bm25("{fts_table}")').label("score")
+    # FTS5's ``rank`` column is bm25() with default weights. Ordering by ``rank`` alone lets
+    # FTS5 produce rows in rank order itself; ``bm25()`` (computed again for ORDER BY) or any
+    # tie-break key makes SQLite score and sort every match: twice as slow on 20,000 rows.
+    rank = sa.literal_column(f'"{fts_table}".rank')
     fts = sa.table(fts_table, sa.column("rowid"))
     match = sa.text(f'"{fts_table}" MATCH :fts_query').bindparams(
         fts_query=_fts5_query(words, cols, any_word))
-    return (sa.select(table.c.id, score)
+    return (sa.select(table.c.id, (-rank).label("score"))
             .select_from(fts.join(table, table.c[SEQ] == fts.c.rowid))
             .where(match)
-            .order_by(sa.literal_column(f'bm25("{fts_table}")'), table.c[SEQ]))
+            .order_by(rank))
