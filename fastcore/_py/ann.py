@@ -275,7 +275,10 @@ class AnnIndex:
                     capacity *= 2
                 self._grow(capacity)
             try:
-                self._index.add_items(data, labels, num_threads=num_threads)
+                if num_threads == -1:
+                    self._index.add_items(data, labels)
+                else:
+                    self._index.add_items(data, labels, num_threads=num_threads)
             except BaseException:
                 self._undo_partial_add(labels)
                 raise
