@@ -398,6 +398,8 @@ class RowStore:
         cols = select_columns(schema, query.columns)
         conditions = self._filters(schema, query.where, query.search_query,
                                    query.search_columns)
+        if query.search_query.strip():
+            await self.schemas.fulltext.ensure(schema, self._current)
         order = self._order(schema, query.order_by)
         table = layout.row_table(schema)
         seq = table.c[layout.SEQ]
@@ -499,6 +501,7 @@ class RowStore:
         stmt = fulltext.ranked_select(schema, query, cols, self.db.dialect, any_word=any_word)
         if stmt is None:
             return []
+        await self.schemas.fulltext.ensure(schema, self._current)
         stmt = stmt.where(*conditions).limit(limit)
         async with self._reading(schema) as conn:
             return [(r[0], float(r[1])) for r in await conn.execute(stmt)]

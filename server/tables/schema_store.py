@@ -35,6 +35,7 @@ from rowforge.server.storage.db import Database
 from rowforge.server.storage.tables_tables import user_tables
 from rowforge.server.tables import fulltext, layout, page_tokens
 from rowforge.server.tables.codec import column_from_json, column_to_json
+from rowforge.server.tables.fulltext_indexes import FulltextIndexes
 from rowforge.server.tables.model import (
     ColumnSchema,
     EmbedGenConfig,
@@ -114,6 +115,8 @@ class SchemaStore:
         self._current: dict[str, tuple[int, TableSchema | None]] | None = (
             {} if db.is_sqlite else None)
         self._generation = 0
+        #: Full-text indexes (created on a table's first search on SQLite).
+        self.fulltext = FulltextIndexes(db, lambda: self._generation)
 
     @contextlib.asynccontextmanager
     async def _change(self) -> AsyncIterator[AsyncConnection]:
@@ -312,7 +315,7 @@ class SchemaStore:
                 raise _exists_error(table_type, table_id)
             await self._insert_meta(conn, schema, len(all_cols) + 1)
             await layout.create_row_table(conn, schema)
-            await fulltext.create(conn, schema)
+            await self.fulltext.created(conn, schema)
         return schema
 
     async def _insert_meta(self, conn: AsyncConnection, schema: TableSchema,
@@ -373,7 +376,7 @@ class SchemaStore:
             await layout.create_row_table(conn, copy)
             if include_data:
                 await layout.copy_rows(conn, source, copy)
-            await fulltext.create(conn, copy)
+            await self.fulltext.created(conn, copy)
         return copy
 
     async def _free_copy_id(self, conn: AsyncConnection, project_id: str, table_type: str,
@@ -429,7 +432,7 @@ class SchemaStore:
             for col in added:
                 await layout.add_column(conn, current, col)
                 grown = dataclasses.replace(current, columns=(*current.columns, col))
-                await fulltext.column_added(conn, current, grown, col)
+                await self.fulltext.column_added(conn, current, grown, col)
                 current = grown
             return await self._save(conn, new, next_column=first + len(added))
 
@@ -463,12 +466,14 @@ class SchemaStore:
             new = dataclasses.replace(schema, columns=kept)
             await self._validate(conn, new)
             text_changed = any(c.dtype == "str" for c in schema.columns if c.id in dropped)
-            if text_changed:
+            rebuild = (text_changed and not self.db.is_postgres
+                       and await self.fulltext.exists(conn, schema))
+            if text_changed:  # SQLite refuses to drop a column its FTS triggers use
                 await fulltext.drop(conn, schema)
             for col in schema.columns:
                 if col.id in dropped:
                     await layout.drop_column(conn, schema, col)
-            if text_changed and not self.db.is_postgres:
+            if rebuild:
                 await fulltext.create(conn, new)
             return await self._save(conn, new)
 
