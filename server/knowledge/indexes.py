@@ -72,7 +72,7 @@ class KnowledgeIndexes:
     async def start(self) -> None:
         """Drop leftovers of deleted tables, then warm up and poll in the background."""
         self.root.mkdir(parents=True, exist_ok=True)
-        await self._sweep()
+        await self.sweep()
         self._spawn(self._warm_up(), "rowforge-knowledge-warm-up")
         self._spawn(self._loop(), "rowforge-knowledge-loop")
 
@@ -206,7 +206,7 @@ class KnowledgeIndexes:
                     with contextlib.suppress(Exception):
                         await self._open(index.schema)
             if passes % 60 == 0:
-                await self._sweep()
+                await self.sweep()
 
     async def _tend(self, index: TableIndex, now: float) -> None:
         await index.refresh(self.max_age)
@@ -219,7 +219,7 @@ class KnowledgeIndexes:
                 index.changes_since_compact = 0
                 await self.feed.compact(index.storage_id, index.saved)
 
-    async def _sweep(self) -> None:
+    async def sweep(self) -> None:
         """Forget indexes, files and feed entries of tables that no longer exist."""
         async with self.db.read() as conn:
             existing = set(await conn.scalars(sa.select(user_tables.c.storage_id).where(
