@@ -20,7 +20,7 @@ upkeep is the database server's work, and replicas would otherwise race to creat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -69,8 +69,21 @@ class FulltextIndexes:
     async def column_added(self, conn: AsyncConnection, old: TableSchema, new: TableSchema,
                            col: ColumnSchema) -> None:
         """``col`` was added to the SQL table (``old`` -> ``new``)."""
-        if await self.exists(conn, old):
+        if not self.lazy(old):
             await fulltext.column_added(conn, old, new, col)
+        elif col.dtype == "str":
+            await fulltext.drop(conn, old)  # the next search builds it with the new column
+
+    async def columns_dropping(self, conn: AsyncConnection, old: TableSchema,
+                               dropped: Collection[str]) -> bool:
+        """Columns ``dropped`` are about to be dropped: drop an index covering one of them
+        first (SQLite refuses to drop a column its FTS triggers use). Returns whether the
+        caller must create the index again afterwards (eager tables; a lazy table's next
+        search does)."""
+        if not any(c.dtype == "str" for c in old.columns if c.id in dropped):
+            return False
+        await fulltext.drop(conn, old)
+        return not self.lazy(old) and not self.db.is_postgres
 
     # -- searches ---------------------------------------------------------------------------
 

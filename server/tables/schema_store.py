@@ -465,11 +465,7 @@ class SchemaStore:
                                                              f"{ref!r} is used by {col.id!r}")])
             new = dataclasses.replace(schema, columns=kept)
             await self._validate(conn, new)
-            text_changed = any(c.dtype == "str" for c in schema.columns if c.id in dropped)
-            rebuild = (text_changed and not self.db.is_postgres
-                       and await self.fulltext.exists(conn, schema))
-            if text_changed:  # SQLite refuses to drop a column its FTS triggers use
-                await fulltext.drop(conn, schema)
+            rebuild = await self.fulltext.columns_dropping(conn, schema, dropped)
             for col in schema.columns:
                 if col.id in dropped:
                     await layout.drop_column(conn, schema, col)
