@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rowforge.server.batch.model import ErrorDetail, JobState, RequestState
 from rowforge.server.batch.queue import Claim
@@ -94,15 +94,17 @@ class ResultRecorder:
         self.on_flushed = on_flushed
         self.max_batch = max_batch
         self.max_delay = max_delay
-        self._queue: asyncio.Queue[Outcome] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
+        self._pending: list[Outcome] = []
+        self._ready = asyncio.Event()  # something is pending
+        self._idle = asyncio.Event()  # nothing pending nor being written
         self._idle.set()
+        self._task: asyncio.Task[None] | None = None
 
     def put(self, outcome: Outcome) -> None:
         """Queue an outcome (never blocks)."""
+        self._pending.append(outcome)
         self._idle.clear()
-        self._queue.put_nowait(outcome)
+        self._ready.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -110,10 +112,7 @@ class ResultRecorder:
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written."""
-        while not (self._queue.empty() and self._idle.is_set()):
-            await self._idle.wait()
-            if not self._queue.empty():
-                await asyncio.sleep(self.max_delay)
+        await self._idle.wait()
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
@@ -128,24 +127,15 @@ class ResultRecorder:
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+            await self._ready.wait()
+            if len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.max_delay)  # let a batch gather
+            batch = self._pending[:self.max_batch]
+            del self._pending[:self.max_batch]
+            if not self._pending:
+                self._ready.clear()
             flushed = await self._flush_safely(batch)
-            if self._queue.empty():
+            if not self._pending:
                 self._idle.set()
             if self.on_flushed is not None:
                 try:
@@ -162,9 +152,9 @@ class ResultRecorder:
                 return Flushed(pks, recorded, jobs, ended, retries)
             except IntegrityError:
                 break  # one bad outcome: write them one by one below
-            except DBAPIError as exc:  # deadlock, serialization failure, lost connection
+            except (SQLAlchemyError, OSError) as exc:  # deadlock, lost connection, ...
                 log.warning("recording %d batch results failed (%s); retrying", len(batch),
-                            type(exc.orig).__name__ if exc.orig else exc)
+                            type(getattr(exc, "orig", None) or exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
         recorded, jobs, ended = 0, set(), set()
         for outcome in batch:

@@ -145,7 +145,8 @@ class BatchWorker:
             self._wake.clear()
             timeout = POLL_S
             room = self.capacity - len(self._held)
-            if room >= max(1, self.concurrency // 4) or (room > 0 and not self._held):
+            # claim in batches of at least half the concurrency: fewer, larger transactions
+            if room >= max(1, self.concurrency // 2) or (room > 0 and not self._held):
                 wanted = min(room, MAX_CLAIM)
                 try:
                     claims, started = await self.queue.claim(wanted)
@@ -204,7 +205,7 @@ class BatchWorker:
             self._jobs.pop(job_id, None)
         if not self._stopping:
             room = self.capacity - len(self._held)
-            if flushed.retries or room >= max(1, self.concurrency // 4):
+            if flushed.retries or room >= max(1, self.concurrency // 2):
                 self._wake.set()
 
     # --- heartbeats ------------------------------------------------------------------------
