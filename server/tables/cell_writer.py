@@ -67,9 +67,9 @@ class CellWriter:
         self._queue.append(_Pending(schema, row_id, cells, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._run(), name="rowforge-cell-writer")
-        # Shielded: a cancelled caller (client gone) still gets its queued cells written, and
-        # the flusher never sees the cancellation.
-        await asyncio.shield(future)
+        # A cancelled caller (client gone) cancels only its future: its cells stay queued and
+        # are written; the flusher skips futures already done.
+        await future
 
     async def close(self) -> None:
         if self._flusher is not None:

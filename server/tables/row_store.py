@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,9 +307,9 @@ class RowStore:
             await conn.exec_driver_sql(plan.sql, params)
         return out
 
-    async def write_cells(self, schema: TableSchema, row_id: str,
-                          cells: Mapping[str, Cell]) -> None:
-        await self.writer.write(schema, row_id, cells)
+    def write_cells(self, schema: TableSchema, row_id: str,
+                    cells: Mapping[str, Cell]) -> Coroutine[Any, Any, None]:
+        return self.writer.write(schema, row_id, cells)
 
     # -- reads -----------------------------------------------------------------------------
 

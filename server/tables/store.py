@@ -7,7 +7,7 @@ operations in :class:`RowStore`; this façade names the whole API in one place.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -147,14 +147,16 @@ class TableStore:
         return await self.rows.insert_rows(schema, rows, generated_status=generated_status,
                                            field_name=field_name)
 
-    async def write_cells(self, schema: TableSchema, row_id: str,
-                          cells: Mapping[str, Cell]) -> None:
+    def write_cells(self, schema: TableSchema, row_id: str,
+                    cells: Mapping[str, Cell]) -> Coroutine[Any, Any, None]:
         """Persist cell states (value, status, error, usage, references); group-committed.
 
-        Returns once committed. A row or column deleted meanwhile is ignored. Bumps the row's
-        "Updated at". A value that does not fit the column's dtype is stored as an ERROR cell.
+        A coroutine that returns once committed (the cell writer's own: one per generated
+        cell, so no extra layers). A row or column deleted meanwhile is ignored. Bumps the
+        row's "Updated at". A value that does not fit the column's dtype is stored as an ERROR
+        cell.
         """
-        await self.rows.write_cells(schema, row_id, cells)
+        return self.rows.writer.write(schema, row_id, cells)
 
     async def mark_cells(self, schema: TableSchema, row_id: str, columns: Sequence[str],
                          status: CellStatus, error: str = "") -> None:

@@ -210,7 +210,8 @@ class LLMExecutor:
         references: References | None = None
         if config.rag_params is not None:
             references, prompt = await self._retrieve(cell, config.rag_params, prompt)
-        current = Message("user", prompt, await self._attachments(cell))
+        attachments = await self._attachments(cell) if plan.file_refs else ()
+        current = Message("user", prompt, attachments)
         system_message = Message("system", system) if system else None
         if plan.multi_turn:
             messages = await conversation(

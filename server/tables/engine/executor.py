@@ -150,6 +150,8 @@ class _Call:
     plan: TablePlan
     sink: EventSink | None
     deadline: float | None
+    #: The table's bound on concurrent cells.
+    table_slot: asyncio.Semaphore
     batchers: dict[str, _Batcher] = field(default_factory=dict)
 
 
@@ -257,9 +259,10 @@ class RowEngine:
         self._plans: OrderedDict[tuple[str, str, str, str, int], TablePlan] = OrderedDict()
         self._plan_cache_size = plan_cache_size
         self.template = functools.lru_cache(maxsize=4096)(Template)
-        # Weak: a bound with nobody waiting holds no state worth keeping.
-        self._model_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
-            weakref.WeakValueDictionary())
+        # Models are few (the registry's): their bounds live as long as the engine.
+        self._model_slots: dict[str, asyncio.Semaphore] = {}
+        # Tables are many. Weak: a bound nobody holds has no state worth keeping; each call
+        # holds its table's (``_Call.table_slot``) while it runs.
         self._table_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
             weakref.WeakValueDictionary())
         self._sandbox_lock: asyncio.Lock | None = None
@@ -471,7 +474,7 @@ class RowEngine:
     async def _run(self, plan: TablePlan, jobs: list[_Job], *, concurrent: bool,
                    sink: EventSink | None, deadline: float | None) -> list[RowResult]:
         sequential = plan.sequential or not concurrent
-        call = _Call(plan, sink, deadline)
+        call = _Call(plan, sink, deadline, self._table_slot(plan.schema))
         if not sequential:
             self._add_batchers(call, jobs)
         if sink is not None:
@@ -558,14 +561,15 @@ class RowEngine:
         else:
             run = CellRun(self, plan.schema, column_plan, job.row_id, job.values, call.sink,
                           call.deadline)
-            cell = await self._execute(run, batcher)
+            cell = await self._execute(run, batcher, call.table_slot)
         cell = _typed(column_plan.column, cell)
         job.finish(name, cell)  # before the write: a cancellation now must not skip it
         await self.store.write_cells(plan.schema, job.row_id, {name: cell})
         if call.sink is not None:
             call.sink(CellCompleted(job.row_id, name, cell))
 
-    async def _execute(self, run: CellRun, batcher: _Batcher | None) -> Cell:
+    async def _execute(self, run: CellRun, batcher: _Batcher | None,
+                       table_slot: asyncio.Semaphore) -> Cell:
         executor: ColumnExecutor | None = self.executors.get(run.column.gen_config)
         try:
             if executor is None:
@@ -575,7 +579,7 @@ class RowEngine:
                     reason="NO_COLUMN_EXECUTOR")
             if batcher is not None:
                 return await batcher.submit(run)
-            async with self._table_slot(run.schema):
+            async with table_slot:
                 return await executor.run(run)
         except RowforgeError as exc:
             return _error(exc.message)
