@@ -156,6 +156,9 @@ class ResultRecorder:
                 log.warning("recording %d batch results failed (%s); retrying", len(batch),
                             type(getattr(exc, "orig", None) or exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
+            except Exception:
+                log.exception("recording %d batch results failed", len(batch))
+                break
         recorded, jobs, ended = 0, set(), set()
         for outcome in batch:
             try:

@@ -296,3 +296,25 @@ async def test_expired_results_are_purged_and_the_job_stays(db: Database) -> Non
             pass
     assert exc2.value.reason == "RESULTS_EXPIRED"
     assert await store.purge_expired() == 0  # nothing left to do
+
+
+async def test_one_unrecordable_outcome_does_not_lose_the_others(db: Database,
+                                                                 store: BatchStore) -> None:
+    job_id = await submitted_job(store, 3)
+    claims, _ = await WorkQueue(db, "w1", 30).claim(3)
+    async with db.write() as conn:  # a stray result the guard cannot know about
+        await conn.execute(batch_results.insert().values(
+            job_id=job_id, sequence=1000, request_id=claims[0].request_id, state="succeeded",
+            prompt_tokens=0, completion_tokens=0, attempts=1, complete_time=time.time()))
+    flushed: list[object] = []
+    rec = ResultRecorder(db, "w1", retention_s=3600, on_flushed=flushed.append,
+                         max_delay=0.01)
+    rec.start()
+    for claim in claims:
+        rec.put(ok(claim))
+    await asyncio.wait_for(rec.drain(), 10)
+    await rec.stop()
+    assert len(flushed) == 1 and flushed[0].recorded == 2  # type: ignore[attr-defined]
+    found = await store.results_after(job_id, 0)
+    assert {r.request_id for r in found if r.sequence < 1000} == \
+        {c.request_id for c in claims[1:]}
