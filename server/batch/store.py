@@ -40,6 +40,7 @@ from rowforge.server.errors import (
 )
 from rowforge.server.storage.batch_tables import (
     batch_events,
+    batch_file_refs,
     batch_jobs,
     batch_payloads,
     batch_requests,
@@ -55,6 +56,7 @@ R = batch_requests.c
 P = batch_payloads.c
 S = batch_results.c
 E = batch_events.c
+F = batch_file_refs.c
 
 RESULT_COLUMNS = (S.sequence, S.request_id, S.state, S.response_text, S.response_json,
                   S.prompt_tokens, S.completion_tokens, S.cost_usd, S.error, S.metadata,
@@ -277,6 +279,12 @@ class BatchStore:
                                  "metadata": meta,
                                  "size": len(body) + (len(meta) if meta else 0)})
             await conn.execute(batch_payloads.insert(), payloads)
+            refs = [{"request_pk": pk, "uri": uri, "job_id": job_id}
+                    for pk, r in zip(inserted, requests, strict=True)
+                    for uri in sorted({p.image_uri for p in r.parts
+                                       if (p.image_uri or "").startswith("file://")})]
+            if refs:
+                await conn.execute(batch_file_refs.insert(), refs)
             total = first + len(requests)
             await conn.execute(batch_jobs.update().where(J.id == job_id).values(
                 total_requests=total, state=JobState.POPULATING.value))
@@ -295,6 +303,7 @@ class BatchStore:
             for start in range(0, len(pks), 1000):
                 chunk = list(pks[start:start + 1000])
                 await conn.execute(batch_payloads.delete().where(P.request_pk.in_(chunk)))
+                await conn.execute(batch_file_refs.delete().where(F.request_pk.in_(chunk)))
                 removed += (await conn.execute(batch_requests.delete().where(
                     R.job_id == job_id, R.id.in_(chunk)))).rowcount
             total = max(int(job.total_requests) - removed, 0)
@@ -420,6 +429,18 @@ class BatchStore:
                              request=RequestInput.from_body(row.request_id, body),
                              result=result)
 
+    async def file_references(self, project_id: str, uri: str) -> list[str]:
+        """Names of the project's jobs that have not ended and still need file ``uri``
+        (a file reference finder of the FileService)."""
+        open_states = [s.value for s in JobState if not s.is_terminal]
+        async with self.db.read() as conn:
+            ids = (await conn.execute(
+                sa.select(F.job_id).distinct()
+                .select_from(batch_file_refs.join(batch_jobs, J.id == F.job_id))
+                .where(F.uri == uri, J.project_id == project_id, J.state.in_(open_states))
+                .order_by(F.job_id))).scalars().all()
+        return [f"batch job {job_id}" for job_id in ids]
+
     # --- results and events --------------------------------------------------------------
 
     async def results_after(self, job_id: str, cursor: int, limit: int = 1000) -> list[Result]:
@@ -450,6 +471,7 @@ class BatchStore:
                 J.expire_time < now, J.purged.is_(False)).limit(100))).scalars().all()
         for job_id in job_ids:
             for table, key, column in ((batch_results, S.sequence, S.job_id),
+                                       (batch_file_refs, F.request_pk, F.job_id),
                                        (batch_payloads, P.request_pk, P.job_id),
                                        (batch_requests, R.id, R.job_id)):
                 while True:

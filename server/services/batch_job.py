@@ -295,6 +295,10 @@ def register(server: grpc.aio.Server, app: App) -> str:
     batch = BatchService(app.db, app.models, app.settings, worker_id=app.worker_id,
                          files=lambda: getattr(app, "files", None))
     app.batch = batch  # type: ignore[attr-defined]
+    finders = getattr(app, "file_reference_finders", None)
+    if finders is None:
+        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
+    finders.append(batch.store.file_references)
     app.on_start(batch.start)
     app.on_stop(batch.stop)
     batch_job_service_pb2_grpc.add_BatchJobServiceServicer_to_server(BatchJobServicer(batch),

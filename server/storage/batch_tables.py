@@ -143,3 +143,16 @@ batch_events = Table(
 )
 
 Index("ix_rf_batch_events_job", batch_events.c.job_id, batch_events.c.id)
+
+# FileService URIs (``file://``) that requests of a job use: a file still needed by a job
+# that has not ended cannot be deleted without ``force``.
+batch_file_refs = Table(
+    "rf_batch_file_refs",
+    metadata,
+    Column("request_pk", _ROW_ID, ForeignKey("rf_batch_requests.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("uri", String(1024), primary_key=True),
+    Column("job_id", String(40), nullable=False),
+)
+
+Index("ix_rf_batch_file_refs_uri", batch_file_refs.c.uri)

@@ -619,3 +619,27 @@ async def test_a_failed_stream_into_a_new_job_leaves_it_created(stub, server) ->
     assert after.state == pb.JOB_STATE_CREATED and after.metrics.total_requests == 0
     found, now = await results(stub, md, job.job_id, follow=False, timeout=10)
     assert found == [] and now.state == pb.JOB_STATE_CREATED
+
+
+async def test_a_file_an_open_job_needs_cannot_be_deleted(stub, channel) -> None:
+    md = project()
+    files = file_service_pb2_grpc.FileServiceStub(channel)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (0, 200, 0)).save(buffer, "PNG")
+
+    def upload():  # type: ignore[no-untyped-def]
+        yield file_service_pb2.UploadFileRequest(metadata=file_service_pb2.FileMetadata(
+            name="green.png", content_type="image/png"))
+        yield file_service_pb2.UploadFileRequest(chunk=buffer.getvalue())
+
+    uri = (await files.UploadFile(upload(), metadata=md)).file.uri
+    job = await create(stub, md)
+    await add(stub, md, job.job_id, [pb.BatchRequest(request_id="g", content_parts=[
+        pb.ContentPart(text="What colour?"), pb.ContentPart(image=pb.ImagePart(uri=uri))])])
+    reason, meta, _ = await fails(lambda: files.DeleteFile(
+        file_service_pb2.DeleteFileRequest(uri=uri), metadata=md), PRECONDITION)
+    assert reason == "FILE_IN_USE" and job.job_id in meta["tables"]
+    await stub.SubmitJob(pb.SubmitJobRequest(job_id=job.job_id), metadata=md)
+    found, final = await results(stub, md, job.job_id)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, found[0].error
+    await files.DeleteFile(file_service_pb2.DeleteFileRequest(uri=uri), metadata=md)  # now free
