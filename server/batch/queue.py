@@ -83,9 +83,14 @@ class WorkQueue:
             started: list[str] = []
             job_ids = sorted({row.job_id for row in rows})
             if job_ids:
+                ready = sa.select(J.id).where(J.id.in_(job_ids), J.state == JobState.READY.value)
+                if self.db.is_postgres:
+                    # a READY job's row is locked only by a CancelJob (which then waits for
+                    # our request rows) or by another claim doing this very update: never
+                    # wait for it
+                    ready = ready.with_for_update(skip_locked=True)
                 started = list((await conn.execute(
-                    batch_jobs.update().where(J.id.in_(job_ids),
-                                              J.state == JobState.READY.value)
+                    batch_jobs.update().where(J.id.in_(ready.scalar_subquery()))
                     .values(state=JobState.PROCESSING.value, start_time=now)
                     .returning(J.id))).scalars())
                 for job_id in started:
@@ -148,10 +153,21 @@ class WorkQueue:
             # An expired lease nobody took yet is still ours: extending it is safe (a worker
             # that took it would have put its own name in lease_owner).
             rows = await conn.execute(batch_requests.update().where(
-                R.id.in_(ids), R.lease_owner == self.worker_id,
-                R.state == RequestState.RUNNING.value,
+                R.id.in_(self._mine(ids).scalar_subquery()),
             ).values(due_time=now + self.lease_s).returning(R.id))
             return {int(pk) for pk in rows.scalars()}
+
+    def _mine(self, ids: list[int] | None) -> Any:
+        """This worker's running requests (of ``ids``). On PostgreSQL rows another transaction
+        holds are skipped: whoever holds them (a CancelJob, a claim of an expired lease) is
+        taking them from us, and waiting could deadlock with it."""
+        query = sa.select(R.id).where(R.lease_owner == self.worker_id,
+                                      R.state == RequestState.RUNNING.value)
+        if ids is not None:
+            query = query.where(R.id.in_(ids))
+        if self.db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return query
 
     async def release(self, pks: Sequence[int] | None = None) -> int:
         """Give leases back, due now, without counting the interrupted attempt (shutdown).
@@ -159,14 +175,12 @@ class WorkQueue:
         ``pks=None`` releases every lease of this worker id (at start: a previous process
         with the same id died holding them).
         """
-        where: list[Any] = [R.lease_owner == self.worker_id,
-                            R.state == RequestState.RUNNING.value]
-        if pks is not None:
-            if not pks:
-                return 0
-            where.append(R.id.in_(list(pks)))
+        if pks is not None and not pks:
+            return 0
+        mine = self._mine(list(pks) if pks is not None else None)
         async with self.db.write() as conn:
-            result = await conn.execute(batch_requests.update().where(*where).values(
+            result = await conn.execute(batch_requests.update().where(
+                R.id.in_(mine.scalar_subquery())).values(
                 state=RequestState.PENDING.value, lease_owner=None, due_time=time.time(),
                 attempts=sa.case((R.attempts > 0, R.attempts - 1), else_=0)))
             return int(result.rowcount or 0)

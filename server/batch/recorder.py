@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rowforge.server.batch.model import ErrorDetail, JobState, RequestState
@@ -181,6 +182,13 @@ class ResultRecorder:
         final = [o for o in batch if o.kind != RETRY]
         retries = [o for o in batch if o.kind == RETRY]
         async with self.db.write() as conn:
+            if self.db.is_postgres:
+                # Lock the jobs first, in id order: CancelJob also locks its job before its
+                # requests, so neither can hold what the other waits for.
+                job_ids = sorted({o.claim.job_id for o in final})
+                if job_ids:
+                    await conn.execute(sa.select(J.id).where(J.id.in_(job_ids))
+                                       .order_by(J.id).with_for_update())
             accepted: set[int] = set()
             for kind in (SUCCEEDED, FAILED):
                 pks = [o.claim.pk for o in final if o.kind == kind]
@@ -216,11 +224,12 @@ class ResultRecorder:
                 rows_out.extend(_result_row(job_id, base + i + 1, o, now)
                                 for i, o in enumerate(items))
                 done = int(job.succeeded) + int(job.failed) + int(job.cancelled)
-                if done >= int(job.total_requests) and job.state == JobState.PROCESSING.value:
+                running = (JobState.PROCESSING.value, JobState.READY.value)
+                if done >= int(job.total_requests) and job.state in running:
                     state = JobState.SUCCEEDED if (int(job.succeeded) > 0 or int(job.failed) == 0) \
                         else JobState.FAILED
                     await conn.execute(batch_jobs.update().where(
-                        J.id == job_id, J.state == JobState.PROCESSING.value).values(
+                        J.id == job_id, J.state.in_(running)).values(
                         state=state.value, end_time=now, expire_time=now + self.retention_s))
                     await add_state_event(conn, job_id, state, int(job.last_sequence), now)
                     ended.append(job_id)

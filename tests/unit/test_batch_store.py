@@ -318,3 +318,39 @@ async def test_one_unrecordable_outcome_does_not_lose_the_others(db: Database,
     found = await store.results_after(job_id, 0)
     assert {r.request_id for r in found if r.sequence < 1000} == \
         {c.request_id for c in claims[1:]}
+
+
+async def test_cancel_racing_claims_heartbeats_and_records_stays_consistent(
+        db: Database, store: BatchStore) -> None:
+    """Every writer at once on one job (row-lock order matters on PostgreSQL): no deadlock,
+    and still exactly one result per request, numbered without gaps."""
+    n = 240
+    job_id = await submitted_job(store, n)
+    workers = [(WorkQueue(db, f"w{i}", 30), recorder(db, f"w{i}")) for i in range(3)]
+    cancelled = asyncio.Event()
+
+    async def work(queue: WorkQueue, rec: ResultRecorder) -> None:
+        while not cancelled.is_set():
+            claims, _ = await queue.claim(8)
+            if not claims:
+                return
+            await queue.heartbeat({c.pk for c in claims})
+            await rec.write([ok(c) if c.pk % 3 else failed(c) for c in claims[:6]])
+            await queue.release([c.pk for c in claims[6:]])
+
+    async def cancel_midway() -> None:
+        async def some_done() -> bool:
+            return (await store.get_job(P, job_id)).metrics.processed >= n // 3
+        while not await some_done():  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.005)
+        await store.cancel(P, job_id)
+        cancelled.set()
+
+    await asyncio.wait_for(asyncio.gather(cancel_midway(), *(work(q, r) for q, r in workers)),
+                           60)
+    found = await store.results_after(job_id, 0, limit=1000)
+    assert [r.sequence for r in found] == list(range(1, n + 1))
+    assert len({r.request_id for r in found}) == n
+    job = await store.get_job(P, job_id)
+    assert job.state is JobState.CANCELLED and job.metrics.processed == n
+    assert 0 < job.metrics.cancelled < n
