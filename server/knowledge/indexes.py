@@ -77,13 +77,17 @@ class KnowledgeIndexes:
         self._spawn(self._loop(), "rowforge-knowledge-loop")
 
     async def stop(self) -> None:
-        """Stop background work and save every index."""
+        """Stop background work and save every index (of tables that still exist)."""
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
         for task in self._opening.values():
             task.cancel()
+        try:
+            await self.sweep()
+        except Exception as exc:  # the database may be gone already: save what we have
+            log.warning("knowledge sweep on stop failed: %s", exc)
         for index in list(self._indexes.values()):
             await index.close(save=True)
         self._indexes.clear()
