@@ -49,6 +49,7 @@ log = logging.getLogger("rowforge.server.batch")
 INLINE_PAYLOAD_CHARS = 256 * 1024
 LARGE_PAYLOADS_AT_ONCE = 4
 MAX_CLAIM = 256
+MAX_CACHED_JOBS = 4096
 POLL_S = 1.0
 
 
@@ -172,6 +173,9 @@ class BatchWorker:
         pks = [c.pk for c in claims]
         self._held.update(pks)
         missing = {c.job_id for c in claims} - self._jobs.keys()
+        if missing and len(self._jobs) > MAX_CACHED_JOBS:  # jobs other replicas ended
+            self._jobs.clear()
+            missing = {c.job_id for c in claims}
         if missing:
             self._jobs.update(await self.queue.jobs(missing))
         payloads = await self.queue.payloads(pks, max_size=INLINE_PAYLOAD_CHARS)
