@@ -314,6 +314,7 @@ def register(server: grpc.aio.Server, app: App) -> str:
     ``app.sandbox``), register the file-reference finder and serve."""
     store = TableStore(app.db, models=app.models, files=lambda: getattr(app, "files", None))
     app.tables = store  # type: ignore[attr-defined]
+    app.on_start(store.start)
     app.on_stop(store.close)
     # Stop hooks run in reverse: the engine (its clean-up writes) stops before the store.
     install_engine(app)

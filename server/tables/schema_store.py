@@ -202,6 +202,10 @@ class SchemaStore:
             query = query.where(user_tables.c.table_type == table_type)
         return [schema_from_row(r) for r in await conn.execute(query)]
 
+    async def all_tables(self, conn: AsyncConnection) -> list[TableSchema]:
+        """Every table of every project."""
+        return [schema_from_row(r) for r in await conn.execute(sa.select(user_tables))]
+
     async def count_rows(self, conn: AsyncConnection, schema: TableSchema) -> int:
         table = layout.row_table(schema)
         return int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)

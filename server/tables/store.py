@@ -7,6 +7,7 @@ operations in :class:`RowStore`; this façade names the whole API in one place.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from rowforge.server.tables.row_store import RowPage, RowQuery, RowStore
 from rowforge.server.tables.schema_store import SchemaStore, TablePage
 
 __all__ = ["RowPage", "RowQuery", "TablePage", "TableStore"]
+
+log = logging.getLogger("rowforge.tables")
 
 #: Bytes of the SQLite file read through a shared memory map instead of read() calls.
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
@@ -57,9 +60,30 @@ class TableStore:
         self.schemas = SchemaStore(db, models)
         self.rows = RowStore(db, self.schemas, files=files)
 
+    async def start(self) -> None:
+        """On SQLite (one process owns the database), finish the cells a previous process
+        left PENDING or RUNNING as ERROR: nobody will generate them any more.
+
+        PostgreSQL is left alone: another replica may be generating those cells, and nothing
+        tells a live one from an abandoned one (a call of sequential rows, or an import, keeps
+        cells PENDING for as long as the rows before them take, so no age is safe); that
+        would need an owner per cell. :meth:`finish_interrupted_cells` with an age is there
+        for an operator who knows.
+        """
+        if not self.db.is_sqlite:
+            return
+        count = await self.finish_interrupted_cells()
+        if count:
+            log.warning("marked %d cells left unfinished by a stopped server as ERROR", count)
+
     async def close(self) -> None:
         """Wait for queued cell writes."""
         await self.rows.writer.close()
+
+    async def finish_interrupted_cells(self, *, updated_before_us: int | None = None) -> int:
+        """Mark PENDING/RUNNING cells ERROR ("interrupted: ..."); with ``updated_before_us``
+        (µs since the epoch) only in rows last updated before then. Returns the count."""
+        return await self.rows.finish_interrupted_cells(updated_before_us=updated_before_us)
 
     # -- tables ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 
@@ -204,3 +205,45 @@ async def test_knowledge_tables_and_copies_are_searchable(store: TableStore) -> 
     copy = await store.duplicate_table(P, "action", "t", "t2")
     assert (await store.list_rows(copy, RowQuery(search_query="walrus"))).total == 1
     assert (await store.list_rows(t, RowQuery(search_query="walrus"))).total == 1
+
+
+# -- cells a stopped server left unfinished ------------------------------------------------
+
+async def test_unfinished_cells_are_finished_as_errors(store: TableStore) -> None:
+    t = await action(store)
+    rows = await store.insert_rows(t, [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    await store.write_cells(t, rows[0].id, {"answer": Cell("done", usage=CellUsage(1, 2))})
+    await store.write_cells(t, rows[1].id, {"answer": Cell(None, CellStatus.RUNNING)})
+    before = (await store.get_rows(t, [rows[2].id]))[0].update_time
+    assert await store.finish_interrupted_cells() == 2  # rows[2] PENDING, rows[1] RUNNING
+    done, running, pending = await store.get_rows(t, [r.id for r in rows])
+    assert done.cells["answer"] == Cell("done", usage=CellUsage(1, 2))
+    for row in (running, pending):
+        assert row.cells["answer"] == Cell(None, CellStatus.ERROR,
+                                           "interrupted: the server stopped before this cell "
+                                           "finished")
+        assert row.cells["name"].status == CellStatus.DONE
+    assert pending.update_time > before
+    assert await store.finish_interrupted_cells() == 0
+
+
+async def test_only_rows_idle_long_enough_are_finished_when_asked(store: TableStore) -> None:
+    t = await action(store)
+    old, fresh = await store.insert_rows(t, [{"name": "old"}, {"name": "fresh"}])
+    # Both rows share this insert time (µs since the epoch).
+    cutoff = (fresh.update_time - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(
+        microseconds=1)
+    assert await store.finish_interrupted_cells(updated_before_us=cutoff) == 0
+    await store.write_cells(t, fresh.id, {"answer": Cell(None, CellStatus.RUNNING)})
+    assert await store.finish_interrupted_cells(updated_before_us=cutoff + 1) == 1
+    got = {r.id: r.cells["answer"].status for r in await store.get_rows(t, [old.id, fresh.id])}
+    assert got == {old.id: CellStatus.ERROR, fresh.id: CellStatus.RUNNING}
+
+
+async def test_start_finishes_unfinished_cells_on_sqlite_only(store: TableStore) -> None:
+    t = await action(store)
+    [row] = await store.insert_rows(t, [{"name": "a"}])
+    await store.start()
+    [got] = await store.get_rows(t, [row.id])
+    expected = CellStatus.ERROR if store.db.is_sqlite else CellStatus.PENDING
+    assert got.cells["answer"].status == expected
