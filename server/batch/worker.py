@@ -158,7 +158,7 @@ class BatchWorker:
                     if len(claims) == wanted:
                         continue
                     timeout = await self._until_next_due()
-                except (SQLAlchemyError, OSError):
+                except Exception:  # the database is down, or a bug: never stop claiming
                     log.exception("claiming batch requests failed; retrying in %ss", POLL_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -172,16 +172,22 @@ class BatchWorker:
     async def _dispatch(self, claims: list[Claim]) -> None:
         pks = [c.pk for c in claims]
         self._held.update(pks)
-        missing = {c.job_id for c in claims} - self._jobs.keys()
-        if missing and len(self._jobs) > MAX_CACHED_JOBS:  # jobs other replicas ended
-            self._jobs.clear()
-            missing = {c.job_id for c in claims}
-        if missing:
-            self._jobs.update(await self.queue.jobs(missing))
-        payloads = await self.queue.payloads(pks, max_size=INLINE_PAYLOAD_CHARS)
+        try:
+            missing = {c.job_id for c in claims} - self._jobs.keys()
+            if missing and len(self._jobs) > MAX_CACHED_JOBS:  # jobs other replicas ended
+                self._jobs.clear()
+                missing = {c.job_id for c in claims}
+            if missing:
+                self._jobs.update(await self.queue.jobs(missing))
+            payloads = await self.queue.payloads(pks, max_size=INLINE_PAYLOAD_CHARS)
+        except BaseException:
+            # not heartbeated any more: the leases expire and the requests are claimed again
+            self._held.difference_update(pks)
+            raise
         for claim in claims:
             job = self._jobs.get(claim.job_id)
             if job is None:  # cannot happen while jobs are never deleted
+                self._held.discard(claim.pk)
                 continue
             task = asyncio.create_task(self._run(claim, job, payloads.get(claim.pk)))
             self._tasks[claim.pk] = task
@@ -222,7 +228,7 @@ class BatchWorker:
                 continue
             try:
                 kept = await self.queue.heartbeat(held)
-            except (SQLAlchemyError, OSError):
+            except Exception:
                 log.exception("extending batch leases failed")
                 continue
             for pk in held - kept:
@@ -235,14 +241,19 @@ class BatchWorker:
     # --- one request -----------------------------------------------------------------------
 
     async def _run(self, claim: Claim, job: JobInfo, payload: Payload | None) -> None:
-        if payload is None:
-            async with self._large:
-                payload = await self.queue.payload(claim.pk)
-                if payload is None:
-                    return  # purged meanwhile: the lease expires, nothing to record
+        try:
+            if payload is None:
+                async with self._large:
+                    payload = await self.queue.payload(claim.pk)
+                    if payload is None:  # gone (purged): nothing to call, nothing to record
+                        self._held.discard(claim.pk)
+                        return
+                    outcome = await self._attempt(claim, job, payload)
+            else:
                 outcome = await self._attempt(claim, job, payload)
-        else:
-            outcome = await self._attempt(claim, job, payload)
+        except Exception:
+            self._held.discard(claim.pk)  # the lease expires: another attempt, later
+            raise
         self.recorder.put(outcome)
 
     async def _attempt(self, claim: Claim, job: JobInfo, payload: Payload) -> Outcome:
