@@ -15,6 +15,11 @@ Table: 3 input columns (``title`` str, ``body`` str, ``n`` int) + 1 LLM column o
    cell = engine time - bare model time. Then where the time goes: wall time inside each
    phase (insert, model, write_cells, events; write_cells includes waiting for the shared
    commit), the group-commit batch size, and cProfile's top functions.
+3. **Where the server's time goes** (end to end): the server's CPU per row split between its
+   event-loop thread and its other threads (SQLite connections, the gRPC poller), and with
+   ``--profile`` a py-spy sampling of the server during the StreamAddRows run, its samples
+   sorted into gRPC transport, built-in model, engine, table store, protobuf conversion, GC
+   and idle.
 
 Run: ``.venv/bin/python bench/bench_add_rows.py [--rows 10000] [--streams 2] [--profile]``
 """
@@ -25,8 +30,12 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
+import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,13 +77,83 @@ def row_values(i: int) -> dict[str, Any]:
 
 # -- 1. end to end ---------------------------------------------------------------------------
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (from /proc)."""
-    import os
-
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+def _cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process, or of one of its threads (from /proc)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: Where a sample of the server's event-loop thread is, by the first matching frame (searched
+#: from the innermost frame outwards).
+_CATEGORIES = (
+    ("built-in model", ("/providers/",)),
+    ("table store (SQL, SQLAlchemy, aiosqlite)", (
+        "/tables/row_store.py", "/tables/cell_writer.py", "/tables/store.py",
+        "/tables/schema_store.py", "/tables/write_sql.py", "/sqlalchemy/", "/aiosqlite/")),
+    ("engine", ("/tables/engine/",)),
+    ("service: protobuf <-> domain", ("/services/table", "/interceptors.py",
+                                      "/protobuf/", "/services/_convert.py")),
+)
+
+
+def _category(frames: list[str]) -> str:
+    leaf = frames[-1] if frames else ""
+    if leaf.startswith("EpollSelector.select") or leaf.startswith("select "):
+        return "idle (waiting for I/O)"
+    if "gc_collect" in leaf or leaf.startswith("<gc>"):
+        return "garbage collector"
+    for frame in reversed(frames):
+        for name, markers in _CATEGORIES:
+            if any(m in frame for m in markers):
+                return name
+    # Frames of no module of ours: the grpc.aio core (Cython, invisible to py-spy, so it
+    # shows as the asyncio callback running it) and the event loop's own work.
+    return "gRPC transport + event loop"
+
+
+class ServerProfile:
+    """py-spy sampling the server's event-loop thread while the timed part runs."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> str | None:
+        return shutil.which("py-spy") or shutil.which("py-spy", path=str(
+            Path(sys.executable).parent))
+
+    def start(self) -> None:
+        exe = self.available()
+        assert exe is not None
+        self.proc = subprocess.Popen(
+            [exe, "record", "-p", str(self.pid), "-r", "250", "-f", "raw", "-o",
+             str(self.out), "--nonblocking", "--threads", "--gil"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> dict[str, int]:
+        """Samples per category (only samples holding the GIL: CPU the server's Python
+        threads spend; SQLite and socket work that releases the GIL is not in them)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        counts: dict[str, int] = defaultdict(int)
+        if not self.out.exists():
+            return counts
+        for line in self.out.read_text(encoding="utf-8", errors="replace").splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not stack or not n.isdigit():
+                continue
+            frames = stack.split(";")
+            thread, frames = frames[0], frames[1:]
+            if "MainThread" in thread:
+                counts[_category(frames)] += int(n)
+            else:
+                counts["other threads (holding the GIL)"] += int(n)
+        return counts
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -83,10 +162,11 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-async def end_to_end(rows: int, streams: int, unary_rows: int) -> dict[str, float]:
+async def end_to_end(rows: int, streams: int, unary_rows: int,
+                     profile: bool = False) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-add-rows-"))
     server = ServerProcess(data_dir)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     with server.start():
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = table_service_pb2_grpc.TableServiceStub(channel)
@@ -126,13 +206,23 @@ async def end_to_end(rows: int, streams: int, unary_rows: int) -> dict[str, floa
                     errors += e
 
             assert server.process is not None
-            server_cpu = _cpu_seconds(server.process.pid)
+            pid = server.process.pid
+            spy = None
+            if profile and ServerProfile.available():
+                spy = ServerProfile(pid, data_dir / "server-profile.txt")
+                spy.start()
+                await asyncio.sleep(1.0)  # py-spy attaches
+            server_cpu = _cpu_seconds(pid)
+            loop_cpu = _cpu_seconds(pid, pid)  # the main thread runs the event loop
             client_cpu = time.process_time()
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(streams)))
             elapsed = time.perf_counter() - start
-            out["server_cpu_us"] = (_cpu_seconds(server.process.pid) - server_cpu) / rows * 1e6
+            out["server_cpu_us"] = (_cpu_seconds(pid) - server_cpu) / rows * 1e6
+            out["loop_cpu_us"] = (_cpu_seconds(pid, pid) - loop_cpu) / rows * 1e6
             out["client_cpu_us"] = (time.process_time() - client_cpu) / rows * 1e6
+            if spy is not None:
+                out["profile"] = spy.stop()
             assert errors == 0, f"{errors} cells failed"
             out["stream_rows_s"] = rows / elapsed
             out["stream_s"] = elapsed
@@ -262,8 +352,10 @@ def plain_sqlite(path: Path, rows: int, *, fts: bool = False) -> float:
     return elapsed
 
 
-async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink_wrap: Any = None
-                     ) -> float:
+async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink_wrap: Any = None,
+                     cpu: list[float] | None = None) -> float:
+    """Seconds to generate ``rows`` rows; ``cpu`` receives the event-loop thread's CPU
+    seconds (the SQLite connections' threads are not in it)."""
     app = SimpleNamespace(tables=store, models=ModelRegistry.from_config([]), settings=Settings())
     engine = RowEngine(app)
     events: list[Any] = []
@@ -271,11 +363,13 @@ async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink
     if sink is not None and sink_wrap is not None:
         sink = sink_wrap(sink)
     await engine.add_rows(schema, [row_values(i) for i in range(BATCH)], sink=sink)  # warm up
-    start = time.perf_counter()
+    start, thread_start = time.perf_counter(), time.thread_time()
     for s in range(0, rows, BATCH):
         events.clear()
         await engine.add_rows(schema, [row_values(i) for i in range(s, min(s + BATCH, rows))],
                               sink=sink)
+    if cpu is not None:
+        cpu.append(time.thread_time() - thread_start)
     return time.perf_counter() - start
 
 
@@ -296,11 +390,14 @@ async def in_process(rows: int, profile: bool) -> None:
     sqlite_fts_s = plain_sqlite(tmp / "plain_fts.db", rows, fts=True)
 
     results = {}
+    loop_cpu: dict[str, float] = {}
     for label, target, streamed in (("memory store, streamed", memory, True),
                                     ("memory store, unary", memory, False),
                                     ("SQLite TableStore, streamed", store, True),
                                     ("SQLite TableStore, unary", store, False)):
-        results[label] = await engine_run(target, schema, rows, streamed=streamed)
+        cpu: list[float] = []
+        results[label] = await engine_run(target, schema, rows, streamed=streamed, cpu=cpu)
+        loop_cpu[label] = cpu[0]
 
     us = 1e6 / rows
     print(f"In process, {rows} rows x 1 LLM cell (built-in model), calls of {BATCH} rows:")
@@ -310,12 +407,14 @@ async def in_process(rows: int, profile: bool) -> None:
     print(f"  plain sqlite3 insert + update      : {sqlite_s * us:7.1f} us/row  "
           f"({rows / sqlite_s:,.0f} rows/s)")
     print(f"  same, with FTS5 triggers           : {sqlite_fts_s * us:7.1f} us/row  "
-          f"({rows / sqlite_fts_s:,.0f} rows/s)")
+          f"({rows / sqlite_fts_s:,.0f} rows/s; an action table pays this only once it has "
+          "been searched)")
     for label, seconds in results.items():
         model = model_whole  # the engine calls built-in models whole, streamed or not
         print(f"  engine, {label:<27}: {seconds * us:7.1f} us/row  ({rows / seconds:,.0f} rows/s)"
               f"; overhead {(seconds - model) * us:6.1f} us/cell "
-              f"(x{seconds / model:.1f} the bare model)")
+              f"(x{seconds / model:.1f} the bare model); event-loop CPU "
+              f"{loop_cpu[label] * us:5.1f} us/row")
     sqlite_engine = results["SQLite TableStore, streamed"]
     print(f"  SQLite TableStore engine vs plain sqlite3 + bare model: "
           f"x{sqlite_engine / (sqlite_s + model_whole):.1f}")
@@ -348,7 +447,7 @@ async def in_process(rows: int, profile: bool) -> None:
           f"({cells / max(1, batches):.1f} cells per commit)")
 
     # The service's share of "events": engine events -> protobuf messages -> bytes.
-    from rowforge.server.services.table_generation import _stream_message
+    from rowforge.server.services.table_generation import StreamEncoder
 
     app = SimpleNamespace(tables=memory, models=ModelRegistry.from_config([]), settings=Settings())
     events: list[Any] = []
@@ -356,8 +455,9 @@ async def in_process(rows: int, profile: bool) -> None:
                                   sink=events.append)
     start = time.perf_counter()
     for _ in range(max(1, rows // BATCH)):
+        encode = StreamEncoder(pb.StreamAddRowsResponse, schema).encode  # one per stream
         for event in events:
-            _stream_message(pb.StreamAddRowsResponse, schema, event).SerializeToString()
+            encode(event).SerializeToString()
     convert = time.perf_counter() - start
     print(f"  events -> protobuf -> bytes  {convert * us:8.1f} us/row  "
           f"({len(events) / BATCH:.1f} messages per row; the gRPC send itself is not included)")
@@ -387,15 +487,28 @@ async def main() -> None:
     args = parser.parse_args()
     print_machine("grpcio", "SQLAlchemy", "aiosqlite")
     if not args.skip_server:
-        e2e = await end_to_end(args.rows, args.streams, args.unary_rows)
+        e2e = await end_to_end(args.rows, args.streams, args.unary_rows, args.profile)
         print(f"End to end (server subprocess, SQLite, loopback; {args.streams} calls of "
               f"{BATCH} rows in flight):")
         print(f"  StreamAddRows: {args.rows} rows in {e2e['stream_s']:.2f} s = "
               f"{e2e['stream_rows_s']:,.0f} rows/s ({e2e['events_per_row']:.1f} events/row; "
               f"target >= 2,000)")
-        print(f"    CPU per row: server {e2e['server_cpu_us']:.0f} us, client (stubs, decoding) "
+        print(f"    CPU per row: server {e2e['server_cpu_us']:.0f} us (event-loop thread "
+              f"{e2e['loop_cpu_us']:.0f} us, other threads: SQLite connections, gRPC poller "
+              f"{e2e['server_cpu_us'] - e2e['loop_cpu_us']:.0f} us), client (stubs, decoding) "
               f"{e2e['client_cpu_us']:.0f} us")
         print(f"  AddRows      : {e2e['unary_rows_s']:,.0f} rows/s")
+        profile = e2e.get("profile")
+        if profile:
+            total = sum(profile.values())
+            busy = sum(n for k, n in profile.items() if not k.startswith("idle"))
+            print(f"  Where the server's time goes during StreamAddRows (py-spy, {total} samples "
+                  "holding the GIL; event-loop thread unless said):")
+            for name, n in sorted(profile.items(), key=lambda kv: -kv[1]):
+                share = f"{100 * n / busy:5.1f}% of busy" if not name.startswith("idle") else ""
+                print(f"    {name:<42} {100 * n / total:5.1f}%  {share}")
+        elif args.profile:
+            print("  (py-spy not found: no server profile)")
         print()
     await in_process(args.engine_rows, args.profile)
 
