@@ -592,20 +592,25 @@ class RowStore:
             schemas = await self.schemas.all_tables(conn)
         error = state_to_json(Cell(value=None, status=CellStatus.ERROR,
                                    error=INTERRUPTED_MESSAGE))
-        unfinished = [CellStatus.PENDING.value, CellStatus.RUNNING.value]
         changed = 0
         for schema in schemas:
             table = layout.row_table(schema)
+            states = [table.c[layout.state_name(c)] for c in schema.columns]
+            if not states:
+                continue
+            # One read per table finds the (usually no) tables to fix.
+            async with self._reading(schema) as conn:
+                found = await conn.scalar(sa.select(sa.literal(1)).select_from(table).where(
+                    *_unfinished(table, states, updated_before_us)).limit(1))
+            if found is None:
+                continue
             async with self._writing(schema) as conn:
                 if await self._current(conn, schema.storage_id) is None:
                     continue  # deleted meanwhile
                 now = layout.now_micros()
-                for col in schema.columns:
-                    state = table.c[layout.state_name(col)]
-                    where = [state["st"].as_string().in_(unfinished)]
-                    if updated_before_us is not None:
-                        where.append(table.c[layout.UPDATED_AT] < updated_before_us)
-                    result = await conn.execute(table.update().where(*where).values(
+                for state in states:
+                    result = await conn.execute(table.update().where(
+                        *_unfinished(table, [state], updated_before_us)).values(
                         {state: error, layout.UPDATED_AT: now}))
                     changed += int(result.rowcount or 0)
         return changed
@@ -633,6 +638,17 @@ def row_not_found(schema: TableSchema, row_id: str) -> NotFound:
                     reason="ROW_NOT_FOUND", metadata={"rowId": row_id, "tableId": schema.id},
                     field_violations=[FieldViolation("row_id", f"unknown row {row_id!r}")],
                     resource_type="row", resource_name=row_id)
+
+
+def _unfinished(table: sa.Table, states: Sequence[sa.ColumnElement[Any]],
+                updated_before_us: int | None) -> list[sa.ColumnElement[bool]]:
+    """WHERE: a cell among ``states`` is PENDING or RUNNING (in a row last updated before
+    ``updated_before_us``, when given)."""
+    statuses = [CellStatus.PENDING.value, CellStatus.RUNNING.value]
+    where = [sa.or_(*[state["st"].as_string().in_(statuses) for state in states])]
+    if updated_before_us is not None:
+        where.append(table.c[layout.UPDATED_AT] < updated_before_us)
+    return where
 
 
 def _after(order: _Order, seq: sa.ColumnElement[Any], cursor: list[Any],
