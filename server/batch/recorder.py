@@ -82,21 +82,23 @@ class ResultRecorder:
         retention_s: Results of an ended job are kept this long.
         on_flushed: Called after each flush (also when it failed: the pks are then released
             by their leases expiring).
-        max_batch / max_delay: Flush when this many outcomes wait, or this many seconds after
-            the first.
+        flush_at / max_delay: Flush when this many outcomes wait, or this many seconds after
+            the first (a flush writes at most ``max_batch``).
     """
 
     def __init__(self, db: Database, worker_id: str, *, retention_s: float,
                  on_flushed: OnFlushed | None = None, max_batch: int = 500,
-                 max_delay: float = 0.05) -> None:
+                 max_delay: float = 0.05, flush_at: int = 64) -> None:
         self.db = db
         self.worker_id = worker_id
         self.retention_s = retention_s
         self.on_flushed = on_flushed
         self.max_batch = max_batch
         self.max_delay = max_delay
+        self.flush_at = max(1, min(flush_at, max_batch))
         self._pending: list[Outcome] = []
         self._ready = asyncio.Event()  # something is pending
+        self._full = asyncio.Event()  # flush_at outcomes are pending
         self._idle = asyncio.Event()  # nothing pending nor being written
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +108,8 @@ class ResultRecorder:
         self._pending.append(outcome)
         self._idle.clear()
         self._ready.set()
+        if len(self._pending) >= self.flush_at:
+            self._full.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -129,10 +133,13 @@ class ResultRecorder:
     async def _run(self) -> None:
         while True:
             await self._ready.wait()
-            if len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.max_delay)  # let a batch gather
+            if len(self._pending) < self.flush_at:  # let a batch gather, for a while
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_delay)
             batch = self._pending[:self.max_batch]
             del self._pending[:self.max_batch]
+            if len(self._pending) < self.flush_at:
+                self._full.clear()
             if not self._pending:
                 self._ready.clear()
             flushed = await self._flush_safely(batch)

@@ -84,7 +84,8 @@ class BatchWorker:
         self.queue = WorkQueue(db, worker_id, settings.batch_lease_s)
         self.recorder = ResultRecorder(db, worker_id,
                                        retention_s=settings.batch_retention_days * 86_400.0,
-                                       on_flushed=self._flushed)
+                                       on_flushed=self._flushed,
+                                       flush_at=max(1, self.concurrency // 2))
         self.limiters = Limiters(self.concurrency)
         self._slots = asyncio.Semaphore(self.concurrency)
         self._large = asyncio.Semaphore(LARGE_PAYLOADS_AT_ONCE)
