@@ -267,7 +267,3 @@ class StreamEncoder:
         completed.error_count = event.error_count
         return out
 
-
-def _stream_message(response: StreamResponse, schema: TableSchema, event: Event) -> Any:
-    """One event as a response message (without the reuse across events of a stream)."""
-    return StreamEncoder(response, schema).encode(event)
