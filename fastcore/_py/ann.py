@@ -231,14 +231,12 @@ class AnnIndex:
 
     # --- updates ---------------------------------------------------------------------------------
 
-    def add(self, ids: Sequence[str], vectors: npt.ArrayLike, *, num_threads: int = -1) -> None:
+    def add(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
         """Insert rows, or replace the vectors of ids already present.
 
         Args:
             ids: Distinct row ids.
             vectors: Array-like of shape ``(len(ids), dim)``, converted to float32.
-            num_threads: hnswlib insertion threads (-1: one per core); fewer leave cores to
-                other work (e.g. a concurrent database ingest).
 
         Raises:
             TypeError: An id is not a str.
@@ -275,10 +273,7 @@ class AnnIndex:
                     capacity *= 2
                 self._grow(capacity)
             try:
-                if num_threads == -1:
-                    self._index.add_items(data, labels)
-                else:
-                    self._index.add_items(data, labels, num_threads=num_threads)
+                self._index.add_items(data, labels)
             except BaseException:
                 self._undo_partial_add(labels)
                 raise
