@@ -247,6 +247,7 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
         child = ctx.Process(target=grpc_client,
                             args=(f"127.0.0.1:{port}", query_texts, args.rounds, send))
         child.start()
+        send.close()  # ours: recv() then fails instead of hanging if the child dies
         grpc_times = await asyncio.to_thread(receive.recv)
         await asyncio.to_thread(child.join)
         out["grpc_p50"], out["grpc_p99"] = summary(grpc_times)

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import re
 import shutil
-import time
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -105,7 +104,6 @@ class KnowledgeIndexes:
             index = self._indexes.get(storage_id)
             if index is not None:
                 index.dirty = True
-                index.written_at = time.monotonic()
                 index.schedule_refresh()
 
     async def get(self, schema: TableSchema) -> TableIndex:

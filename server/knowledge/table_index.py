@@ -8,8 +8,9 @@ Lifecycle:
    after the triggers exist and after reading the feed's head, so no change is missed.
 2. **Catch up**: read the feed after the cursor, read those rows' current vectors, stage them
    as one part per column (searchable at once, exactly).
-3. **Build** (background task): move parts into the graphs, oldest first; the *built*
-   watermark follows.
+3. **Build** (background task, in one low-priority thread shared by all tables, so that
+   requests and ingestion come first): move parts into the graphs, oldest first; the
+   *built* watermark follows.
 4. **Save** (background, and on stop): graphs with the built watermark, plus a manifest for
    columns that never had a vector. A half-done rebuild is never saved: a graph saved with
    watermark N must include every row written up to change N.
@@ -26,7 +27,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,6 @@ SCAN_BATCH = 5000
 CHANGE_BATCH = 5000
 #: Watermark of a graph that does not yet hold every row (mid-rebuild): never saved.
 INCOMPLETE = -1
-#: Writes seen this recently mean an ingest is running (see ``TableIndex.written_at``).
-INGEST_QUIET_S = 0.5
 
 
 class TableIndex:
@@ -89,9 +87,7 @@ class TableIndex:
         self.broken = False
         self.changes_since_compact = 0
         self.skipped_vectors = 0
-        #: ``time.monotonic()`` of the last write notification: while rows keep arriving,
-        #: the graph is built with one thread, leaving the other cores to the ingest.
-        self.written_at = float("-inf")
+
         self._sync_lock = asyncio.Lock()
         self._build_lock = asyncio.Lock()
         self._builder: asyncio.Task[None] | None = None
@@ -266,7 +262,7 @@ class TableIndex:
                 upto, changed = self.segments[0]
                 async with self._build_lock:
                     for column in self.columns.values():
-                        await column.commit_oldest(changed, upto, self._build_threads)
+                        await column.commit_oldest(changed, upto)
                     self.segments.pop(0)
                     if upto != INCOMPLETE:
                         self.built = upto
@@ -276,10 +272,6 @@ class TableIndex:
             log.exception("building the index of knowledge table %s failed; it will be "
                           "rebuilt", self.schema.id)
             self.broken = True
-
-    def _build_threads(self) -> int:
-        """hnswlib threads for the next chunk (called from the builder's worker thread)."""
-        return 1 if time.monotonic() - self.written_at < INGEST_QUIET_S else -1
 
     @property
     def building(self) -> bool:
