@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -40,8 +39,8 @@ def test_term_stats_scale_the_sample_and_know_when_they_are_stale() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Any) -> AsyncIterator[TableStore]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+async def store(database_url: str) -> AsyncIterator[TableStore]:
+    db = Database(database_url)
     await db.create_schema()
     await ensure_default_project(db)
     tables = TableStore(db, models=ModelRegistry.from_config([]))
