@@ -36,6 +36,7 @@ class Knowledge:
         self.app = app
         self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes")
         self.lexical = LexicalPlanner(app.db)
+        self.indexes.forget_hooks.append(self.lexical.forget)
         self.reader = Reader(app.db)
         self.searcher = HybridSearcher(db=app.db, tables=app.tables, models=app.models,
                                        indexes=self.indexes, lexical=self.lexical,

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -65,6 +65,8 @@ class KnowledgeIndexes:
         self._opening: dict[str, asyncio.Task[TableIndex]] = {}
         self._saved_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Called with the storage id of each table forgotten (deleted): per-table caches.
+        self.forget_hooks: list[Callable[[str], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,7 +239,10 @@ class KnowledgeIndexes:
 
     async def _forget(self, storage_id: str) -> None:
         index = self._indexes.pop(storage_id, None)
+        self._saved_at.pop(storage_id, None)
         self.feed.forget(storage_id)
+        for hook in self.forget_hooks:
+            hook(storage_id)
         if index is not None:
             await index.close(save=False)
             index.remove_files()

@@ -37,6 +37,8 @@ POSTINGS_BUDGET = 3000
 SAMPLE_ROWS = 2000
 #: Relative change of the table's size that makes the estimate stale.
 STALE_AFTER = 0.2
+#: Words seen fewer times in the sample are not kept (they count as rare).
+MIN_SAMPLE_COUNT = 2
 
 _WORD = re.compile(r"\w+")
 
@@ -127,9 +129,13 @@ class LexicalPlanner:
         every = max(1, rows // SAMPLE_ROWS)
         sample = await row_reads.sample_texts(self.db, schema, columns, every, SAMPLE_ROWS)
         counts = await asyncio.to_thread(count_documents, sample)
+        # Only common words matter to the budget: a word seen once in the sample stands for
+        # about rows / sample rows, far below it, like a word never seen. Keeping the rest
+        # would hold most of the vocabulary in memory for nothing.
+        common = Counter({w: c for w, c in counts.items() if c >= MIN_SAMPLE_COUNT})
         # The sample is one row in ``every`` (row sequence numbers have gaps after deletes,
         # so scale by what was actually read rather than by ``every``).
-        stats = TermStats(rows, len(sample), counts)
+        stats = TermStats(rows, len(sample), common)
         self._stats[schema.storage_id] = stats
         return stats
 
