@@ -146,7 +146,10 @@ class CellWriter:
                     params += values[target]
                 params.append(row_id)
                 groups.setdefault((storage_id, targets), []).append(tuple(params))
-            for (storage_id, targets), rows in groups.items():
+            # Tables in a fixed order on every replica: on PostgreSQL the knowledge change
+            # feed's trigger takes a lock per knowledge table (see knowledge/changes.py), so
+            # concurrent flushes must meet them in the same order or they could deadlock.
+            for (storage_id, targets), rows in sorted(groups.items(), key=lambda g: g[0]):
                 sql = write_sql.update_cells_sql(storage_id, targets, dialect)
                 await conn.exec_driver_sql(sql, rows)
                 self.cells_written += len(targets) * len(rows)
