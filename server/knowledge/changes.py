@@ -16,7 +16,9 @@ Ordering on PostgreSQL: ids come from a sequence when the entry is inserted, but
 commit in any order, so a reader could see id 11 before id 10 commits and skip 10 forever. The
 trigger therefore takes a transaction-scoped advisory lock per table before inserting: the
 writers of one knowledge table commit their entries one transaction at a time, in id order
-(writers of different tables do not wait for each other). SQLite has a single writer anyway.
+(writers of different tables do not wait for each other). A transaction writing several
+knowledge tables (the cell writer's group commit) meets them in a fixed order, so these locks
+cannot deadlock. SQLite has a single writer anyway.
 
 Triggers are created on first use of a table's index (:meth:`ChangeFeed.track`), before the
 index is built from a full scan, so nothing written before them is missed.
