@@ -34,10 +34,10 @@ class Knowledge:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes")
+        self.reader = Reader(app.db)
+        self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes", self.reader)
         self.lexical = LexicalPlanner(app.db)
         self.indexes.forget_hooks.append(self.lexical.forget)
-        self.reader = Reader(app.db)
         self.searcher = HybridSearcher(db=app.db, tables=app.tables, models=app.models,
                                        indexes=self.indexes, lexical=self.lexical,
                                        reader=self.reader)

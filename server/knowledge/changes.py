@@ -145,12 +145,8 @@ class ChangeFeed:
 
     async def read(self, storage_id: str, after: int, limit: int) -> list[Change]:
         """Up to ``limit`` changes of a table with ids above ``after``, in id order."""
-        t = knowledge_changes
-        query = (sa.select(t.c.id, t.c.row_id, t.c.deleted)
-                 .where(t.c.storage_id == storage_id, t.c.id > after)
-                 .order_by(t.c.id).limit(limit))
         async with self.db.read() as conn:
-            return [Change(int(r[0]), r[1], bool(r[2])) for r in await conn.execute(query)]
+            return await conn.run_sync(read_changes, storage_id, after, limit)
 
     async def compact(self, storage_id: str, upto: int) -> int:
         """Delete entries up to ``upto`` that a later entry of the same row supersedes.
@@ -177,3 +173,16 @@ class ChangeFeed:
     def forget(self, storage_id: str) -> None:
         """Drop the in-process memory that a table's triggers exist (it was deleted)."""
         self._tracked = {k for k in self._tracked if k[0] != storage_id}
+
+
+_READ = (sa.select(knowledge_changes.c.id, knowledge_changes.c.row_id,
+                   knowledge_changes.c.deleted)
+         .where(knowledge_changes.c.storage_id == sa.bindparam("sid"),
+                knowledge_changes.c.id > sa.bindparam("after"))
+         .order_by(knowledge_changes.c.id).limit(sa.bindparam("limit")))
+
+
+def read_changes(conn: sa.Connection, storage_id: str, after: int, limit: int) -> list[Change]:
+    """:meth:`ChangeFeed.read` on a synchronous connection (see ``knowledge/reader.py``)."""
+    rows = conn.execute(_READ, {"sid": storage_id, "after": after, "limit": limit})
+    return [Change(int(r[0]), r[1], bool(r[2])) for r in rows]

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.changes import ChangeFeed
+from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.knowledge.vector_index import Result
 from rowforge.server.storage.db import Database
@@ -45,6 +46,7 @@ class KnowledgeIndexes:
     Args:
         db: The database.
         root: Directory of the index files (``<data_dir>/indexes``).
+        reader: Runs the catch-up reads (default: one of its own, closed on stop).
     """
 
     #: Seconds between background passes (saves, polls, sweeps).
@@ -54,9 +56,11 @@ class KnowledgeIndexes:
     #: Feed entries read since the last compaction that trigger the next one.
     compact_after = 20_000
 
-    def __init__(self, db: Database, root: Path) -> None:
+    def __init__(self, db: Database, root: Path, reader: Reader | None = None) -> None:
         self.db = db
         self.root = root
+        self._own_reader = reader is None
+        self.reader = reader or Reader(db)
         self.feed = ChangeFeed(db)
         #: Oldest acceptable view of the feed for a search: SQLite has one writer (this
         #: process, which notifies), PostgreSQL may have other replicas.
@@ -92,6 +96,8 @@ class KnowledgeIndexes:
         for index in list(self._indexes.values()):
             await index.close(save=True)
         self._indexes.clear()
+        if self._own_reader:
+            self.reader.close()
 
     def _spawn(self, coro: object, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
@@ -147,7 +153,8 @@ class KnowledgeIndexes:
         old = self._indexes.pop(schema.storage_id, None)
         if old is not None:
             await old.close(save=False)
-        index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id)
+        index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
+                           self.reader)
         try:
             await index.open()
         except BaseException as exc:

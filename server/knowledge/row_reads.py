@@ -34,25 +34,50 @@ ID_CHUNK = 1000
 Vectors = list[bytes | None]
 
 
+#: Built statements of the search hot path (building one costs more than running it).
+_statements: dict[tuple[Any, ...], Any] = {}
+_STATEMENTS_MAX = 512
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _statements.get(key)
+    if stmt is None:
+        stmt = build()
+        if len(_statements) >= _STATEMENTS_MAX:
+            _statements.pop(next(iter(_statements)))
+        _statements[key] = stmt
+    return stmt
+
+
+def _layout_key(schema: TableSchema, read: Sequence[ColumnSchema]) -> tuple[Any, ...]:
+    return (schema.storage_id, tuple((c.storage_name, c.dtype) for c in schema.columns),
+            tuple(c.storage_name for c in read))
+
+
 def _vector_columns(schema: TableSchema) -> list[sa.ColumnElement[Any]]:
     table = layout.row_table(schema)
     return [table.c[layout.value_name(c)] for c in schema.columns if c.dtype == EMBEDDING_DTYPE]
 
 
-async def read_vectors(db: Database, schema: TableSchema,
-                       row_ids: Sequence[str]) -> dict[str, Vectors]:
-    """The stored vectors of the rows that still exist among ``row_ids``."""
-    table = layout.row_table(schema)
-    columns = _vector_columns(schema)
-    found: dict[str, Vectors] = {}
-    async with db.read() as conn:
-        for start in range(0, len(row_ids), ID_CHUNK):
-            chunk = list(row_ids[start:start + ID_CHUNK])
-            query = sa.select(table.c[layout.ROW_ID], *columns).where(
-                table.c[layout.ROW_ID].in_(chunk))
-            for record in await conn.execute(query):
-                found[record[0]] = list(record[1:])
-    return found
+def changed_vectors(conn: sa.Connection, schema: TableSchema, after: int,
+                    limit: int) -> list[tuple[int, str, Vectors | None]]:
+    """The next ``limit`` change-feed entries of the table after ``after``, each with its
+    row's current vectors (None: the row no longer exists), in one query: the feed joined to
+    the rows."""
+    from rowforge.server.storage.knowledge_tables import knowledge_changes as feed
+
+    def build() -> Any:
+        table = layout.row_table(schema)
+        return (sa.select(feed.c.id, feed.c.row_id, table.c[layout.ROW_ID],
+                          *_vector_columns(schema))
+                .select_from(feed.outerjoin(table, table.c[layout.ROW_ID] == feed.c.row_id))
+                .where(feed.c.storage_id == sa.bindparam("sid"),
+                       feed.c.id > sa.bindparam("after"))
+                .order_by(feed.c.id).limit(sa.bindparam("limit")))
+
+    stmt = _cached(("changes", *_layout_key(schema, ())), build)
+    rows = conn.execute(stmt, {"sid": schema.storage_id, "after": after, "limit": limit})
+    return [(int(r[0]), r[1], list(r[3:]) if r[2] is not None else None) for r in rows]
 
 
 async def scan_vectors(db: Database, schema: TableSchema, after_seq: int,
@@ -113,26 +138,6 @@ def _to_row(row_id: str, updated_at: int, values: Sequence[Any],
             value = from_stored(col.dtype, value)
         cells[col.id] = cell_from_stored(value, values[2 * i + 1])
     return Row(id=row_id, update_time=micros_to_datetime(updated_at), cells=cells)
-
-
-#: Built statements of the search hot path (building one costs more than running it).
-_statements: dict[tuple[Any, ...], Any] = {}
-_STATEMENTS_MAX = 512
-
-
-def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    stmt = _statements.get(key)
-    if stmt is None:
-        stmt = build()
-        if len(_statements) >= _STATEMENTS_MAX:
-            _statements.pop(next(iter(_statements)))
-        _statements[key] = stmt
-    return stmt
-
-
-def _layout_key(schema: TableSchema, read: Sequence[ColumnSchema]) -> tuple[Any, ...]:
-    return (schema.storage_id, tuple((c.storage_name, c.dtype) for c in schema.columns),
-            tuple(c.storage_name for c in read))
 
 
 def read_rows(conn: sa.Connection, schema: TableSchema, row_ids: Sequence[str],

@@ -37,6 +37,7 @@ from rowforge import fastcore
 from rowforge.server.errors import FailedPrecondition
 from rowforge.server.knowledge import row_reads
 from rowforge.server.knowledge.changes import ChangeFeed, embedding_columns
+from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.vector_index import ColumnIndex, Part, Result, unit_rows
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.model import TableSchema
@@ -48,6 +49,9 @@ FORMAT = "rowforge.knowledge-index/1"
 #: Rows per page of a rebuild scan, and feed entries per catch-up read.
 SCAN_BATCH = 5000
 CHANGE_BATCH = 5000
+#: Seconds a background catch-up waits after a write notification (searches never wait:
+#: they catch up themselves first).
+REFRESH_DELAY_S = 0.1
 #: Watermark of a graph that does not yet hold every row (mid-rebuild): never saved.
 INCOMPLETE = -1
 
@@ -61,11 +65,13 @@ class TableIndex:
         db: The database.
         feed: The change feed.
         directory: Where this table's files live (``<data_dir>/indexes/<storage_id>``).
+        reader: Runs the catch-up reads.
     """
 
     def __init__(self, schema: TableSchema, db: Database, feed: ChangeFeed,
-                 directory: Path) -> None:
+                 directory: Path, reader: Reader) -> None:
         self.schema = schema
+        self.reader = reader
         self.storage_id = schema.storage_id
         self.db = db
         self.feed = feed
@@ -186,7 +192,8 @@ class TableIndex:
                 self._background_refresh(), name=f"rowforge-knowledge-sync-{self.storage_id}")
 
     async def _background_refresh(self) -> None:
-        await asyncio.sleep(0.02)  # let the writer's transaction end: one read for a burst
+        # Let the writer's transaction end, and gather a burst of writes into one read.
+        await asyncio.sleep(REFRESH_DELAY_S)
         while self.dirty:
             try:
                 await self.refresh(0.0)
@@ -198,19 +205,21 @@ class TableIndex:
 
     async def _catch_up(self) -> None:
         while True:
-            changes = await self.feed.read(self.storage_id, self.cursor, CHANGE_BATCH)
-            if not changes:
+            # The feed joined to the rows: each entry with its row's current vectors (a row
+            # changed twice in the batch is staged once, as it is now).
+            entries = await self.reader.run(row_reads.changed_vectors, self.schema,
+                                            self.cursor, CHANGE_BATCH)
+            if not entries:
                 return
-            latest: dict[str, bool] = {}
-            for change in changes:
-                latest[change.row_id] = change.deleted
-            live = [row_id for row_id, deleted in latest.items() if not deleted]
-            found = await row_reads.read_vectors(self.db, self.schema, live) if live else {}
-            upto = changes[-1].id
-            self._stage(upto, {row_id: found.get(row_id) for row_id in latest})
+            upto = entries[-1][0]
+            rows: dict[str, row_reads.Vectors | None] = {}
+            for _, row_id, vectors in entries:
+                rows.pop(row_id, None)
+                rows[row_id] = vectors
+            self._stage(upto, rows)
             self.cursor = upto
-            self.changes_since_compact += len(changes)
-            if len(changes) < CHANGE_BATCH:
+            self.changes_since_compact += len(entries)
+            if len(entries) < CHANGE_BATCH:
                 return
 
     def _stage(self, upto: int, rows: dict[str, row_reads.Vectors | None]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.changes import ChangeFeed
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
+from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import MANIFEST, TableIndex
 from rowforge.server.providers.registry import ModelRegistry
 from rowforge.server.storage.db import Database
@@ -37,6 +38,18 @@ async def store(database_url: str) -> AsyncIterator[TableStore]:
     finally:
         await tables.close()
         await db.close()
+
+
+@pytest.fixture
+def reader(store: TableStore) -> Iterator[Reader]:
+    reads = Reader(store.db)
+    yield reads
+    reads.close()
+
+
+def table_index(store: TableStore, schema: TableSchema, directory: Path,
+                reader: Reader) -> TableIndex:
+    return TableIndex(schema, store.db, ChangeFeed(store.db), directory, reader)
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -77,8 +90,9 @@ async def add(store: TableStore, schema: TableSchema, seeds: list[int]) -> list[
     return [r.id for r in rows]
 
 
-async def opened(store: TableStore, schema: TableSchema, directory: Path) -> TableIndex:
-    index = TableIndex(schema, store.db, ChangeFeed(store.db), directory)
+async def opened(store: TableStore, schema: TableSchema, directory: Path,
+                 reader: Reader) -> TableIndex:
+    index = table_index(store, schema, directory, reader)
     await index.open()
     await index.wait_built()
     return index
@@ -91,10 +105,10 @@ async def caught_up(index: TableIndex) -> None:
 
 
 async def test_rebuild_then_catch_up_with_inserts_updates_and_deletes(
-        store: TableStore, tmp_path: Path) -> None:
+        store: TableStore, tmp_path: Path, reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     ids = await add(store, schema, list(range(20)))  # written before any index existed
-    index = await opened(store, schema, tmp_path / "ix")
+    index = await opened(store, schema, tmp_path / "ix", reader)
     await check(index, store, schema)
     await add(store, schema, list(range(20, 30)))
     await store.write_cells(schema, ids[0], {"Text Embed": Cell(value=vec(77).tolist())})
@@ -110,11 +124,11 @@ async def test_rebuild_then_catch_up_with_inserts_updates_and_deletes(
 
 
 async def test_saved_index_reloads_at_its_watermark_and_replays_later_changes(
-        store: TableStore, tmp_path: Path) -> None:
+        store: TableStore, tmp_path: Path, reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     ids = await add(store, schema, list(range(15)))
     directory = tmp_path / "ix"
-    index = await opened(store, schema, directory)
+    index = await opened(store, schema, directory, reader)
     await caught_up(index)
     assert await index.save()
     assert not await index.save()  # nothing new
@@ -125,7 +139,7 @@ async def test_saved_index_reloads_at_its_watermark_and_replays_later_changes(
     # Changes made while no index is open: found again through the feed.
     await store.delete_rows(schema, ids[:3])
     await add(store, schema, [40, 41])
-    again = TableIndex(schema, store.db, ChangeFeed(store.db), directory)
+    again = table_index(store, schema, directory, reader)
     loaded = again._load()
     assert loaded is not None and min(c.watermark for c in loaded.values()) == saved
     await again.open()
@@ -137,11 +151,11 @@ async def test_saved_index_reloads_at_its_watermark_and_replays_later_changes(
 
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "manifest"])
 async def test_lost_or_corrupt_files_mean_a_rebuild(store: TableStore, tmp_path: Path,
-                                                    damage: str) -> None:
+                                                    damage: str, reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     await add(store, schema, list(range(12)))
     directory = tmp_path / "ix"
-    index = await opened(store, schema, directory)
+    index = await opened(store, schema, directory, reader)
     await index.close(save=True)
     graph = next(directory.glob("*.hnsw"))
     if damage == "delete":
@@ -152,7 +166,7 @@ async def test_lost_or_corrupt_files_mean_a_rebuild(store: TableStore, tmp_path:
     else:
         (directory / MANIFEST).write_text("{not json")
     await add(store, schema, [50])
-    again = TableIndex(schema, store.db, ChangeFeed(store.db), directory)
+    again = table_index(store, schema, directory, reader)
     assert again._load() is None
     await again.open()
     await again.wait_built()
@@ -161,10 +175,11 @@ async def test_lost_or_corrupt_files_mean_a_rebuild(store: TableStore, tmp_path:
     await again.close(save=False)
 
 
-async def test_a_rebuild_in_progress_is_never_saved(store: TableStore, tmp_path: Path) -> None:
+async def test_a_rebuild_in_progress_is_never_saved(store: TableStore, tmp_path: Path,
+                                                    reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     await add(store, schema, list(range(10)))
-    index = TableIndex(schema, store.db, ChangeFeed(store.db), tmp_path / "ix")
+    index = table_index(store, schema, tmp_path / "ix", reader)
     index._kick = lambda: None  # type: ignore[method-assign]  # hold the builder back
     await index.open()
     assert index.building and index.built == -1
@@ -176,12 +191,12 @@ async def test_a_rebuild_in_progress_is_never_saved(store: TableStore, tmp_path:
     await index.close(save=False)
 
 
-async def test_vectors_of_another_dimension_are_left_out(store: TableStore,
-                                                         tmp_path: Path) -> None:
+async def test_vectors_of_another_dimension_are_left_out(store: TableStore, tmp_path: Path,
+                                                         reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     await add(store, schema, [1, 2])
     odd, = await store.insert_rows(schema, [{"Text Embed": [1.0, 2.0, 3.0]}])
-    index = await opened(store, schema, tmp_path / "ix")
+    index = await opened(store, schema, tmp_path / "ix", reader)
     assert index.skipped_vectors == 1
     assert odd.id not in {rid for rid, _ in index.search(vec(1), 10)}
     await index.close(save=False)
