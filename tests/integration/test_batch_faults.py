@@ -142,6 +142,9 @@ async def test_requests_per_minute_are_held_to_the_model_limit(stub, fake) -> No
     assert len(arrivals) == n
     start = arrivals[0]
     for k, at in enumerate(arrivals):
-        # request k+1 needs k+1 tokens: 50 at once, then one per 0.2 s
-        assert at - start >= (k + 1 - 50) * 0.2 - 0.1, (k, at - start)
+        # request k+1 needs k+1 tokens: 50 at once, then one per 0.2 s. The fake records a
+        # request when its (in-test-process) loop gets to it, which can lag by a few hundred
+        # ms under load and then record a burst together: allow that much slack per arrival;
+        # the whole run below is the exact check.
+        assert at - start >= (k + 1 - 50) * 0.2 - 0.4, (k, at - start)
     assert arrivals[-1] - start >= 1.8
