@@ -14,8 +14,6 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from rowforge.v1 import (
     common_pb2,
@@ -30,6 +28,7 @@ from rowforge.v1 import knowledge_service_pb2 as kpb
 from rowforge.v1 import table_service_pb2 as tpb
 from tests.conftest import FAKE_KEY_ENV, fake_models
 from tests.support.server import ServerProcess
+from tests.support.status import fails
 
 ACTION, KNOWLEDGE = common_pb2.TABLE_TYPE_ACTION, common_pb2.TABLE_TYPE_KNOWLEDGE
 Metadata = tuple[tuple[str, str], ...]
@@ -173,35 +172,6 @@ def struct(values: dict[str, Any]) -> struct_pb2.Struct:
 
 def titles(reply: kpb.HybridSearchResponse) -> list[str]:
     return [r.row.cells["Title"].value.string_value for r in reply.items]
-
-
-def details(err: grpc.RpcError) -> tuple[str, dict[str, str], dict[str, str]]:
-    """(ErrorInfo reason, its metadata, {violation field: description})."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status: {err}"
-    reason, meta, fields = "", {}, {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, meta = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields.update({v.field: v.description for v in bad.field_violations})
-    return reason, meta, fields
-
-
-async def fails(call: Any, code: grpc.StatusCode) -> tuple[str, dict[str, str], dict[str, str]]:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        result = call
-        if hasattr(result, "__aiter__"):
-            async for _ in result:
-                pass
-        else:
-            await result
-    assert err.value.code() == code, err.value.details()
-    return details(err.value)
 
 
 # -- rows: embed, re-embed, delete ----------------------------------------------------------

@@ -25,7 +25,6 @@ from tests.integration.generation_support import (
     KNOWLEDGE,
     Metadata,
     download,
-    fails,
     input_col,
     llm_col,
     md,
@@ -35,6 +34,7 @@ from tests.integration.generation_support import (
     upload,
     value,
 )
+from tests.support.status import fails
 
 __all__ = ["md", "stub"]  # fixtures
 

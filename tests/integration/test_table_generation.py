@@ -27,7 +27,6 @@ from tests.integration.generation_support import (
     add_rows,
     create_table,
     eventually,
-    fails,
     get_row,
     input_col,
     list_rows,
@@ -40,6 +39,7 @@ from tests.integration.generation_support import (
     upload,
     value,
 )
+from tests.support.status import fails
 
 __all__ = ["md", "stub"]  # fixtures
 

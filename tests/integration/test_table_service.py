@@ -15,11 +15,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from rowforge.v1 import common_pb2, file_service_pb2, file_service_pb2_grpc, table_service_pb2_grpc
 from rowforge.v1 import table_service_pb2 as pb
+from tests.support.status import fails
 
 ACTION, KNOWLEDGE, CHAT = (common_pb2.TABLE_TYPE_ACTION, common_pb2.TABLE_TYPE_KNOWLEDGE,
                            common_pb2.TABLE_TYPE_CHAT)
@@ -37,35 +36,6 @@ def md() -> Metadata:
 @pytest.fixture
 async def stub(channel: grpc.aio.Channel) -> table_service_pb2_grpc.TableServiceStub:
     return table_service_pb2_grpc.TableServiceStub(channel)
-
-
-def details(err: grpc.RpcError) -> tuple[str, dict[str, str], dict[str, str]]:
-    """(ErrorInfo reason, its metadata, {violation field: description})."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status: {err}"
-    reason, meta, fields = "", {}, {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, meta = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields.update({v.field: v.description for v in bad.field_violations})
-    return reason, meta, fields
-
-
-async def fails(call: Any, code: grpc.StatusCode) -> tuple[str, dict[str, str], dict[str, str]]:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        result = call
-        if hasattr(result, "__aiter__"):
-            async for _ in result:
-                pass
-        else:
-            await result
-    assert err.value.code() == code, err.value.details()
-    return details(err.value)
 
 
 def llm(prompt: str = "", **kw: Any) -> pb.GenConfig:

@@ -1,0 +1,39 @@
+"""Reading rich gRPC error details in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+def details(err: grpc.RpcError) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(ErrorInfo reason, its metadata, {violation field: description})."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status: {err}"
+    reason, meta, fields = "", {}, {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, meta = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.update({v.field: v.description for v in bad.field_violations})
+    return reason, meta, fields
+
+
+async def fails(call: Any, code: grpc.StatusCode) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Await a unary call or drain a stream; assert it fails with ``code``; its details."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        if hasattr(call, "__aiter__"):
+            async for _ in call:
+                pass
+        else:
+            await call
+    assert err.value.code() == code, err.value.details()
+    return details(err.value)
