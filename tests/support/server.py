@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,3 @@ class ServerProcess:
             self.terminate()
         finally:
             self.kill()
-
-
-def iter_lines(proc: ServerProcess) -> Iterator[str]:
-    yield from proc.output
