@@ -10,11 +10,14 @@ Public API (everything else in this package is an implementation detail)::
     ranked = await rerank(registry.get("rowforge/rerank"), "query", ["doc", ...])
     result = await with_retries(lambda: chat(spec, messages))
 
-Built-in models (``route`` ``builtin/...``) run in-process; all others go through litellm,
-imported lazily (see :mod:`.litellm_client`).
+Every call goes through :class:`Providers` (:mod:`.client`), which hands it to the model's
+backend (:mod:`.backend`): built-in models run in-process, the others go through litellm
+(imported off the event loop, see :mod:`.litellm_client`).
 """
 
-from rowforge.server.providers.chat import chat, cost_usd, stream_chat
+from rowforge.server.providers.backend import Backend, ChatRequest
+from rowforge.server.providers.chat import chat, stream_chat
+from rowforge.server.providers.client import Providers, default_providers
 from rowforge.server.providers.embeddings import embed
 from rowforge.server.providers.formats import (
     json_schema_format,
@@ -28,6 +31,7 @@ from rowforge.server.providers.litellm_errors import (
     retry_after,
 )
 from rowforge.server.providers.messages import Attachment, Message, coerce_messages
+from rowforge.server.providers.pricing import cost_usd
 from rowforge.server.providers.registry import (
     CAPABILITIES,
     ModelConfig,
@@ -43,19 +47,23 @@ from rowforge.server.providers.tokens import estimate_tokens, trim_history
 __all__ = [
     "CAPABILITIES",
     "Attachment",
+    "Backend",
     "ChatChunk",
+    "ChatRequest",
     "ChatResult",
     "EmbedResult",
     "Message",
     "ModelConfig",
     "ModelRegistry",
     "ModelSpec",
+    "Providers",
     "Usage",
     "backoff_delay",
     "builtin_specs",
     "chat",
     "coerce_messages",
     "cost_usd",
+    "default_providers",
     "embed",
     "estimate_tokens",
     "is_retryable",

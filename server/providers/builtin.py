@@ -1,4 +1,4 @@
-"""In-process serving of the built-in models (``builtin/...`` routes).
+"""In-process serving of the built-in models (``builtin/...`` routes, transport ``builtin``).
 
 They never go through litellm: its per-call overhead (request building, logging, cost
 lookups: about a millisecond) would dwarf models that answer in microseconds and would
@@ -16,12 +16,49 @@ import numpy as np
 from rowforge.server.errors import Internal, InvalidArgument
 from rowforge.server.providers import builtin_chat, builtin_rerank, hashing_embedder, minilm
 from rowforge.server.providers import text as textutil
+from rowforge.server.providers.backend import ChatRequest, TextSink
 from rowforge.server.providers.messages import Message
 from rowforge.server.providers.registry import ModelSpec
-from rowforge.server.providers.results import ChatChunk, EmbedResult, Usage
+from rowforge.server.providers.results import ChatChunk, ChatResult, EmbedResult, Usage
 
 # Above this many texts/documents, work moves to a thread so the event loop stays responsive.
 INLINE_LIMIT = 256
+
+
+class BuiltinBackend:
+    """The ``builtin`` transport (see the module docstring)."""
+
+    async def start(self, specs: Sequence[ModelSpec]) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def stream_chat(self, spec: ModelSpec, request: ChatRequest
+                          ) -> AsyncIterator[ChatChunk]:
+        async for chunk in stream_chat(spec, request.messages, max_tokens=request.max_tokens,
+                                       stop=request.stop,
+                                       response_format=request.response_format):
+            yield chunk
+
+    async def chat(self, spec: ModelSpec, request: ChatRequest, *,
+                   on_text: TextSink | None = None) -> ChatResult:
+        # The whole answer exists at once: one piece of text, no generator step per token.
+        final = complete_chat(spec, request.messages, max_tokens=request.max_tokens,
+                              stop=request.stop, response_format=request.response_format)
+        text = final.text
+        if on_text is not None and text:
+            on_text(text)
+        return ChatResult(text=text, finish_reason=final.finish_reason, usage=final.usage,
+                          model=spec.id, cost_usd=0.0)
+
+    async def embed(self, spec: ModelSpec, texts: Sequence[str], *, is_query: bool,
+                    timeout: float) -> EmbedResult:
+        return await embed(spec, texts)
+
+    async def rerank(self, spec: ModelSpec, query: str, documents: Sequence[str], *,
+                     top_n: int, timeout: float) -> list[tuple[int, float]]:
+        return await rerank(spec, query, documents, top_n)
 
 
 async def stream_chat(spec: ModelSpec, messages: Sequence[Message], *,

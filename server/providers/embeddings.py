@@ -1,20 +1,13 @@
-"""Embeddings: built-in models in-process, the rest through ``litellm.aembedding``."""
+"""Embeddings through the process's default :class:`~rowforge.server.providers.client.
+Providers`, and the checks around every embedding call."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
-
-from rowforge.server.errors import Internal, InvalidArgument, RowforgeError, Unavailable
-from rowforge.server.providers import builtin, litellm_client
-from rowforge.server.providers.chat import DEFAULT_TIMEOUT
-from rowforge.server.providers.litellm_errors import map_provider_error
+from rowforge.server.errors import Internal, InvalidArgument
 from rowforge.server.providers.registry import ModelSpec, capability_missing
-from rowforge.server.providers.results import EmbedResult, Usage
-from rowforge.server.providers.tokens import count_text_tokens
+from rowforge.server.providers.results import EmbedResult
 
 
 async def embed(spec: ModelSpec, texts: Sequence[str], *, is_query: bool = False,
@@ -30,16 +23,21 @@ async def embed(spec: ModelSpec, texts: Sequence[str], *, is_query: bool = False
         Internal: the provider's vectors do not have the configured size (a config error).
         ResourceExhausted / Unavailable / NotFound: see :mod:`litellm_errors`.
     """
+    from rowforge.server.providers.client import default_providers
+
+    return await default_providers().embed(spec, texts, is_query=is_query, timeout=timeout)
+
+
+def check_embed_call(spec: ModelSpec, texts: Sequence[str]) -> None:
+    """Raise ``InvalidArgument`` unless ``spec`` embeds and ``texts`` is a list of strings."""
     if "embed" not in spec.capabilities:
         raise capability_missing(spec, "embed")
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise InvalidArgument.field("texts", "must be a list of strings")
-    if not texts:
-        return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
-    if spec.is_builtin:
-        result = await builtin.embed(spec, texts)
-    else:
-        result = await _litellm_embed(spec, list(texts), is_query=is_query, timeout=timeout)
+
+
+def check_embedding_size(spec: ModelSpec, result: EmbedResult) -> EmbedResult:
+    """``result``, once its vectors are known to have the configured size."""
     if spec.embedding_size and result.vectors.shape[1] != spec.embedding_size:
         raise Internal(f"Model {spec.id!r} returned {result.vectors.shape[1]}-d vectors but is "
                        f"configured with embedding_size {spec.embedding_size}.",
@@ -47,34 +45,3 @@ async def embed(spec: ModelSpec, texts: Sequence[str], *, is_query: bool = False
                        metadata={"model": spec.id, "returned": result.vectors.shape[1],
                                  "configured": spec.embedding_size})
     return result
-
-
-async def _litellm_embed(spec: ModelSpec, texts: list[str], *, is_query: bool,
-                         timeout: float | None) -> EmbedResult:
-    litellm = litellm_client.load()
-    kwargs = litellm_client.request_kwargs(spec, input=texts, timeout=timeout or DEFAULT_TIMEOUT)
-    try:
-        response = await litellm.aembedding(**kwargs)
-    except (asyncio.CancelledError, RowforgeError):
-        raise
-    except Exception as exc:
-        raise map_provider_error(exc, model=spec.id) from exc
-    try:
-        rows = sorted(((_field(item, "index"), _field(item, "embedding"))
-                       for item in response.data), key=lambda pair: pair[0] or 0)
-        vectors = np.asarray([vector for _, vector in rows], dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise ValueError(f"expected {len(texts)} vectors, got shape {vectors.shape}")
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise Unavailable(f"The provider of model {spec.id!r} sent malformed embeddings.",
-                          reason="PROVIDER_BAD_RESPONSE", metadata={"model": spec.id}) from exc
-    usage_obj = getattr(response, "usage", None)
-    prompt_tokens = getattr(usage_obj, "prompt_tokens", None) if usage_obj is not None else None
-    if prompt_tokens is None:
-        prompt_tokens = sum(count_text_tokens(t) for t in texts)
-    return EmbedResult(vectors=vectors, usage=Usage(prompt_tokens=int(prompt_tokens)),
-                       model=spec.id)
-
-
-def _field(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, dict) else getattr(item, name)

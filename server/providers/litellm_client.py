@@ -85,9 +85,17 @@ def _warm_up(litellm: ModuleType) -> None:
             pass
 
 
-async def preload() -> None:
-    """Import litellm in a thread, so the first provider call does not stall the event loop."""
-    await asyncio.to_thread(load)
+def loaded() -> ModuleType | None:
+    """The module when :func:`load` already ran, else ``None`` (never imports)."""
+    return _module
+
+
+async def preload() -> ModuleType:
+    """Import and warm litellm in a thread, so no call stalls the event loop on it."""
+    module = _module
+    if module is None:
+        module = await asyncio.to_thread(load)
+    return module
 
 
 def api_key(env_name: str | None) -> str | None:

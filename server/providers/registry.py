@@ -40,6 +40,8 @@ class ModelSpec:
         owned_by: Who provides the model.
         name: Display name.
         max_output_tokens: Output cap used when a caller sets no ``max_tokens``.
+        transport: Which backend serves it: ``builtin`` (in-process), ``litellm``, or
+            ``openai`` (the OpenAI HTTP protocol, see :mod:`openai_backend`).
     """
 
     id: str
@@ -55,11 +57,7 @@ class ModelSpec:
     owned_by: str = ""
     name: str = ""
     max_output_tokens: int = 4096
-
-    @property
-    def is_builtin(self) -> bool:
-        """Served in-process by :mod:`rowforge.server.providers.builtin` (no litellm)."""
-        return self.route.startswith(BUILTIN_ROUTE_PREFIX)
+    transport: str = "litellm"
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -122,21 +120,21 @@ class ModelConfig(pydantic.BaseModel):
 def builtin_specs() -> list[ModelSpec]:
     """The offline models that are always there (plus MiniLM when it is installed)."""
     specs = [
-        ModelSpec(id="rowforge/chat", route="builtin/chat",
+        ModelSpec(id="rowforge/chat", route="builtin/chat", transport="builtin",
                   capabilities=frozenset({"chat", "image", "audio"}), context_length=32768,
                   owned_by="rowforge", name="Rowforge built-in chat (offline, deterministic)",
                   max_output_tokens=4096),
-        ModelSpec(id="rowforge/embed", route="builtin/embed", capabilities=frozenset({"embed"}),
+        ModelSpec(id="rowforge/embed", route="builtin/embed", transport="builtin", capabilities=frozenset({"embed"}),
                   context_length=8192, embedding_size=384, owned_by="rowforge",
                   name="Rowforge built-in hashing embedder (offline)"),
-        ModelSpec(id="rowforge/rerank", route="builtin/rerank",
+        ModelSpec(id="rowforge/rerank", route="builtin/rerank", transport="builtin",
                   capabilities=frozenset({"rerank"}), context_length=8192, owned_by="rowforge",
                   name="Rowforge built-in reranker (offline)"),
     ]
     from rowforge.server.providers import minilm
 
     if minilm.available():
-        specs.append(ModelSpec(id=minilm.MODEL_ID, route="builtin/minilm",
+        specs.append(ModelSpec(id=minilm.MODEL_ID, route="builtin/minilm", transport="builtin",
                                capabilities=frozenset({"embed"}), context_length=256,
                                embedding_size=minilm.DIMENSIONS, owned_by="rowforge",
                                name="all-MiniLM-L6-v2 (int8 ONNX, offline)"))

@@ -70,3 +70,12 @@ class EmbedResult:
     vectors: np.ndarray
     usage: Usage
     model: str = ""
+
+
+def finish_reason(reason: str | None) -> str:
+    """A provider's finish reason as one of ``stop``, ``length``, ``content_filter``."""
+    if reason in ("length", "max_tokens"):
+        return FINISH_LENGTH
+    if reason in ("content_filter", "safety"):
+        return FINISH_CONTENT_FILTER
+    return FINISH_STOP

@@ -22,7 +22,7 @@ def test_builtins_are_always_there() -> None:
     assert ids == sorted(ids)
     chat = registry.get("rowforge/chat")
     assert chat.capabilities == {"chat", "image", "audio"}
-    assert chat.context_length == 32768 and chat.is_builtin
+    assert chat.context_length == 32768 and chat.transport == "builtin"
     assert registry.get("rowforge/embed").embedding_size == 384
     assert ("rowforge/minilm" in registry) == minilm.available()
 
@@ -34,7 +34,7 @@ def test_config_entries_become_specs() -> None:
                              api_key_env="OPENAI_API_KEY",
                              capabilities=frozenset({"chat", "image"}), context_length=128000,
                              rpm=500, tpm=200000, owned_by="openai", name="openai/gpt-4o-mini")
-    assert not spec.is_builtin
+    assert spec.transport == "litellm"
     assert registry.get("openai/text-embedding-3-small").api_base == "http://127.0.0.1:9/v1"
 
 

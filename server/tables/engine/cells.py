@@ -28,13 +28,12 @@ from rowforge.server.providers import (
     Usage,
     chat,
     embed,
-    stream_chat,
     with_retries,
 )
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, format_references
 from rowforge.server.sandbox import SandboxError
 from rowforge.server.tables.engine.deltas import DeltaCoalescer
-from rowforge.server.tables.engine.events import CellDelta, CellReferences, EventSink
+from rowforge.server.tables.engine.events import CellReferences, EventSink
 from rowforge.server.tables.engine.history import HistorySource, conversation
 from rowforge.server.tables.engine.plan import ColumnPlan
 from rowforge.server.tables.model import (
@@ -240,32 +239,17 @@ class LLMExecutor:
         if cell.sink is None:  # nobody listens to deltas: the whole answer at once
             return await self.retry.call(cell, whole)
 
-        if spec.is_builtin:
-            # An in-process model has its whole answer at once: its tokens would be coalesced
-            # into one delta anyway, so skip the per-token generator steps (and the coalescer).
-            text, usage = await whole()
-            if text:
-                cell.sink(CellDelta(cell.row_id, cell.column.id, text, 0))
-            return text, usage
-
         deltas = DeltaCoalescer(cell.sink, cell.row_id, cell.column.id)
 
         async def streamed() -> tuple[str, Usage]:
-            parts: list[str] = []
-            usage: Usage | None = None
             try:
-                async for chunk in stream_chat(spec, messages, **options()):
-                    if chunk.text:
-                        parts.append(chunk.text)
-                        deltas.push(chunk.text)
-                    elif chunk.usage is not None:
-                        usage = chunk.usage
+                result = await chat(spec, messages, on_text=deltas.push, **options())
             except RowforgeError as exc:
                 if deltas.emitted:
                     raise _StreamBroken(exc) from exc
                 deltas.discard()  # nothing reached the client: a retry starts clean
                 raise
-            return "".join(parts), usage or Usage()
+            return result.text, result.usage
 
         try:
             return await self.retry.call(cell, streamed)

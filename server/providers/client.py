@@ -1,0 +1,145 @@
+"""The one way to a model: :class:`Providers` checks a call and hands it to the model's backend.
+
+Each model's transport (``ModelSpec.transport``: ``builtin``, ``litellm``, ``openai``) was
+chosen when the registry was built; here it only picks the backend object. Everything callers
+see is the same on every route: :class:`ChatChunk` / :class:`ChatResult` / :class:`EmbedResult`,
+the errors of :mod:`litellm_errors`, usage and cost.
+
+The module-level functions of the package (``chat``, ``stream_chat``, ``embed``, ``rerank``)
+use the process's :func:`default_providers`; a server starts it (imports and pools, off the
+event loop) and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rowforge.server.errors import Internal
+from rowforge.server.providers.backend import Backend, TextSink
+from rowforge.server.providers.builtin import BuiltinBackend
+from rowforge.server.providers.chat import DEFAULT_TIMEOUT, MessageLike, chat_request
+from rowforge.server.providers.embeddings import check_embed_call, check_embedding_size
+from rowforge.server.providers.formats import parse_json_output
+from rowforge.server.providers.litellm_backend import LiteLLMBackend
+from rowforge.server.providers.registry import ModelSpec, capability_missing
+from rowforge.server.providers.rerank import best_first, chat_rerank_call, check_rerank_call
+from rowforge.server.providers.results import ChatChunk, ChatResult, EmbedResult, Usage
+
+
+def standard_backends() -> dict[str, Backend]:
+    """A fresh backend per transport."""
+    return {"builtin": BuiltinBackend(), "litellm": LiteLLMBackend()}
+
+
+class Providers:
+    """Model calls for any :class:`ModelSpec` (see the module docstring).
+
+    Args:
+        backends: ``transport -> backend``; the standard set by default.
+    """
+
+    def __init__(self, backends: Mapping[str, Backend] | None = None) -> None:
+        self.backends: dict[str, Backend] = dict(backends or standard_backends())
+
+    def backend(self, spec: ModelSpec) -> Backend:
+        backend = self.backends.get(spec.transport)
+        if backend is None:
+            raise Internal(f"Model {spec.id!r} uses transport {spec.transport!r}, which this "
+                           "server does not have.", reason="UNKNOWN_TRANSPORT",
+                           metadata={"model": spec.id, "transport": spec.transport})
+        return backend
+
+    async def start(self, specs: Iterable[ModelSpec]) -> None:
+        """Ready every backend the models use (litellm's import happens in a thread)."""
+        by_transport: dict[str, list[ModelSpec]] = defaultdict(list)
+        for spec in specs:
+            by_transport[spec.transport].append(spec)
+        await asyncio.gather(*(self.backend(group[0]).start(group)
+                               for group in by_transport.values()))
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+
+    # --- chat ---------------------------------------------------------------------------
+
+    async def stream_chat(self, spec: ModelSpec, messages: Iterable[MessageLike], *,
+                          temperature: float | None = None, max_tokens: int | None = None,
+                          top_p: float | None = None, stop: Sequence[str] | str | None = None,
+                          response_format: Mapping[str, Any] | None = None,
+                          timeout: float | None = None) -> AsyncIterator[ChatChunk]:
+        """See :func:`rowforge.server.providers.stream_chat`."""
+        request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
+                               top_p=top_p, stop=stop, response_format=response_format,
+                               timeout=timeout)
+        stream = self.backend(spec).stream_chat(spec, request)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()  # at once, also when our consumer stops early
+
+    async def chat(self, spec: ModelSpec, messages: Iterable[MessageLike], *,
+                   temperature: float | None = None, max_tokens: int | None = None,
+                   top_p: float | None = None, stop: Sequence[str] | str | None = None,
+                   response_format: Mapping[str, Any] | None = None,
+                   timeout: float | None = None, on_text: TextSink | None = None) -> ChatResult:
+        """See :func:`rowforge.server.providers.chat`."""
+        request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
+                               top_p=top_p, stop=stop, response_format=response_format,
+                               timeout=timeout)
+        result = await self.backend(spec).chat(spec, request, on_text=on_text)
+        parsed = parse_json_output(result.text, response_format)
+        if parsed is None:
+            return result
+        return ChatResult(text=result.text, finish_reason=result.finish_reason,
+                          usage=result.usage, model=result.model, cost_usd=result.cost_usd,
+                          parsed=parsed)
+
+    # --- embeddings and ranking ---------------------------------------------------------
+
+    async def embed(self, spec: ModelSpec, texts: Sequence[str], *, is_query: bool = False,
+                    timeout: float | None = None) -> EmbedResult:
+        """See :func:`rowforge.server.providers.embed`."""
+        check_embed_call(spec, texts)
+        if not texts:
+            return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
+        result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
+                                                timeout=timeout or DEFAULT_TIMEOUT)
+        return check_embedding_size(spec, result)
+
+    async def rerank(self, spec: ModelSpec, query: str, documents: Sequence[str],
+                     top_n: int = 0, *, timeout: float | None = None
+                     ) -> list[tuple[int, float]]:
+        """See :func:`rowforge.server.providers.rerank`."""
+        check_rerank_call(query, documents, top_n)
+        if not documents:
+            return []
+        if "rerank" in spec.capabilities:
+            ranked = await self.backend(spec).rerank(spec, query, list(documents), top_n=top_n,
+                                                     timeout=timeout or DEFAULT_TIMEOUT)
+            return best_first(spec, ranked, len(documents), top_n)
+        if "chat" in spec.capabilities:
+            messages, fmt = chat_rerank_call(query, documents)
+            result = await self.chat(spec, messages, temperature=0.0, response_format=fmt,
+                                     timeout=timeout)
+            scores = result.parsed["scores"]
+            return best_first(spec, [(i, float(s)) for i, s in enumerate(scores)],
+                              len(documents), top_n)
+        raise capability_missing(spec, "rerank")
+
+
+_default: Providers | None = None
+
+
+def default_providers() -> Providers:
+    """The process's :class:`Providers` (created on first use)."""
+    global _default
+    if _default is None:
+        _default = Providers()
+    return _default
