@@ -29,6 +29,11 @@ Faults:
 
 Every request is recorded in ``fake.requests`` (method, path, headers, json, monotonic
 timestamp); ``fake.in_flight`` / ``fake.max_in_flight`` count concurrent requests.
+
+Benchmarks use the cheap profile: ``canned_tokens=N`` answers every chat with the same N-token
+text (responses encoded once; one SSE event per token), ``record=False`` keeps no request
+log, and ``python -m tests.fakes.openai_server --canned-tokens 50 --no-record`` runs it in its
+own process (on uvloop when installed), printing its base URL.
 """
 
 from __future__ import annotations
@@ -119,14 +124,20 @@ class FakeOpenAI:
         token_delay: Seconds between streamed chunks.
         embedding_size: Vector size when a request sets no ``dimensions``.
         api_key: When set, requests without ``Authorization: Bearer <api_key>`` get a 401.
+        canned_tokens: When > 0, every chat answer is the same text of this many tokens
+            (no built-in model run per request: the benchmark profile).
+        record: Keep ``requests`` (off for long benchmarks).
     """
 
     def __init__(self, *, latency: float = 0.0, token_delay: float = 0.0,
-                 embedding_size: int = 64, api_key: str | None = None) -> None:
+                 embedding_size: int = 64, api_key: str | None = None,
+                 canned_tokens: int = 0, record: bool = True) -> None:
         self.latency = latency
         self.token_delay = token_delay
         self.embedding_size = embedding_size
         self.api_key = api_key
+        self.record = record
+        self._canned = _Canned(canned_tokens) if canned_tokens > 0 else None
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -255,12 +266,14 @@ class FakeOpenAI:
         if request.can_read_body:
             raw = await request.read()
             try:
-                body = json.loads(raw) if raw else None
+                body = _loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
         with self._lock:
-            self.requests.append(RecordedRequest(request.method, request.path,
-                                                 dict(request.headers), body, time.monotonic()))
+            if self.record:
+                self.requests.append(RecordedRequest(request.method, request.path,
+                                                     dict(request.headers), body,
+                                                     time.monotonic()))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         request[_BODY] = body
@@ -275,6 +288,8 @@ class FakeOpenAI:
                 self.in_flight -= 1
 
     def _take_fault(self, body: Any) -> Fault | None:
+        if self._canned is not None and not self._state.faults and not self._state.rules:
+            return None  # the benchmark profile: no prompt rules
         prompt = _prompt_text(body)
         with self._lock:
             for rule in self._state.rules:
@@ -327,6 +342,8 @@ class FakeOpenAI:
             answered = await self._apply(fault)
             if answered is not None:
                 return answered
+        if self._canned is not None and fault is None:
+            return await self._canned.answer(request, body, self.token_delay)
         messages = [Message.from_openai(m) for m in body["messages"]]
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         completion = builtin_chat.complete(messages, max_tokens=max_tokens,
@@ -396,6 +413,9 @@ class FakeOpenAI:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in texts]
         size = int(body.get("dimensions") or self.embedding_size)
+        if self._canned is not None and fault is None:
+            return web.Response(body=self._canned.embeddings(len(texts), size),
+                                content_type="application/json")
         vectors = _resize(hashing_embedder.embed_texts(texts), size)
         as_base64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i,
@@ -430,7 +450,69 @@ class FakeOpenAI:
             {"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in names]})
 
 
+class _Canned:
+    """The benchmark profile's fixed answer, encoded once."""
+
+    def __init__(self, tokens: int) -> None:
+        pieces = [f" w{i}" for i in range(tokens)]
+        usage = {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens}
+        head = {"id": "chatcmpl-canned", "object": "chat.completion", "created": 0,
+                "model": "canned"}
+        self.whole = json.dumps({**head, "choices": [{
+            "index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "".join(pieces)}}],
+            "usage": usage}).encode()
+        chunk = {**head, "object": "chat.completion.chunk"}
+
+        def event(payload: Any) -> bytes:
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        self.events = [event({**chunk, "choices": [{"index": 0, "delta": {
+            "role": "assistant", "content": ""}, "finish_reason": None}]})]
+        self.events += [event({**chunk, "choices": [{"index": 0, "delta": {"content": p},
+                                                     "finish_reason": None}]})
+                        for p in pieces]
+        self.events.append(event({**chunk, "choices": [{"index": 0, "delta": {},
+                                                        "finish_reason": "stop"}]}))
+        self.usage_event = event({**chunk, "choices": [], "usage": usage})
+        self._embeddings: dict[tuple[int, int], bytes] = {}
+
+    def embeddings(self, count: int, size: int) -> bytes:
+        """The same unit vector for every text."""
+        key = (count, size)
+        if key not in self._embeddings:
+            vector = [round(1.0 / size ** 0.5, 8)] * size
+            self._embeddings[key] = json.dumps({
+                "object": "list", "model": "canned",
+                "data": [{"object": "embedding", "index": i, "embedding": vector}
+                         for i in range(count)],
+                "usage": {"prompt_tokens": 5 * count, "total_tokens": 5 * count}}).encode()
+        return self._embeddings[key]
+
+    async def answer(self, request: web.Request, body: dict[str, Any],
+                     token_delay: float) -> web.StreamResponse:
+        if not body.get("stream"):
+            return web.Response(body=self.whole, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in self.events:
+            if token_delay:
+                await asyncio.sleep(token_delay)
+            await response.write(event)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(self.usage_event)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
 # --- helpers -----------------------------------------------------------------------------
+
+try:
+    from orjson import loads as _loads
+except ImportError:  # the standard library's is fine for the tests
+    _loads = json.loads
+
 
 def _fault(status: int | str, **options: Any) -> Fault:
     hang = options.pop("hang", 30.0)
@@ -491,3 +573,35 @@ def _resize(vectors: np.ndarray, size: int) -> np.ndarray:
     norms = np.linalg.norm(folded, axis=1, keepdims=True)
     folded[norms[:, 0] == 0, 0] = 1.0  # everything cancelled out: any unit vector will do
     return folded / np.linalg.norm(folded, axis=1, keepdims=True)
+
+
+def main() -> None:
+    """Serve in this process until killed; print the base URL (for benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The fake OpenAI-compatible server.")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--embedding-size", type=int, default=64)
+    parser.add_argument("--canned-tokens", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        fake = FakeOpenAI(latency=args.latency, token_delay=args.token_delay,
+                          embedding_size=args.embedding_size,
+                          canned_tokens=args.canned_tokens, record=not args.no_record)
+        await fake.start()
+        print(fake.base_url, flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()
