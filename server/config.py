@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 MiB = 1024 * 1024
+SANDBOX_NETWORK_MODES = ("", "off", "public")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Settings:
     sandbox_workers: int = 2
     sandbox_timeout_s: float = 10.0
     sandbox_memory_mb: int = 512
+    #: Network access of Python cells: "off" (none) or "public" (public addresses only,
+    #: through the sandbox's egress proxy). Empty: "off" when auth is on or the server
+    #: listens beyond loopback, "public" for the embedded loopback server (README, security).
+    sandbox_network: str = ""
     #: File size limits per kind.
     max_document_bytes: int = 200 * MiB
     max_image_bytes: int = 20 * MiB
@@ -66,6 +71,18 @@ class Settings:
     batch_backoff_max_s: float = 60.0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sandbox_network not in SANDBOX_NETWORK_MODES:
+            raise ValueError(f"sandbox_network: expected \"off\" or \"public\", got "
+                             f"{self.sandbox_network!r}")
+
+    @property
+    def effective_sandbox_network(self) -> str:
+        """``sandbox_network``, or its default for this server when it is empty."""
+        if self.sandbox_network:
+            return self.sandbox_network
+        return "off" if self.auth or not self.is_loopback else "public"
 
     @property
     def resolved_database_url(self) -> str:
@@ -109,6 +126,10 @@ def _coerce(name: str, value: Any) -> Any:
         return int(value)
     if isinstance(default, float):
         return float(value)
+    if name == "sandbox_network":
+        value = str(value).strip().lower()
+        if value not in SANDBOX_NETWORK_MODES:
+            raise ValueError(f"{name}: expected \"off\" or \"public\", got {value!r}")
     return str(value)
 
 

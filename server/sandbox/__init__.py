@@ -30,8 +30,15 @@ Guarantees, strongest first:
   cannot be kept from the server's files or processes: :meth:`SandboxPool.start` then refuses
   to run when ``forbidden_paths`` are given, because it cannot protect them.
 
-Network access is not restricted (the seed's examples fetch web pages): a cell can reach
-whatever the host can, loopback services included. Needs Linux >= 5.3 (pidfd).
+* Network (``network="off"`` or ``"public"``): a seccomp filter (:mod:`.syscall_filter`)
+  refuses ``bind``, ``listen``, UNIX and other non-IP sockets, io_uring and new namespaces,
+  and in ``off`` every ``socket()``. A root server's workers each live in an empty network
+  namespace (:mod:`.netns`); in ``public`` its only way out is the pool's egress proxy
+  (:mod:`.egress`), which connects only to public addresses, checked after resolution.
+  Without a namespace ``public`` degrades to ``off``; without seccomp the pool refuses to
+  start. Landlock (ABI >= 4) adds TCP rules: no bind, connect only to the proxy's port.
+
+Needs Linux >= 5.3 (pidfd).
 """
 
 from rowforge.server.sandbox.code_check import check_code

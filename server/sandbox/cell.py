@@ -9,6 +9,7 @@ user's code exit silently, so a fork bomb cannot garble the result pipe.
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 import resource
 import signal
@@ -23,6 +24,7 @@ import msgpack
 from rowforge.server.sandbox import identity
 from rowforge.server.sandbox.landlock import Ruleset, prctl
 from rowforge.server.sandbox.protocol import HEADER, write_all
+from rowforge.server.sandbox.syscall_filter import CompiledFilter
 
 FILENAME = "<python column>"
 RESULT_FD = 3
@@ -32,6 +34,11 @@ _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 _MAX_DETAIL = 1000
 MIB = 1024 * 1024
+_NETWORK_RULES = {
+    "off": "Python cells have no network access on this server (sandbox_network = \"off\")",
+    "public": "Python cells may not listen, and reach public addresses only, through the HTTP "
+              "proxy in their environment (HTTP_PROXY/HTTPS_PROXY)",
+}
 
 
 @dataclass
@@ -42,6 +49,7 @@ class CellSpec:
     limits: dict[str, Any]
     cell_dir: str
     worker_pid: int
+    syscall_filter: CompiledFilter  # what network syscalls the cell may make
     uid: int | None = None  # None: keep the worker's identity (server not running as root)
     gid: int | None = None
     ruleset: Ruleset | None = None
@@ -101,6 +109,7 @@ def _confine(spec: CellSpec, out: list[int]) -> None:
     prctl(_PR_SET_DUMPABLE, 0)  # no ptrace or /proc/<pid>/mem from same-uid processes
     if spec.ruleset is not None:
         spec.ruleset.restrict_self()
+    spec.syscall_filter.load()
     os.chdir(spec.cell_dir)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -174,6 +183,9 @@ def _execute(code: str, row: dict[str, Any], spec: CellSpec, me: int) -> dict[st
     except PermissionError as exc:
         if os.getpid() != me:
             os._exit(1)
+        if exc.errno == errno.EACCES and exc.filename is None:  # a socket call, not a file
+            return fail("forbidden", f"was denied network access: {_text(exc)}{_at(exc)}; "
+                        + _NETWORK_RULES[spec.syscall_filter.mode])
         return fail("forbidden", f"was denied access: {_text(exc)}{_at(exc)}")
     except BaseException as exc:
         if os.getpid() != me:

@@ -21,6 +21,7 @@ _SYS_ADD_RULE = 445
 _SYS_RESTRICT_SELF = 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
+_RULE_NET_PORT = 2
 PR_SET_NO_NEW_PRIVS = 38
 
 EXECUTE = 1 << 0
@@ -40,6 +41,9 @@ REFER = 1 << 13  # ABI 2
 TRUNCATE = 1 << 14  # ABI 3
 IOCTL_DEV = 1 << 15  # ABI 5
 
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1  # ABI 4
+
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 
@@ -51,6 +55,10 @@ class _RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64),
                 ("handled_access_net", ctypes.c_uint64),
                 ("scoped", ctypes.c_uint64)]
+
+
+class _NetPortAttr(ctypes.Structure):
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -104,15 +112,19 @@ class Ruleset:
 
     Build it once in the worker; every forked cell inherits the descriptor and only calls
     :meth:`restrict_self`, which costs one syscall.
+
+    With ``net=True`` (and ABI >= 4) it also handles TCP: binding is denied and connecting
+    allowed only to the ports given to :meth:`allow_port`.
     """
 
-    def __init__(self, abi: int | None = None) -> None:
+    def __init__(self, abi: int | None = None, *, net: bool = False) -> None:
         self.abi = abi_version() if abi is None else abi
         if self.abi < 1:
             raise OSError("Landlock is not available on this kernel")
         self.handled = _handled_fs(self.abi)
+        self.handled_net = NET_BIND_TCP | NET_CONNECT_TCP if net and self.abi >= 4 else 0
         scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0
-        attr = _RulesetAttr(self.handled, 0, scoped)
+        attr = _RulesetAttr(self.handled, self.handled_net, scoped)
         # Older kernels reject a struct larger than they know unless the tail is zero; send
         # only the part this ABI understands.
         size = 24 if self.abi >= 6 else 16 if self.abi >= 4 else 8
@@ -132,6 +144,14 @@ class Ruleset:
                      ctypes.byref(rule), ctypes.c_uint32(0))
         finally:
             os.close(fd)
+
+    def allow_port(self, port: int, access: int = NET_CONNECT_TCP) -> None:
+        """Allow ``access`` (connecting, by default) to TCP ``port`` on any address."""
+        if not self.handled_net:
+            return
+        rule = _NetPortAttr(access & self.handled_net, port)
+        _syscall(_SYS_ADD_RULE, ctypes.c_int(self.fd), ctypes.c_int(_RULE_NET_PORT),
+                 ctypes.byref(rule), ctypes.c_uint32(0))
 
     def restrict_self(self) -> None:
         """Confine the calling process (and its future children) to the ruleset. Irreversible."""

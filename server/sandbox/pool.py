@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ from typing import Any
 
 from rowforge.server.errors import Internal, InvalidArgument, Unavailable
 from rowforge.server.sandbox import identity, protocol
+from rowforge.server.sandbox.egress import EgressPolicy, EgressProxy
 from rowforge.server.sandbox.environment import scrubbed_environment
 from rowforge.server.sandbox.errors import KINDS, SandboxError
 from rowforge.server.sandbox.limits import SandboxLimits
+from rowforge.server.sandbox.syscall_filter import MODES
 from rowforge.server.sandbox.values import decode_result, pack_job
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,22 @@ for path in row["paths"]:
         readable.append(path)
     except OSError:
         pass
-row["readable"] = readable
+import socket
+network = []
+for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+    try:
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        continue
+    with probe:
+        network.append(f"open {family.name} sockets")
+        if family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                probe.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+                network.append(f"bind {family.name} sockets")
+            except OSError:
+                pass
+row["probe"] = {"readable": readable, "network": network}
 """
 
 
@@ -77,6 +95,7 @@ class _Worker:
             self.proc.stdin.write(chunk)
 
     pidfd: int = -1
+    proxy: EgressProxy | None = field(default=None, repr=False)
 
     def kill(self) -> None:
         # Through a pidfd: Process.kill() would poll() and so reap the process behind
@@ -86,6 +105,8 @@ class _Worker:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     def forget(self) -> None:
+        if self.proxy is not None:
+            self.proxy.abort()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -124,6 +145,11 @@ class SandboxPool:
         landlock: Use Landlock when the kernel supports it.
         extra_read_paths: More trees cells may read (Landlock allow-list).
         start_timeout_s: How long a worker may take to start (imports included).
+        network: ``off`` (cells have no network at all) or ``public`` (cells reach public
+            addresses only, through the pool's egress proxy; needs a root server, else cells
+            get ``off`` and a log line says so). Binding and listening are refused in both.
+        egress_allow: Networks the egress proxy lets cells reach although they are not
+            public. For tests only: this machine has no public address to fetch from.
     """
 
     def __init__(
@@ -138,9 +164,15 @@ class SandboxPool:
         landlock: bool = True,
         extra_read_paths: Sequence[str] = (),
         start_timeout_s: float = 60.0,
+        network: str = "off",
+        egress_allow: Sequence[str] = (),
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if network not in MODES:
+            raise ValueError(f"network must be one of {', '.join(MODES)}, not {network!r}")
+        self.network_requested = network
+        self._egress = EgressPolicy(egress_allow)
         self.limits = limits
         self._size = workers
         self._forbidden = [os.path.abspath(p) for p in forbidden_paths]
@@ -183,6 +215,8 @@ class SandboxPool:
             await self.close()
             raise
         info = self.isolation
+        if info.get("network_note"):
+            log.warning("Python sandbox: %s", info["network_note"])
         log.info("Python sandbox started: %d workers, %s", self._size, info)
 
     async def close(self) -> None:
@@ -206,6 +240,8 @@ class SandboxPool:
         for worker in workers:
             if worker.watcher is not None:
                 await asyncio.gather(worker.watcher, return_exceptions=True)
+            if worker.proxy is not None:
+                await worker.proxy.close()
         await asyncio.gather(*self._respawns, return_exceptions=True)
         if self._cell_root is not None:
             shutil.rmtree(self._cell_root, ignore_errors=True)
@@ -228,6 +264,11 @@ class SandboxPool:
         if os.geteuid() != 0:
             return []
         return [self._uid_base + slot for slot in range(self._size)]
+
+    @property
+    def network(self) -> str:
+        """The network mode cells really get (``public`` may have degraded to ``off``)."""
+        return str(self.isolation.get("network", "off"))
 
     @property
     def isolation(self) -> dict[str, Any]:
@@ -335,14 +376,23 @@ class SandboxPool:
                   "cell_root": self._cell_root, "preload": self._preload,
                   "landlock": self._landlock, "forbidden": self._forbidden,
                   "limits": self.limits.to_wire(),
-                  "extra_read_paths": self._extra_read}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", _WORKER_MODULE,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env=scrubbed_environment(self._cell_root), cwd=self._cell_root,
-            start_new_session=True,  # no terminal signals; the worker dies with us anyway
-            limit=_STREAM_LIMIT,
-        )
+                  "extra_read_paths": self._extra_read, "network": self.network_requested}
+        # The worker hands the listening socket of its namespace to the egress proxy here.
+        channel, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            config["egress_fd"] = worker_end.fileno()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-m", _WORKER_MODULE,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                env=scrubbed_environment(self._cell_root), cwd=self._cell_root,
+                start_new_session=True,  # no terminal signals; the worker dies with us anyway
+                limit=_STREAM_LIMIT, pass_fds=(worker_end.fileno(),),
+            )
+        except BaseException:
+            channel.close()
+            raise
+        finally:
+            worker_end.close()
         assert proc.stdin is not None and proc.stdout is not None
         worker = _Worker(slot, proc, {}, pidfd=os.pidfd_open(proc.pid))
         try:
@@ -354,13 +404,31 @@ class SandboxPool:
                 reason = ready.get("message") or "it exited during start-up"
                 raise Internal(f"a Python sandbox worker failed to start: {reason}",
                                reason="SANDBOX_MISCONFIGURED")
+            if ready.get("network") == "public":
+                worker.proxy = await self._start_proxy(channel)
         except BaseException:
             worker.kill()
             await proc.wait()
             worker.forget()
             raise
+        finally:
+            channel.close()
         worker.ready = ready
         return worker
+
+    async def _start_proxy(self, channel: socket.socket) -> EgressProxy:
+        """Serve the listening socket the worker opened in its network namespace."""
+        channel.setblocking(False)  # sent before "ready": already waiting if it was sent
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+        except BlockingIOError:
+            fds = []
+        if len(fds) != 1:
+            raise Internal("a Python sandbox worker did not hand over its egress socket",
+                           reason="SANDBOX_MISCONFIGURED")
+        proxy = EgressProxy(self._egress)
+        await proxy.start(socket.socket(fileno=fds[0]))
+        return proxy
 
     def _adopt(self, worker: _Worker) -> None:
         self._workers[worker.slot] = worker
@@ -435,13 +503,22 @@ class SandboxPool:
         """Run one probe cell per worker: it proves cells work, and finds readable paths."""
         try:
             results = await asyncio.gather(*(
-                self.run(_PROBE_CODE, {"paths": self._forbidden}, "readable",
+                self.run(_PROBE_CODE, {"paths": self._forbidden}, "probe",
                          timeout_s=max(self.limits.timeout_s, _PROBE_TIMEOUT_S))
                 for _ in range(self._size)))
         except SandboxError as exc:
             raise Internal(f"the Python sandbox cannot run cells: {exc.message}",
                            reason="SANDBOX_MISCONFIGURED") from None
-        readable = sorted({path for found in results for path in found})
+        readable = sorted({path for found in results for path in found["readable"]})
+        network = sorted({what for found in results for what in found["network"]})
+        if self.network == "public":  # public: IP sockets, but only inside the namespace
+            network = [what for what in network if what.startswith("bind")
+                       or "AF_UNIX" in what or "AF_NETLINK" in what]
+        if network:
+            raise Internal(
+                f"Python cells could {', '.join(network)}, which the sandbox network policy "
+                f"({self.network}) forbids; the kernel did not apply the seccomp filter",
+                reason="SANDBOX_MISCONFIGURED")
         if readable:
             raise Internal(
                 f"Python cells could read {', '.join(readable)}, which must stay private; run the "

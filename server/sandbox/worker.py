@@ -20,13 +20,23 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from typing import Any
 
-from rowforge.server.sandbox import cell, fs_policy, identity, landlock, mounts, reaper
+from rowforge.server.sandbox import (
+    cell,
+    fs_policy,
+    identity,
+    landlock,
+    mounts,
+    netns,
+    reaper,
+    syscall_filter,
+)
 from rowforge.server.sandbox.cell import CellSpec, size_text
 from rowforge.server.sandbox.protocol import HEADER, FrameReader, pack, write_all
 
@@ -134,14 +144,56 @@ class Worker:
                 self.processes_hidden = True
             except OSError as exc:
                 print(f"rowforge sandbox worker: /proc not hidden ({exc})", file=sys.stderr)
+        self.network_layers: list[str] = []
+        self.network_note = ""
+        self.proxy_port = 0
+        self.network = self._isolate_network(config)
+        try:
+            self.syscall_filter = syscall_filter.compile_filter(self.network)
+        except Exception as exc:
+            raise RuntimeError("cannot restrict the network of Python cells: seccomp is "
+                               f"unavailable ({type(exc).__name__}: {exc})") from None
+        self.network_layers.insert(0, "seccomp")
         self.ruleset: landlock.Ruleset | None = None
         if config.get("landlock", True) and landlock.abi_version() > 0:
             self.ruleset = self._build_ruleset(config)
+            if self.ruleset.handled_net:
+                self.network_layers.append("landlock-tcp")
         self.selector = selectors.DefaultSelector()
         self.reaped = False
         # Forked cells share the worker's pages until they write to them; keep the collector
         # (in cells) from walking, and so copying, everything the worker imported.
         gc.freeze()
+
+    def _isolate_network(self, config: dict[str, Any]) -> str:
+        """Enter a private network namespace; in mode ``public`` open the proxy's listener.
+
+        Returns the mode cells really get: ``public`` degrades to ``off`` when the worker
+        cannot have its own namespace (a server that is not root).
+        """
+        mode = config.get("network", "off")
+        try:
+            netns.enter_new_namespace()
+            self.network_layers.append("netns")
+        except OSError as exc:
+            if mode == "public":
+                self.network_note = (f"sandbox_network = \"public\" needs a network namespace of "
+                                     f"its own for the workers ({exc}); Python cells run "
+                                     "without network")
+                mode = "off"
+        if mode != "public":
+            return mode
+        netns.bring_loopback_up()
+        with netns.open_proxy_listener() as listener, \
+                socket.socket(fileno=int(config["egress_fd"])) as channel:
+            self.proxy_port = listener.getsockname()[1]
+            socket.send_fds(channel, [b"L"], [listener.fileno()])
+        url = f"http://127.0.0.1:{self.proxy_port}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            os.environ[name] = os.environ[name.lower()] = url
+        for name in ("NO_PROXY", "no_proxy"):
+            os.environ.pop(name, None)
+        return mode
 
     def _make_python_reachable(self) -> None:
         assert self.uid is not None and self.gid is not None
@@ -161,7 +213,9 @@ class Worker:
         self.exposed = sorted(blocked)
 
     def _build_ruleset(self, config: dict[str, Any]) -> landlock.Ruleset:
-        ruleset = landlock.Ruleset()
+        ruleset = landlock.Ruleset(net=True)
+        if self.proxy_port:
+            ruleset.allow_port(self.proxy_port)
         roots = [*fs_policy.SYSTEM_READ_ROOTS, *fs_policy.python_read_roots(),
                  *config.get("extra_read_paths", ())]
         for path in fs_policy.readable_roots(roots, config.get("forbidden", ())):
@@ -179,7 +233,9 @@ class Worker:
                 "landlock": self.ruleset.abi if self.ruleset else 0,
                 "signals_scoped": bool(self.ruleset and self.ruleset.scoped),
                 "preload_failed": self.preload_failed, "exposed": self.exposed,
-                "disk_quota_mb": self.disk_quota_mb, "processes_hidden": self.processes_hidden}
+                "disk_quota_mb": self.disk_quota_mb, "processes_hidden": self.processes_hidden,
+                "network": self.network, "network_layers": self.network_layers,
+                "network_note": self.network_note}
 
     def send(self, *chunks: bytes | bytearray) -> None:
         write_all(self.out_fd, *chunks)
@@ -211,6 +267,7 @@ class Worker:
             os.chown(cell_dir, self.uid, self.gid)
         spec = CellSpec(column=job["column"], limits=job["limits"], cell_dir=cell_dir,
                         worker_pid=self.pid, uid=self.uid, gid=self.gid, ruleset=self.ruleset,
+                        syscall_filter=self.syscall_filter,
                         nproc_base=0 if self.privileged else identity.tasks_of(os.getuid()))
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         oom_before = _oom_kills()

@@ -57,3 +57,19 @@ def test_loopback_detection() -> None:
     assert Settings(host="127.0.0.2").is_loopback
     assert Settings(host="localhost").is_loopback
     assert not Settings(host="0.0.0.0").is_loopback
+
+
+def test_sandbox_network_setting(tmp_path: Path) -> None:
+    # Default: public only for the embedded server (auth off, loopback); off otherwise.
+    assert load_settings(env={}).effective_sandbox_network == "public"
+    assert load_settings(env={"ROWFORGE_AUTH": "1"}).effective_sandbox_network == "off"
+    assert load_settings(env={}, host="0.0.0.0", insecure=True).effective_sandbox_network == "off"
+    cfg = tmp_path / "rowforge.toml"
+    cfg.write_text('sandbox_network = "off"\n')
+    assert load_settings(cfg, env={}).effective_sandbox_network == "off"
+    s = load_settings(cfg, env={"ROWFORGE_SANDBOX_NETWORK": "Public", "ROWFORGE_AUTH": "1"})
+    assert s.sandbox_network == "public" and s.effective_sandbox_network == "public"
+    with pytest.raises(ValueError, match="ROWFORGE_SANDBOX_NETWORK"):
+        load_settings(env={"ROWFORGE_SANDBOX_NETWORK": "open"})
+    with pytest.raises(ValueError, match="sandbox_network"):
+        Settings(sandbox_network="everything")

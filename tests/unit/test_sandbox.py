@@ -702,7 +702,10 @@ identity.drop_to(uid, uid)
 async def main():
     out = {}
     limits = SandboxLimits(timeout_s=1.5)
-    async with SandboxPool(workers=1, forbidden_paths=[data], limits=limits) as pool:
+    # A server that is not root cannot give its workers a network namespace: "public"
+    # must degrade to no network at all, enforced by seccomp alone.
+    async with SandboxPool(workers=1, forbidden_paths=[data], limits=limits,
+                           network="public") as pool:
         async def attempt(code, row=None):
             try:
                 return {"value": await pool.run(code, row or {}, "out")}
@@ -719,6 +722,10 @@ async def main():
                                        {"pid": os.getpid()})
         out["fork_bomb"] = await attempt(
             "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+        out["connect"] = await attempt(
+            "import socket\nsocket.create_connection(('127.0.0.1', 5432), timeout=2)")
+        out["listen"] = await attempt(
+            "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()")
         out["after"] = await attempt("row['out'] = 1")
     print(json.dumps(out))
 
@@ -753,4 +760,10 @@ async def test_unprivileged_server_relies_on_landlock(dirs: dict[str, Path]) -> 
         assert out["kill_server"]["kind"] == "forbidden"
         assert out["kill_worker"]["kind"] == "forbidden"
     assert out["fork_bomb"]["kind"] == "timeout"
+    assert out["isolation"]["network"] == "off", out["isolation"]
+    assert "network namespace" in out["isolation"]["network_note"]
+    assert out["isolation"]["network_layers"][0] == "seccomp"
+    for attack in ("connect", "listen"):
+        assert out[attack]["kind"] == "forbidden", out[attack]
+        assert "denied network access" in out[attack]["message"], out[attack]
     assert out["after"] == {"value": 1}

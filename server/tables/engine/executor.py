@@ -302,7 +302,8 @@ class RowEngine:
                                memory_mb=settings.sandbox_memory_mb)
         data_dir = getattr(self.app, "data_dir", None)
         return SandboxPool(workers=settings.sandbox_workers, limits=limits,
-                           forbidden_paths=[str(data_dir)] if data_dir else [])
+                           forbidden_paths=[str(data_dir)] if data_dir else [],
+                           network=settings.effective_sandbox_network)
 
     async def sandbox(self) -> Any:
         """The Python sandbox (``app.sandbox``), started on first use.
