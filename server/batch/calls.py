@@ -50,6 +50,18 @@ async def build_messages(config: JobConfig, request: RequestInput,
     return messages
 
 
+_ready: set[str] = set()
+
+
+async def prepare(spec: ModelSpec) -> None:
+    """Get the model's transport ready (litellm's import takes seconds, in a thread) before a
+    rate-limit permit is taken: every permit granted while calls waited for the import would
+    reach the provider in one burst."""
+    if spec.transport not in _ready:
+        await providers.default_providers().start([spec])
+        _ready.add(spec.transport)
+
+
 async def complete(spec: ModelSpec, messages: Sequence[Message], *, temperature: float,
                    max_tokens: int, response_format: dict[str, Any] | None,
                    timeout: float) -> ChatResult:

@@ -5,14 +5,31 @@ Each model gets a :class:`ModelLimiter`: token buckets for requests/min and toke
 model spec's ``rpm``/``tpm``; 0 = unlimited), a pause honouring ``Retry-After`` (a 429 stops
 the whole model until then) and an adaptive concurrency limit (AIMD: halved on a 429, +1 after
 a window of successes, up to the configured maximum).
+
+The provider counts a call when it *arrives*, not when we grant it, and the two differ: a
+burst of calls started together reaches the wire together only after all of their transport
+work (litellm spends ~3-6 ms of CPU per call before sending; a burst of 50 was measured
+reaching the wire 0.2-0.5 s after its grant, while a lone call later goes out in ~5 ms), so the
+calls granted by the refill meanwhile land in the same provider window (51-53 arrivals in a
+few ms from a bucket of 50, issue 11). Three rules keep arrivals within the promise:
+
+* the transport is loaded before a permit is asked for (a cold litellm import took seconds,
+  and every grant made meanwhile reached the provider in one burst);
+* units are charged only once the call holds a global call slot
+  (:meth:`ModelLimiter.acquire` with ``slots``), never to a call that then queues for one;
+* a bucket grants at most ``rate * (burst_s - send_lag_s)`` at once and keeps
+  ``rate * send_lag_s`` back for the grant-to-wire delay, so any window of W seconds at the
+  provider sees at most ``rate * (burst_s + W)`` calls while that delay stays under
+  ``send_lag_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,23 +43,31 @@ BURST_S = 10.0
 """A bucket holds this many seconds of its limit: a whole minute's quota at once would be
 refused by providers that enforce their per-minute limits in shorter slices."""
 
+SEND_LAG_S = 2.0
+"""Seconds of the limit a bucket keeps back for the delay between a grant and the call's
+arrival at the provider (a burst's own transport work; measured 0.2-0.5 s for 50 litellm
+calls on a quiet machine, several times that under load)."""
+
 
 class TokenBucket:
     """``per_minute`` units a minute, refilled continuously, holding ``burst_s`` seconds' worth
-    (at least one unit).
+    of which ``burst`` (at least one unit) can be granted at once (see the module docstring).
 
-    Takers queue in arrival order. A take larger than the bucket waits for a full bucket (so it
+    Takers queue in arrival order. A take larger than the burst waits for a full bucket (so it
     is possible at all); :meth:`adjust` may leave the level negative (an underestimate is
-    paid back by later takers).
+    paid back by later takers). Over any window of ``W`` seconds, the units granted (net of
+    :meth:`adjust`) are at most ``burst + rate * W``.
     """
 
     def __init__(self, per_minute: float, *, burst_s: float = BURST_S,
-                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        if per_minute <= 0 or burst_s <= 0:
-            raise ValueError("per_minute and burst_s must be positive")
+                 send_lag_s: float = SEND_LAG_S, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        if per_minute <= 0 or burst_s <= 0 or send_lag_s < 0:
+            raise ValueError("per_minute and burst_s must be positive, send_lag_s >= 0")
         self.rate = float(per_minute) / 60.0
         self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
+        self.burst = max(1.0, self.capacity - self.rate * send_lag_s)
+        self.level = self.burst
         self._clock = clock
         self._sleep = sleep
         self._stamp = clock()
@@ -50,24 +75,41 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock()
-        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self.level = min(self.burst, self.level + (now - self._stamp) * self.rate)
         self._stamp = now
 
     async def take(self, amount: float) -> None:
         """Wait until ``amount`` units are available, then take them."""
-        need = min(float(amount), self.capacity)
+        if not self._lock.locked():  # nobody queued: no lock, no context manager
+            self._refill()
+            if self.level >= min(float(amount), self.burst) - 1e-9:
+                self.level -= amount
+                return
+        async with self.ready(amount):
+            self.charge(amount)
+
+    @contextlib.asynccontextmanager
+    async def ready(self, amount: float) -> AsyncIterator[None]:
+        """Wait (in arrival order) until ``amount`` units are available and hold the bucket:
+        nobody else takes until the block ends. Call :meth:`charge` inside to take them."""
+        need = min(float(amount), self.burst)
         async with self._lock:
             while True:
                 self._refill()
                 if self.level >= need - 1e-9:  # float rounding must not spin
-                    self.level -= amount
-                    return
+                    break
                 await self._sleep((need - self.level) / self.rate)
+            yield
+
+    def charge(self, amount: float) -> None:
+        """Take ``amount`` units now (inside :meth:`ready`)."""
+        self._refill()
+        self.level -= amount
 
     def adjust(self, delta: float) -> None:
         """Take ``delta`` more units (or give ``-delta`` back) without waiting."""
         self._refill()
-        self.level = max(-self.capacity, min(self.capacity, self.level - delta))
+        self.level = max(-self.burst, min(self.burst, self.level - delta))
 
 
 class AdaptiveConcurrency:
@@ -144,20 +186,25 @@ class Permit:
 
     epoch: int
     estimated_tokens: int
+    slots: asyncio.Semaphore | None = None
 
 
 class ModelLimiter:
     """Everything that gates calls to one model (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec, max_concurrency: int, *, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 sleep: Sleep = asyncio.sleep, send_lag_s: float = SEND_LAG_S) -> None:
         self.model = spec.id
         self.rpm = spec.rpm
         self.tpm = spec.tpm
         self._clock = clock
         self._sleep = sleep
-        self.requests = TokenBucket(spec.rpm, clock=clock, sleep=sleep) if spec.rpm else None
-        self.tokens = TokenBucket(spec.tpm, clock=clock, sleep=sleep) if spec.tpm else None
+        def bucket(per_minute: int) -> TokenBucket | None:
+            return TokenBucket(per_minute, send_lag_s=send_lag_s, clock=clock,
+                               sleep=sleep) if per_minute else None
+
+        self.requests = bucket(spec.rpm)
+        self.tokens = bucket(spec.tpm)
         self.concurrency = AdaptiveConcurrency(max_concurrency)
         self.paused_until = 0.0
 
@@ -165,29 +212,50 @@ class ModelLimiter:
         """Stop every call to the model for ``seconds`` (a provider's ``Retry-After``)."""
         self.paused_until = max(self.paused_until, self._clock() + max(seconds, 0.0))
 
+    def _paused(self) -> bool:
+        return self.paused_until > self._clock()
+
     async def _wait_pause(self) -> None:
         while (left := self.paused_until - self._clock()) > 0:
             await self._sleep(left)
 
-    async def acquire(self, estimated_tokens: int) -> Permit:
-        """Wait for a concurrency slot, the end of any pause, and room in both buckets."""
+    async def acquire(self, estimated_tokens: int, *,
+                      slots: asyncio.Semaphore | None = None) -> Permit:
+        """Wait for a concurrency slot, the end of any pause, room in both buckets and then
+        one of ``slots`` (the process's calls in flight, shared by every model): the buckets
+        are charged only once the call can start at once. A model waiting for room holds no
+        slot, and at most one of its calls holds a slot while the others queue."""
         epoch = await self.concurrency.acquire()
         try:
-            await self._wait_pause()
-            if self.requests is not None:
-                await self.requests.take(1)
-            if self.tokens is not None:
-                await self.tokens.take(estimated_tokens)
-            await self._wait_pause()  # a 429 may have paused the model while we waited
+            while True:
+                await self._wait_pause()
+                async with contextlib.AsyncExitStack() as held:
+                    if self.requests is not None:
+                        await held.enter_async_context(self.requests.ready(1))
+                    if self.tokens is not None:
+                        await held.enter_async_context(self.tokens.ready(estimated_tokens))
+                    if self._paused():  # a 429 paused the model while we waited for room
+                        continue
+                    if slots is not None:
+                        await slots.acquire()
+                        if self._paused():  # ... or while we waited for a slot
+                            slots.release()
+                            continue
+                    if self.requests is not None:
+                        self.requests.charge(1)
+                    if self.tokens is not None:
+                        self.tokens.charge(estimated_tokens)
+                    return Permit(epoch, estimated_tokens, slots)
         except BaseException:
             self.concurrency.release()
             raise
-        return Permit(epoch, estimated_tokens)
 
     def release(self, permit: Permit, *, used_tokens: int | None = None,
                 throttled: bool = False, retry_after: float | None = None,
                 succeeded: bool = False) -> None:
         """Return a permit: correct the token estimate, and adapt to how the call went."""
+        if permit.slots is not None:
+            permit.slots.release()
         self.concurrency.release()
         if self.tokens is not None and used_tokens is not None:
             self.tokens.adjust(used_tokens - permit.estimated_tokens)

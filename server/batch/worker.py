@@ -24,7 +24,13 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from rowforge.server import providers
-from rowforge.server.batch.calls import FileReader, build_messages, complete, response_format
+from rowforge.server.batch.calls import (
+    FileReader,
+    build_messages,
+    complete,
+    prepare,
+    response_format,
+)
 from rowforge.server.batch.model import ErrorDetail
 from rowforge.server.batch.queue import Claim, JobInfo, Payload, WorkQueue
 from rowforge.server.batch.ratelimit import Limiters, ModelLimiter
@@ -269,12 +275,12 @@ class BatchWorker:
             estimate = 0
             if limiter.tokens is not None:
                 estimate = providers.estimate_tokens(messages) + config.max_output_tokens
-            permit = await limiter.acquire(estimate)
+            await prepare(spec)
+            permit = await limiter.acquire(estimate, slots=self._slots)
             try:
-                async with self._slots:
-                    result = await complete(spec, messages, temperature=config.temperature,
-                                            max_tokens=config.max_output_tokens,
-                                            response_format=fmt, timeout=self.timeout)
+                result = await complete(spec, messages, temperature=config.temperature,
+                                        max_tokens=config.max_output_tokens,
+                                        response_format=fmt, timeout=self.timeout)
             except BaseException as exc:
                 throttled = isinstance(exc, ResourceExhausted)
                 limiter.release(permit, throttled=throttled,

@@ -130,11 +130,11 @@ async def test_a_model_the_provider_does_not_know_fails_every_request_once(stub,
         {(pb.REQUEST_STATE_FAILED, 1, "MODEL_NOT_FOUND")}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug: on a quiet machine 51-53 calls reach the provider within a few ms although "
-    "the rpm bucket holds 50; under investigation (see the session note)"))
 async def test_requests_per_minute_are_held_to_the_model_limit(stub, fake) -> None:
-    """rpm 300: a bucket of 50 (10 s worth), refilled at 5 per second."""
+    """rpm 300: a bucket of 50 (10 s worth) refilled at 5 per second, as the *provider* sees
+    the calls arrive: over any window of W seconds at most 50 + 5 W arrivals, with no slack.
+    The first job to the model also loads litellm (a cold start used to let every grant made
+    during the import reach the provider in one burst)."""
     md = project()
     tag = "limited-1"
     n = 60
@@ -143,11 +143,8 @@ async def test_requests_per_minute_are_held_to_the_model_limit(stub, fake) -> No
     check_complete(final, found, [f"l{i}" for i in range(n)])
     arrivals = sorted(at for times in calls_by_prompt(fake, tag).values() for at in times)
     assert len(arrivals) == n
-    start = arrivals[0]
-    for k, at in enumerate(arrivals):
-        # request k+1 needs k+1 tokens: 50 at once, then one per 0.2 s. The fake records a
-        # request when its (in-test-process) loop gets to it, which can lag by a few hundred
-        # ms under load and then record a burst together: allow that much slack per arrival;
-        # the whole run below is the exact check.
-        assert at - start >= (k + 1 - 50) * 0.2 - 0.4, (k, at - start)
-    assert arrivals[-1] - start >= 1.8
+    for i, first in enumerate(arrivals):
+        for j in range(i, n):
+            window = arrivals[j] - first
+            assert j - i + 1 <= 50 + 5 * window + 1e-6, (i, j, window)
+    assert arrivals[-1] - arrivals[0] < 30  # held to the limit, not far below it

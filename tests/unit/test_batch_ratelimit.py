@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from aiotools import VirtualClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rowforge.server.batch.ratelimit import (
     AdaptiveConcurrency,
+    Clock,
     Limiters,
     ModelLimiter,
     TokenBucket,
@@ -39,7 +44,7 @@ def spec(rpm: int = 0, tpm: int = 0) -> ModelSpec:
 
 async def test_bucket_allows_a_burst_then_the_refill_rate() -> None:
     t = FakeTime()
-    bucket = TokenBucket(600, clock=t.clock, sleep=t.sleep)  # 10/s, holds 10 s = 100
+    bucket = TokenBucket(600, send_lag_s=0, clock=t.clock, sleep=t.sleep)  # 10/s, 10 s = 100
     assert bucket.capacity == 100
     for _ in range(100):
         await bucket.take(1)
@@ -53,7 +58,7 @@ async def test_bucket_allows_a_burst_then_the_refill_rate() -> None:
 
 async def test_small_limits_still_hold_one_unit() -> None:
     t = FakeTime()
-    bucket = TokenBucket(1, clock=t.clock, sleep=t.sleep)  # one a minute
+    bucket = TokenBucket(1, send_lag_s=0, clock=t.clock, sleep=t.sleep)  # one a minute
     assert bucket.capacity == 1
     await bucket.take(1)
     await bucket.take(1)
@@ -62,7 +67,7 @@ async def test_small_limits_still_hold_one_unit() -> None:
 
 async def test_a_take_larger_than_the_bucket_waits_for_a_full_bucket_and_goes_into_debt() -> None:
     t = FakeTime()
-    bucket = TokenBucket(60, clock=t.clock, sleep=t.sleep)  # 1/s, holds 10
+    bucket = TokenBucket(60, send_lag_s=0, clock=t.clock, sleep=t.sleep)  # 1/s, holds 10
     await bucket.take(5)
     await bucket.take(25)  # waits until full (5 s), then owes 15
     assert t.now == pytest.approx(1005.0)
@@ -73,7 +78,7 @@ async def test_a_take_larger_than_the_bucket_waits_for_a_full_bucket_and_goes_in
 
 async def test_adjust_corrects_an_estimate_both_ways() -> None:
     t = FakeTime()
-    bucket = TokenBucket(600, clock=t.clock, sleep=t.sleep)
+    bucket = TokenBucket(600, send_lag_s=0, clock=t.clock, sleep=t.sleep)
     await bucket.take(50)
     bucket.adjust(-30)  # used 30 fewer than estimated: given back
     assert bucket.level == pytest.approx(80.0)
@@ -85,7 +90,7 @@ async def test_adjust_corrects_an_estimate_both_ways() -> None:
 
 async def test_bucket_takers_are_served_in_order() -> None:
     t = FakeTime()
-    bucket = TokenBucket(60, clock=t.clock, sleep=t.sleep)
+    bucket = TokenBucket(60, send_lag_s=0, clock=t.clock, sleep=t.sleep)
     await bucket.take(10)
     order: list[int] = []
 
@@ -103,6 +108,20 @@ def test_bucket_refuses_nonsense() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError):
         TokenBucket(10, burst_s=0)
+    with pytest.raises(ValueError):
+        TokenBucket(10, send_lag_s=-1)
+
+
+async def test_a_bucket_keeps_the_send_lag_back_from_its_burst() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(300, clock=t.clock, sleep=t.sleep)  # 5/s, 10 s = 50, 2 s kept back
+    assert (bucket.capacity, bucket.burst) == (50, 40)
+    for _ in range(40):
+        await bucket.take(1)
+    assert t.now == 1000.0
+    await bucket.take(1)
+    assert t.now == pytest.approx(1000.2)
+    assert TokenBucket(1).burst == 1  # never below one unit
 
 
 # --- adaptive concurrency ------------------------------------------------------------------
@@ -201,7 +220,8 @@ async def test_retry_after_pauses_every_call_to_the_model() -> None:
 
 async def test_rpm_and_tpm_buckets_gate_calls_and_learn_real_usage() -> None:
     t = FakeTime()
-    limiter = ModelLimiter(spec(rpm=60, tpm=600), 64, clock=t.clock, sleep=t.sleep)
+    limiter = ModelLimiter(spec(rpm=60, tpm=600), 64, clock=t.clock, sleep=t.sleep,
+                           send_lag_s=0)
     assert limiter.requests is not None and limiter.tokens is not None
     for _ in range(10):  # 10 requests fit the request bucket
         limiter.release(await limiter.acquire(10), used_tokens=10, succeeded=True)
@@ -231,3 +251,107 @@ async def test_limiters_are_per_model_and_follow_changed_limits() -> None:
     assert limiters.for_model(spec(rpm=20)) is not first
     other = limiters.for_model(ModelSpec(id="other", route="openai/o"))
     assert other is not first and other.concurrency.maximum == 8
+
+
+# --- properties under a virtual clock ------------------------------------------------------
+# aiotools' VirtualClock jumps the event loop's time to the next timer whenever every task is
+# waiting, so many concurrent takers run against exact time, instantly.
+
+Events = list[tuple[float, float]]  # (time, units: + granted, - given back), in order
+
+
+def assert_window_bound(events: Events, burst: float, rate: float) -> None:
+    """Over any run of consecutive events from t_i to t_j: units <= burst + rate * (t_j - t_i)."""
+    for i in range(len(events)):
+        total = 0.0
+        for j in range(i, len(events)):
+            total += events[j][1]
+            span = events[j][0] - events[i][0]
+            assert total <= burst + rate * span + 1e-6, (i, j, total, span)
+
+
+def run_virtual(main: Callable[[Clock], Awaitable[None]]) -> None:
+    async def virtual() -> None:
+        loop = asyncio.get_running_loop()
+        with VirtualClock().patch_loop():
+            await main(loop.time)
+
+    asyncio.run(virtual())
+
+
+takers = st.lists(st.tuples(st.floats(0, 30), st.floats(0.01, 1), st.floats(0, 5),
+                            st.floats(0, 1)), min_size=1, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(per_minute=st.floats(1, 6000), burst_s=st.floats(0.5, 20), lag=st.floats(0, 0.5),
+       takers=takers)
+def test_bucket_never_grants_more_than_burst_plus_rate_times_window(
+        per_minute: float, burst_s: float, lag: float,
+        takers: list[tuple[float, float, float, float]]) -> None:
+    """Concurrent takers arrive at random times, take a random share of the burst, and some give
+    part of it back later (a token estimate corrected by :meth:`TokenBucket.adjust`)."""
+    events: Events = []
+    bucket: TokenBucket | None = None
+
+    async def taker(clock: Clock, start: float, share: float, hold: float,
+                    giveback: float) -> None:
+        assert bucket is not None
+        await asyncio.sleep(start)
+        amount = max(1.0, share * bucket.burst)
+        await bucket.take(amount)
+        events.append((clock(), amount))
+        if giveback:
+            await asyncio.sleep(hold)
+            bucket.adjust(-giveback * amount)
+            events.append((clock(), -giveback * amount))
+
+    async def main(clock: Clock) -> None:
+        nonlocal bucket
+        bucket = TokenBucket(per_minute, burst_s=burst_s, send_lag_s=lag * burst_s,
+                             clock=clock)
+        await asyncio.gather(*(taker(clock, *t) for t in takers))
+
+    run_virtual(main)
+    assert bucket is not None
+    assert sum(1 for _, units in events if units > 0) == len(takers)
+    assert_window_bound(events, bucket.burst, bucket.rate)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rpm=st.integers(6, 3000), slots=st.integers(1, 8),
+       calls=st.lists(st.tuples(st.sampled_from("ab"), st.floats(0, 10), st.floats(0, 20)),
+                      min_size=1, max_size=60))
+def test_calls_start_within_the_limit_when_slots_are_scarce(
+        rpm: int, slots: int, calls: list[tuple[str, float, float]]) -> None:
+    """Two models share a few call slots; model a is rate limited, b is not and holds slots
+    for long calls. Model a's calls *start* (hold a slot) within its limit, whatever the wait
+    for a slot was, and never more calls run than there are slots."""
+    starts: Events = []
+    running = 0
+    most = 0
+
+    async def main(clock: Clock) -> None:
+        shared = asyncio.Semaphore(slots)
+        limited = ModelLimiter(spec(rpm=rpm), 64, clock=clock)
+        free = ModelLimiter(ModelSpec(id="b", route="openai/b"), 64, clock=clock)
+
+        async def call(model: str, start: float, duration: float) -> None:
+            nonlocal running, most
+            await asyncio.sleep(start)
+            limiter = limited if model == "a" else free
+            permit = await limiter.acquire(0, slots=shared)
+            running += 1
+            most = max(most, running)
+            if model == "a":
+                starts.append((clock(), 1.0))
+            await asyncio.sleep(duration)
+            running -= 1
+            limiter.release(permit, succeeded=True)
+
+        await asyncio.gather(*(call(*c) for c in calls))
+        assert limited.requests is not None
+        assert_window_bound(starts, limited.requests.burst, limited.requests.rate)
+
+    run_virtual(main)
+    assert most <= slots and running == 0
