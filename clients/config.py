@@ -6,11 +6,15 @@ Environment variables:
 ============================  =================================================================
 ``ROWFORGE_ADDRESS``          ``host:port`` (default ``127.0.0.1:50051``); an ``https://``
                               prefix turns TLS on, ``http://`` / ``grpc://`` are stripped
+                              (``JAMAI_API_BASE`` too: a URL whose path is ignored and whose
+                              port defaults to 443 for ``https``, 80 for ``http``)
 ``ROWFORGE_TOKEN``            personal access token, sent as ``authorization: Bearer ...``
                               (``JAMAI_TOKEN`` is accepted too)
 ``ROWFORGE_PROJECT_ID``       project, sent as ``x-project-id`` (``JAMAI_PROJECT_ID`` too)
-``ROWFORGE_TIMEOUT_SEC``      default deadline of a call in seconds (default 300)
-``ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC``  deadline of uploads and downloads (default 900)
+``ROWFORGE_TIMEOUT_SEC``      default deadline of a call in seconds (default 300;
+                              ``JAMAI_TIMEOUT_SEC`` too)
+``ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC``  deadline of uploads and downloads (default 900;
+                              ``JAMAI_FILE_UPLOAD_TIMEOUT_SEC`` too)
 ``ROWFORGE_TLS``              ``true`` to use TLS with the system roots
 ``ROWFORGE_ROOT_CERTS``       path of a PEM bundle of root certificates (implies TLS)
 ``ROWFORGE_MAX_RETRIES``      attempts of idempotent calls on UNAVAILABLE (default 5)
@@ -23,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ["DEFAULT_ADDRESS", "ClientConfig", "RetryConfig", "TLSConfig", "load_dotenv_once"]
 
@@ -140,6 +145,8 @@ class ClientConfig:
         if env is None:
             load_dotenv_once()
             env = os.environ
+        if not address and not env.get("ROWFORGE_ADDRESS") and env.get("JAMAI_API_BASE"):
+            address = _api_base_address(env["JAMAI_API_BASE"])
         address = address or env.get("ROWFORGE_ADDRESS") or DEFAULT_ADDRESS
         address, scheme_tls = _split_address(address)
         token = token or next((env[k] for k in token_env if env.get(k)), None)
@@ -159,10 +166,12 @@ class ClientConfig:
         else:
             tls_config = TLSConfig(root_certificates=root_certificates) if tls else None
         if timeout is None:
-            timeout = _env_float(env, "ROWFORGE_TIMEOUT_SEC", DEFAULT_TIMEOUT_S)
+            timeout = _env_float(env, ("ROWFORGE_TIMEOUT_SEC", "JAMAI_TIMEOUT_SEC"),
+                                 DEFAULT_TIMEOUT_S)
         if file_upload_timeout is None:
-            file_upload_timeout = _env_float(env, "ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC",
-                                             DEFAULT_UPLOAD_TIMEOUT_S)
+            file_upload_timeout = _env_float(
+                env, ("ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC", "JAMAI_FILE_UPLOAD_TIMEOUT_SEC"),
+                DEFAULT_UPLOAD_TIMEOUT_S)
         if retry is None:
             attempts = env.get("ROWFORGE_MAX_RETRIES")
             retry = RetryConfig()
@@ -174,6 +183,8 @@ class ClientConfig:
                                      f"got {attempts!r}") from None
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive (or None for no deadline)")
+        if file_upload_timeout is not None and file_upload_timeout <= 0:
+            raise ValueError("file_upload_timeout must be positive (or None for no deadline)")
         return cls(address=address, token=token, project_id=project_id, tls=tls_config,
                    timeout=timeout, file_upload_timeout=file_upload_timeout, retry=retry,
                    channel_options=tuple(channel_options))
@@ -228,10 +239,25 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     raise ValueError(f"{name}: expected a boolean, got {value!r}")
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
+def _api_base_address(api_base: str) -> str:
+    """``JAMAI_API_BASE`` (an HTTP base URL such as ``https://api.example.com/api``) as an
+    address: scheme and ``host:port`` kept, the REST path dropped (gRPC has no use for it)."""
+    url = urlsplit(api_base.strip() if "://" in api_base else f"http://{api_base.strip()}")
+    if url.scheme not in {"http", "https", "grpc", "grpcs"} or not url.hostname:
+        raise ValueError(f"JAMAI_API_BASE: expected an http(s) URL, got {api_base!r}")
+    try:
+        port = url.port or (443 if url.scheme in {"https", "grpcs"} else 80)
+    except ValueError:
+        raise ValueError(f"JAMAI_API_BASE: bad port in {api_base!r}") from None
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{url.scheme}://{host}:{port}"
+
+
+def _env_float(env: Mapping[str, str], names: tuple[str, ...], default: float) -> float:
+    name = next((n for n in names if env.get(n)), None)
+    if name is None:
         return default
+    raw = env[name]
     try:
         return float(raw)
     except ValueError:

@@ -41,6 +41,45 @@ def test_seed_variable_names_are_fallbacks() -> None:
     assert c.token == "ak"
 
 
+@pytest.mark.parametrize(("api_base", "address", "tls"), [
+    ("https://api.jamaibase.com/api", "api.jamaibase.com:443", True),
+    ("http://localhost:6969/api/", "localhost:6969", False),
+    ("http://rowforge.internal", "rowforge.internal:80", False),
+    ("localhost:50051", "localhost:50051", False),
+    ("https://[::1]:8443/api", "[::1]:8443", True),
+])
+def test_seed_api_base_is_an_address_fallback(api_base: str, address: str, tls: bool) -> None:
+    c = ClientConfig.resolve(env={"JAMAI_API_BASE": api_base})
+    assert (c.address, c.tls is not None) == (address, tls)
+    # ROWFORGE_ADDRESS and the argument win
+    c = ClientConfig.resolve(env={"JAMAI_API_BASE": api_base, "ROWFORGE_ADDRESS": "a:1"})
+    assert (c.address, c.tls) == ("a:1", None)
+    assert ClientConfig.resolve(env={"JAMAI_API_BASE": api_base}, address="b:2").address == "b:2"
+
+
+def test_seed_timeouts_are_fallbacks() -> None:
+    c = ClientConfig.resolve(env={"JAMAI_TIMEOUT_SEC": "42",
+                                  "JAMAI_FILE_UPLOAD_TIMEOUT_SEC": "77"})
+    assert (c.timeout, c.file_upload_timeout) == (42.0, 77.0)
+    c = ClientConfig.resolve(env={"JAMAI_TIMEOUT_SEC": "42", "ROWFORGE_TIMEOUT_SEC": "7",
+                                  "JAMAI_FILE_UPLOAD_TIMEOUT_SEC": "77",
+                                  "ROWFORGE_FILE_UPLOAD_TIMEOUT_SEC": "8"})
+    assert (c.timeout, c.file_upload_timeout) == (7.0, 8.0)
+    assert ClientConfig.resolve(env={"JAMAI_TIMEOUT_SEC": "42"}, timeout=3).timeout == 3
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"JAMAI_TIMEOUT_SEC": "soon"}, "JAMAI_TIMEOUT_SEC"),
+    ({"JAMAI_FILE_UPLOAD_TIMEOUT_SEC": "x"}, "JAMAI_FILE_UPLOAD_TIMEOUT_SEC"),
+    ({"JAMAI_API_BASE": "ftp://files.example"}, "JAMAI_API_BASE"),
+    ({"JAMAI_API_BASE": "http://host:notaport/api"}, "JAMAI_API_BASE"),
+    ({"JAMAI_FILE_UPLOAD_TIMEOUT_SEC": "-1"}, "file_upload_timeout"),
+])
+def test_bad_seed_variables_are_refused_by_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        ClientConfig.resolve(env=env)
+
+
 @pytest.mark.parametrize(("address", "target", "tls"), [
     ("https://api.example.com:443", "api.example.com:443", True),
     ("grpcs://api.example.com:443/", "api.example.com:443", True),
