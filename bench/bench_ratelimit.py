@@ -24,7 +24,7 @@ from _machine import print_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rowforge.server.batch.ratelimit import TokenBucket  # noqa: E402
+from rowforge.server.batch.ratelimit import TokenBucket
 
 try:
     from aiolimiter import AsyncLimiter
