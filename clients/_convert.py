@@ -181,7 +181,8 @@ def gen_config_pb(config: Any) -> tpb.GenConfig:
             r = config.rag_params
             llm.rag_params.CopyFrom(tpb.RAGParams(
                 table_id=r.table_id, k=r.k, reranking_model=r.reranking_model or "",
-                search_query=r.search_query, inline_citations=r.inline_citations))
+                search_query=r.search_query, inline_citations=r.inline_citations,
+                generate_query=r.generate_query))
     elif isinstance(config, t.PythonGenConfig):
         out.python.python_code = config.python_code
     elif isinstance(config, t.EmbedGenConfig):
@@ -199,7 +200,9 @@ def gen_config_py(config: tpb.GenConfig) -> Any:
             r = llm.rag_params
             rag = t.RAGParams(table_id=r.table_id, k=r.k or 3,
                               reranking_model=r.reranking_model or None,
-                              search_query=r.search_query, inline_citations=r.inline_citations)
+                              search_query=r.search_query, inline_citations=r.inline_citations,
+                              generate_query=(r.generate_query
+                                              if r.HasField("generate_query") else True))
         return t.LLMGenConfig(
             model=llm.model, system_prompt=llm.system_prompt, prompt=llm.prompt,
             temperature=llm.temperature if llm.HasField("temperature") else None,
@@ -231,7 +234,9 @@ def table_py(table: tpb.Table) -> t.TableMetaResponse:
         num_rows=table.num_rows,
         created_at=datetime_of(table.create_time, table.HasField("create_time")),
         updated_at=datetime_of(table.update_time, table.HasField("update_time")),
-        embedding_model=table.embedding_model)
+        embedding_model=table.embedding_model,
+        dangling_references=[t.DanglingReference(column_id=d.column_id, table_id=d.table_id)
+                             for d in table.dangling_references])
 
 
 def dtypes_of(table: tpb.Table) -> dict[str, str]:
@@ -248,7 +253,9 @@ def usage_py(usage: common_pb2.Usage) -> t.Usage:
 def references_py(refs: tpb.References) -> t.References:
     return t.References(table_id=refs.table_id, search_query=refs.search_query, chunks=[
         t.Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or None,
-                file_id=c.file_id, score=c.score) for c in refs.chunks])
+                file_id=c.file_id, score=c.score) for c in refs.chunks],
+        query_model=refs.query_model,
+        query_usage=usage_py(refs.query_usage) if refs.HasField("query_usage") else None)
 
 
 def cell_completion_py(cell: tpb.CellCompletion, dtype: str | None = None) -> t.CellCompletion:

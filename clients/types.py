@@ -35,6 +35,7 @@ __all__ = [
     "ColumnReorderRequest",
     "ColumnSchema",
     "ColumnSchemaCreate",
+    "DanglingReference",
     "EmbedFileResponse",
     "EmbedGenConfig",
     "EmbeddingData",
@@ -131,6 +132,9 @@ class RAGParams(_Model):
     reranking_model: str | None = None
     search_query: str = ""
     inline_citations: bool = False
+    #: Without ``search_query``, the column's model writes the search query from the prompt
+    #: (the seeds' RAG flow); False searches with the prompt itself.
+    generate_query: bool = True
 
 
 class LLMGenConfig(_Model):
@@ -221,6 +225,13 @@ class ChatTableSchemaCreate(TableSchemaCreate):
     """A chat table: a ``User`` input column and an ``AI`` LLM column (history is automatic)."""
 
 
+class DanglingReference(_Response):
+    """A RAG column (``column_id``) whose knowledge table ``table_id`` was deleted."""
+
+    column_id: str
+    table_id: str
+
+
 class TableMetaResponse(_Response):
     """A table's schema (``cols`` starts with the system columns ``ID`` and ``Updated at``)."""
 
@@ -231,6 +242,8 @@ class TableMetaResponse(_Response):
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     embedding_model: str = ""
+    #: RAG columns whose knowledge table no longer exists (their cells fail until it does).
+    dangling_references: list[DanglingReference] = Field(default_factory=list)
 
     def col(self, column_id: str) -> ColumnSchema:
         """The column named ``column_id``.
@@ -460,6 +473,10 @@ class References(_Response):
     table_id: str = ""
     search_query: str = ""
     chunks: list[Chunk] = Field(default_factory=list)
+    #: The model that wrote ``search_query`` from the prompt ("" when it was not written).
+    query_model: str = ""
+    #: Token usage of writing the query (not part of the cell's ``usage``).
+    query_usage: Usage | None = None
 
 
 class CellCompletion(_Response):

@@ -2,7 +2,10 @@
 embed a file, then answer questions from it with a RAG column; plus a direct hybrid search.
 
 The seed's code as written; only the imports changed, and the placeholder path
-"/path/to/doc.txt" is a real text file written to a temporary directory.
+"/path/to/doc.txt" is a real text file written to a temporary directory. Tables are made with
+the seed's "Safe Table Creation (Delete if Exists)" helper, knowledge table first, and left in
+place: running the program again deletes the knowledge table while the RAG table still uses
+it, then creates both afresh.
 """
 # ruff: noqa: I001
 
@@ -14,17 +17,23 @@ import tempfile
 
 jamai = JamAI()
 
-for table_type, table_id in (("action", "rag_qa"), ("knowledge", "my_kb")):
+
+def ensure_table(jamai, table_type, table_id, create_func):
+    """Delete existing table and create fresh."""
     try:
         jamai.table.delete_table(table_type, table_id)
     except Exception:
-        pass
+        pass  # Table didn't exist
+    return create_func()
 
-table = jamai.table.create_knowledge_table(
-    t.KnowledgeTableSchemaCreate(
-        id="my_kb",
-        cols=[],  # Title, Text auto-created
-        embedding_model="ellm/BAAI/bge-m3"
+
+table = ensure_table(jamai, 'knowledge', 'my_kb', lambda:
+    jamai.table.create_knowledge_table(
+        t.KnowledgeTableSchemaCreate(
+            id="my_kb",
+            cols=[],  # Title, Text auto-created
+            embedding_model="ellm/BAAI/bge-m3"
+        )
     )
 )
 
@@ -47,25 +56,27 @@ with open(doc_path, "w") as fh:  # stands for the seed's /path/to/doc.txt
 response = jamai.table.embed_file(doc_path, "my_kb")
 print(f"Embedded {response.row_count} chunks")
 
-table = jamai.table.create_action_table(
-    t.ActionTableSchemaCreate(
-        id="rag_qa",
-        cols=[
-            t.ColumnSchemaCreate(id="question", dtype="str"),
-            t.ColumnSchemaCreate(
-                id="answer",
-                dtype="str",
-                gen_config=t.LLMGenConfig(
-                    model="openai/gpt-5.2",
-                    prompt="${question}",
-                    rag_params=t.RAGParams(
-                        table_id="my_kb",  # Link to Knowledge Table
-                        k=3                 # Top k chunks
-                    ),
-                    max_tokens=200
+table = ensure_table(jamai, 'action', 'rag_qa', lambda:
+    jamai.table.create_action_table(
+        t.ActionTableSchemaCreate(
+            id="rag_qa",
+            cols=[
+                t.ColumnSchemaCreate(id="question", dtype="str"),
+                t.ColumnSchemaCreate(
+                    id="answer",
+                    dtype="str",
+                    gen_config=t.LLMGenConfig(
+                        model="openai/gpt-5.2",
+                        prompt="${question}",
+                        rag_params=t.RAGParams(
+                            table_id="my_kb",  # Link to Knowledge Table
+                            k=3                 # Top k chunks
+                        ),
+                        max_tokens=200
+                    )
                 )
-            )
-        ]
+            ]
+        )
     )
 )
 
@@ -75,10 +86,10 @@ response = jamai.table.add_table_rows('action', t.MultiRowAddRequest(
 answer = response.rows[0].columns["answer"]
 print("Answer:", answer.text)
 print("References:", [c.title for c in answer.references.chunks] if answer.references else [])
+print("Search query:", answer.references.search_query if answer.references else "")
 
 hits = jamai.table.hybrid_search("my_kb", "default port", k=2)
 for hit in hits:
     print(f"{hit.score:.4f} {hit['Title']['value']}: {hit['Text']['value'][:60]}")
 
-jamai.table.delete_table('action', 'rag_qa')
-jamai.table.delete_table('knowledge', 'my_kb')
+print("Rows in my_kb:", jamai.table.get_table('knowledge', 'my_kb').num_rows)

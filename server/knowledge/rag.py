@@ -5,26 +5,48 @@ with the rendered search query (or, without one, the rendered prompt), sends the
 references to the client before the cell's first token, stores them with the cell, and builds
 the model's prompt with :meth:`RagRetriever.augment_prompt`.
 
-Query formulation without a ``search_query``: the rendered prompt itself, with markup tags
-removed and whitespace collapsed, cut to its first and last 500 characters when longer (the
-question is usually at one end of a long template). Deterministic and free; asking the chat
-model to rewrite the prompt would cost a model call per cell for little gain with hybrid
-search, whose BM25 side already ignores stopwords and very common words.
+Where the search query comes from, in order:
+
+1. ``search_query`` (a template of the column): rendered, used as is.
+2. ``generate_query`` (the default, the seeds' "formulate query" step): the column's model
+   writes it from the rendered prompt (:func:`query_messages`; prompts longer than
+   :data:`MAX_QUERY_PROMPT_CHARS` keep their two ends), through the engine's ``write_query``
+   callable (its retries, model slots and deadline). The answer's first line is the query
+   (:func:`clean_query`); the model and the call's usage are recorded in the references. An
+   empty answer falls back to 3. The built-in offline chat model answers with the request's
+   key terms, so the flow works offline.
+3. Otherwise the rendered prompt itself (:func:`formulate_query`): markup tags removed,
+   whitespace collapsed, cut to its first and last 500 characters when longer (the question
+   is usually at one end of a long template). Deterministic and free of a model call.
+
+The knowledge table is looked up first: a column whose table was deleted (a *dangling*
+reference) fails its cell with ``KNOWLEDGE_TABLE_NOT_FOUND`` naming the table, before any
+model call.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.search import MAX_QUERY_CHARS as SEARCH_QUERY_CHARS
 from rowforge.server.knowledge.search import HybridSearcher
-from rowforge.server.providers.prompts import CITATION_INSTRUCTION, format_references
+from rowforge.server.providers import ChatResult, Message
+from rowforge.server.providers.prompts import (
+    CITATION_INSTRUCTION,
+    QUERY_INSTRUCTION,
+    REQUEST_END,
+    REQUEST_START,
+    format_references,
+)
 from rowforge.server.tables.model import (
     KT_FILE_ID,
     KT_PAGE,
     KT_TEXT,
     KT_TITLE,
+    CellUsage,
     Chunk,
     RAGParams,
     References,
@@ -32,19 +54,46 @@ from rowforge.server.tables.model import (
 
 #: Longest formulated query; longer prompts keep their two ends.
 MAX_QUERY_CHARS = 1000
+#: Longest prompt given to the model that writes the query (two ends kept).
+MAX_QUERY_PROMPT_CHARS = 4000
+
+QueryWriter = Callable[[Sequence[Message]], Awaitable[ChatResult]]
+"""The engine's chat call for writing a query: messages -> the model's answer."""
 REFERENCES_LEAD = "Use the following references to answer when they are relevant."
 
 _TAG = re.compile(r"</?[A-Za-z][\w.:-]*(?:\s[^<>]*)?/?>")
 _SPACE = re.compile(r"\s+")
 
 
+def _two_ends(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half].rstrip()} {text[-half:].lstrip()}"
+
+
 def formulate_query(prompt: str) -> str:
     """A search query from a rendered prompt (see the module docstring)."""
-    text = _SPACE.sub(" ", _TAG.sub(" ", prompt)).strip()
-    if len(text) <= MAX_QUERY_CHARS:
-        return text
-    half = MAX_QUERY_CHARS // 2
-    return f"{text[:half].rstrip()} {text[-half:].lstrip()}"
+    return _two_ends(_SPACE.sub(" ", _TAG.sub(" ", prompt)).strip(), MAX_QUERY_CHARS)
+
+
+def query_messages(prompt: str) -> list[Message]:
+    """What the column's model is asked to write the search query from."""
+    request = _two_ends(prompt.strip(), MAX_QUERY_PROMPT_CHARS)
+    return [Message("system", QUERY_INSTRUCTION),
+            Message("user", f"{REQUEST_START}\n{request}\n{REQUEST_END}")]
+
+
+_LABEL = re.compile(r"^(?:search\s+)?query\s*:\s*", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’"
+
+
+def clean_query(answer: str) -> str:
+    """The query in a model's answer: its first non-empty line, without a ``Query:`` label
+    or surrounding quotes, whitespace collapsed, at most :data:`MAX_QUERY_CHARS`."""
+    line = next((ln for ln in answer.splitlines() if ln.strip()), "")
+    line = _LABEL.sub("", line.strip()).strip().strip(_QUOTES).strip()
+    return _SPACE.sub(" ", line)[:MAX_QUERY_CHARS].strip()
 
 
 def reference_text(chunk: Chunk) -> str:
@@ -83,7 +132,8 @@ class RagRetriever:
         self.searcher = searcher
 
     async def retrieve(self, project_id: str, params: RAGParams, query: str,
-                       row: dict[str, Any]) -> References:
+                       row: dict[str, Any], *,
+                       write_query: QueryWriter | None = None) -> References:
         """The top ``params.k`` chunks of the knowledge table for this cell.
 
         Args:
@@ -91,15 +141,31 @@ class RagRetriever:
             params: The column's RAG settings.
             query: The rendered ``search_query``, or the rendered prompt when it has none.
             row: The row's values so far (unused: the query is already rendered).
+            write_query: The engine's call to the column's model, used to write the query
+                when ``params.generate_query`` (None: the prompt is the query).
 
         Raises:
-            NotFound: the knowledge table (or the reranking model) no longer exists.
-            FailedPrecondition / Unavailable: the embedding model cannot embed the query.
+            NotFound: ``KNOWLEDGE_TABLE_NOT_FOUND`` (the table was deleted), or the reranking
+                model no longer exists.
+            FailedPrecondition / Unavailable: the embedding model cannot embed the query, or
+                the chat model failed to write it.
         """
-        schema = await self.tables.get_table(project_id, "knowledge", params.table_id)
-        text = query.strip() if params.search_query else formulate_query(query)
+        schema = await self._knowledge_table(project_id, params.table_id)
+        written: ChatResult | None = None
+        if params.search_query:
+            text = query.strip()
+        elif params.generate_query and write_query is not None and query.strip():
+            written = await write_query(query_messages(query))
+            text = clean_query(written.text) or formulate_query(query)
+        else:
+            text = formulate_query(query)
+        model, usage = "", None
+        if written is not None:
+            model = written.model
+            usage = CellUsage(written.usage.prompt_tokens, written.usage.completion_tokens)
         if not text:
-            return References(table_id=params.table_id, search_query="", chunks=())
+            return References(table_id=params.table_id, search_query="", query_model=model,
+                              query_usage=usage)
         outcome = await self.searcher.search(
             schema, text[:SEARCH_QUERY_CHARS], k=params.k,
             reranking_model=params.reranking_model,
@@ -117,7 +183,21 @@ class RagRetriever:
                                 text=value(KT_TEXT) or "",
                                 page=int(page) if page is not None else None,
                                 file_id=value(KT_FILE_ID) or "", score=hit.score))
-        return References(table_id=params.table_id, search_query=text, chunks=tuple(chunks))
+        return References(table_id=params.table_id, search_query=text, chunks=tuple(chunks),
+                          query_model=model, query_usage=usage)
+
+    async def _knowledge_table(self, project_id: str, table_id: str) -> Any:
+        try:
+            return await self.tables.get_table(project_id, "knowledge", table_id)
+        except NotFound as exc:
+            if exc.reason != "TABLE_NOT_FOUND":
+                raise
+            raise NotFound(
+                f"RAG knowledge table {table_id!r} does not exist (it was deleted?); create "
+                f"a knowledge table {table_id!r} again or change this column's "
+                "rag_params.table_id", reason="KNOWLEDGE_TABLE_NOT_FOUND",
+                metadata={"tableId": table_id}, resource_type="knowledge table",
+                resource_name=table_id) from None
 
     def augment_prompt(self, prompt: str, references: References, params: RAGParams) -> str:
         """See :func:`augment_prompt`."""

@@ -11,9 +11,11 @@ In order, the answer is built from:
 3. Remembered facts: earlier user turns saying ``my name is Alice`` / ``I am Alice`` /
    ``call me Alice`` or ``my <thing> is <value>`` answer ``what's my name?`` /
    ``what is my <thing>?`` (``Your name is Alice.``).
-4. RAG: when the prompt lists references (:mod:`prompts`), the answer quotes the first
-   sentence of the first two references; with :data:`prompts.CITATION_INSTRUCTION` in the
-   prompt it cites them inline (``... [@0]``).
+4. RAG: asked for a search query (:data:`prompts.QUERY_INSTRUCTION`), the request's key terms
+   in their order (stopwords and instruction verbs left out, at most 12); when the prompt
+   lists references (:mod:`prompts`), the answer quotes the first sentence of the first two
+   references; with :data:`prompts.CITATION_INSTRUCTION` in the prompt it cites them inline
+   (``... [@0]``).
 5. Otherwise a greeting reply, or a short restatement of the last user message plus its key
    terms.
 
@@ -119,6 +121,8 @@ def stream_pieces(completion: Completion) -> Iterator[str]:
 # --- the rules ---------------------------------------------------------------------------
 
 def _plain_answer(messages: Sequence[Message], question: str, prompt: str) -> str:
+    if prompts.wants_search_query(prompt):
+        return _search_query(prompts.request_text(question))
     remembered = _recall(messages, question)
     if remembered:
         return remembered
@@ -192,6 +196,23 @@ def _restate(question: str) -> str:
     if keywords:
         answer += f" The key points are {_join(keywords)}."
     return answer
+
+
+#: Most terms of a search query the model writes.
+QUERY_TERMS = 12
+_MARKUP = re.compile(r"</?[A-Za-z][\w.:-]*(?:\s[^<>]*)?/?>")
+
+
+def _search_query(request: str) -> str:
+    """Key terms of a request, in order of first appearance (a keyword query)."""
+    seen: dict[str, None] = {}
+    for word in textutil.words(_MARKUP.sub(" ", request)):
+        if word in textutil.STOPWORDS or word in _NOT_KEYWORDS or len(word) < 2:
+            continue
+        seen.setdefault(word)
+        if len(seen) == QUERY_TERMS:
+            break
+    return " ".join(seen) or " ".join(request.split()[:QUERY_TERMS])
 
 
 def _keywords(text: str, n: int) -> list[str]:

@@ -20,6 +20,10 @@ The convention:
   placed right after the statement they support (the seeds' ``[@ref0; @ref1]`` shape).
 * The model cites only when the prompt contains :data:`CITATION_INSTRUCTION` verbatim
   (:func:`wants_citations`); without it, references are used but not cited.
+* Before retrieval, a RAG column may ask its model to write the search query: the system
+  message is :data:`QUERY_INSTRUCTION` and the user message the rendered prompt between
+  :data:`REQUEST_START` / :data:`REQUEST_END`; the answer is the query, one line
+  (:func:`wants_search_query` tells the built-in model it is asked for one).
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ CITATION_INSTRUCTION = (
     "Cite the references you use inline with their markers, for example [@0] for one reference "
     "or [@0; @2] for several, right after the statement they support."
 )
+
+QUERY_INSTRUCTION = (
+    "You write search queries for a knowledge base. Read the request between <request> and "
+    "</request> and reply with one search query that would find the passages needed to answer "
+    "it: the key terms, or a short question, on one line, without quotes, labels or "
+    "explanations."
+)
+REQUEST_START = "<request>"
+REQUEST_END = "</request>"
 
 # A reference starts with "[@N]" at the beginning of a line.
 REFERENCE_MARKER = re.compile(r"^\[@(\d+)\][ \t]*", re.MULTILINE)
@@ -50,6 +63,21 @@ def format_references(texts: Sequence[str]) -> str:
 def cite(indices: Sequence[int]) -> str:
     """The inline citation for some references: ``[@0]`` or ``[@0; @2]``."""
     return "[" + "; ".join(f"@{i}" for i in indices) + "]"
+
+
+def wants_search_query(prompt: str) -> bool:
+    """Whether the prompt asks for a search query (contains :data:`QUERY_INSTRUCTION`)."""
+    return QUERY_INSTRUCTION in prompt
+
+
+def request_text(message: str) -> str:
+    """The request of a query-writing user message (the text between the request tags, or
+    the whole message without them)."""
+    start = message.find(REQUEST_START)
+    if start < 0:
+        return message
+    end = message.find(REQUEST_END, start)
+    return message[start + len(REQUEST_START): end if end >= 0 else len(message)].strip()
 
 
 def wants_citations(prompt: str) -> bool:

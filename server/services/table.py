@@ -95,7 +95,9 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
     async def GetTable(self, request: pb.GetTableRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetTableResponse:
         schema = await self._schema(request.table_type, request.table_id)
-        return pb.GetTableResponse(table=schema_to_pb(schema, await self.store.count_rows(schema)))
+        return pb.GetTableResponse(table=schema_to_pb(
+            schema, await self.store.count_rows(schema),
+            await self.store.dangling_references(schema)))
 
     async def ListTables(self, request: pb.ListTablesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListTablesResponse:

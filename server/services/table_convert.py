@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -24,6 +24,7 @@ from rowforge.server.tables.model import (
     CellUsage,
     Chunk,
     ColumnSchema,
+    DanglingReference,
     EmbedGenConfig,
     GenConfig,
     LLMGenConfig,
@@ -136,7 +137,9 @@ def gen_config_from_pb(config: pb.GenConfig) -> GenConfig | None:
             r = llm.rag_params
             rag = RAGParams(table_id=r.table_id, k=r.k or DEFAULT_RAG_K,
                             reranking_model=r.reranking_model, search_query=r.search_query,
-                            inline_citations=r.inline_citations)
+                            inline_citations=r.inline_citations,
+                            generate_query=(r.generate_query if r.HasField("generate_query")
+                                            else True))
         return LLMGenConfig(
             model=llm.model, system_prompt=llm.system_prompt, prompt=llm.prompt,
             temperature=llm.temperature if llm.HasField("temperature") else None,
@@ -169,7 +172,8 @@ def gen_config_to_pb(config: GenConfig | None) -> pb.GenConfig:
             r = config.rag_params
             llm.rag_params.CopyFrom(pb.RAGParams(
                 table_id=r.table_id, k=r.k, reranking_model=r.reranking_model,
-                search_query=r.search_query, inline_citations=r.inline_citations))
+                search_query=r.search_query, inline_citations=r.inline_citations,
+                generate_query=r.generate_query))
     elif isinstance(config, PythonGenConfig):
         out.python.python_code = config.python_code
     elif isinstance(config, EmbedGenConfig):
@@ -205,10 +209,14 @@ def column_to_pb(col: ColumnSchema) -> pb.Column:
     return out
 
 
-def schema_to_pb(schema: TableSchema, num_rows: int | None = None) -> pb.Table:
+def schema_to_pb(schema: TableSchema, num_rows: int | None = None,
+                 dangling: Sequence[DanglingReference] = ()) -> pb.Table:
     """A ``Table`` message; ``cols`` starts with the system columns ID and Updated at."""
     out = pb.Table(id=schema.id, table_type=table_type_to_pb(schema.table_type),
-                   embedding_model=schema.embedding_model, num_rows=num_rows or 0)
+                   embedding_model=schema.embedding_model, num_rows=num_rows or 0,
+                   dangling_references=[pb.DanglingReference(column_id=d.column_id,
+                                                             table_id=d.table_id)
+                                        for d in dangling])
     out.cols.append(pb.Column(id=ID_COLUMN, dtype="str", system=True))
     out.cols.append(pb.Column(id=UPDATED_AT_COLUMN, dtype="datetime", system=True))
     out.cols.extend(column_to_pb(c) for c in schema.columns)
@@ -232,15 +240,23 @@ def usage_to_pb(usage: CellUsage | None) -> common_pb2.Usage:
 def references_to_pb(refs: References | None) -> pb.References:
     if refs is None:
         return pb.References()
-    return pb.References(table_id=refs.table_id, search_query=refs.search_query, chunks=[
+    out = pb.References(table_id=refs.table_id, search_query=refs.search_query, chunks=[
         pb.Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or 0,
-                 file_id=c.file_id, score=c.score) for c in refs.chunks])
+                 file_id=c.file_id, score=c.score) for c in refs.chunks],
+        query_model=refs.query_model)
+    if refs.query_usage is not None:
+        out.query_usage.CopyFrom(usage_to_pb(refs.query_usage))
+    return out
 
 
 def references_from_pb(refs: pb.References) -> References:
+    usage = refs.query_usage if refs.HasField("query_usage") else None
     return References(table_id=refs.table_id, search_query=refs.search_query, chunks=tuple(
         Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or None,
-              file_id=c.file_id, score=c.score) for c in refs.chunks))
+              file_id=c.file_id, score=c.score) for c in refs.chunks),
+        query_model=refs.query_model,
+        query_usage=(CellUsage(usage.prompt_tokens, usage.completion_tokens)
+                     if usage is not None else None))
 
 
 def status_to_pb(status: CellStatus) -> int:

@@ -63,13 +63,21 @@ def column_from_json(data: dict[str, Any]) -> ColumnSchema:
 
 
 def references_to_json(refs: References) -> dict[str, Any]:
-    return {"table_id": refs.table_id, "search_query": refs.search_query,
-            "chunks": [dataclasses.asdict(c) for c in refs.chunks]}
+    data: dict[str, Any] = {"table_id": refs.table_id, "search_query": refs.search_query,
+                            "chunks": [dataclasses.asdict(c) for c in refs.chunks]}
+    if refs.query_model:
+        data["query_model"] = refs.query_model
+    if refs.query_usage is not None:
+        data["query_u"] = [refs.query_usage.prompt_tokens, refs.query_usage.completion_tokens]
+    return data
 
 
 def references_from_json(data: dict[str, Any]) -> References:
+    usage = data.get("query_u")
     return References(table_id=data["table_id"], search_query=data["search_query"],
-                      chunks=tuple(Chunk(**c) for c in data.get("chunks", ())))
+                      chunks=tuple(Chunk(**c) for c in data.get("chunks", ())),
+                      query_model=data.get("query_model", ""),
+                      query_usage=CellUsage(usage[0], usage[1]) if usage else None)
 
 
 def state_to_json(cell: Cell) -> dict[str, Any] | None:

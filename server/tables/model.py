@@ -42,6 +42,9 @@ class RAGParams:
     reranking_model: str = ""
     search_query: str = ""
     inline_citations: bool = False
+    #: Without ``search_query``: the column's model writes the query from the prompt (the
+    #: seeds' flow); False searches with the prompt itself.
+    generate_query: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,23 @@ class Chunk:
 
 @dataclass(frozen=True)
 class References:
+    """What a RAG cell retrieved, and with which query (``query_model`` wrote it from the
+    prompt, at ``query_usage``; empty when the query was not generated)."""
+
     table_id: str
     search_query: str
     chunks: tuple[Chunk, ...] = ()
+    query_model: str = ""
+    query_usage: CellUsage | None = None
+
+
+@dataclass(frozen=True)
+class DanglingReference:
+    """A RAG column whose knowledge table does not exist (it was deleted): its cells fail
+    until a knowledge table ``table_id`` exists again or the column's ``rag_params`` change."""
+
+    column_id: str
+    table_id: str
 
 
 @dataclass

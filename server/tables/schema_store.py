@@ -5,9 +5,13 @@ PostgreSQL), build the new schema, validate the *whole* table, apply the DDL (AL
 ADD/DROP COLUMN, full-text index upkeep) and save the metadata, so a failure leaves both the
 SQL table and the metadata as they were.
 
-Knowledge tables referenced by RAG columns: deleting one that a RAG column still uses is
-refused (FAILED_PRECONDITION naming the tables); renaming one rewrites the RAG columns'
-``table_id``.
+Knowledge tables referenced by RAG columns: renaming one rewrites the RAG columns'
+``table_id``; deleting one is allowed (the seeds' "delete if it exists, then create" idiom
+must work when re-run) and leaves the RAG columns *dangling*: their cells fail with
+``KNOWLEDGE_TABLE_NOT_FOUND`` until a knowledge table of that id exists again or their
+``rag_params`` change (:meth:`SchemaStore.dangling_references` lists them for GetTable).
+Validation requires a RAG target to exist only when a column starts using it: a table whose
+RAG column dangles can still change its other columns.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rowforge.fastcore import rename_references
 from rowforge.server.errors import (
     AlreadyExists,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -38,6 +41,7 @@ from rowforge.server.tables.codec import column_from_json, column_to_json
 from rowforge.server.tables.fulltext_indexes import FulltextIndexes
 from rowforge.server.tables.model import (
     ColumnSchema,
+    DanglingReference,
     EmbedGenConfig,
     GenConfig,
     LLMGenConfig,
@@ -250,8 +254,15 @@ class SchemaStore:
         return ValidationContext(models=self.models, knowledge_tables=frozenset(ids))
 
     async def _validate(self, conn: AsyncConnection, schema: TableSchema,
-                        field_for: Callable[[str], str] | None = None) -> None:
+                        field_for: Callable[[str], str] | None = None, *,
+                        previous: TableSchema | None = None) -> None:
+        """Validate ``schema``; a RAG column of ``previous`` (the table before the change)
+        may keep its knowledge table even if that no longer exists (dangling)."""
         ctx = await self._context(conn, schema.project_id)
+        if previous is not None:
+            ctx.tolerated_rag_targets = frozenset(
+                (c.storage_name, c.gen_config.rag_params.table_id) for c in previous.columns
+                if isinstance(c.gen_config, LLMGenConfig) and c.gen_config.rag_params)
         if field_for is None:
             validate_table(schema, ctx)
         else:
@@ -339,27 +350,30 @@ class SchemaStore:
     async def delete_table(self, project_id: str, table_type: str, table_id: str) -> None:
         """Delete a table, its rows and its full-text index.
 
-        Raises:
-            FailedPrecondition: a knowledge table still used by RAG columns.
+        A knowledge table may be deleted while RAG columns use it: they dangle (see the
+        module docstring).
         """
         check_table_type(table_type)
         async with self._change() as conn:
             schema = await self.load(conn, project_id, table_type, table_id, for_update=True)
-            if table_type == "knowledge":
-                users = _rag_users(await self.project_tables(conn, project_id), table_id)
-                if users:
-                    names = ", ".join(f"{s.table_type} table {s.id!r} (column {c!r})"
-                                      for s, c in users)
-                    raise FailedPrecondition(
-                        f"knowledge table {table_id!r} is used by RAG columns: {names}; change "
-                        "or drop them first", reason="TABLE_IN_USE",
-                        metadata={"tableId": table_id,
-                                  "usedBy": ",".join(sorted({s.id for s, _ in users}))},
-                        resource_type="knowledge table", resource_name=table_id)
             await fulltext.drop(conn, schema)
             await layout.drop_row_table(conn, schema)
             await conn.execute(user_tables.delete().where(
                 user_tables.c.storage_id == schema.storage_id))
+
+    async def dangling_references(self, schema: TableSchema) -> list[DanglingReference]:
+        """The RAG columns of ``schema`` whose knowledge table does not exist, in column
+        order."""
+        targets = rag_targets(schema)
+        if not targets:
+            return []
+        async with self.db.read() as conn:
+            existing = set(await conn.scalars(sa.select(user_tables.c.table_id).where(
+                user_tables.c.project_id == schema.project_id,
+                user_tables.c.table_type == "knowledge",
+                user_tables.c.table_id.in_(sorted(set(targets.values()))))))
+        return [DanglingReference(column_id, table_id)
+                for column_id, table_id in targets.items() if table_id not in existing]
 
     async def duplicate_table(self, project_id: str, table_type: str, src: str,
                               dst: str = "", *, include_data: bool = True) -> TableSchema:
@@ -431,7 +445,7 @@ class SchemaStore:
             index = {c.id: i for i, c in enumerate(columns)}
             new = dataclasses.replace(schema, columns=(*schema.columns, *added))
             await self._validate(conn, new, lambda cid: f"cols[{index[cid]}]" if cid in index
-                                 else f"cols[{cid}]")
+                                 else f"cols[{cid}]", previous=schema)
             current = schema
             for col in added:
                 await layout.add_column(conn, current, col)
@@ -468,7 +482,7 @@ class SchemaStore:
                             field_violations=[FieldViolation("column_names",
                                                              f"{ref!r} is used by {col.id!r}")])
             new = dataclasses.replace(schema, columns=kept)
-            await self._validate(conn, new)
+            await self._validate(conn, new, previous=schema)
             rebuild = await self.fulltext.columns_dropping(conn, schema, dropped)
             for col in schema.columns:
                 if col.id in dropped:
@@ -504,7 +518,7 @@ class SchemaStore:
             renames = {o: n for o, n in mapping.items() if o != n}
             columns = tuple(_renamed(c, renames) for c in schema.columns)
             new = dataclasses.replace(schema, columns=columns)
-            await self._validate(conn, new, lambda cid: f"column_map[{cid}]")
+            await self._validate(conn, new, lambda cid: f"column_map[{cid}]", previous=schema)
             return await self._save(conn, new)
 
     async def reorder_columns(self, project_id: str, table_type: str, table_id: str,
@@ -531,7 +545,8 @@ class SchemaStore:
             columns = (*[c for c in schema.columns if c.system], *[by_id[n] for n in names])
             new = dataclasses.replace(schema, columns=columns)
             position = {n: i for i, n in enumerate(names)}
-            await self._validate(conn, new, lambda cid: f"column_names[{position.get(cid, cid)}]")
+            await self._validate(conn, new, lambda cid: f"column_names[{position.get(cid, cid)}]",
+                                 previous=schema)
             return await self._save(conn, new)
 
     async def update_gen_config(self, project_id: str, table_type: str, table_id: str,
@@ -554,7 +569,7 @@ class SchemaStore:
             columns = tuple(dataclasses.replace(c, gen_config=configs[c.id])
                             if c.id in configs else c for c in schema.columns)
             new = dataclasses.replace(schema, columns=columns)
-            await self._validate(conn, new, lambda cid: f"column_map[{cid}]")
+            await self._validate(conn, new, lambda cid: f"column_map[{cid}]", previous=schema)
             return await self._save(conn, new)
 
 
@@ -597,10 +612,10 @@ def _renamed(col: ColumnSchema, renames: Mapping[str, str]) -> ColumnSchema:
     return dataclasses.replace(col, id=renames.get(col.id, col.id), gen_config=config)
 
 
-def _rag_users(tables: list[TableSchema], knowledge_id: str) -> list[tuple[TableSchema, str]]:
-    return [(s, c.id) for s in tables for c in s.columns
-            if isinstance(c.gen_config, LLMGenConfig) and c.gen_config.rag_params is not None
-            and c.gen_config.rag_params.table_id == knowledge_id]
+def rag_targets(schema: TableSchema) -> dict[str, str]:
+    """Column id -> knowledge table id, for the RAG columns of ``schema``."""
+    return {c.id: c.gen_config.rag_params.table_id for c in schema.columns
+            if isinstance(c.gen_config, LLMGenConfig) and c.gen_config.rag_params is not None}
 
 
 def _retarget_rag(col: ColumnSchema, src: str, dst: str) -> ColumnSchema:

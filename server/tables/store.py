@@ -18,6 +18,7 @@ from rowforge.server.tables.model import (
     Cell,
     CellStatus,
     ColumnSchema,
+    DanglingReference,
     GenConfig,
     Row,
     TableSchema,
@@ -116,8 +117,13 @@ class TableStore:
                                               count_rows=count_rows, prefix=prefix)
 
     async def delete_table(self, project_id: str, table_type: str, table_id: str) -> None:
-        """Delete a table with its rows (FAILED_PRECONDITION for a knowledge table in use)."""
+        """Delete a table with its rows (RAG columns using a deleted knowledge table dangle:
+        see :meth:`dangling_references`)."""
         await self.schemas.delete_table(project_id, table_type, table_id)
+
+    async def dangling_references(self, schema: TableSchema) -> list[DanglingReference]:
+        """The RAG columns of ``schema`` whose knowledge table no longer exists."""
+        return await self.schemas.dangling_references(schema)
 
     async def duplicate_table(self, project_id: str, table_type: str, src: str, dst: str = "",
                               *, include_data: bool = True) -> TableSchema:

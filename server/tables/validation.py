@@ -130,10 +130,14 @@ class ValidationContext:
     Attributes:
         models: The model registry (``app.models``); None skips model checks (unit tests).
         knowledge_tables: Ids of the project's knowledge tables (RAG targets).
+        tolerated_rag_targets: ``(column storage name, knowledge table id)`` pairs accepted
+            although the table does not exist: RAG columns that used it before the change
+            being validated (a dangling reference is not the new change's mistake).
     """
 
     models: Any = None
     knowledge_tables: Collection[str] = field(default_factory=frozenset)
+    tolerated_rag_targets: Collection[tuple[str, str]] = field(default_factory=frozenset)
 
 
 def _default_field(column_id: str) -> str:
@@ -247,7 +251,8 @@ class _Checker:
         path = "gen_config.llm.rag_params"
         if not rag.table_id:
             self.bad(col, f"{path}.table_id", "the knowledge table id is required")
-        elif rag.table_id not in self.ctx.knowledge_tables:
+        elif (rag.table_id not in self.ctx.knowledge_tables
+              and (col.storage_name, rag.table_id) not in self.ctx.tolerated_rag_targets):
             self.not_found.append(NotFound(
                 f"column {col.id!r}: knowledge table {rag.table_id!r} does not exist",
                 reason="KNOWLEDGE_TABLE_NOT_FOUND",

@@ -82,8 +82,15 @@ def test_embed_file_search_and_rag(client: RowForge, tmp_path: Path) -> None:
         table_id="kb_qa", data=[{"question": "default port of the server?"}], stream=False))
     refs = out.rows[0].columns["answer"].references
     assert refs is not None and "50051" in refs.chunks[0].text
+    assert refs.search_query == "default port server" and refs.query_model == "rowforge/chat"
+    assert refs.query_usage is not None and refs.query_usage.completion_tokens == 3
     with pytest.raises(ex.NotFoundError):
         client.table.hybrid_search("no_such_kb", "x")
+    assert client.table.get_table("action", "kb_qa").dangling_references == []
+    client.table.delete_table("knowledge", "kb_docs")
+    qa = client.table.get_table("action", "kb_qa")
+    assert [(d.column_id, d.table_id) for d in qa.dangling_references] == [("answer", "kb_docs")]
+    assert qa.col("answer").gen_config.rag_params.generate_query is True
 
 
 def test_model_calls(client: RowForge) -> None:

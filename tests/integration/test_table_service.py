@@ -153,16 +153,19 @@ async def test_knowledge_and_chat_tables(stub: Any, md: Metadata) -> None:
         table_type=CHAT, table_id="c2", cols=[col("User")]), metadata=md),
         grpc.StatusCode.INVALID_ARGUMENT)
     assert "cols" in fields
-    # A RAG column pins its knowledge table.
+    # A RAG column's knowledge table may be deleted: the column dangles (GetTable says so).
     await stub.CreateTable(pb.CreateTableRequest(table_type=ACTION, table_id="qa", cols=[
         col("q"), col("a", gen=llm("${q}", rag_params=pb.RAGParams(table_id="kb")))]),
         metadata=md)
     qa = (await stub.GetTable(pb.GetTableRequest(table_type=ACTION, table_id="qa"),
                               metadata=md)).table
     assert qa.cols[3].gen_config.llm.rag_params.k == 3  # the default
-    reason, meta, _ = await fails(stub.DeleteTable(pb.DeleteTableRequest(
-        table_type=KNOWLEDGE, table_id="kb"), metadata=md), grpc.StatusCode.FAILED_PRECONDITION)
-    assert reason == "TABLE_IN_USE" and meta["usedBy"] == "qa"
+    assert list(qa.dangling_references) == []
+    await stub.DeleteTable(pb.DeleteTableRequest(table_type=KNOWLEDGE, table_id="kb"),
+                           metadata=md)
+    qa = (await stub.GetTable(pb.GetTableRequest(table_type=ACTION, table_id="qa"),
+                              metadata=md)).table
+    assert [(d.column_id, d.table_id) for d in qa.dangling_references] == [("a", "kb")]
 
 
 @pytest.mark.parametrize("request_, code, field", [

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from rowforge.server.errors import InvalidArgument, NotFound
+from rowforge.server.providers import Message
+from rowforge.server.providers.prompts import QUERY_INSTRUCTION
 from rowforge.server.tables.engine import (
     CellCompleted,
     CellDelta,
@@ -352,10 +354,14 @@ async def test_a_cancelled_stream_closes_the_provider_request(fake):
 class FakeRag:
     def __init__(self) -> None:
         self.calls: list[tuple[str, RAGParams, str]] = []
+        self.written: list[Any] = []
 
     async def retrieve(self, project_id: str, params: RAGParams, query: str,
-                       row: dict[str, Any]) -> References:
+                       row: dict[str, Any], *, write_query: Any = None) -> References:
         self.calls.append((project_id, params, query))
+        if write_query is not None:
+            self.written.append(await write_query([Message("system", QUERY_INSTRUCTION),
+                                                   Message("user", query)]))
         return References(table_id=params.table_id, search_query=query, chunks=(
             Chunk(row_id="k1", title="Paris", text="Paris is the capital of France."),))
 
@@ -374,6 +380,19 @@ async def test_rag_references_come_first_and_are_stored():
     cell = store.rows[result.row_id]["a"]
     assert cell.references.chunks[0].row_id == "k1"
     assert cell.value == "According to the references: Paris is the capital of France [@0]."
+    # The hook may have the column's model write the query (here the built-in one).
+    [written] = rag.written
+    assert written.text == "capital france" and written.model == "rowforge/chat"
+    assert written.usage.completion_tokens == 2
+
+
+async def test_a_fixed_search_query_gets_no_query_writer():
+    engine = make_engine()
+    engine.app.rag = rag = FakeRag()
+    schema = table(col("q"), col("a", gen=llm("${q}", rag_params=RAGParams(
+        table_id="kb", search_query="about ${q}"))))
+    await engine.add_rows(schema, [{"q": "x"}])
+    assert rag.calls[0][2] == "about x" and rag.written == []
 
 
 async def test_rag_without_the_hook_fails_the_cell_clearly():

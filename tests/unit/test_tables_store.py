@@ -13,7 +13,6 @@ from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import (
     Aborted,
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
@@ -25,6 +24,7 @@ from rowforge.server.tables.model import (
     CellUsage,
     Chunk,
     ColumnSchema,
+    DanglingReference,
     LLMGenConfig,
     PythonGenConfig,
     RAGParams,
@@ -174,14 +174,23 @@ async def test_knowledge_tables_used_by_rag_columns(store: TableStore) -> None:
     await store.create_table(P, "action", "qa", [
         ColumnSchema("q"),
         ColumnSchema("a", gen_config=llm("${q}", rag_params=RAGParams("kb", k=2)))])
-    with pytest.raises(FailedPrecondition) as err:
-        await store.delete_table(P, "knowledge", "kb")
-    assert "qa" in err.value.message and err.value.reason == "TABLE_IN_USE"
     await store.rename_table(P, "knowledge", "kb", "kb2")
     qa = await store.get_table(P, "action", "qa")
     assert qa.columns[1].gen_config.rag_params.table_id == "kb2"  # type: ignore[union-attr]
-    await store.update_gen_config(P, "action", "qa", {"a": llm("${q}")})
+    assert await store.dangling_references(qa) == []
+    # Deleting a used knowledge table leaves the column dangling; the table's other columns
+    # still change, but no column may start using a missing table.
     await store.delete_table(P, "knowledge", "kb2")
+    assert await store.dangling_references(qa) == [DanglingReference("a", "kb2")]
+    qa = await store.add_columns(P, "action", "qa", [ColumnSchema("note")])
+    qa = await store.rename_columns(P, "action", "qa", {"a": "answer"})
+    assert await store.dangling_references(qa) == [DanglingReference("answer", "kb2")]
+    with pytest.raises(NotFound) as missing:
+        await store.update_gen_config(P, "action", "qa", {"note": llm(
+            "${q}", rag_params=RAGParams("kb2"))})
+    assert missing.value.reason == "KNOWLEDGE_TABLE_NOT_FOUND"
+    await store.update_gen_config(P, "action", "qa", {"answer": llm("${q}")})
+    assert await store.dangling_references(await store.get_table(P, "action", "qa")) == []
 
 
 # -- columns -------------------------------------------------------------------------------
@@ -300,7 +309,8 @@ async def test_file_columns_need_uris(store: TableStore) -> None:
 async def test_write_cells_group_commits_concurrent_writes(store: TableStore) -> None:
     t = await action(store)
     rows = await store.insert_rows(t, [{"name": f"r{i}"} for i in range(120)])
-    refs = References("kb", "q", (Chunk("r1", "T", "text", page=2, score=0.5),))
+    refs = References("kb", "q", (Chunk("r1", "T", "text", page=2, score=0.5),),
+                      query_model="rowforge/chat", query_usage=CellUsage(20, 2))
     await asyncio.gather(*[
         store.write_cells(t, r.id, {"answer": Cell(f"out {i}", CellStatus.DONE,
                                                    usage=CellUsage(3, 4), references=refs)})

@@ -127,6 +127,7 @@ class Table(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    DANGLING_REFERENCES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Table id."""
     table_type: _common_pb2.TableType.ValueType
@@ -147,6 +148,10 @@ class Table(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last schema or data change."""
 
+    @_builtins.property
+    def dangling_references(self) -> _containers.RepeatedCompositeFieldContainer[Global___DanglingReference]:
+        """Output only (set by GetTable): RAG columns whose knowledge table no longer exists."""
+
     def __init__(
         self,
         *,
@@ -157,14 +162,44 @@ class Table(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         embedding_model: _builtins.str = ...,
+        dangling_references: _abc.Iterable[Global___DanglingReference] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "create_time", b"create_time", "embedding_model", b"embedding_model", "id", b"id", "num_rows", b"num_rows", "table_type", b"table_type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "create_time", b"create_time", "dangling_references", b"dangling_references", "embedding_model", b"embedding_model", "id", b"id", "num_rows", b"num_rows", "table_type", b"table_type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Table: _TypeAlias = Table  # noqa: Y015
+
+@_typing.final
+class DanglingReference(_message.Message):
+    """A RAG column whose knowledge table does not exist (it was deleted after the column was
+    created): its cells fail with KNOWLEDGE_TABLE_NOT_FOUND until a knowledge table with that id
+    exists again or the column's rag_params change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_ID_FIELD_NUMBER: _builtins.int
+    TABLE_ID_FIELD_NUMBER: _builtins.int
+    column_id: _builtins.str
+    """The RAG column."""
+    table_id: _builtins.str
+    """The missing knowledge table (rag_params.table_id)."""
+    def __init__(
+        self,
+        *,
+        column_id: _builtins.str = ...,
+        table_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column_id", b"column_id", "table_id", b"table_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DanglingReference: _TypeAlias = DanglingReference  # noqa: Y015
 
 @_typing.final
 class Column(_message.Message):
@@ -316,6 +351,7 @@ class RAGParams(_message.Message):
     RERANKING_MODEL_FIELD_NUMBER: _builtins.int
     SEARCH_QUERY_FIELD_NUMBER: _builtins.int
     INLINE_CITATIONS_FIELD_NUMBER: _builtins.int
+    GENERATE_QUERY_FIELD_NUMBER: _builtins.int
     table_id: _builtins.str
     """Knowledge table to search."""
     k: _builtins.int
@@ -323,9 +359,17 @@ class RAGParams(_message.Message):
     reranking_model: _builtins.str
     """Optional reranking model id."""
     search_query: _builtins.str
-    """Fixed search query with ${column} references; formulated from the prompt when empty."""
+    """Fixed search query with ${column} references; when empty, the query comes from the
+    prompt (see generate_query).
+    """
     inline_citations: _builtins.bool
     """Ask the model to cite references inline as [@0] or [@1; @3]."""
+    generate_query: _builtins.bool
+    """Without search_query: let the column's model write the search query from the rendered
+    prompt before retrieval (default true, the seeds' RAG flow; the query and its usage are
+    recorded in the cell's references). False searches with the prompt itself (markup
+    removed, long prompts cut to their two ends): no extra model call.
+    """
     def __init__(
         self,
         *,
@@ -334,12 +378,15 @@ class RAGParams(_message.Message):
         reranking_model: _builtins.str = ...,
         search_query: _builtins.str = ...,
         inline_citations: _builtins.bool = ...,
+        generate_query: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_generate_query", b"_generate_query", "generate_query", b"generate_query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inline_citations", b"inline_citations", "k", b"k", "reranking_model", b"reranking_model", "search_query", b"search_query", "table_id", b"table_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate_query", b"_generate_query", "generate_query", b"generate_query", "inline_citations", b"inline_citations", "k", b"k", "reranking_model", b"reranking_model", "search_query", b"search_query", "table_id", b"table_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__generate_query: _TypeAlias = _typing.Literal["generate_query"]  # noqa: Y015
+    _WhichOneofArgType__generate_query: _TypeAlias = _typing.Literal["_generate_query", b"_generate_query"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__generate_query) -> _WhichOneofReturnType__generate_query | None: ...
 
 Global___RAGParams: _TypeAlias = RAGParams  # noqa: Y015
 
@@ -442,13 +489,21 @@ class References(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     SEARCH_QUERY_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
+    QUERY_MODEL_FIELD_NUMBER: _builtins.int
+    QUERY_USAGE_FIELD_NUMBER: _builtins.int
     table_id: _builtins.str
     """Knowledge table searched."""
     search_query: _builtins.str
     """The query used."""
+    query_model: _builtins.str
+    """Model that wrote search_query from the prompt (empty when it was not generated)."""
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Chunk]:
         """Chunks, in the order given to the model ([@0] is the first)."""
+
+    @_builtins.property
+    def query_usage(self) -> _common_pb2.Usage:
+        """Token usage of writing the query (not included in the cell's usage)."""
 
     def __init__(
         self,
@@ -456,10 +511,12 @@ class References(_message.Message):
         table_id: _builtins.str = ...,
         search_query: _builtins.str = ...,
         chunks: _abc.Iterable[Global___Chunk] | None = ...,
+        query_model: _builtins.str = ...,
+        query_usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query_usage", b"query_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "search_query", b"search_query", "table_id", b"table_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "query_model", b"query_model", "query_usage", b"query_usage", "search_query", b"search_query", "table_id", b"table_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ its column in one call of AddRows at once (e.g. embeddings, batched per request)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from rowforge.server.config import Settings
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError
 from rowforge.server.providers import (
     Attachment,
+    ChatResult,
     Message,
     ModelRegistry,
     ModelSpec,
@@ -55,6 +57,8 @@ log = logging.getLogger("rowforge.engine")
 
 #: Seconds a provider call may take when the RPC has no deadline.
 DEFAULT_MODEL_TIMEOUT_S = 120.0
+#: Longest answer of a model writing a RAG search query.
+QUERY_MAX_TOKENS = 100
 _FILE_KINDS = {"image": "image", "audio": "audio", "file": None}
 
 
@@ -208,7 +212,7 @@ class LLMExecutor:
         system = plan.system.render(values) if plan.system is not None else ""
         references: References | None = None
         if config.rag_params is not None:
-            references, prompt = await self._retrieve(cell, config.rag_params, prompt)
+            references, prompt = await self._retrieve(cell, spec, config.rag_params, prompt)
         attachments = await self._attachments(cell) if plan.file_refs else ()
         current = Message("user", prompt, attachments)
         system_message = Message("system", system) if system else None
@@ -258,7 +262,7 @@ class LLMExecutor:
         finally:
             deltas.close()
 
-    async def _retrieve(self, cell: CellRun, params: RAGParams,
+    async def _retrieve(self, cell: CellRun, spec: ModelSpec, params: RAGParams,
                         prompt: str) -> tuple[References, str]:
         hook = cell.services.rag
         if hook is None:
@@ -266,14 +270,36 @@ class LLMExecutor:
                 "RAG not available: this server has no knowledge search for rag_params "
                 f"(knowledge table {params.table_id!r})", reason="RAG_UNAVAILABLE")
         plan = cell.plan
-        query = plan.search.render(cell.values) if plan.search is not None else prompt
-        references = await hook.retrieve(cell.project_id, params, query, dict(cell.values))
+        if plan.search is not None:
+            references = await hook.retrieve(cell.project_id, params,
+                                             plan.search.render(cell.values), dict(cell.values))
+        else:
+            async def write_query(messages: Sequence[Message]) -> ChatResult:
+                return await self._write_query(cell, spec, messages)
+
+            references = await hook.retrieve(cell.project_id, params, prompt,
+                                             dict(cell.values), write_query=write_query)
         if cell.sink is not None:
             cell.sink(CellReferences(cell.row_id, cell.column.id, references))
         augment = getattr(hook, "augment_prompt", None)
         if augment is not None:
             return references, augment(prompt, references, params)
         return references, augment_prompt(prompt, references, params)
+
+    async def _write_query(self, cell: CellRun, spec: ModelSpec,
+                           messages: Sequence[Message]) -> ChatResult:
+        """The column's model answers the RAG hook's query-writing messages (one short,
+        unstreamed call with the cell's retries, model slot and deadline)."""
+        def options() -> dict[str, Any]:
+            left = cell.remaining()
+            timeout = DEFAULT_MODEL_TIMEOUT_S if left is None else max(0.05, left)
+            return {"max_tokens": QUERY_MAX_TOKENS,
+                    "timeout": min(timeout, DEFAULT_MODEL_TIMEOUT_S)}
+
+        async with cell.services.model_slot(spec.id):
+            result: ChatResult = await self.retry.call(
+                cell, lambda: chat(spec, list(messages), **options()))
+        return dataclasses.replace(result, model=spec.id)
 
     async def _attachments(self, cell: CellRun) -> tuple[Attachment, ...]:
         refs = [c for c in cell.plan.file_refs if cell.values.get(c.id)]
