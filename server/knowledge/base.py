@@ -15,7 +15,6 @@ from typing import Any
 from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.embed_file import EmbedFileEvent, FileEmbedder
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
-from rowforge.server.knowledge.lexical import LexicalPlanner
 from rowforge.server.knowledge.rag import RagRetriever
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher, SearchOutcome
@@ -36,11 +35,8 @@ class Knowledge:
         self.app = app
         self.reader = Reader(app.db)
         self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes", self.reader)
-        self.lexical = LexicalPlanner(app.db)
-        self.indexes.forget_hooks.append(self.lexical.forget)
         self.searcher = HybridSearcher(db=app.db, tables=app.tables, models=app.models,
-                                       indexes=self.indexes, lexical=self.lexical,
-                                       reader=self.reader)
+                                       indexes=self.indexes, reader=self.reader)
         self.rag = RagRetriever(app.tables, self.searcher)
         self.files = FileEmbedder(app)
 

@@ -1,16 +1,18 @@
-"""The change feed of knowledge tables: which rows' embeddings changed after a watermark.
+"""The change feed of knowledge tables: which rows' embeddings or texts changed after a
+watermark.
 
 Database triggers on a knowledge table's row table append to ``rf_knowledge_changes`` (see
 :mod:`rowforge.server.storage.knowledge_tables`) in the transaction of the change itself:
 
-* after an INSERT of a row holding at least one vector,
-* after an UPDATE that sets an embedding column (a new vector, or NULL when the cell failed),
+* after an INSERT of a row holding at least one vector or a Title or Text,
+* after an UPDATE that sets an embedding column (a new vector, or NULL when the cell failed)
+  or the Title or Text (the BM25 index's texts: system columns, so never dropped),
 * after a DELETE (a tombstone).
 
 So every write path (AddRows, the engine's cell writer, EmbedFile, imports, DeleteRows, a
-replica on the same PostgreSQL) is covered without the writers knowing about vector indexes.
-Catch-up reads the entries after the index's watermark, then the rows' *current* vectors:
-applying an entry twice, or an older entry after a newer one, leaves the same state.
+replica on the same PostgreSQL) is covered without the writers knowing about the indexes.
+Catch-up reads the entries after the index's watermark, then the rows' *current* vectors and
+texts: applying an entry twice, or an older entry after a newer one, leaves the same state.
 
 Ordering on PostgreSQL: ids come from a sequence when the entry is inserted, but transactions
 commit in any order, so a reader could see id 11 before id 10 commits and skip 10 forever. The
@@ -36,7 +38,7 @@ from rowforge.server.storage.db import Database
 from rowforge.server.storage.knowledge_tables import knowledge_changes
 from rowforge.server.storage.tables_tables import user_tables
 from rowforge.server.tables.layout import value_name
-from rowforge.server.tables.model import EMBEDDING_DTYPE, TableSchema
+from rowforge.server.tables.model import EMBEDDING_DTYPE, KT_TEXT, KT_TITLE, TableSchema
 
 # Storage ids are generated (``ut_<hex>``); checked anyway before they reach DDL text.
 _STORAGE_ID = re.compile(r"ut_[0-9a-f]{1,36}")
@@ -76,12 +78,19 @@ def embedding_columns(schema: TableSchema) -> list[str]:
     return [value_name(c) for c in schema.columns if c.dtype == EMBEDDING_DTYPE]
 
 
-def _checked(schema: TableSchema) -> tuple[str, list[str]]:
+def text_columns(schema: TableSchema) -> list[str]:
+    """SQL names of the columns the BM25 index holds (Title, Text), in table order."""
+    return [value_name(c) for c in schema.columns
+            if c.system and c.id in (KT_TITLE, KT_TEXT) and c.dtype == "str"]
+
+
+def _checked(schema: TableSchema) -> tuple[str, list[str], list[str]]:
     sid = schema.storage_id
     cols = embedding_columns(schema)
-    if not _STORAGE_ID.fullmatch(sid) or not all(_COLUMN.fullmatch(c) for c in cols):
+    texts = text_columns(schema)
+    if not _STORAGE_ID.fullmatch(sid) or not all(_COLUMN.fullmatch(c) for c in cols + texts):
         raise ValueError(f"unexpected storage names for table {schema.id!r}: {sid}, {cols}")
-    return sid, cols
+    return sid, cols, texts
 
 
 class ChangeFeed:
@@ -93,28 +102,31 @@ class ChangeFeed:
 
     async def track(self, schema: TableSchema) -> None:
         """Create the table's triggers (idempotent; safe from several replicas at once)."""
-        sid, cols = _checked(schema)
-        key = (sid, tuple(cols))
+        sid, cols, texts = _checked(schema)
+        key = (sid, tuple(cols + texts))
         if key in self._tracked or not cols:
             return
         async with self.db.write() as conn:
             if self.db.is_postgres:
-                await self._track_postgres(conn, sid, cols)
+                await self._track_postgres(conn, sid, cols + texts)
             else:
-                await self._track_sqlite(conn, sid, cols)
+                await self._track_sqlite(conn, sid, cols + texts)
         self._tracked.add(key)
 
     @staticmethod
     async def _track_sqlite(conn: AsyncConnection, sid: str, cols: list[str]) -> None:
-        has_vector = " OR ".join(f'new."{c}" IS NOT NULL' for c in cols)
+        has_value = " OR ".join(f'new."{c}" IS NOT NULL' for c in cols)
         listed = ", ".join(f'"{c}"' for c in cols)
         log = "INSERT INTO rf_knowledge_changes (storage_id, row_id, deleted) VALUES"
+        # "_kc_" triggers of older versions watched the embedding columns only; SQLite cannot
+        # replace a trigger, so the current ones have new names ("_kc2_").
         for statement in (
-            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc_ai" AFTER INSERT ON "{sid}" '
-            f"WHEN {has_vector} BEGIN {log} ('{sid}', new.id, 0); END",
-            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc_au" AFTER UPDATE OF {listed} ON "{sid}" '
+            *(f'DROP TRIGGER IF EXISTS "{sid}_kc_{s}"' for s in ("ai", "au", "ad")),
+            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc2_ai" AFTER INSERT ON "{sid}" '
+            f"WHEN {has_value} BEGIN {log} ('{sid}', new.id, 0); END",
+            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc2_au" AFTER UPDATE OF {listed} ON "{sid}" '
             f"BEGIN {log} ('{sid}', new.id, 0); END",
-            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc_ad" AFTER DELETE ON "{sid}" '
+            f'CREATE TRIGGER IF NOT EXISTS "{sid}_kc2_ad" AFTER DELETE ON "{sid}" '
             f"BEGIN {log} ('{sid}', old.id, 1); END",
         ):
             await conn.execute(sa.text(statement))
@@ -124,12 +136,12 @@ class ChangeFeed:
         # Concurrent CREATE OR REPLACE of one function fails ("tuple concurrently updated").
         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK})"))
         await conn.execute(sa.text(_PG_FUNCTION))
-        has_vector = " OR ".join(f'NEW."{c}" IS NOT NULL' for c in cols)
+        has_value = " OR ".join(f'NEW."{c}" IS NOT NULL' for c in cols)
         listed = ", ".join(f'"{c}"' for c in cols)
         run = "FOR EACH ROW EXECUTE FUNCTION rf_knowledge_change()"
         for statement in (
             f'CREATE OR REPLACE TRIGGER "{sid}_kc_ai" AFTER INSERT ON "{sid}" '
-            f"FOR EACH ROW WHEN ({has_vector}) EXECUTE FUNCTION rf_knowledge_change()",
+            f"FOR EACH ROW WHEN ({has_value}) EXECUTE FUNCTION rf_knowledge_change()",
             f'CREATE OR REPLACE TRIGGER "{sid}_kc_au" AFTER UPDATE OF {listed} ON "{sid}" {run}',
             f'CREATE OR REPLACE TRIGGER "{sid}_kc_ad" AFTER DELETE ON "{sid}" {run}',
         ):

@@ -1,4 +1,5 @@
-"""All knowledge tables' vector indexes of this process (``app.knowledge.indexes``).
+"""All knowledge tables' indexes (vectors and BM25) of this process
+(``app.knowledge.indexes``).
 
 Indexes open lazily (first search) and, in the background, when the server starts. Freshness:
 
@@ -55,6 +56,8 @@ class KnowledgeIndexes:
     save_interval_s = 30.0
     #: Feed entries read since the last compaction that trigger the next one.
     compact_after = 20_000
+    #: Seconds without writes after which a table's BM25 writer (threads, arena) is dropped.
+    writer_idle_s = 30.0
 
     def __init__(self, db: Database, root: Path, reader: Reader | None = None) -> None:
         self.db = db
@@ -221,6 +224,8 @@ class KnowledgeIndexes:
 
     async def _tend(self, index: TableIndex, now: float) -> None:
         await index.refresh(self.max_age)
+        if index.lexical.writing and now - index.written_at >= self.writer_idle_s:
+            await asyncio.to_thread(index.lexical.release_writer)
         if index.building:
             return
         last = self._saved_at.get(index.storage_id, float("-inf"))

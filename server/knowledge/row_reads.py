@@ -1,4 +1,5 @@
-"""Bulk reads of a knowledge table's rows for the vector indexes (raw vectors, not ``Row``s).
+"""Bulk reads of a knowledge table's rows for its indexes (raw vectors and texts, not
+``Row``s), and the row reads of the search hot path.
 
 The table store's reads build a ``Row`` with every vector as a list of floats: right for an
 API response, far too slow to load 50,000 vectors into an index. These reads return the stored
@@ -13,12 +14,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rowforge.server.knowledge.changes import text_columns
 from rowforge.server.storage.db import Database
-from rowforge.server.tables import fulltext, layout
+from rowforge.server.tables import layout
 from rowforge.server.tables.codec import cell_from_stored
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
-    KT_FILE_ID,
     ColumnSchema,
     Row,
     TableSchema,
@@ -32,6 +33,8 @@ ID_CHUNK = 1000
 
 #: A row's stored vectors, one entry per embedding column (None: no vector).
 Vectors = list[bytes | None]
+#: A row's texts the BM25 index holds (Title, Text; None: empty).
+Texts = list[str | None]
 
 
 #: Built statements of the search hot path (building one costs more than running it).
@@ -59,17 +62,24 @@ def _vector_columns(schema: TableSchema) -> list[sa.ColumnElement[Any]]:
     return [table.c[layout.value_name(c)] for c in schema.columns if c.dtype == EMBEDDING_DTYPE]
 
 
-def changed_vectors(conn: sa.Connection, schema: TableSchema, after: int,
-                    limit: int) -> list[tuple[int, str, Vectors | None]]:
+def _text_columns(schema: TableSchema) -> list[sa.ColumnElement[Any]]:
+    table = layout.row_table(schema)
+    return [table.c[name] for name in text_columns(schema)]
+
+
+def changed_rows(conn: sa.Connection, schema: TableSchema, after: int, limit: int,
+                 ) -> list[tuple[int, str, Vectors | None, Texts | None]]:
     """The next ``limit`` change-feed entries of the table after ``after``, each with its
-    row's current vectors (None: the row no longer exists), in one query: the feed joined to
-    the rows."""
+    row's current vectors and texts (None: the row no longer exists), in one query: the feed
+    joined to the rows."""
     from rowforge.server.storage.knowledge_tables import knowledge_changes as feed
+
+    vectors = len(_vector_columns(schema))
 
     def build() -> Any:
         table = layout.row_table(schema)
         return (sa.select(feed.c.id, feed.c.row_id, table.c[layout.ROW_ID],
-                          *_vector_columns(schema))
+                          *_vector_columns(schema), *_text_columns(schema))
                 .select_from(feed.outerjoin(table, table.c[layout.ROW_ID] == feed.c.row_id))
                 .where(feed.c.storage_id == sa.bindparam("sid"),
                        feed.c.id > sa.bindparam("after"))
@@ -77,19 +87,23 @@ def changed_vectors(conn: sa.Connection, schema: TableSchema, after: int,
 
     stmt = _cached(("changes", *_layout_key(schema, ())), build)
     rows = conn.execute(stmt, {"sid": schema.storage_id, "after": after, "limit": limit})
-    return [(int(r[0]), r[1], list(r[3:]) if r[2] is not None else None) for r in rows]
+    return [(int(r[0]), r[1], list(r[3:3 + vectors]) if r[2] is not None else None,
+             list(r[3 + vectors:]) if r[2] is not None else None) for r in rows]
 
 
-async def scan_vectors(db: Database, schema: TableSchema, after_seq: int,
-                       limit: int) -> list[tuple[int, str, Vectors]]:
-    """``(insertion sequence, row id, vectors)`` of the next ``limit`` rows after
+async def scan_rows(db: Database, schema: TableSchema, after_seq: int,
+                    limit: int) -> list[tuple[int, str, Vectors, Texts]]:
+    """``(insertion sequence, row id, vectors, texts)`` of the next ``limit`` rows after
     ``after_seq``, in insertion order (a full scan, page by page)."""
     table = layout.row_table(schema)
     seq = table.c[layout.SEQ]
-    query = (sa.select(seq, table.c[layout.ROW_ID], *_vector_columns(schema))
+    vectors = _vector_columns(schema)
+    query = (sa.select(seq, table.c[layout.ROW_ID], *vectors, *_text_columns(schema))
              .where(seq > after_seq).order_by(seq).limit(limit))
+    cut = 2 + len(vectors)
     async with db.read() as conn:
-        return [(int(r[0]), r[1], list(r[2:])) for r in await conn.execute(query)]
+        return [(int(r[0]), r[1], list(r[2:cut]), list(r[cut:]))
+                for r in await conn.execute(query)]
 
 
 def matching_ids(conn: sa.Connection, schema: TableSchema, where: str) -> list[str]:
@@ -101,24 +115,6 @@ def matching_ids(conn: sa.Connection, schema: TableSchema, where: str) -> list[s
     table = layout.row_table(schema)
     condition = compile_where(where, schema, table, conn.dialect.name)
     return list(conn.scalars(sa.select(table.c[layout.ROW_ID]).where(condition)))
-
-
-async def sample_texts(db: Database, schema: TableSchema, columns: Sequence[str],
-                       every: int, limit: int) -> list[tuple[str | None, ...]]:
-    """The values of ``columns`` in about one row out of ``every`` (at most ``limit`` rows):
-    a sample for term statistics."""
-    table = layout.row_table(schema)
-    cols = [table.c[layout.value_name(c)] for c in schema.columns if c.id in columns]
-    query = sa.select(*cols).limit(limit)
-    if every > 1:
-        query = query.where(table.c[layout.SEQ] % every == 0)
-    async with db.read() as conn:
-        return [tuple(r) for r in await conn.execute(query)]
-
-
-def searchable_text_columns(schema: TableSchema) -> list[str]:
-    """The str columns knowledge search matches words in: all but the file URI column."""
-    return [c.id for c in schema.columns if c.dtype == "str" and c.id != KT_FILE_ID]
 
 
 def _row_columns(schema: TableSchema, read: Sequence[ColumnSchema]) -> list[Any]:
@@ -142,9 +138,9 @@ def _to_row(row_id: str, updated_at: int, values: Sequence[Any],
 
 def read_rows(conn: sa.Connection, schema: TableSchema, row_ids: Sequence[str],
               read: Sequence[ColumnSchema]) -> dict[str, Row]:
-    """The rows that still exist among ``row_ids`` (at most :data:`ID_CHUNK`), with the
-    ``read`` columns, by id (the table store's ``get_rows`` raises on a missing id; a row
-    deleted since the vector search is no error here)."""
+    """The rows that still exist among ``row_ids``, with the ``read`` columns, by id (the
+    table store's ``get_rows`` raises on a missing id; a row deleted since the search is no
+    error here). One query per :data:`ID_CHUNK` ids."""
     if not row_ids:
         return {}
 
@@ -154,45 +150,8 @@ def read_rows(conn: sa.Connection, schema: TableSchema, row_ids: Sequence[str],
             table.c[layout.ROW_ID].in_(sa.bindparam("ids", expanding=True)))
 
     stmt = _cached(("rows", *_layout_key(schema, read)), build)
-    records = conn.execute(stmt, {"ids": list(row_ids[:ID_CHUNK])}).all()
-    return {r[0]: _to_row(r[0], r[1], r[2:], read) for r in records}
-
-
-def fulltext_rows(conn: sa.Connection, schema: TableSchema, words: Sequence[str], *,
-                  search: Sequence[str], read: Sequence[ColumnSchema], limit: int,
-                  where: str = "") -> list[tuple[Row, float]]:
-    """BM25 search for rows holding any of ``words`` (tokens of
-    :func:`rowforge.server.tables.fulltext.tokens`) in the ``search`` columns, best first,
-    returned with the ``read`` columns in the same query: the table store's ranked full-text
-    query (escaping included) plus those columns.
-
-    Raises:
-        InvalidArgument: a bad ``where`` filter.
-    """
-    if not words:
-        return []
-    dialect = conn.dialect.name
-    cols = [c for c in schema.columns if c.id in search]
-
-    def build(query: str) -> Any:
-        stmt = fulltext.ranked_select(schema, query, cols, dialect, any_word=True)
-        if stmt is None:
-            return None
-        table = layout.row_table(schema)
-        stmt = stmt.add_columns(*_row_columns(schema, read))
-        if where:
-            stmt = stmt.where(compile_where(where, schema, table, dialect))
-        return stmt.limit(limit)
-
-    if dialect == "sqlite":
-        # The words travel in one bound parameter: the statement is built once per table,
-        # columns, filter and limit, and run with this query's (escaped) match expression.
-        key = ("fts", *_layout_key(schema, read), tuple(c.storage_name for c in cols), where,
-               limit)
-        stmt = _cached(key, lambda: build("placeholder"))
-        params = {"fts_query": fulltext._fts5_query(list(words), cols, True)}
-        records = conn.execute(stmt, params).all() if stmt is not None else []
-    else:  # tsquery lexemes are bound inside the built statement
-        stmt = build(" ".join(words))
-        records = conn.execute(stmt).all() if stmt is not None else []
-    return [(_to_row(r[0], r[2], r[3:], read), float(r[1])) for r in records]
+    out: dict[str, Row] = {}
+    for start in range(0, len(row_ids), ID_CHUNK):
+        records = conn.execute(stmt, {"ids": list(row_ids[start:start + ID_CHUNK])}).all()
+        out.update((r[0], _to_row(r[0], r[1], r[2:], read)) for r in records)
+    return out

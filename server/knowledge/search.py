@@ -3,15 +3,17 @@ reranked.
 
 1. Checks (before any work): ``k`` in 1..1000 (0: 10), a non-empty query, known result
    columns, an existing reranking model, a ``where`` filter that compiles.
-2. Concurrently: the vector side (query embedded with the table's embedding model; nearest
-   ``n`` rows over every embedding column, in a worker thread; with a filter, only among the
-   matching rows) and the lexical side (the table store's BM25 full-text search over the text
-   columns, any query word, the same filter in SQL; words chosen by :mod:`.lexical`).
-3. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists.
-4. Optionally a reranking model orders the fused candidates; if it fails, the fused order
+2. With a filter, the ids of the matching rows (one SQL query); both sides then rank only
+   those, exactly.
+3. The lexical side (the table's BM25 index, :mod:`.lexical_index`: exact top ``n`` over every
+   word of the query) runs in a worker thread while the query is embedded with the table's
+   embedding model; then the vector side (nearest ``n`` rows over every embedding column) and
+   the read of both sides' rows run in one more worker-thread hop (SQLite; on PostgreSQL the
+   read is asyncpg's).
+4. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists; rows
+   deleted meanwhile are left out.
+5. Optionally a reranking model orders the fused candidates; if it fails, the fused order
    stands and the outcome says why (``rerank_error``).
-5. Rows come back with the lexical query itself, and for the vector side through the table
-   store while BM25 still runs; rows deleted meanwhile are left out.
 
 ``n`` (candidates per side) is ``max(2k, 20)`` capped at 1000: fusion needs some depth.
 """
@@ -38,8 +40,8 @@ from rowforge.server.errors import (
 )
 from rowforge.server.knowledge import row_reads
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
-from rowforge.server.knowledge.lexical import LexicalPlanner
 from rowforge.server.knowledge.reader import Reader
+from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, rerank
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.layout import row_table
@@ -64,6 +66,7 @@ MAX_QUERY_CHARS = 10_000
 RERANK_DOC_CHARS = 4000
 
 T = TypeVar("T")
+Result = tuple[str, float]
 
 
 def check_k(k: int, field: str = "k") -> int:
@@ -120,19 +123,16 @@ class HybridSearcher:
         db: The database (filters are compiled to SQL over it).
         tables: The table store (``app.tables``): full text and row reads.
         models: The model registry.
-        indexes: The vector indexes.
-        lexical: Chooses the words of the BM25 query.
+        indexes: The knowledge tables' indexes (vectors and BM25).
         reader: Runs the read queries (default: one for ``db``).
     """
 
     def __init__(self, *, db: Database, tables: Any, models: ModelRegistry,
-                 indexes: KnowledgeIndexes, lexical: LexicalPlanner,
-                 reader: Reader | None = None) -> None:
+                 indexes: KnowledgeIndexes, reader: Reader | None = None) -> None:
         self.db = db
         self.tables = tables
         self.models = models
         self.indexes = indexes
-        self.lexical = lexical
         self.reader = reader or Reader(db)
 
     # -- checks ----------------------------------------------------------------------------
@@ -208,19 +208,14 @@ class HybridSearcher:
             read = [c for c in schema.columns if c.id in needed]
         n = candidates(k)
         try:
-            (vector, rows), lexical = await concurrently(
-                self._vector_side(schema, query, n, where, read),
-                self._lexical_side(schema, query, n, where, read))
+            vector, lexical, rows = await self._sides(schema, query, n, where, read)
         except sa.exc.DBAPIError:
             await self.indexes.check_exists(schema)  # NOT_FOUND if deleted meanwhile
             raise
-        lexical_ids = []
-        for row, _ in lexical:
-            rows.setdefault(row.id, row)
-            lexical_ids.append(row.id)
+        lexical_ids = [row_id for row_id, _ in lexical]
         fused = [(row_id, score) for row_id, score in
                  rrf([vector, lexical_ids], k=RRF_K, top_k=n if reranker else k)
-                 if row_id in rows]  # a vector hit deleted since the search is left out
+                 if row_id in rows]  # a hit deleted since the search is left out
         vector_rank = {row_id: i for i, row_id in enumerate(vector, start=1)}
         lexical_rank = {row_id: i for i, row_id in enumerate(lexical_ids, start=1)}
         keep = {c.id for c in wanted}
@@ -249,9 +244,11 @@ class HybridSearcher:
                                  f"reranking model {reranker.id!r} failed (internal error)")
         return SearchOutcome([hit(fused[i][0], score) for i, score in ranked[:k]], True)
 
-    async def _vector_side(self, schema: TableSchema, query: str, n: int, where: str,
-                           read: list[ColumnSchema]) -> tuple[list[str], dict[str, Row]]:
-        """The nearest rows' ids, best first, and those rows (read while BM25 runs)."""
+    async def _sides(self, schema: TableSchema, query: str, n: int, where: str,
+                     read: list[ColumnSchema],
+                     ) -> tuple[list[str], list[Result], dict[str, Row]]:
+        """The vector side's ids and the lexical side's (id, score) pairs, best first, and
+        the rows of both (``read`` columns)."""
         spec = self.embedding_model(schema)
 
         async def allowed_ids() -> set[str] | None:
@@ -263,35 +260,42 @@ class HybridSearcher:
             result = await embed(spec, [query], is_query=True)
             return result.vectors[0]
 
-        allowed, vector, index = await concurrently(
-            allowed_ids(), query_vector(), self.indexes.get(schema))
+        embedding = asyncio.ensure_future(query_vector())
+        try:
+            index, allowed = await concurrently(self.indexes.get(schema), allowed_ids())
+            if allowed is not None and not allowed:
+                return [], [], {}
+            # BM25 while the query is being embedded.
+            lexical = await asyncio.to_thread(index.search_text, query, n, allowed)
+            vector = await embedding
+        finally:
+            if not embedding.done():
+                embedding.cancel()
         norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0 or (allowed is not None and not allowed):
-            return [], {}
-        index.check_query(vector)
-        unit = (vector / norm).astype(np.float32)
+        unit = None
+        if np.isfinite(norm) and norm > 0.0:
+            index.check_query(vector)
+            unit = (vector / norm).astype(np.float32)
+        lexical_ids = [row_id for row_id, _ in lexical]
         reader = self.reader
         if reader.threaded:  # graph search and row read in one worker-thread hop
 
             def search_and_read() -> tuple[list[str], dict[str, Row]]:
-                ids = [row_id for row_id, _ in index.search(unit, n, allowed)]
-                return ids, reader.in_thread(row_reads.read_rows, schema, ids, read)
+                ids = _nearest(index, unit, n, allowed)
+                wanted = list(dict.fromkeys(ids + lexical_ids))
+                return ids, reader.in_thread(row_reads.read_rows, schema, wanted, read)
 
-            return await asyncio.to_thread(search_and_read)
-        found = await asyncio.to_thread(index.search, unit, n, allowed)
-        ids = [row_id for row_id, _ in found]
-        return ids, await reader.run(row_reads.read_rows, schema, ids, read)
+            ids, rows = await asyncio.to_thread(search_and_read)
+            return ids, lexical, rows
+        ids = await asyncio.to_thread(_nearest, index, unit, n, allowed)
+        wanted = list(dict.fromkeys(ids + lexical_ids))
+        return ids, lexical, await reader.run(row_reads.read_rows, schema, wanted, read)
 
-    async def _lexical_side(self, schema: TableSchema, query: str, n: int, where: str,
-                            read: list[ColumnSchema]) -> list[tuple[Row, float]]:
-        """The BM25 top rows (with their ``read`` columns) and scores, best first."""
-        index = await self.indexes.get(schema)
-        words = await self.lexical.plan(schema, query, len(index))
-        if not words:
-            return []
-        return await self.reader.run(
-            row_reads.fulltext_rows, schema, words,
-            search=row_reads.searchable_text_columns(schema), read=read, limit=n, where=where)
+
+def _nearest(index: TableIndex, unit: Any, n: int, allowed: set[str] | None) -> list[str]:
+    if unit is None:  # a zero query vector: no vector side
+        return []
+    return [row_id for row_id, _ in index.search(unit, n, allowed)]
 
 
 def _document(row: Row) -> str:

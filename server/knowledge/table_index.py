@@ -1,19 +1,25 @@
-"""The vector indexes of one knowledge table: open, catch up, build, search, persist.
+"""The indexes of one knowledge table (vectors and BM25): open, catch up, build, search,
+persist.
 
 Lifecycle:
 
 1. **Open**: make sure the table's change triggers exist (:mod:`.changes`), then load the
-   saved graphs from ``<dir>/<column>.hnsw`` (each carries the watermark it includes). Missing,
-   corrupt or mismatched files mean a rebuild: a full scan of the rows' stored vectors, taken
-   after the triggers exist and after reading the feed's head, so no change is missed.
-2. **Catch up**: read the feed after the cursor, read those rows' current vectors, stage them
-   as one part per column (searchable at once, exactly).
+   saved graphs from ``<dir>/<column>.hnsw`` (each carries the watermark it includes) and the
+   BM25 index from ``<dir>/lexical/`` (:mod:`.lexical_index`, with its own watermark). Missing,
+   corrupt or mismatched files mean a rebuild of that side: a full scan of the rows' stored
+   vectors and texts, taken after the triggers exist and after reading the feed's head, so no
+   change is missed. The cursor starts at the oldest watermark; the side that is ahead
+   replays a few changes, which is harmless.
+2. **Catch up**: read the feed after the cursor, read those rows' current vectors and texts,
+   stage the vectors as one part per column (searchable at once, exactly) and index the
+   texts (committed, so searchable, before the catch-up returns).
 3. **Build** (background task, in one low-priority thread shared by all tables, so that
    requests and ingestion come first): move parts into the graphs, oldest first; the
    *built* watermark follows.
 4. **Save** (background, and on stop): graphs with the built watermark, plus a manifest for
    columns that never had a vector. A half-done rebuild is never saved: a graph saved with
-   watermark N must include every row written up to change N.
+   watermark N must include every row written up to change N. (The BM25 index is saved by
+   each of its commits.)
 
 The database is the truth; these files are a cache that can be lost at any time.
 """
@@ -37,6 +43,7 @@ from rowforge import fastcore
 from rowforge.server.errors import FailedPrecondition
 from rowforge.server.knowledge import row_reads
 from rowforge.server.knowledge.changes import ChangeFeed, embedding_columns
+from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER, LexicalIndex
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.vector_index import ColumnIndex, Part, Result, unit_rows
 from rowforge.server.storage.db import Database
@@ -54,6 +61,9 @@ CHANGE_BATCH = 5000
 REFRESH_DELAY_S = 0.1
 #: Watermark of a graph that does not yet hold every row (mid-rebuild): never saved.
 INCOMPLETE = -1
+#: Rows a rebuild of the BM25 index indexes between two commits (each commit makes what it
+#: holds searchable; fewer commits, fewer segments to merge).
+LEXICAL_REBUILD_COMMIT = 50_000
 
 
 class TableIndex:
@@ -66,10 +76,11 @@ class TableIndex:
         feed: The change feed.
         directory: Where this table's files live (``<data_dir>/indexes/<storage_id>``).
         reader: Runs the catch-up reads.
+        analyzer: The BM25 index's text analyzer (:data:`.lexical_index.ANALYZERS`).
     """
 
     def __init__(self, schema: TableSchema, db: Database, feed: ChangeFeed,
-                 directory: Path, reader: Reader) -> None:
+                 directory: Path, reader: Reader, analyzer: str = DEFAULT_ANALYZER) -> None:
         self.schema = schema
         self.reader = reader
         self.storage_id = schema.storage_id
@@ -78,6 +89,9 @@ class TableIndex:
         self.directory = directory
         self.columns: dict[str, ColumnIndex] = {
             name: ColumnIndex(name) for name in embedding_columns(schema)}
+        self.lexical = LexicalIndex(directory / "lexical", analyzer=analyzer)
+        #: Loop time of the last write to the BM25 index (its writer is dropped when idle).
+        self.written_at = float("-inf")
         #: Last change id staged (read from the feed).
         self.cursor = 0
         #: Last change id every graph includes (INCOMPLETE while rebuilding).
@@ -102,15 +116,20 @@ class TableIndex:
     # -- open ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load or rebuild the graphs, then catch up with the feed."""
+        """Load or rebuild the graphs and the BM25 index, then catch up with the feed."""
         await self.feed.track(self.schema)
         loaded = await asyncio.to_thread(self._load)
-        if loaded is None:
-            await self._rebuild()
-        else:
+        lexical = await asyncio.to_thread(self.lexical.open)
+        if loaded is not None:
             self.columns = loaded
             self.built = self.cursor = min((c.watermark for c in loaded.values()), default=0)
             self.saved = self.built
+        if loaded is None or lexical is None:
+            head = await self._rebuild(vectors=loaded is None, texts=lexical is None)
+            self.cursor = min(head, self.cursor if loaded is not None else head,
+                              lexical if lexical is not None else head)
+        else:
+            self.cursor = min(self.cursor, lexical)
         self.dirty = True
         await self.refresh(0.0)
 
@@ -140,28 +159,42 @@ class TableIndex:
                         self.schema.id, exc)
         return None
 
-    async def _rebuild(self) -> None:
-        """Stage every stored vector (pages of a full scan) into fresh column indexes."""
-        self.columns = {name: ColumnIndex(name) for name in self.columns}
-        self.segments = []
+    async def _rebuild(self, *, vectors: bool = True, texts: bool = True) -> int:
+        """Stage every stored vector (``vectors``) and index every row's texts (``texts``)
+        from pages of a full scan; returns the feed's head the scan started from."""
+        if vectors:
+            self.columns = {name: ColumnIndex(name) for name in self.columns}
+            self.segments = []
+            self.built = INCOMPLETE
+            self.saved = None
+        if texts:
+            await asyncio.to_thread(self.lexical.reset)
         # The head is read after the triggers exist and before the scan: a row written
         # meanwhile is in the scan, in the feed after the head, or both (applied twice).
         head = await self.feed.head(self.storage_id)
-        self.built = INCOMPLETE
-        self.saved = None
         after = 0
+        uncommitted = 0
         while True:
-            rows = await row_reads.scan_vectors(self.db, self.schema, after, SCAN_BATCH)
+            rows = await row_reads.scan_rows(self.db, self.schema, after, SCAN_BATCH)
             last = len(rows) < SCAN_BATCH
             if rows:
                 after = rows[-1][0]
-                self._stage(head if last else INCOMPLETE,
-                            {row_id: vectors for _, row_id, vectors in rows})
+                if vectors:
+                    self._stage(head if last else INCOMPLETE,
+                                {row_id: vecs for _, row_id, vecs, _ in rows})
+            if texts:
+                uncommitted += len(rows)
+                commit = last or uncommitted >= LEXICAL_REBUILD_COMMIT
+                await asyncio.to_thread(
+                    self.lexical.apply, {row_id: txts for _, row_id, _, txts in rows},
+                    head if last else None, commit=commit)
+                if commit:
+                    uncommitted = 0
             if last:
                 break
-        if not self.segments:
+        if vectors and not self.segments:
             self.built = head
-        self.cursor = head
+        return head
 
     # -- catch up --------------------------------------------------------------------------
 
@@ -205,18 +238,31 @@ class TableIndex:
 
     async def _catch_up(self) -> None:
         while True:
-            # The feed joined to the rows: each entry with its row's current vectors (a row
-            # changed twice in the batch is staged once, as it is now).
-            entries = await self.reader.run(row_reads.changed_vectors, self.schema,
+            # The feed joined to the rows: each entry with its row's current vectors and
+            # texts (a row changed twice in the batch is staged once, as it is now).
+            entries = await self.reader.run(row_reads.changed_rows, self.schema,
                                             self.cursor, CHANGE_BATCH)
             if not entries:
                 return
             upto = entries[-1][0]
+            # Changes the BM25 index already holds are not applied again: a replaced
+            # document would still count in its statistics until a merge.
+            lexical_mark = self.lexical.watermark or 0
             rows: dict[str, row_reads.Vectors | None] = {}
-            for _, row_id, vectors in entries:
+            texts: dict[str, row_reads.Texts | None] = {}
+            for change, row_id, vectors, row_texts in entries:
                 rows.pop(row_id, None)
                 rows[row_id] = vectors
+                if change > lexical_mark:
+                    texts[row_id] = row_texts
             self._stage(upto, rows)
+            try:
+                await asyncio.to_thread(self.lexical.apply, texts, upto)
+            except (ValueError, OSError, RuntimeError):
+                # tantivy's writer failed (it is then unusable): reopen from the files.
+                self.broken = True
+                raise
+            self.written_at = asyncio.get_running_loop().time()
             self.cursor = upto
             self.changes_since_compact += len(entries)
             if len(entries) < CHANGE_BATCH:
@@ -315,6 +361,12 @@ class TableIndex:
                 "table", reason="EMBEDDING_DIMENSION_MISMATCH",
                 metadata={"tableId": self.schema.id, "queryDimension": len(query)})
 
+    def search_text(self, query: str, n: int,
+                    allowed: Collection[str] | None = None) -> list[Result]:
+        """The ``n`` best rows by BM25 over every word of ``query`` (scores, higher is
+        better). Runs in a worker thread."""
+        return self.lexical.search(query, n, allowed)
+
     def search(self, query: Any, n: int, allowed: Collection[str] | None = None) -> list[Result]:
         """Nearest ``n`` rows over every embedding column (each row at its closest column).
 
@@ -377,6 +429,7 @@ class TableIndex:
             except OSError as exc:
                 log.warning("could not save the index of knowledge table %s: %s",
                             self.schema.id, exc)
+        await asyncio.to_thread(self.lexical.close)
 
     def remove_files(self) -> None:
         """Delete this table's index files (the table is gone)."""

@@ -45,26 +45,46 @@ async def log(feed: ChangeFeed, schema: TableSchema, after: int = 0) -> list[tup
     return [(c.row_id, c.deleted) for c in await feed.read(schema.storage_id, after, 1000)]
 
 
-async def test_triggers_log_vector_writes_and_deletes_only(store: TableStore) -> None:
-    schema = await knowledge(store)
+async def test_triggers_log_vector_and_text_writes_and_deletes_only(
+        store: TableStore) -> None:
+    from rowforge.server.tables.model import ColumnSchema
+
+    schema = await store.create_table(P, "knowledge", "kb", [ColumnSchema("note")])
     feed = ChangeFeed(store.db)
     await feed.track(schema)
     await feed.track(schema)  # idempotent
-    with_vec, plain = await store.insert_rows(schema, [
-        {"Title": "a", "Text Embed": vec(1)}, {"Title": "b"}])
-    assert await log(feed, schema) == [(with_vec.id, False)]  # no vector: nothing to index
+    with_vec, plain, bare = await store.insert_rows(schema, [
+        {"Title": "a", "Text Embed": vec(1)}, {"Title": "b"}, {"note": "no text"}])
+    # A row with a vector or a Title/Text is logged; one with neither has nothing to index.
+    assert await log(feed, schema) == [(with_vec.id, False), (plain.id, False)]
     head = await feed.head(schema.storage_id)
-    await store.update_rows(schema, {plain.id: {"Title": "bb"}})  # text only: not logged
+    await store.update_rows(schema, {plain.id: {"Title": "bb"}})  # the BM25 text changed
+    await store.update_rows(schema, {bare.id: {"note": "x"}})  # not an indexed column
     await store.write_cells(schema, plain.id, {"Text Embed": Cell(value=[1.0] * 8)})
     await store.write_cells(schema, with_vec.id, {"Title Embed": Cell(
         value=None, status=CellStatus.ERROR, error="model down")})  # a vector removed
     await store.delete_rows(schema, [with_vec.id])
     assert await log(feed, schema, head) == [
-        (plain.id, False), (with_vec.id, False), (with_vec.id, True)]
+        (plain.id, False), (plain.id, False), (with_vec.id, False), (with_vec.id, True)]
     changes = await feed.read(schema.storage_id, 0, 1000)
     assert [c.id for c in changes] == sorted(c.id for c in changes)
     assert await feed.head(schema.storage_id) == changes[-1].id
     assert await feed.read(schema.storage_id, 0, 2) == changes[:2]
+
+
+async def test_triggers_of_an_older_version_are_replaced(store: TableStore) -> None:
+    schema = await knowledge(store)
+    sid = schema.storage_id
+    if store.db.is_sqlite:  # the older version's trigger (vectors only), as it was created
+        async with store.db.write() as conn:
+            await conn.execute(sa.text(
+                f'CREATE TRIGGER "{sid}_kc_ai" AFTER INSERT ON "{sid}" BEGIN INSERT INTO '
+                f"rf_knowledge_changes (storage_id, row_id, deleted) VALUES ('{sid}', new.id, "
+                "0); END"))
+    feed = ChangeFeed(store.db)
+    await feed.track(schema)
+    row, = await store.insert_rows(schema, [{"Title": "only a title"}])
+    assert await log(feed, schema) == [(row.id, False)]  # logged once, by the new trigger
 
 
 async def test_untracked_tables_log_nothing_and_tables_are_separate(store: TableStore) -> None:

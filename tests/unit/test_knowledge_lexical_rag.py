@@ -1,16 +1,8 @@
-"""The BM25 word planner (stopwords, common-word budget, estimates from a sample) and the RAG
-prompt pieces (query formulation, reference blocks, citations the built-in model follows)."""
+"""The RAG prompt pieces (query formulation, reference blocks, citations the built-in model
+follows). (The BM25 side is tested in test_knowledge_lexical_index.py.)"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import AsyncIterator
-
-import pytest
-
-from rowforge.server.auth import ensure_default_project
-from rowforge.server.knowledge import lexical
-from rowforge.server.knowledge.lexical import LexicalPlanner, TermStats, count_documents
 from rowforge.server.knowledge.rag import (
     MAX_QUERY_CHARS,
     augment_prompt,
@@ -20,55 +12,7 @@ from rowforge.server.knowledge.rag import (
 from rowforge.server.providers import Message, chat
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, parse_citations
 from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables.model import Chunk, RAGParams, References
-from rowforge.server.tables.store import TableStore
-
-# -- lexical planner ------------------------------------------------------------------------
-
-
-def test_count_documents_counts_each_word_once_per_row() -> None:
-    counts = count_documents([("Apple apple pie", None), ("pie", "PIE crust"), (None,)])
-    assert counts == Counter({"apple": 1, "pie": 2, "crust": 1})
-
-
-def test_term_stats_scale_the_sample_and_know_when_they_are_stale() -> None:
-    stats = TermStats(rows=10_000, sampled=100, counts=Counter({"common": 50, "rare": 1}))
-    assert stats.df("common") == 5000 and stats.df("rare") == 100 and stats.df("none") == 0
-    assert not stats.stale(11_000) and stats.stale(13_000) and stats.stale(7_000)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    await ensure_default_project(db)
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
-
-
-async def test_planner_drops_stopwords_and_words_too_common_to_rank(
-        store: TableStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lexical, "POSTINGS_BUDGET", 50)
-    schema = await store.create_table("default", "knowledge", "kb", [])
-    rows = [{"Title": f"doc {i}", "Text": f"everywhere common{i % 2} unique{i}"}
-            for i in range(200)]
-    await store.insert_rows(schema, rows)
-    planner = LexicalPlanner(store.db)
-    # Small tables keep every word but the stopwords.
-    assert await planner.plan(schema, "The everywhere of unique7", 40) == ["everywhere",
-                                                                          "unique7"]
-    words = await planner.plan(schema, "what is everywhere and common1 or unique7", 200)
-    assert words == ["unique7"]  # the others are in half the rows or more
-    assert await planner.plan(schema, "everywhere", 200) == []
-    assert await planner.plan(schema, "the and of", 200) == []
-    stats = planner._stats[schema.storage_id]
-    assert stats.df("everywhere") == pytest.approx(200, rel=0.2)
-
 
 # -- RAG prompt pieces ----------------------------------------------------------------------
 

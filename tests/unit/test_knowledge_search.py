@@ -13,7 +13,6 @@ import pytest
 from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
-from rowforge.server.knowledge.lexical import LexicalPlanner
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher, SearchOutcome, candidates
 from rowforge.server.providers import embed
@@ -55,7 +54,7 @@ async def searcher(database_url: str, tmp_path: Path,
     tables.rows.change_listeners.append(indexes.notify)
     reader = Reader(db)
     searcher = HybridSearcher(db=db, tables=tables, models=models, indexes=indexes,
-                              lexical=LexicalPlanner(db), reader=reader)
+                              reader=reader)
     try:
         yield searcher, tables
     finally:
