@@ -49,6 +49,13 @@ class App:
             "embed": settings.default_embed_model,
             "rerank": settings.default_rerank_model,
         })
+        from rowforge.server.providers import default_providers
+
+        # Every model call of this process goes through these backends: the openai
+        # transport's pools hold as many connections per upstream as calls may be in flight.
+        self.providers = default_providers()
+        self.providers.configure(connections=settings.model_concurrency
+                                 + settings.batch_workers)
 
     def on_start(self, hook: Hook) -> None:
         self._start_hooks.append(hook)
@@ -61,6 +68,9 @@ class App:
         os.chmod(self.data_dir, 0o700)
         await self.db.create_schema()
         await ensure_default_project(self.db)
+        # litellm's import and warm-up (seconds of CPU) run in a thread, before health turns
+        # SERVING, and only when a configured model uses it; no call pays for it later.
+        await self.providers.start(self.models.specs)
         for hook in self._start_hooks:
             await hook()
 
@@ -70,6 +80,7 @@ class App:
                 await hook()
             except Exception:
                 log.exception("error while stopping")
+        await self.providers.aclose()
         await self.db.close()
 
 

@@ -26,14 +26,16 @@ from rowforge.server.providers.chat import DEFAULT_TIMEOUT, MessageLike, chat_re
 from rowforge.server.providers.embeddings import check_embed_call, check_embedding_size
 from rowforge.server.providers.formats import parse_json_output
 from rowforge.server.providers.litellm_backend import LiteLLMBackend
+from rowforge.server.providers.openai_backend import DEFAULT_CONNECTIONS, OpenAIBackend
 from rowforge.server.providers.registry import ModelSpec, capability_missing
 from rowforge.server.providers.rerank import best_first, chat_rerank_call, check_rerank_call
 from rowforge.server.providers.results import ChatChunk, ChatResult, EmbedResult, Usage
 
 
-def standard_backends() -> dict[str, Backend]:
-    """A fresh backend per transport."""
-    return {"builtin": BuiltinBackend(), "litellm": LiteLLMBackend()}
+def standard_backends(connections: int = DEFAULT_CONNECTIONS) -> dict[str, Backend]:
+    """A fresh backend per transport (``connections``: the ``openai`` pools' default size)."""
+    return {"builtin": BuiltinBackend(), "litellm": LiteLLMBackend(),
+            "openai": OpenAIBackend(connections)}
 
 
 class Providers:
@@ -45,6 +47,10 @@ class Providers:
 
     def __init__(self, backends: Mapping[str, Backend] | None = None) -> None:
         self.backends: dict[str, Backend] = dict(backends or standard_backends())
+
+    def configure(self, *, connections: int) -> None:
+        """Size the ``openai`` transport's pools (before the first call)."""
+        self.backends["openai"] = OpenAIBackend(connections)
 
     def backend(self, spec: ModelSpec) -> Backend:
         backend = self.backends.get(spec.transport)

@@ -40,6 +40,8 @@ class LiteLLMBackend:
     async def start(self, specs: Sequence[ModelSpec]) -> None:
         if specs:
             await litellm_client.preload()
+            await asyncio.to_thread(litellm_client.warm_routes,
+                                    [s.route for s in specs if "chat" in s.capabilities])
 
     async def aclose(self) -> None:
         pass

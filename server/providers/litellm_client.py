@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,21 @@ def _warm_up(litellm: ModuleType) -> None:
             pass
 
 
+def warm_routes(routes: Sequence[str]) -> None:
+    """Run a mocked completion per route (in a thread): litellm imports provider code lazily
+    on a route's first call, which would otherwise happen on the event loop."""
+    litellm = load()
+    messages = [{"role": "user", "content": "warm-up"}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for route in dict.fromkeys(routes):
+            try:
+                litellm.completion(model=route, messages=messages, mock_response="ok",
+                                   api_key="unused")
+            except Exception:  # only a warm-up
+                pass
+
+
 def loaded() -> ModuleType | None:
     """The module when :func:`load` already ran, else ``None`` (never imports)."""
     return _module
@@ -115,12 +131,21 @@ def request_kwargs(spec: ModelSpec, **options: Any) -> dict[str, Any]:
     if spec.api_base:
         kwargs["api_base"] = spec.api_base
     if spec.api_key_env:
-        key = api_key(spec.api_key_env)
-        if not key:
-            raise Internal(f"The server has no API key for model {spec.id!r}: set the "
-                           f"environment variable {spec.api_key_env}.",
-                           reason="PROVIDER_KEY_MISSING",
-                           metadata={"model": spec.id, "envVar": spec.api_key_env})
-        kwargs["api_key"] = key
+        kwargs["api_key"] = require_key(spec)
     kwargs.update({k: v for k, v in options.items() if v is not None})
     return kwargs
+
+
+def require_key(spec: ModelSpec) -> str:
+    """The API key of a model that names a key variable.
+
+    Raises:
+        Internal: the variable is not set (reason ``PROVIDER_KEY_MISSING``).
+    """
+    key = api_key(spec.api_key_env)
+    if not key:
+        raise Internal(f"The server has no API key for model {spec.id!r}: set the "
+                       f"environment variable {spec.api_key_env}.",
+                       reason="PROVIDER_KEY_MISSING",
+                       metadata={"model": spec.id, "envVar": spec.api_key_env})
+    return key

@@ -5,16 +5,16 @@
 | ``RateLimitError`` (429) | ``ResourceExhausted`` (``retry_after`` from headers) | ``PROVIDER_RATE_LIMITED`` |
 | ``Timeout``, ``asyncio``/``httpx`` timeouts | ``Unavailable`` | ``PROVIDER_TIMEOUT`` |
 | malformed body (JSON decode errors, ``APIResponseValidationError``) | ``Unavailable`` | ``PROVIDER_BAD_RESPONSE`` |
-| ``ServiceUnavailableError``, ``InternalServerError``, ``BadGatewayError``, 5xx ``APIError``, ``APIConnectionError`` | ``Unavailable`` | ``PROVIDER_UNAVAILABLE`` |
+| ``ServiceUnavailableError``, ``InternalServerError``, ``BadGatewayError``, 5xx ``APIError``, ``APIConnectionError``, aiohttp connection errors | ``Unavailable`` | ``PROVIDER_UNAVAILABLE`` |
 | ``NotFoundError`` | ``NotFound`` | ``MODEL_NOT_FOUND`` |
-| ``ContextWindowExceededError`` | ``InvalidArgument`` | ``CONTEXT_WINDOW_EXCEEDED`` |
+| ``ContextWindowExceededError``, or a 400 whose message says so | ``InvalidArgument`` | ``CONTEXT_WINDOW_EXCEEDED`` |
 | ``ContentPolicyViolationError`` | ``InvalidArgument`` | ``CONTENT_POLICY_VIOLATION`` |
 | ``BadRequestError``, ``UnprocessableEntityError`` | ``InvalidArgument`` | ``PROVIDER_BAD_REQUEST`` |
 | ``AuthenticationError``, ``PermissionDeniedError`` | ``Internal`` (our key, not the caller's) | ``PROVIDER_AUTH_FAILED`` |
 | anything else | ``Internal`` | ``PROVIDER_ERROR`` |
 
 Classes are matched by name along the exception's MRO, so this module needs no litellm import
-(and works for the openai SDK's own classes too).
+(and works for the openai SDK's own classes and the ``openai`` transport's HTTP errors too).
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ def map_provider_error(exc: BaseException, *, model: str = "") -> RowforgeError:
         return Unavailable(f"The provider of {subject} did not answer in time; retry later.",
                            reason="PROVIDER_TIMEOUT", metadata=meta,
                            retry_after=retry_after_seconds(exc))
-    if "APIResponseValidationError" in names or _malformed(exc):
+    if names & {"APIResponseValidationError", "ProviderStreamError"} or _malformed(exc):
         return Unavailable(f"The provider of {subject} sent a malformed response; retry later.",
                            reason="PROVIDER_BAD_RESPONSE", metadata=meta)
-    if "ContextWindowExceededError" in names:
+    if "ContextWindowExceededError" in names or (
+            status in (400, 413) and context_window_exceeded(f"{detail} {getattr(exc, 'code', '')}")):
         return InvalidArgument.field(
             "messages", f"the prompt is longer than {subject} accepts ({detail})",
             reason="CONTEXT_WINDOW_EXCEEDED", metadata=meta)
@@ -94,7 +95,7 @@ def map_provider_error(exc: BaseException, *, model: str = "") -> RowforgeError:
                                reason="PROVIDER_BAD_REQUEST", metadata=meta)
     if names & {"ServiceUnavailableError", "InternalServerError", "BadGatewayError",
                 "APIConnectionError", "ConnectError", "TransportError", "ConnectionError",
-                "MidStreamFallbackError"} or (status is not None and status >= 500):
+                "MidStreamFallbackError", "ClientConnectionError", "ClientPayloadError"} or (status is not None and status >= 500):
         return Unavailable(f"The provider of {subject} is unavailable; retry later.",
                            reason="PROVIDER_UNAVAILABLE", metadata=meta,
                            retry_after=retry_after_seconds(exc))
@@ -103,6 +104,30 @@ def map_provider_error(exc: BaseException, *, model: str = "") -> RowforgeError:
                            reason="PROVIDER_UNAVAILABLE", metadata=meta)
     return Internal(f"Calling {subject} failed unexpectedly.", reason="PROVIDER_ERROR",
                     metadata=meta)
+
+
+#: What litellm's ``ExceptionCheckers.is_error_str_context_window_exceeded`` looks for in an
+#: error message (litellm 1.110), so both routes classify a provider's answer alike.
+_CONTEXT_WINDOW_MARKERS = (
+    "exceed context limit", "this model's maximum context length is",
+    "requested token count exceeds the model's maximum context length",
+    "string too long. expected a string with maximum length", "model's maximum context limit",
+    "is longer than the model's context length", "input tokens exceed the configured limit",
+    "`inputs` tokens + `max_new_tokens` must be", "exceeds the available context size",
+    "exceeds the maximum number of tokens allowed", "context_length_exceeded",
+    "prompt is too long",
+)
+
+
+def context_window_exceeded(message: str) -> bool:
+    """Whether a provider's error message says the prompt is too long for the model."""
+    text = message.lower()
+    if "string_above_max_length" in text or ("invalid 'user'" in text
+                                             and "string too long" in text):
+        return False
+    if "current length is" in text and "while limit is" in text:
+        return True
+    return any(marker in text for marker in _CONTEXT_WINDOW_MARKERS)
 
 
 def is_retryable(exc: BaseException) -> bool:

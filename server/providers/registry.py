@@ -12,11 +12,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
 from rowforge.server.errors import InvalidArgument, NotFound
+from rowforge.server.providers.routes import default_transport
 
 CAPABILITIES = frozenset({"chat", "embed", "rerank", "image", "audio"})
 BUILTIN_ROUTE_PREFIX = "builtin/"
@@ -42,6 +43,8 @@ class ModelSpec:
         max_output_tokens: Output cap used when a caller sets no ``max_tokens``.
         transport: Which backend serves it: ``builtin`` (in-process), ``litellm``, or
             ``openai`` (the OpenAI HTTP protocol, see :mod:`openai_backend`).
+        max_connections: Keep-alive connections to its host (``openai`` transport); 0 uses
+            the server's default (its model plus batch concurrency).
     """
 
     id: str
@@ -58,6 +61,7 @@ class ModelSpec:
     name: str = ""
     max_output_tokens: int = 4096
     transport: str = "litellm"
+    max_connections: int = 0
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -81,6 +85,8 @@ class ModelConfig(pydantic.BaseModel):
     owned_by: str = ""
     name: str = ""
     max_output_tokens: int = pydantic.Field(default=4096, gt=0)
+    transport: Literal["openai", "litellm"] | None = None
+    max_connections: int = pydantic.Field(default=0, ge=0, le=4096)
 
     @pydantic.field_validator("capabilities")
     @classmethod
@@ -114,7 +120,9 @@ class ModelConfig(pydantic.BaseModel):
             context_length=self.context_length, languages=tuple(self.languages), rpm=self.rpm,
             tpm=self.tpm, embedding_size=self.embedding_size,
             owned_by=self.owned_by or self.id.split("/", 1)[0], name=self.name or self.id,
-            max_output_tokens=self.max_output_tokens)
+            max_output_tokens=self.max_output_tokens,
+            transport=self.transport or default_transport(self.route),
+            max_connections=self.max_connections)
 
 
 def builtin_specs() -> list[ModelSpec]:

@@ -435,6 +435,9 @@ class FakeOpenAI:
             answered = await self._apply(fault)
             if answered is not None:
                 return answered
+            if fault.kind == "malformed":
+                return web.Response(text='{"results": [{"index": 0, "relev',
+                                    content_type="application/json")
         documents = [d if isinstance(d, str) else str(d.get("text", ""))
                      for d in body["documents"]]
         ranked = builtin_rerank.rerank(str(body["query"]), documents,

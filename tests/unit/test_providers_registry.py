@@ -33,8 +33,8 @@ def test_config_entries_become_specs() -> None:
     assert spec == ModelSpec(id="openai/gpt-4o-mini", route="openai/gpt-4o-mini",
                              api_key_env="OPENAI_API_KEY",
                              capabilities=frozenset({"chat", "image"}), context_length=128000,
-                             rpm=500, tpm=200000, owned_by="openai", name="openai/gpt-4o-mini")
-    assert spec.transport == "litellm"
+                             rpm=500, tpm=200000, owned_by="openai", name="openai/gpt-4o-mini",
+                             transport="openai")
     assert registry.get("openai/text-embedding-3-small").api_base == "http://127.0.0.1:9/v1"
 
 
