@@ -1,23 +1,28 @@
 """Batch jobs end to end: a real server subprocess, the fake OpenAI server in its own process.
 
-Scenario 1 (``--n`` requests, default 10,000, against the fake at ``--latency`` 100 ms with
-``--concurrency`` 64 = the server's ``batch_workers``): wall time from SubmitJob to the last
-result (followed live with StreamResults), against
+Scenario 1 (``--n`` requests, default 10,000, against the fake at ``--latency`` 100 ms, for
+each ``--concurrency`` (default 64 and 256 = the server's ``batch_workers``) and each
+``--transports`` route of the model, ``openai`` (the fast path) and ``litellm``): wall time
+from SubmitJob to the last result (followed live with StreamResults), against
 
 * the ideal ``n / concurrency * latency``, and
-* a plain ``asyncio.gather`` of ``litellm.acompletion`` calls under a semaphore of the same
-  size, in this process, against the same fake (same prompts, same litellm settings).
+* a plain ``asyncio.gather`` of the same route's calls (``providers.chat`` on the fast path,
+  ``litellm.acompletion`` on litellm) under a semaphore of the same size, in this process,
+  against the same fake (same prompts, same settings).
 
-It also prints the CPU seconds per request of the server and of the baseline's process: the
-difference is what our scheduling (claims, leases, rate limiter, recording, streaming) costs.
+It also prints the CPU seconds per request of the server, of the baseline's process and of
+the fake (its benchmark profile: canned 50-token answers, no request log, uvloop): the
+difference between server and baseline is what our scheduling (claims, leases, rate limiter,
+recording, streaming) costs.
 
 Scenario 2 (``--big-n`` requests, default 100,000, on the built-in offline chat model, so the
 run measures our pipeline and not a provider): the server's peak RSS while the job is added,
 processed and streamed, the processing rate, and how fast StreamResults delivers every result
 from cursor 0.
 
-Run: ``.venv/bin/python bench/bench_batch.py [--n 10000] [--big-n 100000] [--latency 0.1]``
-(``--n 0`` or ``--big-n 0`` skips a scenario).
+Run: ``.venv/bin/python bench/bench_batch.py [--n 10000] [--big-n 100000] [--latency 0.1]
+[--concurrency 64,256] [--transports openai,litellm]`` (``--n 0`` or ``--big-n 0`` skips a
+scenario).
 """
 
 from __future__ import annotations
@@ -47,16 +52,6 @@ from tests.support.server import ServerProcess
 
 KEY_ENV = "ROWFORGE_BENCH_FAKE_KEY"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-FAKE = """
-import asyncio, sys
-from tests.fakes.openai_server import FakeOpenAI
-async def main():
-    fake = FakeOpenAI(latency=float(sys.argv[1]))
-    await fake.start()
-    print(fake.base_url, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 
 def prompt(i: int) -> str:
@@ -105,7 +100,8 @@ class RssSampler:
 
 def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
     root = str(Path(__file__).resolve().parent.parent)
-    proc = subprocess.Popen([sys.executable, "-c", FAKE, str(latency)], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--latency",
+                             str(latency), "--canned-tokens", "50", "--no-record"], cwd=root,
                             stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": root})
     assert proc.stdout is not None
@@ -114,30 +110,41 @@ def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
 
 # --- the baseline -------------------------------------------------------------------------
 
-async def baseline(base_url: str, n: int, concurrency: int, max_tokens: int
+async def baseline(base_url: str, n: int, concurrency: int, max_tokens: int, transport: str
                    ) -> tuple[float, float]:
-    """Wall seconds and CPU seconds per call of ``n`` plain litellm calls, ``concurrency`` at
-    a time."""
-    from rowforge.server.providers import ModelSpec, litellm_client
+    """Wall seconds and CPU seconds per call of ``n`` plain calls of one route (``openai``:
+    the fast path through ``providers.chat``; ``litellm``: ``litellm.acompletion`` with the
+    server's settings), ``concurrency`` at a time."""
+    from rowforge.server.providers import ModelSpec, Providers, litellm_client
 
-    litellm = litellm_client.load()  # the server's litellm settings (no callbacks, no retries)
     spec = ModelSpec(id="fake/gpt", route="openai/fake-gpt", api_base=base_url,
-                     api_key_env=KEY_ENV)
+                     api_key_env=KEY_ENV, transport=transport)
     semaphore = asyncio.Semaphore(concurrency)
+    providers = Providers()
+    await providers.start([spec])
+    litellm = litellm_client.load() if transport == "litellm" else None
 
     async def one(i: int) -> None:
         async with semaphore:
-            kwargs = litellm_client.request_kwargs(
-                spec, messages=[{"role": "user", "content": prompt(i)}], temperature=0.5,
-                max_tokens=max_tokens, timeout=60.0)
+            messages = [{"role": "user", "content": prompt(i)}]
+            if litellm is None:
+                result = await providers.chat(spec, messages, temperature=0.5,
+                                              max_tokens=max_tokens, timeout=60.0)
+                assert result.text
+                return
+            kwargs = litellm_client.request_kwargs(spec, messages=messages, temperature=0.5,
+                                                   max_tokens=max_tokens, timeout=60.0)
             response = await litellm.acompletion(**kwargs)
             assert response.choices[0].message.content
 
-    await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # warm connections
-    cpu = cpu_s(os.getpid())
-    started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return time.perf_counter() - started, (cpu_s(os.getpid()) - cpu) / n
+    try:
+        await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # warm connections
+        cpu = cpu_s(os.getpid())
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - started, (cpu_s(os.getpid()) - cpu) / n
+    finally:
+        await providers.aclose()
 
 
 # --- our server ---------------------------------------------------------------------------
@@ -192,44 +199,52 @@ async def stream_all(address: str, job_id: str) -> tuple[int, float]:
         return count, time.perf_counter() - started
 
 
-def server_env(base_url: str, concurrency: int) -> dict[str, str]:
+def server_env(base_url: str, concurrency: int, transport: str = "openai") -> dict[str, str]:
     models = [{"id": "fake/gpt", "route": "openai/fake-gpt", "api_base": base_url,
-               "api_key_env": KEY_ENV, "capabilities": ["chat"]}]
+               "api_key_env": KEY_ENV, "capabilities": ["chat"], "transport": transport}]
     return {"ROWFORGE_MODELS": json.dumps(models), KEY_ENV: "sk-bench",
             "ROWFORGE_BATCH_WORKERS": str(concurrency), "ROWFORGE_LOG_LEVEL": "WARNING"}
 
 
-def scenario_latency(args: argparse.Namespace, work: Path) -> None:
-    n, c, latency = args.n, args.concurrency, args.latency
+def scenario_latency(args: argparse.Namespace, work: Path, transport: str,
+                     c: int) -> None:
+    n, latency = args.n, args.latency
     fake, base_url = start_fake(latency)
     os.environ[KEY_ENV] = "sk-bench"
     try:
-        base_s, base_cpu = asyncio.run(baseline(base_url, n, c, args.max_tokens))
-        with ServerProcess(work / "s1", env=server_env(base_url, c)).start() as server:
+        base_s, base_cpu = asyncio.run(baseline(base_url, n, c, args.max_tokens, transport))
+        env = server_env(base_url, c, transport)
+        with ServerProcess(work / f"s1-{transport}-{c}", env=env).start() as server:
             assert server.process is not None
             pid = server.process.pid
-            # warm up: litellm's import and first calls, off the clock
+            # warm up: connections and first calls, off the clock
             asyncio.run(run_job(server.address, "fake/gpt", c, args.max_tokens))
-            cpu1 = cpu_s(pid)
+            cpu1, fake1 = cpu_s(pid), cpu_s(fake.pid)
             with RssSampler(pid) as rss:
                 fill_s, run_s, job = asyncio.run(run_job(server.address, "fake/gpt", n,
                                                          args.max_tokens))
             server_cpu = (cpu_s(pid) - cpu1) / n
+            fake_cpu = (cpu_s(fake.pid) - fake1) / n
     finally:
         fake.kill()
+        fake.wait()
     ideal = n / c * latency
-    print(f"Scenario 1: {n} requests, fake latency {latency * 1000:.0f} ms, concurrency {c}")
+    print(f"Scenario 1: {n} requests, fake latency {latency * 1000:.0f} ms, concurrency {c}, "
+          f"transport {transport} (load avg {os.getloadavg()[0]:.2f})")
     print(f"  ideal (n / concurrency x latency)     {ideal:8.2f} s")
-    print(f"  baseline: asyncio.gather of litellm   {base_s:8.2f} s   "
+    print(f"  baseline: asyncio.gather of calls     {base_s:8.2f} s   "
           f"({base_s / ideal:.2f}x ideal; {base_cpu * 1000:.2f} ms CPU per call)")
     print(f"  rowforge batch job (submit -> last)   {run_s:8.2f} s   "
-          f"({run_s / ideal:.2f}x ideal, {run_s / base_s:.2f}x baseline)")
+          f"({run_s / ideal:.2f}x ideal, {run_s / base_s:.2f}x baseline, "
+          f"{n / run_s:.0f} requests/s end to end)")
     print(f"    job duration (first claim -> end)   {job.metrics.duration_seconds:8.2f} s   "
           f"throughput {job.metrics.throughput_rps:.0f} requests/s")
     print(f"    added wall per request              {(run_s - base_s) / n * 1000:8.3f} ms")
     print(f"    server CPU per request              {server_cpu * 1000:8.3f} ms   "
           f"(baseline process {base_cpu * 1000:.3f} ms: scheduling overhead "
           f"{(server_cpu - base_cpu) * 1000:.3f} ms)")
+    print(f"    fake server CPU per request         {fake_cpu * 1000:8.3f} ms   "
+          f"({fake_cpu * n / run_s * 100:.0f}% of a core during the job)")
     print(f"    populating (StreamAddRequests)      {fill_s:8.2f} s   "
           f"({n / fill_s:.0f} requests/s); server peak RSS {rss.peak_kb / 1024:.0f} MiB\n",
           flush=True)
@@ -239,7 +254,8 @@ def scenario_big(args: argparse.Namespace, work: Path) -> None:
     n = args.big_n
     fake, base_url = start_fake(0.0)
     try:
-        with ServerProcess(work / "s2", env=server_env(base_url, args.concurrency)
+        concurrency = int(args.concurrency.split(",")[0])
+        with ServerProcess(work / "s2", env=server_env(base_url, concurrency, "litellm")
                            ).start() as server:
             assert server.process is not None
             pid = server.process.pid
@@ -270,13 +286,18 @@ def main() -> None:
     parser.add_argument("--big-n", type=int, default=100_000,
                         help="scenario 2 requests (0: skip)")
     parser.add_argument("--latency", type=float, default=0.1, help="fake latency, seconds")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", default="64,256",
+                        help="scenario 1 concurrencies, comma-separated")
+    parser.add_argument("--transports", default="openai,litellm",
+                        help="scenario 1 routes of the model, comma-separated")
     parser.add_argument("--max-tokens", type=int, default=64, help="max output tokens")
     args = parser.parse_args()
-    print_machine("grpcio", "litellm", "sqlalchemy")
+    print_machine("grpcio", "litellm", "sqlalchemy", "aiohttp", "orjson", "uvloop")
     work = Path(tempfile.mkdtemp(prefix="rowforge-bench-batch-"))
     if args.n:
-        scenario_latency(args, work)
+        for transport in args.transports.split(","):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                scenario_latency(args, work, transport, concurrency)
     if args.big_n:
         scenario_big(args, work)
 

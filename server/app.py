@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.config import Settings
 from rowforge.server.interceptors import RowforgeInterceptor
+from rowforge.server.loop import freeze_startup_heap, loop_name
 from rowforge.server.storage.db import Database
 
 log = logging.getLogger("rowforge.server")
@@ -143,8 +144,10 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
     check_exposure(settings)
     server = Server(App(settings))
     port = await server.start()
+    frozen = freeze_startup_heap() if settings.gc_freeze else 0
     log.info("listening", extra={"address": f"{settings.host}:{port}",
-                                 "database": server.app.db.dialect, "auth": settings.auth})
+                                 "database": server.app.db.dialect, "auth": settings.auth,
+                                 "loop": loop_name(), "gcFrozen": frozen})
     if ready:
         ready(port)
     stop = asyncio.Event()

@@ -59,7 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
         # A stable line on stdout for scripts and tests that start us with --port 0.
         print(f"rowforge listening on {settings.host}:{port}", flush=True)
 
-    asyncio.run(serve(settings, ready=ready))
+    from rowforge.server.loop import run
+
+    run(serve(settings, ready=ready), settings.event_loop)
     return 0
 
 

@@ -71,6 +71,11 @@ class Settings:
     batch_backoff_max_s: float = 60.0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
+    #: ``auto`` (uvloop when installed), ``uvloop`` (required) or ``asyncio``.
+    event_loop: str = "auto"
+    #: Move everything alive after start-up (imports, litellm's tables) out of the garbage
+    #: collector's reach, so later full collections only scan request-time objects.
+    gc_freeze: bool = True
 
     def __post_init__(self) -> None:
         if self.sandbox_network not in SANDBOX_NETWORK_MODES:

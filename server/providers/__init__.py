@@ -10,9 +10,16 @@ Public API (everything else in this package is an implementation detail)::
     ranked = await rerank(registry.get("rowforge/rerank"), "query", ["doc", ...])
     result = await with_retries(lambda: chat(spec, messages))
 
+    providers = Providers()                   # or default_providers(): what the above use
+    await providers.start(registry.specs)     # pools sized, litellm loaded off the loop if used
+    result = await providers.chat(spec, messages, on_text=print)   # text as it streams
+    await providers.aclose()
+
 Every call goes through :class:`Providers` (:mod:`.client`), which hands it to the model's
-backend (:mod:`.backend`): built-in models run in-process, the others go through litellm
-(imported off the event loop, see :mod:`.litellm_client`).
+backend (:mod:`.backend`), chosen by ``ModelSpec.transport``: built-in models run in-process
+(:mod:`.builtin`), OpenAI-compatible providers are spoken to directly (:mod:`.openai_backend`,
+the fast path; :mod:`.routes` picks the default from litellm's data), every other provider goes
+through litellm (:mod:`.litellm_backend`, imported off the event loop).
 """
 
 from rowforge.server.providers.backend import Backend, ChatRequest

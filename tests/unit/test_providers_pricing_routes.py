@@ -55,7 +55,7 @@ def test_unknown_and_builtin_prices() -> None:
     "openai/gpt-4o-mini", "gpt-4o-mini", "text-embedding-3-small", "groq/llama-3.1-8b-instant",
     "deepseek/deepseek-chat", "together_ai/meta-llama/Llama-3-8b", "hosted_vllm/my/model",
     "lm_studio/local", "fireworks_ai/accounts/x/models/y", "anthropic/claude-3-5-sonnet",
-    "gemini/gemini-2.0-flash", "cohere/rerank-english-v3.0", "azure/gpt-4o", "mistral/large",
+    "gemini/gemini-2.0-flash", "cohere/rerank-english-v3.0", "azure/gpt-4o", "xai/grok-2",
     "bedrock/anthropic.claude-v2", "ollama/llama3",
 ])
 def test_resolution_agrees_with_get_llm_provider(litellm, route: str) -> None:  # type: ignore[no-untyped-def]
