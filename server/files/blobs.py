@@ -8,7 +8,8 @@ a blob path only ever holds complete, verified content.
 Layout of :class:`LocalBlobStore` under its root (``<data_dir>/files``)::
 
     blobs/<sha[:2]>/<sha>   the content
-    tmp/up-*.part           uploads in progress (removed on any failure, swept on start)
+    tmp/up-<host>-<pid>-*.part  uploads in progress (removed on any failure; on start, those
+                            of a dead writer are removed, other ones once stale)
     locks/<sha[:2]>.lock    advisory locks serialising commit/delete of one content hash
                             across processes sharing the directory
 """
@@ -30,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from rowforge.server import leftovers
 from rowforge.server.errors import ResourceExhausted
 
 log = logging.getLogger("rowforge.files")
@@ -38,6 +40,7 @@ CHUNK_BYTES = 1024 * 1024
 """Default size of the chunks :meth:`BlobStore.open_range` yields."""
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+_PART_RE = re.compile(rf"up-{leftovers.OWNER}-[0-9a-f]{{16}}\.part")
 _LOCK_POLL_S = 0.005
 
 
@@ -225,17 +228,27 @@ class LocalBlobStore:
     def _prepare(self) -> None:
         for directory in (self.root, self.blob_dir, self.tmp_dir, self.lock_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        removed = self.sweep_temporary()
+        removed = self.sweep_temporary(starting=True)
         if removed:
             log.info("removed %d leftover partial uploads", removed)
 
-    def sweep_temporary(self, *, older_than_s: float | None = None) -> int:
-        """Delete temporary files untouched for ``older_than_s`` (default ``stale_after_s``)."""
+    def sweep_temporary(self, *, older_than_s: float | None = None,
+                        starting: bool = False) -> int:
+        """Delete partial uploads whose writer process is gone, and temporary files untouched
+        for ``older_than_s`` (default ``stale_after_s``).
+
+        Args:
+            starting: No upload of this process exists yet (see :func:`leftovers.owner_gone`).
+        """
         limit = time.time() - (self.stale_after_s if older_than_s is None else older_than_s)
         removed = 0
         for entry in os.scandir(self.tmp_dir):
             with contextlib.suppress(FileNotFoundError):
-                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime <= limit:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                match = _PART_RE.fullmatch(entry.name)
+                if ((match and leftovers.owner_gone(match, starting=starting))
+                        or entry.stat().st_mtime <= limit):
                     os.unlink(entry.path)
                     removed += 1
         return removed
@@ -246,7 +259,7 @@ class LocalBlobStore:
         return self.blob_dir / sha256[:2] / sha256
 
     def open_write(self) -> LocalBlobWriter:
-        name = f"up-{os.getpid()}-{os.urandom(8).hex()}.part"
+        name = f"up-{leftovers.owner_tag()}-{os.urandom(8).hex()}.part"
         try:
             return LocalBlobWriter(self.tmp_dir / name)
         except OSError as exc:

@@ -76,6 +76,21 @@ def traversal_blockers(paths: list[str]) -> dict[str, str | None]:
     return out
 
 
+def first_unreachable(path: str) -> str | None:
+    """The first directory on the way to ``path`` that cannot be reached (stat), or None.
+
+    Meant to run under the sandbox identity (see :func:`run_as`).
+    """
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/" + "/".join(parts[:i])
+        try:
+            os.stat(here)
+        except OSError:
+            return here
+    return None
+
+
 def tasks_of(uid: int) -> int:
     """How many tasks (processes and threads, what ``RLIMIT_NPROC`` counts) ``uid`` runs."""
     total = 0

@@ -73,6 +73,13 @@ def mount_tmpfs(path: str, *, size_mb: int, mode: int) -> None:
            f"mode={mode:o},size={size_mb}m,nr_inodes={max(1024, size_mb * 64)}")
 
 
+def cover(path: str, *, mode: int) -> None:
+    """Mount an empty tmpfs over ``path`` (in the private namespace): what was there is
+    hidden from this process and its children; the caller builds what they need inside."""
+    enter_private_namespace()
+    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o},size=1m")
+
+
 def hide_other_processes() -> None:
     """Remount ``/proc`` with ``hidepid=2``: cells see only their own processes there.
 

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowforge.server import leftovers
 from rowforge.server.errors import Internal, InvalidArgument, Unavailable
 from rowforge.server.sandbox import identity, protocol
 from rowforge.server.sandbox.egress import EgressPolicy, EgressProxy
@@ -38,6 +40,8 @@ _WATCHDOG_GRACE_S = 10.0
 _INLINE_DECODE_BYTES = 256 * 1024
 _STREAM_LIMIT = 1 << 20
 _PROBE_TIMEOUT_S = 30.0
+#: A pool's directory in ``work_dir``: ``run-<host>-<pid>-<random>``.
+_RUN_RE = re.compile(rf"run-{leftovers.OWNER}-[A-Za-z0-9_]+")
 
 _PROBE_CODE = """
 import os
@@ -112,6 +116,22 @@ class _Worker:
             self.pidfd = -1
 
 
+def _sweep_runs(work_dir: str, mine: str | None) -> int:
+    removed = 0
+    try:
+        entries = list(os.scandir(work_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        match = _RUN_RE.fullmatch(entry.name)
+        if (match is None or entry.path == mine or not entry.is_dir(follow_symlinks=False)
+                or not leftovers.owner_gone(match, starting=mine is None)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += not os.path.exists(entry.path)
+    return removed
+
+
 async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
     try:
         head = await stream.readexactly(protocol.HEADER.size)
@@ -150,6 +170,9 @@ class SandboxPool:
             get ``off`` and a log line says so). Binding and listening are refused in both.
         egress_allow: Networks the egress proxy lets cells reach although they are not
             public. For tests only: this machine has no public address to fetch from.
+        work_dir: Where the pool's directory (the cells' private directories) is made; the
+            server passes ``<data_dir>/sandbox``, whose leftovers of crashed servers
+            :meth:`sweep_leftovers` removes. Default: the system temporary directory.
     """
 
     def __init__(
@@ -166,6 +189,7 @@ class SandboxPool:
         start_timeout_s: float = 60.0,
         network: str = "off",
         egress_allow: Sequence[str] = (),
+        work_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -187,6 +211,7 @@ class SandboxPool:
         self._ids = itertools.count(1)
         self._respawns: set[asyncio.Task[None]] = set()
         self._cell_root: str | None = None
+        self._work_dir = os.path.abspath(work_dir) if work_dir is not None else None
         self._started = False
         self._closed = False
 
@@ -203,7 +228,13 @@ class SandboxPool:
         self._started = True
         if os.geteuid() == 0:
             self._check_uids_unused()
-        self._cell_root = tempfile.mkdtemp(prefix="rowforge-sandbox-")
+        if self._work_dir is None:
+            self._cell_root = tempfile.mkdtemp(prefix="rowforge-sandbox-")
+        else:
+            os.makedirs(self._work_dir, mode=0o700, exist_ok=True)
+            await self.sweep_leftovers()
+            self._cell_root = tempfile.mkdtemp(prefix=f"run-{leftovers.owner_tag()}-",
+                                               dir=self._work_dir)
         # Cells run as other uids and must reach their own directory beneath this one.
         os.chmod(self._cell_root, 0o711 if os.geteuid() == 0 else 0o700)
         try:
@@ -245,6 +276,16 @@ class SandboxPool:
         await asyncio.gather(*self._respawns, return_exceptions=True)
         if self._cell_root is not None:
             shutil.rmtree(self._cell_root, ignore_errors=True)
+
+    async def sweep_leftovers(self) -> int:
+        """Remove the directories crashed pools left in ``work_dir`` (their process is gone);
+        returns how many. Safe to call at any time: a live pool's directory stays."""
+        if self._work_dir is None:
+            return 0
+        removed = await asyncio.to_thread(_sweep_runs, self._work_dir, self._cell_root)
+        if removed:
+            log.info("removed %d Python sandbox directories left by crashed servers", removed)
+        return removed
 
     async def __aenter__(self) -> SandboxPool:
         await self.start()

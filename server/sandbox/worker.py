@@ -133,6 +133,7 @@ class Worker:
         if self.uid is not None and self.gid is not None:
             reaper.kill_all_of_uid(self.uid, self.gid)  # whatever a dead predecessor left
             self._make_python_reachable()
+            self._make_slot_reachable()
             try:
                 disk = int(config["limits"]["max_disk_mb"])
                 mounts.mount_tmpfs(self.slot_dir, size_mb=disk, mode=0o711)
@@ -211,6 +212,30 @@ class Worker:
         if still:
             raise RuntimeError(f"the sandbox uid {self.uid} still cannot read {sorted(still)}")
         self.exposed = sorted(blocked)
+
+    def _make_slot_reachable(self) -> None:
+        """Let the sandbox uid reach its slot directory when it lives in the (0700) data dir.
+
+        The blocking directory is covered, in the worker's mount namespace only, with an empty
+        tmpfs holding just the path to the slot (so cells see nothing of the data directory
+        either). Without mounts (no CAP_SYS_ADMIN) the slot moves to the system temp dir.
+        """
+        assert self.uid is not None and self.gid is not None
+        blocked = identity.run_as(self.uid, self.gid, identity.first_unreachable, self.slot_dir)
+        if blocked is None:
+            return
+        try:
+            if os.path.exists(blocked):  # its parent's mode keeps the uid out
+                mounts.cover(os.path.dirname(blocked), mode=0o711)
+            _makedirs_traversable(self.slot_dir)
+        except OSError as exc:
+            self.slot_dir = tempfile.mkdtemp(prefix=f"rowforge-sandbox-slot{self.slot}-")
+            os.chmod(self.slot_dir, 0o711)
+            print(f"rowforge sandbox worker: cells work in {self.slot_dir} (cannot mount: {exc})",
+                  file=sys.stderr)
+        still = identity.run_as(self.uid, self.gid, identity.first_unreachable, self.slot_dir)
+        if still is not None:
+            raise RuntimeError(f"the sandbox uid {self.uid} cannot reach {still}")
 
     def _build_ruleset(self, config: dict[str, Any]) -> landlock.Ruleset:
         ruleset = landlock.Ruleset(net=True)
@@ -379,6 +404,17 @@ class Worker:
         column = job["column"]
         return self._error(job, "exit", f"exited with status {code} before returning "
                            f"row[{column!r}]")
+
+
+def _makedirs_traversable(path: str) -> None:
+    """Create the missing directories of ``path``, each mode 0711."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o711)
+        os.chmod(directory, 0o711)  # whatever the umask
 
 
 def main() -> int:

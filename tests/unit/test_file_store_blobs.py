@@ -208,3 +208,43 @@ async def test_start_sweeps_only_stale_temp_files(tmp_path: Path) -> None:
     await LocalBlobStore(tmp_path / "files", stale_after_s=60).start()
     assert not stale.exists()
     assert fresh.exists()
+
+
+async def test_start_removes_partial_uploads_of_dead_writers_at_once(tmp_path: Path) -> None:
+    """A SIGKILLed writer's .part goes on the next start whatever its age; a live writer's,
+    another host's (a shared directory) and an unparsable name wait for the age limit."""
+    from rowforge.server import leftovers
+
+    store = LocalBlobStore(tmp_path / "files", stale_after_s=3600)
+    await store.start()
+    killed = await asyncio.create_subprocess_exec("sleep", "60")
+    killed.kill()  # SIGKILL, like a crashed server
+    await killed.wait()
+    live = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        def part(tag: str) -> Path:
+            path = store.tmp_dir / f"up-{tag}-{os.urandom(8).hex()}.part"
+            path.write_bytes(b"x" * 1000)
+            return path
+
+        dead = part(f"{leftovers.HOST}-{killed.pid}")
+        mine = part(leftovers.owner_tag())  # an earlier process with this pid (containers)
+        alive = part(f"{leftovers.HOST}-{live.pid}")
+        other_host = part(f"other.host-{killed.pid}")
+        legacy = store.tmp_dir / f"up-{killed.pid}-{os.urandom(8).hex()}.part"
+        legacy.write_bytes(b"x")
+        await LocalBlobStore(tmp_path / "files", stale_after_s=3600).start()
+        assert not dead.exists() and not mine.exists()
+        assert alive.exists() and other_host.exists() and legacy.exists()
+        # A running store never sweeps its own uploads.
+        mine = part(leftovers.owner_tag())
+        assert store.sweep_temporary() == 0 and mine.exists()
+    finally:
+        live.kill()
+        await live.wait()
+    # Uploads are named after their writer.
+    writer = store.open_write()
+    try:
+        assert writer.path.name.startswith(f"up-{leftovers.owner_tag()}-")
+    finally:
+        writer.discard()

@@ -767,3 +767,36 @@ async def test_unprivileged_server_relies_on_landlock(dirs: dict[str, Path]) -> 
         assert out[attack]["kind"] == "forbidden", out[attack]
         assert "denied network access" in out[attack]["message"], out[attack]
     assert out["after"] == {"value": 1}
+
+
+# -- the pool's directory inside the data directory ------------------------------------------
+
+async def test_cells_work_inside_the_private_data_directory(dirs: dict[str, Path]) -> None:
+    """The server keeps the pool's directory in ``<data_dir>/sandbox`` (0700 data dir): cells
+    still get a private writable directory there, yet see nothing of the data directory."""
+    from rowforge.server import leftovers
+
+    data = dirs["base"] / "data-with-sandbox"
+    data.mkdir(mode=0o700)
+    (data / "secret.txt").write_text(SECRET)
+    work = data / "sandbox"
+    # What a SIGKILLed server left: a run directory of a process that is gone.
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
+    stale = work / f"run-{leftovers.HOST}-{gone.pid}-abcdefgh"
+    (stale / "slot-0" / "cell-x").mkdir(parents=True)
+    (stale / "slot-0" / "cell-x" / "file").write_bytes(b"left over")
+    async with SandboxPool(workers=1, forbidden_paths=[str(data)], work_dir=work,
+                           preload=()) as pool:
+        assert not stale.exists()
+        runs = list(work.iterdir())
+        assert len(runs) == 1 and runs[0].name.startswith(f"run-{leftovers.owner_tag()}-")
+        code = ("import os\n"
+                "open('note.txt', 'w').write('hi')\n"
+                "row['out'] = [os.getcwd().startswith(row['work']), open('note.txt').read()]\n")
+        assert await pool.run(code, {"work": str(work)}, "out") == [True, "hi"]
+        error = await run_error(pool, "row['out'] = open(row['p']).read()",
+                                {"p": str(data / "secret.txt")})
+        assert_denied_or_hidden(error)
+        assert await pool.sweep_leftovers() == 0  # a live pool keeps its own directory
+    assert list(work.iterdir()) == []

@@ -303,7 +303,8 @@ class RowEngine:
         data_dir = getattr(self.app, "data_dir", None)
         return SandboxPool(workers=settings.sandbox_workers, limits=limits,
                            forbidden_paths=[str(data_dir)] if data_dir else [],
-                           network=settings.effective_sandbox_network)
+                           network=settings.effective_sandbox_network,
+                           work_dir=data_dir / "sandbox" if data_dir else None)
 
     async def sandbox(self) -> Any:
         """The Python sandbox (``app.sandbox``), started on first use.

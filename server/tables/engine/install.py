@@ -20,6 +20,9 @@ def install_engine(app: Any) -> RowEngine:
     app.engine = engine
     if getattr(app, "sandbox", None) is None:
         engine._own_sandbox = app.sandbox = engine.make_sandbox()
+        on_start = getattr(app, "on_start", None)
+        if on_start is not None:  # the pool starts lazily; crash leftovers go now
+            on_start(app.sandbox.sweep_leftovers)
     on_stop = getattr(app, "on_stop", None)
     if on_stop is not None:
         on_stop(engine.close)
