@@ -10,11 +10,18 @@ two drivers below do the I/O with the sync ``grpc`` stack or ``grpc.aio``. That 
 Failed calls are turned into :mod:`rowforge.clients.exceptions` here and thrown into the plan
 (which may catch them, e.g. to resume a stream). Idempotent calls are retried on UNAVAILABLE
 with exponential backoff; a server stream is retried only before its first message.
+
+Client streams (:class:`Upload`) of the asyncio client run on the blocking stack in a worker
+thread: ``grpc.aio`` turns a status that arrives while the client is still writing (a server
+refusing an upload after its first chunks: wrong type, too large, over quota) into INTERNAL
+"Internal error from Core" (grpc/grpc#36066, open in grpcio 1.85), while the blocking stack
+reports the server's own status and details.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
@@ -433,12 +440,15 @@ class AsyncStream(Generic[T]):
 
 
 class AsyncTransport(_Base):
-    """Runs plans on a ``grpc.aio`` channel."""
+    """Runs plans on a ``grpc.aio`` channel (client streams on a blocking channel to the same
+    address, see the module docstring)."""
 
     def __init__(self, config: ClientConfig, channel: grpc.aio.Channel | None = None) -> None:
         super().__init__(config)
         self._channel = channel
         self._owns_channel = channel is None
+        self._blocking: grpc.Channel | None = None
+        self._blocking_stubs: dict[str, Any] = {}
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -452,6 +462,20 @@ class AsyncTransport(_Base):
             await self._channel.close()
         self._channel = None
         self._stubs.clear()
+        with self._lock:
+            blocking, self._blocking = self._blocking, None
+            self._blocking_stubs.clear()
+        if blocking is not None:
+            blocking.close()
+
+    def _blocking_callable(self, service: str, method: str) -> Any:
+        with self._lock:
+            if self._blocking is None:
+                self._blocking = _sync_channel(self.config)
+            stub = self._blocking_stubs.get(service)
+            if stub is None:
+                stub = self._blocking_stubs[service] = STUBS[service](self._blocking)
+        return getattr(stub, method)
 
     async def run(self, plan: Plan[T]) -> T:
         """Run a plan to completion and return its result."""
@@ -503,15 +527,35 @@ class AsyncTransport(_Base):
             streams.add(stream)
             return stream
         if isinstance(op, Upload):
-            try:
-                return await self._callable(op.service, op.method)(
-                    iter(op.requests), timeout=self._timeout(op.deadline), metadata=self._metadata)
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc) from None
+            return await self._upload(op)
         if isinstance(op, Sleep):
             await asyncio.sleep(op.seconds)
             return None
         raise TypeError(f"unknown plan operation {op!r}")
+
+    async def _upload(self, op: Upload) -> Any:
+        """A client stream on the blocking stack (its own thread feeds the requests); the
+        event loop only waits. Cancelling the task cancels the call."""
+        call = self._blocking_callable(op.service, op.method).future(
+            iter(op.requests), timeout=self._timeout(op.deadline), metadata=self._metadata)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def wake(_: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(
+                    lambda: finished.done() or finished.set_result(None))
+
+        call.add_done_callback(wake)
+        try:
+            await finished
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        try:
+            return call.result()
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def _unary(self, op: Unary) -> Any:
         fn = self._callable(op.service, op.method)
