@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rowforge.server.auth import Authenticator, ensure_default_project
-from rowforge.server.config import Settings
+from rowforge.server.config import ConfigError, Settings
 from rowforge.server.interceptors import RowforgeInterceptor
 from rowforge.server.loop import freeze_startup_heap, loop_name
 from rowforge.server.storage.db import Database
@@ -26,6 +26,16 @@ log = logging.getLogger("rowforge.server")
 SERVICE_MODULES = ("model", "table", "knowledge", "file", "batch_job")
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class ListenError(OSError):
+    """The server cannot bind its address (port taken, address not on this machine)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: the port is in use or the address "
+                         "is not on this machine; stop the other server or choose another "
+                         "port with --port (0 picks a free one)")
+        self.host, self.port = host, port
 
 
 class App:
@@ -116,9 +126,12 @@ class Server:
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.app.start()
-        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+        try:
+            self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+        except RuntimeError:  # grpc raises this (or returns 0) when it cannot bind
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+            raise ListenError(settings.host, settings.port)
         await self.grpc.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -134,9 +147,9 @@ class Server:
 def check_exposure(settings: Settings) -> None:
     """Refuse to serve without auth on a non-loopback address unless --insecure."""
     if not settings.auth and not settings.is_loopback and not settings.insecure:
-        raise SystemExit(
+        raise ConfigError(
             f"refusing to listen on {settings.host} with auth off: enable auth "
-            "(ROWFORGE_AUTH=true) or pass --insecure")
+            "(--auth or ROWFORGE_AUTH=true) or pass --insecure")
 
 
 async def serve(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:

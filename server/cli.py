@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import os
+import socket
 import sys
+from collections.abc import Callable
 
-from rowforge.server.config import load_settings
+from rowforge.server.config import ConfigError, load_settings
 
 
 def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,7 +23,7 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     serve.add_argument("--auth", action="store_true", default=None, help="require tokens")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow a non-loopback address with auth off")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_guarded(_serve))
 
     admin = sub.add_parser("admin", help="manage projects and tokens")
     admin.add_argument("--config", help="TOML config file")
@@ -29,11 +33,11 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     project = admin_sub.add_parser("create-project", help="create a project, print its id")
     project.add_argument("name")
     project.add_argument("--id", dest="project_id")
-    project.set_defaults(func=_create_project)
+    project.set_defaults(func=_guarded(_create_project))
     token = admin_sub.add_parser("create-token", help="create a token (printed once)")
     token.add_argument("--project", required=True)
     token.add_argument("--name", default="")
-    token.set_defaults(func=_create_token)
+    token.set_defaults(func=_guarded(_create_token))
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -48,12 +52,42 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
+def _guarded(command: Callable[[argparse.Namespace], int]
+             ) -> Callable[[argparse.Namespace], int]:
+    """Run a server-side command; a failure a user can fix is one line on stderr.
+
+    Exit code 2 for a configuration mistake, 1 for a runtime failure (port taken, database
+    down); anything else is a bug and keeps its traceback.
+    """
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from rowforge.server.errors import RowforgeError
+
+        try:
+            return command(args)
+        except ConfigError as exc:
+            return _fail(f"config error: {exc}", 2)
+        except RowforgeError as exc:
+            return _fail(exc.message, 2)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:
+            message = startup_failure(exc)
+            if message is None:
+                raise
+            return _fail(message, 1)
+
+    return run
+
+
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     from rowforge.server.app import serve
     from rowforge.server.logs import setup_logging
 
-    settings = _settings(args)
     setup_logging(settings.log_level, as_json=settings.log_json)
+    check_address_free(settings.host, settings.port)
 
     def ready(port: int) -> None:
         # A stable line on stdout for scripts and tests that start us with --port 0.
@@ -63,6 +97,70 @@ def _serve(args: argparse.Namespace) -> int:
 
     run(serve(settings, ready=ready), settings.event_loop)
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"rowforge: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def startup_failure(exc: BaseException) -> str | None:
+    """One line for a failure a user can fix (address taken, database down, permissions).
+
+    ``None`` for anything else: a bug keeps its traceback.
+    """
+    from rowforge.server.app import ListenError
+
+    if isinstance(exc, ListenError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return (f"cannot start: permission denied on {exc.filename or 'a file'}; choose a "
+                "writable --data-dir")
+    if _is_database_error(exc):
+        return (f"cannot reach the database ({type(exc).__name__}: {_first_line(exc)}); check "
+                "database_url (ROWFORGE_DATABASE_URL) and that the database is running")
+    if isinstance(exc, OSError):
+        return f"cannot start: {exc}"
+    return None
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Raised by, or from inside, the database drivers."""
+    drivers = ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")
+    if type(exc).__module__.startswith(drivers):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if any(f"{os.sep}{name}{os.sep}" in tb.tb_frame.f_code.co_filename for name in drivers):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def check_address_free(host: str, port: int) -> None:
+    """Fail early, with our message, when the port is taken.
+
+    grpc would also refuse, but only after logging a C-level error line of its own.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # grpc reports an unresolvable host
+    from rowforge.server.app import ListenError
+
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError:
+                raise ListenError(host, port) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 async def _with_db(args: argparse.Namespace, fn):  # type: ignore[no-untyped-def]
@@ -100,10 +198,4 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rowforge-server")
     add_server_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    from rowforge.server.errors import RowforgeError
-
-    try:
-        return int(args.func(args) or 0)
-    except RowforgeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+    return int(args.func(args) or 0)

@@ -7,6 +7,8 @@ dir, built-in offline models, auth off on loopback).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -105,6 +107,20 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used, with where it came from and what to do.
+
+    ``str(error)`` is one line naming the file or variable and the key, e.g.
+    ``typo.toml: unknown setting 'prot' (did you mean 'port'?)``.
+    """
+
+
+def nearest(name: str, candidates: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``''``."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a TOML/env value to the type of the field ``name``."""
     default = _FIELDS[name].default
@@ -112,9 +128,10 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value).expanduser()
     if name == "models":
         if isinstance(value, str):
-            import json
-
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"models: not valid JSON ({exc})") from None
         if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
             raise ValueError("models must be a list of tables ([[models]] in TOML)")
         return tuple(value)
@@ -127,15 +144,21 @@ def _coerce(name: str, value: Any) -> Any:
         if text in {"0", "false", "no", "off", ""}:
             return False
         raise ValueError(f"{name}: expected a boolean, got {value!r}")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
+    if isinstance(default, int | float):
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError
+            return type(default)(value)
+        except ValueError:
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ValueError(f"{name}: expected {kind}, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected a string, got {value!r}")
     if name == "sandbox_network":
-        value = str(value).strip().lower()
+        value = value.strip().lower()
         if value not in SANDBOX_NETWORK_MODES:
             raise ValueError(f"{name}: expected \"off\" or \"public\", got {value!r}")
-    return str(value)
+    return value
 
 
 def load_settings(
@@ -146,31 +169,76 @@ def load_settings(
     """Build settings from defaults, an optional TOML file, the environment, then overrides.
 
     Raises:
-        ValueError: an unknown key or a value of the wrong type, naming the key.
+        ConfigError: (a ``ValueError``) one line naming the file or variable and the key: an
+            unreadable file, an unknown key (with the nearest valid one), a value of the wrong
+            type, or a ``models`` entry the model registry refuses.
     """
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
+    source: dict[str, str] = {}
     config_file = config_file or env.get("ROWFORGE_CONFIG") or None
     if config_file:
-        with open(config_file, "rb") as fh:
-            data = tomllib.load(fh)
-        data = data.get("rowforge", data)
-        for key, value in data.items():
+        for key, value in _read_toml(config_file).items():
             if key not in _FIELDS:
-                raise ValueError(f"{config_file}: unknown setting {key!r}")
-            values[key] = _coerce(key, value)
+                raise ConfigError(f"{config_file}: unknown setting {key!r}{nearest(key, _FIELDS)}; "
+                                  "every setting is listed in docs/config.md")
+            try:
+                values[key] = _coerce(key, value)
+            except ValueError as exc:
+                raise ConfigError(f"{config_file}: {exc}") from None
+            source[key] = str(config_file)
     for name in _FIELDS:
-        raw = env.get(f"ROWFORGE_{name.upper()}")
+        var = f"ROWFORGE_{name.upper()}"
+        raw = env.get(var)
         if raw is not None and raw != "":
             try:
                 values[name] = _coerce(name, raw)
             except ValueError as exc:
-                raise ValueError(f"ROWFORGE_{name.upper()}: {exc}") from None
+                raise ConfigError(f"{var}: {exc}") from None
+            source[name] = var
     for key, value in overrides.items():
         if value is not None:
             if key not in _FIELDS:
-                raise ValueError(f"unknown setting {key!r}")
-            values[key] = _coerce(key, value)
-    return Settings(**values)
+                raise ConfigError(f"unknown setting {key!r}{nearest(key, _FIELDS)}")
+            try:
+                values[key] = _coerce(key, value)
+            except ValueError as exc:
+                raise ConfigError(f"--{key.replace('_', '-')}: {exc}") from None
+            source[key] = f"--{key.replace('_', '-')}"
+    settings = Settings(**values)
+    _check_models(settings, source)
+    return settings
 
 
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; check the path given to --config or "
+                          "ROWFORGE_CONFIG") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    section = data.get("rowforge", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'rowforge' must be a table of settings")
+    return section
+
+
+def _check_models(settings: Settings, source: dict[str, str]) -> None:
+    """Refuse a ``models`` entry or default model the server could not use, at load time."""
+    from rowforge.server.providers.registry import ModelRegistry
+
+    try:
+        ModelRegistry.from_config(list(settings.models), defaults={
+            "chat": settings.default_chat_model, "embed": settings.default_embed_model,
+            "rerank": settings.default_rerank_model})
+    except ValueError as exc:
+        text = str(exc)
+        key = "models" if text.startswith("models[") else next(
+            (k for k in ("default_chat_model", "default_embed_model", "default_rerank_model")
+             if getattr(settings, k) in text), "models")
+        where = source.get(key, "defaults")
+        raise ConfigError(f"{where}: {text}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -151,10 +152,18 @@ def _validate_entry(label: str, entry: Any, model: type[pydantic.BaseModel]) -> 
     try:
         return model.model_validate(entry)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-            for err in exc.errors())
+        problems = "; ".join(_problem(err, model) for err in exc.errors())
         raise ValueError(f"{label}: {problems}") from None
+
+
+def _problem(err: Any, model: type[pydantic.BaseModel]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "entry"
+    text = f"{where}: {err['msg']}"
+    if err["type"] == "extra_forbidden":
+        match = difflib.get_close_matches(where, list(model.model_fields), n=1, cutoff=0.6)
+        if match:
+            text += f" (did you mean {match[0]!r}?)"
+    return text
 
 
 def builtin_specs() -> list[ModelSpec]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rowforge.server.config import Settings, load_settings
+from rowforge.server.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_are_the_embedded_mode() -> None:
@@ -29,9 +29,10 @@ def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
 
 
 def test_env_models_as_json_and_booleans() -> None:
-    s = load_settings(env={"ROWFORGE_MODELS": '[{"id": "a", "route": "openai/a"}]',
+    entry = '{"id": "a", "route": "openai/a", "capabilities": ["chat"]}'
+    s = load_settings(env={"ROWFORGE_MODELS": f"[{entry}]",
                            "ROWFORGE_AUTH": "yes", "ROWFORGE_DATA_DIR": "~/rf"})
-    assert s.models == ({"id": "a", "route": "openai/a"},)
+    assert s.models == ({"id": "a", "route": "openai/a", "capabilities": ["chat"]},)
     assert s.auth is True
     assert not str(s.data_dir).startswith("~")
 
@@ -46,11 +47,37 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], message: str) -> 
         load_settings(env=env)
 
 
-def test_unknown_toml_key(tmp_path: Path) -> None:
+def test_unknown_toml_key_suggests_the_nearest(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("prot = 1\n")
-    with pytest.raises(ValueError, match="unknown setting 'prot'"):
+    with pytest.raises(ConfigError, match=r"c.toml: unknown setting 'prot' \(did you mean "
+                                          r"'port'\?\); every setting is listed in docs/config.md"):
         load_settings(cfg, env={})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("port = 'x'\n", r"c.toml: port: expected an integer, got 'x'"),
+    ("auth = 3\n", r"c.toml: auth: expected a boolean"),
+    ("grace_period_s = true\n", r"c.toml: grace_period_s: expected a number"),
+    ("host = 5\n", r"c.toml: host: expected a string"),
+    ("port = \n", r"c.toml: not valid TOML: .*line 1"),
+    ("[[models]]\nid = 'x'\nroute = 'builtin/chat'\ncapabilities = ['chat']\n",
+     r"c.toml: models\[0\] \(x\): route: .*alias_of = \"rowforge/chat\""),
+    ("[[models]]\nid = 'x'\nroute = 'openai/x'\ncapabilities = ['chat']\napi_key = 'sk'\n",
+     r"c.toml: models\[0\] \(x\): api_key: Extra inputs .*did you mean 'api_key_env'"),
+    ("default_chat_model = 'gpt'\n", r"c.toml: default chat model 'gpt' is not"),
+])
+def test_bad_toml_values_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(cfg, env={})
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.toml: no such config file; check the path"):
+        load_settings(tmp_path / "nope.toml", env={})
 
 
 def test_loopback_detection() -> None:
