@@ -23,6 +23,7 @@ from rowforge.server.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    shown,
 )
 from rowforge.server.storage.db import Database
 from rowforge.server.storage.schema import DEFAULT_PROJECT_ID, projects, tokens
@@ -78,7 +79,7 @@ async def create_project(db: Database, name: str, project_id: str | None = None)
     async with db.write() as conn:
         exists = await conn.scalar(sa.select(projects.c.id).where(projects.c.id == project_id))
         if exists:
-            raise AlreadyExists(f"project {project_id!r} already exists",
+            raise AlreadyExists(f"project {shown(project_id)} already exists",
                                 resource_type="project", resource_name=project_id)
         await conn.execute(projects.insert().values(id=project_id, name=name, create_time=_now()))
     return Project(project_id, name)
@@ -89,7 +90,7 @@ async def create_token(db: Database, project_id: str, name: str = "") -> str:
     async with db.write() as conn:
         exists = await conn.scalar(sa.select(projects.c.id).where(projects.c.id == project_id))
         if not exists:
-            raise NotFound(f"project {project_id!r} not found", resource_type="project",
+            raise NotFound(f"project {shown(project_id)} not found", resource_type="project",
                            resource_name=project_id)
         token_id = secrets.token_hex(6)
         token = f"rf_{token_id}_{secrets.token_urlsafe(24)}"
@@ -131,7 +132,7 @@ class Authenticator:
             return project
         if requested != project:
             raise PermissionDenied(
-                f"this token does not give access to project {requested!r}",
+                f"this token does not give access to project {shown(requested)}",
                 reason="PROJECT_ACCESS_DENIED", metadata={"projectId": requested})
         return project
 

@@ -6,10 +6,53 @@ into gRPC statuses with ``google.rpc`` details. Nothing here imports grpc.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
 DOMAIN = "rowforge.dev"
+
+#: Characters of a caller's value an error quotes before cutting it with "…".
+VALUE_LIMIT = 120
+#: UTF-8 bytes of an error message. gRPC percent-encodes the message into the
+#: ``grpc-message`` trailer (up to 3 bytes per byte) and the details repeat it; clients
+#: refuse trailers above 8 KiB (soft) / 16 KiB (hard), so messages and details stay small.
+MESSAGE_LIMIT = 800
+ELLIPSIS = "…"
+_SCAN_LIMIT = 16384
+_LONG_RUN = re.compile(rf"\S{{{VALUE_LIMIT + 1},}}")
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxstring = _REPR.maxother = VALUE_LIMIT
+
+
+def clip(text: str, limit: int = VALUE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters plus "…" when it is longer.
+
+    The one way errors echo a caller's value: in messages, ``ErrorInfo`` metadata,
+    field violations and resource names (a 5 MB value must not come back in the trailers).
+    """
+    return text if len(text) <= limit else text[:limit] + ELLIPSIS
+
+
+def shown(value: object, limit: int = VALUE_LIMIT) -> str:
+    """A value as an error message quotes it: its ``repr``, cut (``'abc…'``)."""
+    if isinstance(value, str):
+        return repr(clip(value, limit))
+    return clip(_REPR.repr(value), limit)
+
+
+def clip_message(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A whole message made safe to send: every run of more than :data:`VALUE_LIMIT`
+    non-blank characters is cut (values that were formatted in without :func:`shown`),
+    then the message is cut to ``limit`` UTF-8 bytes."""
+    if len(message) > _SCAN_LIMIT:  # bound the work: only both ends can be shown anyway
+        message = message[:_SCAN_LIMIT // 2] + ELLIPSIS + message[-_SCAN_LIMIT // 2:]
+    if len(message) > VALUE_LIMIT:
+        message = _LONG_RUN.sub(lambda m: clip(m.group(0)), message)
+    if len(message) <= limit // 4 or len(message.encode()) <= limit:
+        return message
+    return message.encode()[:limit - 3].decode("utf-8", "ignore") + ELLIPSIS
 
 
 @dataclass(frozen=True)
@@ -18,6 +61,13 @@ class FieldViolation:
 
     field: str
     description: str
+
+    def clipped(self) -> FieldViolation:
+        """The violation with its field path and description cut to sendable sizes."""
+        if len(self.field) <= 2 * VALUE_LIMIT and len(self.description) <= VALUE_LIMIT:
+            return self
+        return FieldViolation(clip(self.field, 2 * VALUE_LIMIT),
+                              clip_message(self.description, 3 * VALUE_LIMIT))
 
 
 class RowforgeError(Exception):
@@ -46,14 +96,15 @@ class RowforgeError(Exception):
         resource_type: str = "",
         resource_name: str = "",
     ) -> None:
+        message = clip_message(message)
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
-        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
-        self.field_violations = list(field_violations or [])
+        self.metadata = {clip(str(k), 63): clip(str(v)) for k, v in (metadata or {}).items()}
+        self.field_violations = [v.clipped() for v in field_violations or ()]
         self.retry_after = retry_after
         self.resource_type = resource_type
-        self.resource_name = resource_name
+        self.resource_name = clip(resource_name)
 
     def __str__(self) -> str:
         return self.message

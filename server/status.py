@@ -1,4 +1,11 @@
-"""The one mapping from domain errors to gRPC statuses with ``google.rpc`` details."""
+"""The one mapping from domain errors to gRPC statuses with ``google.rpc`` details.
+
+Details stay small whatever the error carries: at most :data:`MAX_VIOLATIONS` field
+violations, and the serialized status (it travels base64-encoded in the
+``grpc-status-details-bin`` trailer, next to the percent-encoded message) within
+:data:`MAX_STATUS_BYTES`, so a client never sees "metadata size exceeds limit" instead of
+the error. Values inside are already cut by :mod:`rowforge.server.errors`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,12 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from rowforge.server.errors import DOMAIN, RowforgeError
+from rowforge.server.errors import DOMAIN, FieldViolation, RowforgeError
+
+#: Field violations sent with one error; the rest are counted in a last one.
+MAX_VIOLATIONS = 20
+#: Serialized ``google.rpc.Status`` (message included): 4 KiB once base64-encoded.
+MAX_STATUS_BYTES = 3072
 
 
 def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
@@ -18,13 +30,34 @@ def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
 
 def to_rpc_status(err: RowforgeError) -> status_pb2.Status:
     """A ``google.rpc.Status`` with ErrorInfo always, plus BadRequest / RetryInfo /
-    ResourceInfo when the error carries them."""
-    details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN,
-                                                 metadata=err.metadata))]
-    if err.field_violations:
+    ResourceInfo when the error carries them, within :data:`MAX_STATUS_BYTES`."""
+    keep = min(len(err.field_violations), MAX_VIOLATIONS)
+    while True:
+        status = _build(err, _shown(err.field_violations, keep))
+        if status.ByteSize() <= MAX_STATUS_BYTES or keep == 0:
+            break
+        keep //= 2
+    if status.ByteSize() > MAX_STATUS_BYTES:  # pathological metadata: keep reason and domain
+        status = _build(err, _shown(err.field_violations, 0), metadata=False)
+    return status
+
+
+def _shown(violations: list[FieldViolation], keep: int) -> list[FieldViolation]:
+    """The first ``keep`` violations, then one counting those left out."""
+    if len(violations) <= keep:
+        return violations
+    hidden = len(violations) - keep
+    return [*violations[:keep], FieldViolation("…", f"{hidden} more violations not shown")]
+
+
+def _build(err: RowforgeError, violations: list[FieldViolation], *,
+           metadata: bool = True) -> status_pb2.Status:
+    details = [_pack(error_details_pb2.ErrorInfo(
+        reason=err.reason, domain=DOMAIN, metadata=err.metadata if metadata else {}))]
+    if violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in err.field_violations
+            for v in violations
         ])))
     if err.retry_after is not None:
         delay = duration_pb2.Duration()

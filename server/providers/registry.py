@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from rowforge.server.errors import InvalidArgument, NotFound
+from rowforge.server.errors import InvalidArgument, NotFound, shown
 from rowforge.server.providers.routes import default_transport
 
 CAPABILITIES = frozenset({"chat", "embed", "rerank", "image", "audio"})
@@ -272,7 +272,8 @@ class ModelRegistry:
         """
         spec = self._by_id.get(model_id)
         if spec is None:
-            raise NotFound(f"Model {model_id!r} does not exist; list the models to see which do.",
+            raise NotFound(f"Model {shown(model_id)} does not exist; list the models to see "
+                           "which do.",
                            reason="MODEL_NOT_FOUND", metadata={"model": model_id},
                            resource_type="model", resource_name=model_id)
         return spec

@@ -5,12 +5,17 @@ from __future__ import annotations
 from google.rpc import code_pb2, error_details_pb2
 
 from rowforge.server.errors import (
+    MESSAGE_LIMIT,
+    VALUE_LIMIT,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     Violations,
+    clip,
+    shown,
 )
-from rowforge.server.status import to_rpc_status
+from rowforge.server.status import MAX_STATUS_BYTES, MAX_VIOLATIONS, to_rpc_status
 
 
 def unpack(status, cls):  # type: ignore[no-untyped-def]
@@ -54,3 +59,51 @@ def test_not_found_carries_resource_info() -> None:
     assert status.code == code_pb2.NOT_FOUND
     assert unpack(status, error_details_pb2.ResourceInfo).resource_name == "t"
     assert unpack(status, error_details_pb2.ErrorInfo).reason == "TABLE_NOT_FOUND"
+
+
+# -- echoed values stay small (issue #10 item 3) --------------------------------------------
+
+HUGE = "é" * 5_000_000
+
+
+def test_clip_and_shown_cut_values_with_an_ellipsis() -> None:
+    assert clip("abc") == "abc"
+    assert clip("x" * 500) == "x" * VALUE_LIMIT + "…"
+    assert shown("x" * 500) == repr("x" * VALUE_LIMIT + "…")
+    assert shown("it's") == repr("it's")
+    assert len(shown(list(range(100_000)))) <= VALUE_LIMIT + 1
+    assert len(shown(b"\x00" * 100_000)) <= VALUE_LIMIT + 1
+
+
+def test_error_messages_are_cut_where_the_value_was_formatted_in() -> None:
+    err = NotFound(f"table {'x' * 5_000_000!r} not found")
+    assert err.message == "table '" + "x" * (VALUE_LIMIT - 1) + "… not found"
+    spaced = InvalidArgument("where: " + "a b " * 1_000_000)
+    assert len(spaced.message.encode()) <= MESSAGE_LIMIT
+
+
+def test_non_ascii_messages_are_cut_by_their_utf8_size() -> None:
+    err = InvalidArgument("bad value " + "é " * 10_000)
+    assert len(err.message.encode()) <= MESSAGE_LIMIT
+    err.message.encode().decode()  # never a cut character
+
+
+def test_details_stay_small_whatever_the_error_carries() -> None:
+    violations = [FieldViolation(f"input[{i}]" + ("x" * 1000 if i < 50 else ""), HUGE)
+                  for i in range(500)]
+    err = InvalidArgument(HUGE, field_violations=violations, metadata={HUGE: HUGE, "k": HUGE},
+                          resource_type="table", resource_name=HUGE)
+    status = to_rpc_status(err)
+    assert status.ByteSize() <= MAX_STATUS_BYTES
+    bad = unpack(status, error_details_pb2.BadRequest)
+    assert bad.field_violations[0].field.startswith("input[0]")
+    assert bad.field_violations[-1].description.endswith("more violations not shown")
+    assert all(len(v) <= VALUE_LIMIT + 1 for v in err.metadata.values())
+    assert unpack(status, error_details_pb2.ErrorInfo).reason == "INVALID_ARGUMENT"
+
+
+def test_few_small_violations_are_all_sent() -> None:
+    err = InvalidArgument("bad", field_violations=[FieldViolation(f"f{i}", "bad")
+                                                   for i in range(MAX_VIOLATIONS)])
+    bad = unpack(to_rpc_status(err), error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == [f"f{i}" for i in range(MAX_VIOLATIONS)]
