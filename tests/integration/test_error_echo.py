@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
 from rowforge.server.errors import MESSAGE_LIMIT, VALUE_LIMIT
 from tests.support import fuzz
@@ -22,6 +23,7 @@ HUGE = ("x" * 9 + "é") * (5_000_000 // 11)
 SOFT_LIMIT = 8192
 
 
+@pytest.mark.timeout(600)  # 5 MB into Embed takes the built-in model ~30 s until item 2
 async def test_a_huge_value_in_any_string_field_is_cut_in_the_error(server: ServerProcess
                                                                     ) -> None:
     cases = [(rpc, name, setter) for rpc in fuzz.api_rpcs()
