@@ -35,6 +35,7 @@ from rowforge.clients.batch.exceptions import (
     AjaxAiJobNotFoundError,
     AjaxAiRateLimitError,
     AjaxAiServerError,
+    InvalidBatchRequestsError,
 )
 from rowforge.clients.jobs import JobMetrics, JobState, RequestState
 
@@ -55,6 +56,7 @@ __all__ = [
     "BatchJob",
     "BatchRequestEvent",
     "BatchRequestResult",
+    "InvalidBatchRequestsError",
     "JobMetrics",
     "JobPerformanceMetrics",
     "JobState",

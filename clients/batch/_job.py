@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rowforge.clients._client import RowForge
 from rowforge.clients._convert import bad_argument
+from rowforge.clients.batch._queue import DEFAULT_FLUSH_INTERVAL_S, _Queue
 from rowforge.clients.batch._results import BatchRequestResult, RequestRef, build_result
 from rowforge.clients.batch.events import BatchRequestEvent
 from rowforge.clients.config import ClientConfig
@@ -133,18 +134,24 @@ class AjaxAiBatchJob:
     """A batch job: add requests (batched client-side), submit, then read results or get
     callbacks as requests finish.
 
-    Requests are sent ``max_batch_size`` at a time; :meth:`submit` (or :meth:`flush`) sends
-    the rest.
+    Requests are sent ``max_batch_size`` at a time, or after ``flush_interval_s`` by a
+    background timer; :meth:`submit` (or :meth:`flush`) sends the rest. A request the server
+    refuses is never dropped silently: it is named in the
+    :class:`~rowforge.clients.batch.exceptions.InvalidBatchRequestsError` raised by the next
+    ``add_request`` / ``flush`` / ``submit``, and the valid requests sent with it are kept.
     """
 
     def __init__(self, client: RowForge, job: Job, *, max_batch_size: int = 20,
+                 flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
                  owns_client: bool = False) -> None:
+        if not flush_interval_s > 0:
+            raise bad_argument("flush_interval_s", "must be a positive number of seconds")
         self.client = client
         self._owns_client = owns_client
         self._job = job
         self.max_batch_size = max(1, min(int(max_batch_size or 20), 100))
-        self._pending: list[AjaxAiRequestItem] = []
-        self._pending_ids: set[str] = set()
+        self.flush_interval_s = float(flush_interval_s)
+        self._queue = _Queue(self)
         self._output_models: dict[str, type[BaseModel]] = {}
         self._callbacks: list[Callback] = []
         self._watcher: threading.Thread | None = None
@@ -175,43 +182,35 @@ class AjaxAiBatchJob:
     # -- requests ---------------------------------------------------------------------------
 
     def add_request(self, request: AjaxAiRequestItem) -> AddRequestResponse:
-        """Queue a request; a full batch (``max_batch_size``) is sent at once.
+        """Queue a request. A full batch (``max_batch_size``) is sent at once; a partial one
+        after ``flush_interval_s`` seconds by a background timer, or by :meth:`flush` /
+        :meth:`submit`.
 
         Raises:
-            InvalidArgumentError: a request id already queued, or no content.
+            InvalidArgumentError: a request id already queued or sent, or no content.
+            InvalidBatchRequestsError: requests the server refused (named by id), found by
+                this call's send or by an earlier background flush; the valid ones were sent.
+            RowForgeError: an earlier background flush failed after its retries (its requests
+                stay queued and are sent again); this request was not queued.
         """
         if not isinstance(request, AjaxAiRequestItem):
             raise bad_argument("request", "must be an AjaxAiRequestItem")
-        with self._lock:
-            if request.request_id in self._pending_ids:
-                raise bad_argument("request_id", f"{request.request_id!r} is already queued in "
-                                                 "this job")
-            if request.output_model is not None:
+        if request.output_model is not None:
+            with self._lock:
                 self._output_models[request.request_id] = request.output_model
-            self._pending.append(request)
-            self._pending_ids.add(request.request_id)
-            if len(self._pending) < self.max_batch_size:
-                return AddRequestResponse(request_id=request.request_id, queued=True)
-            sent = self._flush_locked()
+        sent = self._queue.add(request)
+        if sent is None:
+            return AddRequestResponse(request_id=request.request_id, queued=True)
         return AddRequestResponse(request_id=request.request_id, queued=False,
                                   added_count=sent.added_count, total_requests=sent.total_requests)
 
     def flush(self) -> int:
-        """Send the queued requests now; returns how many were sent."""
-        with self._lock:
-            count = len(self._pending)
-            if count:
-                self._flush_locked()
-            return count
+        """Send the queued requests now; returns how many the server accepted.
 
-    def _flush_locked(self) -> Any:
-        batch = self._pending
-        requests = [item.to_request(self._upload) for item in batch]
-        sent = self.client.batch.add_requests(self.job_id, requests)
-        # Only forget them once the server has them: a failed call can be retried by flush().
-        self._pending = []
-        self._pending_ids.clear()
-        return sent
+        Raises:
+            InvalidBatchRequestsError / RowForgeError: as :meth:`add_request`.
+        """
+        return self._queue.flush()
 
     def _upload(self, path: Path) -> str:
         return self.client.file.upload_file(path).uri
@@ -219,9 +218,15 @@ class AjaxAiBatchJob:
     # -- lifecycle --------------------------------------------------------------------------
 
     def submit(self) -> SubmitJobResponse:
-        """Send queued requests and start processing; returns at once."""
-        self.flush()
+        """Send queued requests and start processing; returns at once. Stops the flush timer.
+
+        Raises:
+            InvalidBatchRequestsError: requests the server refused, named by id (the valid ones
+                were sent; the job is not submitted, so more can be added).
+        """
+        self._queue.flush()
         self._job = self.client.batch.submit_job(self.job_id)
+        self._queue.stop()
         if self._callbacks:
             self._start_watcher()
         return SubmitJobResponse(job_id=self.job_id, state=self._job.state.value)
@@ -356,7 +361,8 @@ class AjaxAiBatchJob:
 
     def close(self) -> None:
         """Stop callbacks and close the connection this job opened (a ``client=`` passed to
-        ``create_batch_job`` stays open)."""
+        ``create_batch_job`` stays open). Queued requests not yet sent are not sent."""
+        self._queue.stop()
         self.stop_callbacks()
         if self._owns_client:
             self.client.close()
@@ -390,6 +396,7 @@ def create_batch_job(
     metadata: Mapping[str, Any] | None = None,
     max_batch_size: int = 20,
     *,
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     address: str | None = None,
     project_id: str | None = None,
     idempotency_key: str | None = None,
@@ -406,6 +413,8 @@ def create_batch_job(
         job_type: Free-form type (for filtering and routing callbacks).
         metadata: Custom job metadata.
         max_batch_size: Requests per ``AddRequests`` call (1 to 100).
+        flush_interval_s: Seconds a queued request waits for its batch to fill before a
+            background timer sends the partial batch.
         address / project_id: Server and project (default ``ROWFORGE_ADDRESS`` /
             ``ROWFORGE_PROJECT_ID``).
         idempotency_key: Creating again with the same key returns the same job.
@@ -416,6 +425,8 @@ def create_batch_job(
     """
     if not 1 <= int(max_batch_size) <= 100:
         raise bad_argument("max_batch_size", "must be between 1 and 100")
+    if not flush_interval_s > 0:
+        raise bad_argument("flush_interval_s", "must be a positive number of seconds")
     conn = _client(api_key, address, project_id, client)
     try:
         job = conn.batch.create_job(
@@ -426,7 +437,8 @@ def create_batch_job(
         if client is None:
             conn.close()
         raise
-    return AjaxAiBatchJob(conn, job, max_batch_size=max_batch_size, owns_client=client is None)
+    return AjaxAiBatchJob(conn, job, max_batch_size=max_batch_size,
+                          flush_interval_s=flush_interval_s, owns_client=client is None)
 
 
 def get_batch_job(api_key: str | None = None, job_id: str = "", *, address: str | None = None,

@@ -31,7 +31,7 @@ from rowforge.server.batch.store import DAY_S, BatchStore
 from rowforge.server.batch.streams import stream_results, watch_job
 from rowforge.server.batch.worker import BatchWorker
 from rowforge.server.config import Settings
-from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError
+from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError, Violations
 from rowforge.server.providers import ModelRegistry, ModelSpec
 from rowforge.server.storage.db import Database
 
@@ -153,6 +153,9 @@ class BatchService:
 
     async def _check_files(self, project_id: str, requests: Sequence[RequestInput]) -> None:
         files = self.files()
+        v = Violations()
+        invalid: list[int] = []
+        reasons: set[str] = set()
         for i, request in enumerate(requests):
             for j, part in enumerate(request.parts):
                 if not (part.image_uri or "").startswith("file://"):
@@ -161,12 +164,15 @@ class BatchService:
                     raise FailedPrecondition(
                         "file:// images need the FileService, which this server lacks",
                         reason="FILES_UNAVAILABLE")
-                where = f"requests[{i}].content_parts[{j}].image.uri"
                 try:
                     await files.validate_uri(project_id, part.image_uri, "image")
                 except InvalidArgument as exc:  # name the part among up to 100 requests
-                    raise InvalidArgument.field(where, exc.message, reason=exc.reason,
-                                                metadata=exc.metadata) from None
+                    v.add(f"requests[{i}].content_parts[{j}].image.uri", exc.message)
+                    reasons.add(exc.reason)
+                    if not invalid or invalid[-1] != i:
+                        invalid.append(i)
+        validation.raise_for_requests(v, requests, invalid,
+                                      reason=reasons.pop() if len(reasons) == 1 else None)
 
     async def submit(self, project_id: str, job_id: str) -> Job:
         """Start processing (see :meth:`BatchStore.submit`)."""

@@ -83,40 +83,28 @@ def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
                    field: str = "requests") -> None:
     """Validate one AddRequests batch (1 to 100 requests) for a job of model ``spec``.
 
+    A batch is accepted or refused whole. A refusal lists every violation of every invalid
+    request (fields ``requests[i]...``), and its ErrorInfo metadata names the invalid requests:
+    ``invalidRequestIndexes`` and ``invalidRequestIds`` (JSON lists, in order), so a client can
+    send the valid ones again without them.
+
     Raises:
-        InvalidArgument: every malformed request field, or a batch size out of range.
+        InvalidArgument: malformed requests, or a batch size out of range.
         AlreadyExists: a request_id repeated within the batch (``DUPLICATE_REQUEST_ID``).
     """
     v = Violations()
     v.check(1 <= len(requests) <= MAX_REQUESTS_PER_CALL, field,
             f"must hold 1 to {MAX_REQUESTS_PER_CALL} requests ({len(requests)} sent)")
-    for i, request in enumerate(requests):
-        where = f"{field}[{i}]"
-        v.check(bool(REQUEST_ID_RE.fullmatch(request.request_id)), f"{where}.request_id",
-                "must be 1 to 64 letters, digits, '_' or '-'")
-        v.check(bool(request.parts), f"{where}.content_parts", "at least one part is required")
-        for j, part in enumerate(request.parts):
-            at = f"{where}.content_parts[{j}]"
-            if part.text is not None:
-                continue
-            uri = part.image_uri or ""
-            if not uri.startswith(IMAGE_SCHEMES):
-                v.add(f"{at}.image.uri", "must be a FileService URI (file://) or an http(s) URL")
-            if part.content_type and not part.content_type.startswith("image/"):
-                v.add(f"{at}.image.content_type", "must be an image/* MIME type")
-            if "image" not in spec.capabilities:
-                v.add(f"{at}.image", f"model {spec.id!r} does not take images")
-        if request.output_schema_name:
-            v.check(bool(SCHEMA_NAME_RE.fullmatch(request.output_schema_name)),
-                    f"{where}.output_schema_name", "must be 1 to 64 letters, digits, '_' or '-'")
-        size = request_size(request)
-        if size > MAX_REQUEST_BYTES:
-            v.add(where, f"is {size} bytes; at most {MAX_REQUEST_BYTES} bytes (32 MiB) are "
-                         "allowed per request")
     v.raise_if_any()
+    invalid: list[int] = []
     for i, request in enumerate(requests):
-        if request.output_schema is not None:
-            check_schema(request.output_schema, f"{field}[{i}].output_schema")
+        before = len(v.items)
+        _check_request(v, request, spec, f"{field}[{i}]")
+        if len(v.items) > before:
+            invalid.append(i)
+    schema_only = all(item.field.endswith(".output_schema") for item in v.items)
+    raise_for_requests(v, requests, invalid,
+                       reason="INVALID_OUTPUT_SCHEMA" if schema_only else None)
     seen: set[str] = set()
     for request in requests:
         if request.request_id in seen:
@@ -126,3 +114,44 @@ def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
                                 resource_type="batch_request",
                                 resource_name=request.request_id)
         seen.add(request.request_id)
+
+
+def raise_for_requests(v: Violations, requests: Sequence[RequestInput],
+                       invalid: Sequence[int], *, reason: str | None = None) -> None:
+    """Raise ``v``'s violations naming the ``invalid`` requests (see :func:`check_requests`)."""
+    if not v.items:
+        return
+    message = "; ".join(f"{item.field}: {item.description}" for item in v.items)
+    metadata = {"invalidRequestIndexes": json.dumps(list(invalid)),
+                "invalidRequestIds": json.dumps([requests[i].request_id[:64] for i in invalid])}
+    extra = {"reason": reason} if reason else {}
+    raise InvalidArgument(message, field_violations=v.items, metadata=metadata, **extra)
+
+
+def _check_request(v: Violations, request: RequestInput, spec: ModelSpec, where: str) -> None:
+    v.check(bool(REQUEST_ID_RE.fullmatch(request.request_id)), f"{where}.request_id",
+            "must be 1 to 64 letters, digits, '_' or '-'")
+    v.check(bool(request.parts), f"{where}.content_parts", "at least one part is required")
+    for j, part in enumerate(request.parts):
+        at = f"{where}.content_parts[{j}]"
+        if part.text is not None:
+            continue
+        uri = part.image_uri or ""
+        if not uri.startswith(IMAGE_SCHEMES):
+            v.add(f"{at}.image.uri", "must be a FileService URI (file://) or an http(s) URL")
+        if part.content_type and not part.content_type.startswith("image/"):
+            v.add(f"{at}.image.content_type", "must be an image/* MIME type")
+        if "image" not in spec.capabilities:
+            v.add(f"{at}.image", f"model {spec.id!r} does not take images")
+    if request.output_schema_name:
+        v.check(bool(SCHEMA_NAME_RE.fullmatch(request.output_schema_name)),
+                f"{where}.output_schema_name", "must be 1 to 64 letters, digits, '_' or '-'")
+    size = request_size(request)
+    if size > MAX_REQUEST_BYTES:
+        v.add(where, f"is {size} bytes; at most {MAX_REQUEST_BYTES} bytes (32 MiB) are "
+                     "allowed per request")
+    if request.output_schema is not None:
+        try:
+            check_schema(request.output_schema, f"{where}.output_schema")
+        except InvalidArgument as exc:
+            v.items.extend(exc.field_violations)

@@ -233,10 +233,11 @@ def test_bad_requests_are_refused_before_sending(env: FakeServer, jobs: Jobs) ->
     job.add_request(AjaxAiRequestItem(request_id="same").add_text("x"))
     with pytest.raises(InvalidArgumentError, match="already queued"):
         job.add_request(AjaxAiRequestItem(request_id="same").add_text("y"))
-    job.add_request(AjaxAiRequestItem(request_id="empty"))
     with pytest.raises(InvalidArgumentError, match="content_parts"):
-        job.flush()
+        job.add_request(AjaxAiRequestItem(request_id="empty"))
     assert jobs.added == []
+    assert job.flush() == 1  # the valid one is sent
+    assert [r.request_id for m in jobs.added for r in m.requests] == ["same"]
     with pytest.raises(InvalidArgumentError):
         AjaxAiRequestItem(request_id="x", output_model=dict)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):

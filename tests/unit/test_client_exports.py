@@ -28,14 +28,14 @@ PUBLIC = {
     "rowforge.clients.batch": [
         "AddRequestResponse", "AjaxAiApiError", "AjaxAiAuthorizationError", "AjaxAiBatchJob",
         "AjaxAiClient", "AjaxAiJobNotFoundError", "AjaxAiRateLimitError", "AjaxAiRequestItem",
-        "AjaxAiServerError", "BatchJob", "BatchRequestEvent", "BatchRequestResult", "JobMetrics",
-        "JobPerformanceMetrics", "JobState", "RequestItem", "RequestRef", "RequestState",
+        "AjaxAiServerError", "InvalidBatchRequestsError", "BatchJob", "BatchRequestEvent",
+        "BatchRequestResult", "JobMetrics", "JobPerformanceMetrics", "JobState", "RequestItem", "RequestRef", "RequestState",
         "RequestSummary", "SubmitJobResponse", "TextResponse", "UsageStats", "create_batch_job",
         "get_batch_job",
     ],
     "rowforge.clients.batch.exceptions": [
         "AjaxAiApiError", "AjaxAiAuthorizationError", "AjaxAiJobNotFoundError",
-        "AjaxAiRateLimitError", "AjaxAiServerError",
+        "AjaxAiRateLimitError", "AjaxAiServerError", "InvalidBatchRequestsError",
     ],
     "rowforge.clients.batch.events": ["BatchRequestEvent"],
     "rowforge.clients.jobs": [
