@@ -16,7 +16,6 @@ ends once the queue is empty, on ``submit()`` / ``close()``, and at interpreter 
 from __future__ import annotations
 
 import atexit
-import json
 import threading
 import time
 import weakref
@@ -285,11 +284,12 @@ class _Reply:
 
 
 def _invalid_indexes(err: RowForgeError, count: int) -> list[int]:
+    """The requests a refusal names (``invalidRequestMask``: hex, bit i = request i)."""
     try:
-        indexes = json.loads(err.metadata.get("invalidRequestIndexes", "[]"))
+        mask = int(err.metadata.get("invalidRequestMask", "0"), 16)
     except ValueError:
         return []
-    return [i for i in indexes if isinstance(i, int) and 0 <= i < count]
+    return [i for i in range(count) if mask >> i & 1]
 
 
 def _merge(first: RowForgeError | None, second: RowForgeError) -> RowForgeError:

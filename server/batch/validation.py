@@ -84,9 +84,10 @@ def check_requests(requests: Sequence[RequestInput], spec: ModelSpec,
     """Validate one AddRequests batch (1 to 100 requests) for a job of model ``spec``.
 
     A batch is accepted or refused whole. A refusal lists every violation of every invalid
-    request (fields ``requests[i]...``), and its ErrorInfo metadata names the invalid requests:
-    ``invalidRequestIndexes`` and ``invalidRequestIds`` (JSON lists, in order), so a client can
-    send the valid ones again without them.
+    request (fields ``requests[i]...``; details are capped, see :mod:`status`), and its
+    ErrorInfo metadata names the invalid requests: ``invalidRequestMask`` (hex, bit ``i`` set
+    for ``requests[i]``: at most 25 digits, never clipped) and ``invalidRequestIds`` (a JSON
+    list, clipped like every echoed value), so a client can send the valid ones again.
 
     Raises:
         InvalidArgument: malformed requests, or a batch size out of range.
@@ -122,7 +123,8 @@ def raise_for_requests(v: Violations, requests: Sequence[RequestInput],
     if not v.items:
         return
     message = "; ".join(f"{item.field}: {item.description}" for item in v.items)
-    metadata = {"invalidRequestIndexes": json.dumps(list(invalid)),
+    mask = sum(1 << i for i in invalid)
+    metadata = {"invalidRequestMask": f"{mask:x}",
                 "invalidRequestIds": json.dumps([requests[i].request_id[:64] for i in invalid])}
     extra = {"reason": reason} if reason else {}
     raise InvalidArgument(message, field_violations=v.items, metadata=metadata, **extra)

@@ -153,3 +153,17 @@ def test_no_timer_keeps_the_interpreter_alive(server: ServerProcess) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"timers": ["rowforge-batch-flush"]}
     assert time.monotonic() - start < 30
+
+
+def test_many_refused_requests_in_one_batch_are_all_named(server: ServerProcess) -> None:
+    """More invalid requests than an error's details can list: the refusal's bitmask still
+    names every one (issue 11.7)."""
+    job = create_batch_job(address=server.address, model="rowforge/chat", max_batch_size=100)
+    bad = {f"bad {i}!" for i in range(0, 100, 2)}
+    for i in range(99):
+        job.add_request(item(f"bad {i}!" if i % 2 == 0 else f"ok{i}"))
+    with pytest.raises(InvalidBatchRequestsError) as err:
+        job.add_request(item("ok99"))
+    assert set(err.value.request_ids) == bad
+    assert total(server.address, job.job_id) == 50
+    job.close()

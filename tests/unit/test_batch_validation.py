@@ -125,3 +125,21 @@ def test_good_job_parameters_and_key_length() -> None:
     with pytest.raises(InvalidArgument) as exc:
         check_job_config(JobConfig(model="c"), CHAT, "k" * 201)
     assert fields(exc) == ["idempotency_key"]
+
+
+def test_a_refusal_names_every_invalid_request() -> None:
+    requests = [req(f"r{i}") for i in range(100)]
+    requests[3] = req("bad id")
+    requests[40] = req("r40", output_schema={"type": "nonsense"})
+    requests[99] = req("r99", ContentPart(image_uri="ftp://x"))
+    with pytest.raises(InvalidArgument) as exc:
+        check_requests(requests, CHAT)
+    assert int(exc.value.metadata["invalidRequestMask"], 16) == (1 << 3) | (1 << 40) | (1 << 99)
+    assert exc.value.metadata["invalidRequestIds"] == '["bad id", "r40", "r99"]'
+    assert fields(exc) == ["requests[3].request_id", "requests[40].output_schema",
+                           "requests[99].content_parts[0].image.uri"]
+    # schema errors alone keep their own reason
+    with pytest.raises(InvalidArgument) as exc:
+        check_requests([req("a"), req("b", output_schema={"type": 5})], CHAT)
+    assert exc.value.reason == "INVALID_OUTPUT_SCHEMA"
+    assert exc.value.metadata["invalidRequestMask"] == "2"
