@@ -141,10 +141,12 @@ async def test_requests_per_minute_are_held_to_the_model_limit(stub, fake) -> No
     final, found = await run_job(stub, md, [text_request(f"l{i}", f"{tag} {i}")
                                             for i in range(n)], model="fake/limited")
     check_complete(final, found, [f"l{i}" for i in range(n)])
+    # every provider call counts, retries included (on a loaded machine a call can outlive
+    # this server's 1 s request timeout and be retried: the retry waits for the limiter too)
     arrivals = sorted(at for times in calls_by_prompt(fake, tag).values() for at in times)
-    assert len(arrivals) == n
+    assert len(arrivals) >= n
     for i, first in enumerate(arrivals):
-        for j in range(i, n):
+        for j in range(i, len(arrivals)):
             window = arrivals[j] - first
             assert j - i + 1 <= 50 + 5 * window + 1e-6, (i, j, window)
     assert arrivals[-1] - arrivals[0] < 30  # held to the limit, not far below it
