@@ -4,7 +4,7 @@
   stores only the index, reading texts from the row table), kept in sync by three triggers in
   the same transaction as every insert/update/delete. When the set of str columns changes it is
   dropped and rebuilt (``'rebuild'``): a migration, O(rows), like SQLite's own DROP COLUMN.
-  Action and chat tables get it on their first search (:mod:`.fulltext_indexes` decides when
+  Tables get it on their first search (:mod:`.fulltext_indexes` decides when
   it exists).
 * PostgreSQL: one GIN expression index per str column on
   ``to_tsvector('simple', coalesce(col, ''))``, created and dropped with the column.

@@ -6,11 +6,12 @@ text is removed and indexed again when a generated cell lands (~50 µs per row; 
 the insert and the cell update together cost ~15 µs). A table nobody searches pays that for
 nothing, so:
 
-* knowledge tables, searched by design (hybrid search, RAG), get the index when created;
-* action and chat tables get it the first time something searches them (``ListRows`` with a
+* every table gets it the first time something searches its rows (``ListRows`` with a
   ``search_query``, :meth:`~.store.TableStore.fulltext_search`): built then from the stored
   rows in one write transaction (FTS5 ``'rebuild'``, like the rebuild a column change does)
-  and kept by the triggers from then on.
+  and kept by the triggers from then on. Knowledge tables too: their hybrid search and RAG
+  rank with their own BM25 index (:mod:`rowforge.server.knowledge.lexical_index`), so FTS5
+  serves only ListRows' ``search_query`` there.
 
 Results are the same either way; the first search of a large table pays for the build.
 
@@ -48,7 +49,7 @@ class FulltextIndexes:
 
     def lazy(self, schema: TableSchema) -> bool:
         """Whether the table's index waits for its first search."""
-        return self.db.is_sqlite and schema.table_type != "knowledge"
+        return self.db.is_sqlite
 
     async def exists(self, conn: AsyncConnection, schema: TableSchema) -> bool:
         """Whether the table has its index (always true for an eager one)."""
