@@ -13,31 +13,48 @@ Measured:
 
 * raw hnswlib: ``add_items`` rate (all cores) and ``knn_query`` p50, the baselines;
 * rowforge, in-process (SQLite, the server's own components): ingest of pre-embedded chunks in
-  batches of 1,000 through the table store (rows, FTS5, change feed), until every row is
-  acknowledged and searchable (exact delta) and until the HNSW index holds them all; hybrid
-  search p50/p99 (query embedding, vector + BM25 concurrently, RRF, row reads); recall@10 of
-  the vector side against exact search; the ANN glue's cost over a raw ``knn_query``; RRF;
+  batches of 1,000 through the table store (rows, change feed), until every row is
+  acknowledged, until it is searchable (exact vector delta, BM25 committed), and until the HNSW
+  index holds them all; hybrid search p50/p99 (query embedding, BM25 and vector sides, RRF, row
+  reads); each side alone; recall@10 of the vector side against exact search; exactness of the
+  BM25 side against a brute-force BM25 over the same tokens (``tests/support/bm25_oracle.py``);
+  BM25 on queries of common words only; the ANN glue's cost over a raw ``knn_query``; RRF;
+  memory (RSS growth) and on-disk size;
 * rowforge over gRPC: the same searches from a client in another process;
 * chromadb and lancedb (embedded, in this process; skipped with a message when not
   installed): ingest rate (lancedb: rows, HNSW and full-text index), vector p50 and recall,
-  chromadb's text filter (``$contains``, not ranked) and lancedb's hybrid search (RRF).
+  chromadb's text filter (``$contains``, not ranked) and lancedb's hybrid search (BM25 +
+  vector + RRF).
 
 The query embedding is a lookup of the query's precomputed vector for every system (the
 server's built-in embedder is patched in this process to return it), so latencies compare
 search work only; the built-in embedder's own cost per query is printed alongside.
 
-Run: ``.venv/bin/python bench/bench_knowledge.py [--n 50000] [--queries 300]``
-(chromadb and lancedb are benchmark-only: ``.venv/bin/pip install chromadb lancedb``).
+Scale mode (``--scale``): each size of ``--sizes`` (default 50,000, 200,000 and 1,000,000) runs
+in a fresh child process of this script (so one size's memory is gone before the next), peers
+up to ``--peer-max`` chunks (default 200,000), fewer queries at 1M (``--big-queries``); a
+summary table follows (markdown, as in the README).
+
+Run (peers installed in a venv of their own, never needed by the tests)::
+
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -e ".[server,bench]"
+    .venv-bench/bin/python bench/bench_knowledge.py [--n 50000] [--queries 300]
+    .venv-bench/bin/python bench/bench_knowledge.py --scale          # 50k, 200k, 1M
+
+(``.venv/bin/python`` runs it too, skipping the peers it cannot import.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -50,6 +67,8 @@ import numpy as np
 from _machine import print_machine
 from bench_ann import exact_topk, make_data, percentile
 from bench_rrf import dict_rrf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 
 os.environ.setdefault("LANCEDB_LOG", "error")  # lancedb logs a deprecation warning per query
 
@@ -175,14 +194,57 @@ def grpc_client(address: str, queries: list[str], rounds: int, out: Any) -> None
     out.close()
 
 
+def rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def stopword_queries(n: int, seed: int = 2) -> list[str]:
+    """Queries of 3 common words only (the BM25 side must still rank rows)."""
+    from rowforge.server.providers.text import STOPWORDS
+
+    rng = random.Random(seed)
+    common = sorted(STOPWORDS)[:60]
+    return [" ".join(rng.sample(common, 3)) for _ in range(n)]
+
+
+def bm25_exactness(index: Any, titles: list[str], texts: list[str], query_texts: list[str],
+                   row_of: dict[str, int]) -> tuple[float, float]:
+    """Share of queries whose BM25 top-10 is a correct top-10 (scores equal the brute-force
+    BM25's, order free only among equal scores), and share with identical id lists."""
+    from tests.support.bm25_oracle import BM25Oracle, same_ranking
+
+    lexical = index.lexical
+    vocabulary = {t for q in query_texts for t in lexical.terms(q)}
+    analyze = lexical.analyzer.analyze
+    oracle = BM25Oracle(((str(i), analyze(titles[i]) + analyze(texts[i]))
+                         for i in range(len(texts))), vocabulary)
+    exact = identical = 0
+    for q in query_texts:
+        terms = lexical.terms(q)
+        found = [(str(row_of[r]), s) for r, s in index.search_text(q, K)]
+        exact += same_ranking(found, oracle, terms, K)
+        identical += [d for d, _ in found] == [d for d, _ in oracle.top(terms, K)]
+    return exact / len(query_texts), identical / len(query_texts)
+
+
 async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np.ndarray,
                        titles: list[str], texts: list[str], query_texts: list[str],
                        truth: np.ndarray, raw: Any) -> dict[str, Any]:
     from rowforge.fastcore import rrf
     from rowforge.server.app import App, Server
     from rowforge.server.config import Settings
+    from rowforge.server.knowledge import row_reads
+    from rowforge.server.knowledge.search import _nearest, candidates
+    from rowforge.server.providers import embed
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
+    blobs = [v.astype("<f4").tobytes() for v in corpus]
+    rss_before = rss_bytes()
     app = App(Settings(data_dir=data_dir, port=0, log_level="WARNING"))
     server = Server(app)
     port = await server.start()
@@ -191,7 +253,6 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
         tables, knowledge = app.tables, app.knowledge  # type: ignore[attr-defined]
         schema = await tables.create_table("default", "knowledge", "bench", [])
         await knowledge.indexes.get(schema)  # open (empty): ingest goes through catch-up
-        blobs = [v.astype("<f4").tobytes() for v in corpus]
         n = len(corpus)
         start = time.perf_counter()
         for s in range(0, n, BATCH):
@@ -199,11 +260,13 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                 {"Title": titles[i], "Text": texts[i], "Text Embed": blobs[i],
                  "Title Embed": None} for i in range(s, min(n, s + BATCH))])
         acknowledged = time.perf_counter() - start
+        del blobs
         index = await knowledge.indexes.get(schema)
         await index.refresh(0.0)
         searchable = time.perf_counter() - start
         last = index.search(corpus[-1], 1)
         assert last and last[0][1] < 1e-4, "the last row is not searchable"
+        assert len(index.lexical) == n, "the BM25 index misses rows"
         await index.wait_built()
         built = time.perf_counter() - start
         out.update(acked=n / acknowledged, searchable=n / searchable, built=n / built,
@@ -222,14 +285,36 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                 lexical_empty += not any(h.lexical_rank for h in outcome.hits)
         out["p50"], out["p99"] = summary(times)
         out["lexical_empty"] = lexical_empty / len(times)
-        # The vector side alone (query embedding, graph search, row read): the work a
-        # vector-only peer query does (plus reading the rows).
+
+        # Each side alone. Lexical: the BM25 top-n (n as hybrid search asks) in this thread.
+        depth = candidates(K)
+        lexical_times = []
+        for _ in range(args.rounds):
+            for q in query_texts:
+                begin = time.perf_counter()
+                index.search_text(q, depth)
+                lexical_times.append(time.perf_counter() - begin)
+        out["lexical_p50"], out["lexical_p99"] = summary(lexical_times)
+        common_times = []
+        for q in stopword_queries(50):
+            begin = time.perf_counter()
+            found = index.search_text(q, depth)
+            common_times.append(time.perf_counter() - begin)
+            assert found, f"no BM25 hit for {q!r}"
+        out["common_p50"], out["common_p99"] = summary(common_times)
+        # Vector: query embedding, graph search and row read, as hybrid search does them:
+        # the work a vector-only peer query does (plus reading the rows).
         searcher = knowledge.searcher
+        spec = searcher.embedding_model(schema)
         read = [schema.column(c) for c in ("Title", "Text", "File ID", "Page")]
+        reader = searcher.reader
         vector_times = []
         for q in query_texts:
             begin = time.perf_counter()
-            await searcher._vector_side(schema, q, K, "", read)
+            v = (await embed(spec, [q], is_query=True)).vectors[0]
+            unit = (v / np.linalg.norm(v)).astype(np.float32)
+            await asyncio.to_thread(lambda u=unit: reader.in_thread(
+                row_reads.read_rows, schema, _nearest(index, u, K, None), read))
             vector_times.append(time.perf_counter() - begin)
         out["vector_p50"], out["vector_p99"] = summary(vector_times)
         row_of = {}
@@ -238,6 +323,8 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                 row_of[row.id] = len(row_of)
         found = [[row_of[r] for r, _ in index.search(q, K)] for q in queries]
         out["recall"] = recall(found, truth)
+        out["bm25_exact"], out["bm25_identical"] = await asyncio.to_thread(
+            bm25_exactness, index, titles, texts, query_texts, row_of)
 
         # ANN glue: our whole vector side (both columns, delta, merge) vs raw knn_query.
         ours_t, raw_t = [], []
@@ -269,6 +356,11 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
         grpc_times = await asyncio.to_thread(receive.recv)
         await asyncio.to_thread(child.join)
         out["grpc_p50"], out["grpc_p99"] = summary(grpc_times)
+        out["rss"] = rss_bytes() - rss_before
+        await index.save()
+        out["disk"] = disk_bytes(data_dir)
+        out["disk_lexical"] = disk_bytes(index.lexical.directory)
+        out["disk_graphs"] = sum(p.stat().st_size for p in index.directory.glob("*.hnsw"))
     finally:
         await server.stop(0)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -377,42 +469,18 @@ def run_lancedb(corpus: np.ndarray, queries: np.ndarray, titles: list[str], text
 
 # -- main -----------------------------------------------------------------------------------
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=50_000, help="chunks")
-    parser.add_argument("--queries", type=int, default=300, help="distinct queries")
-    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the queries")
-    parser.add_argument("--no-peers", action="store_true", help="skip chromadb and lancedb")
-    args = parser.parse_args()
-    warnings.simplefilter("ignore", DeprecationWarning)
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
 
-    print_machine("numpy", "hnswlib", "chromadb", "lancedb")
-    began = time.perf_counter()
-    corpus, queries = make_data(args.n, args.queries)
-    titles, texts = make_texts(args.n)
-    query_texts = make_queries(texts, args.queries)
-    truth = exact_topk(corpus, queries, K)
-    original = install_query_vectors(dict(zip(query_texts, queries, strict=True)))
-    embed_us = _per_call(lambda: original(query_texts[:1])) * 1e6
-    print(f"data: {args.n:,} chunks (~{sum(map(len, texts)) // args.n} chars), {DIM}-d "
-          f"low-rank vectors, {args.queries} queries x {args.rounds} rounds, k={K}")
-    print(f"index parameters (every system): cosine, M={M}, ef_construction={EF_CONSTRUCTION}, "
-          f"ef={EF}\n")
 
-    raw = run_raw(corpus, queries, truth)
-    ours = asyncio.run(run_rowforge(args, corpus, queries, titles, texts, query_texts, truth,
-                                    raw["index"]))
-    chroma = lance = None
-    if not args.no_peers:
-        chroma = run_chroma(corpus, queries, titles, texts, query_texts, truth)
-        lance = run_lancedb(corpus, queries, titles, texts, query_texts, truth)
-
+def report(args: argparse.Namespace, raw: dict[str, Any], ours: dict[str, Any],
+           chroma: dict[str, Any] | None, lance: dict[str, Any] | None, embed_us: float) -> None:
     print(f"{'ingest (pre-embedded chunks)':44s} {'docs/s':>9}")
     print(f"{'raw hnswlib add_items (vectors only)':44s} {raw['ingest']:>9,.0f}")
-    print(f"{'rowforge: acknowledged (rows, FTS, feed)':44s} {ours['acked']:>9,.0f}")
-    print(f"{'rowforge: searchable (+ exact delta)':44s} {ours['searchable']:>9,.0f}")
+    print(f"{'rowforge: acknowledged (rows, feed)':44s} {ours['acked']:>9,.0f}")
+    print(f"{'rowforge: searchable (+ exact delta, BM25)':44s} {ours['searchable']:>9,.0f}")
     print(f"{'rowforge: fully indexed (+ HNSW)':44s} {ours['built']:>9,.0f}  "
-          f"({ours['built'] / raw['ingest']:.2f}x raw add_items; target >= 0.7x)")
+          f"({ours['built'] / raw['ingest']:.2f}x raw add_items; target >= 0.6x at 1M)")
     if chroma:
         print(f"{'chromadb add':44s} {chroma['ingest']:>9,.0f}")
     if lance:
@@ -428,6 +496,10 @@ def main() -> None:
           f"{ours['grpc_p99']:>9.2f}")
     print(f"{'rowforge vector side only (+ row read)':44s} {ours['vector_p50']:>9.2f} "
           f"{ours['vector_p99']:>9.2f}")
+    print(f"{'rowforge BM25 side only (top 20)':44s} {ours['lexical_p50']:>9.2f} "
+          f"{ours['lexical_p99']:>9.2f}")
+    print(f"{'rowforge BM25, 3 common words only':44s} {ours['common_p50']:>9.2f} "
+          f"{ours['common_p99']:>9.2f}")
     if chroma:
         print(f"{'chromadb vector':44s} {chroma['p50']:>9.2f} {chroma['p99']:>9.2f} "
               f"{chroma['recall']:>10.3f}")
@@ -437,9 +509,14 @@ def main() -> None:
               f"{lance['recall']:>10.3f}")
         print(f"{'lancedb hybrid (RRF)':44s} {lance['hybrid_p50']:>9.2f} "
               f"{lance['hybrid_p99']:>9.2f}")
-    print(f"\n(recall: rowforge's vector side against exact search; {ours['lexical_empty']:.0%} "
-          "of the queries kept no BM25 word after dropping stopwords and words too common to "
-          f"rank; the built-in embedder would add {embed_us:.0f} us per query)")
+    print(f"\nBM25 side vs brute-force BM25 over the same tokens: {ours['bm25_exact']:.1%} of "
+          f"the queries exact (top-10 scores equal), {ours['bm25_identical']:.1%} with identical "
+          "id lists (the rest differ in the order of equal scores); "
+          f"{ours['lexical_empty']:.0%} of the searches had no BM25 hit")
+    print(f"memory: rowforge grew the process by {mib(ours['rss'])}; on disk {mib(ours['disk'])} "
+          f"(graphs {mib(ours['disk_graphs'])}, BM25 index {mib(ours['disk_lexical'])}, the "
+          "rest SQLite)")
+    print(f"(the built-in embedder would add {embed_us:.0f} us per query)")
     print(f"ANN glue over raw knn_query (p50): {ours['glue']:+.1%} (target <= +10%)")
     print(f"compiled RRF vs dict-based Python RRF: {ours['rrf'][0]:.0f}x (2 x 20 ids), "
           f"{ours['rrf'][1]:.0f}x (2 x 100 ids) (target >= 20x)")
@@ -454,7 +531,122 @@ def main() -> None:
               f"{'text-filtered vector' if name == 'chromadb' else 'hybrid'} "
               f"{ours['p50'] / peer[hybrid_key]:4.2f}x (our hybrid vs its vector-only "
               f"{ours['p50'] / peer['p50']:4.2f}x)")
-    print(f"\ntotal run time {time.perf_counter() - began:.0f} s")
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    began = time.perf_counter()
+    corpus, queries = make_data(args.n, args.queries)
+    titles, texts = make_texts(args.n)
+    query_texts = make_queries(texts, args.queries)
+    truth = exact_topk(corpus, queries, K)
+    original = install_query_vectors(dict(zip(query_texts, queries, strict=True)))
+    embed_us = _per_call(lambda: original(query_texts[:1])) * 1e6
+    print(f"data: {args.n:,} chunks (~{sum(map(len, texts)) // args.n} chars), {DIM}-d "
+          f"low-rank vectors, {args.queries} queries x {args.rounds} rounds, k={K}")
+    print(f"index parameters (every system): cosine, M={M}, ef_construction={EF_CONSTRUCTION}, "
+          f"ef={EF}\n", flush=True)
+
+    raw = run_raw(corpus, queries, truth)
+    ours = asyncio.run(run_rowforge(args, corpus, queries, titles, texts, query_texts, truth,
+                                    raw["index"]))
+    raw.pop("index")
+    chroma = lance = None
+    if not args.no_peers:
+        chroma = run_chroma(corpus, queries, titles, texts, query_texts, truth)
+        lance = run_lancedb(corpus, queries, titles, texts, query_texts, truth)
+    report(args, raw, ours, chroma, lance, embed_us)
+    seconds = time.perf_counter() - began
+    print(f"\ntotal run time {seconds:.0f} s, load average now "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    return {"n": args.n, "queries": args.queries, "rounds": args.rounds, "seconds": seconds,
+            "raw": {"ingest": raw["ingest"], **{str(ef): raw[ef] for ef in (EF_REFERENCE, EF)}},
+            "rowforge": ours, "chromadb": chroma, "lancedb": lance}
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    results = []
+    for n in args.sizes:
+        big = n >= 1_000_000
+        cmd = [sys.executable, __file__, "--n", str(n),
+               "--queries", str(args.big_queries if big else args.queries),
+               "--rounds", str(1 if big else args.rounds)]
+        if n > args.peer_max or args.no_peers:
+            cmd.append("--no-peers")
+        with tempfile.NamedTemporaryFile(suffix=".json") as result:
+            print(f"\n===== {n:,} chunks: {' '.join(cmd[1:])}", flush=True)
+            subprocess.run([*cmd, "--json", result.name], check=True)
+            results.append(json.loads(Path(result.name).read_text()))
+    print("\n===== summary (markdown)\n")
+    sizes = [f"{r['n']:,}" for r in results]
+    print("| chunks | " + " | ".join(sizes) + " |")
+    print("|---|" + "---:|" * len(results))
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        cells = []
+        for r in results:
+            try:
+                cells.append(cell(r))
+            except (KeyError, TypeError):
+                cells.append("")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("queries x rounds", lambda r: f"{r['queries']} x {r['rounds']}")
+    row("raw hnswlib add_items, docs/s", lambda r: f"{r['raw']['ingest']:,.0f}")
+    row("rowforge acknowledged, docs/s", lambda r: f"{r['rowforge']['acked']:,.0f}")
+    row("rowforge searchable (delta + BM25), docs/s",
+        lambda r: f"{r['rowforge']['searchable']:,.0f}")
+    row("rowforge fully indexed, docs/s (x raw)",
+        lambda r: f"{r['rowforge']['built']:,.0f} ({r['rowforge']['built'] / r['raw']['ingest']:.2f}x)")
+    row("chromadb add, docs/s", lambda r: f"{r['chromadb']['ingest']:,.0f}")
+    row("lancedb add + indexes, docs/s", lambda r: f"{r['lancedb']['ingest']:,.0f}")
+    row("**rowforge hybrid p50 / p99, in-process, ms**",
+        lambda r: f"**{r['rowforge']['p50']:.2f}** / {r['rowforge']['p99']:.2f}")
+    row("**rowforge hybrid p50 / p99, gRPC, ms**",
+        lambda r: f"**{r['rowforge']['grpc_p50']:.2f}** / {r['rowforge']['grpc_p99']:.2f}")
+    row("rowforge BM25 side p50 / p99, ms",
+        lambda r: f"{r['rowforge']['lexical_p50']:.2f} / {r['rowforge']['lexical_p99']:.2f}")
+    row("rowforge BM25, common words only, p50, ms",
+        lambda r: f"{r['rowforge']['common_p50']:.2f}")
+    row("rowforge vector side (+ row read) p50, ms",
+        lambda r: f"{r['rowforge']['vector_p50']:.2f}")
+    row("raw hnswlib knn_query p50 (ef=128), ms", lambda r: f"{r['raw']['128']['p50']:.2f}")
+    row("lancedb hybrid p50, ms", lambda r: f"{r['lancedb']['hybrid_p50']:.2f}")
+    row("lancedb vector p50, ms", lambda r: f"{r['lancedb']['p50']:.2f}")
+    row("chromadb vector p50 ($contains filter), ms",
+        lambda r: f"{r['chromadb']['p50']:.2f} ({r['chromadb']['text_p50']:.1f})")
+    row("vector recall@10 (rowforge)", lambda r: f"{r['rowforge']['recall']:.3f}")
+    row("BM25 exact vs brute force (identical lists)",
+        lambda r: f"{r['rowforge']['bm25_exact']:.0%} ({r['rowforge']['bm25_identical']:.0%})")
+    row("rowforge RSS growth", lambda r: mib(r["rowforge"]["rss"]))
+    row("on disk (graphs, BM25)", lambda r: f"{mib(r['rowforge']['disk'])} "
+        f"({mib(r['rowforge']['disk_graphs'])}, {mib(r['rowforge']['disk_lexical'])})")
+    row("run time", lambda r: f"{r['seconds'] / 60:.1f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000, help="chunks")
+    parser.add_argument("--queries", type=int, default=300, help="distinct queries")
+    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the queries")
+    parser.add_argument("--no-peers", action="store_true", help="skip chromadb and lancedb")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--scale", action="store_true", help="run every size of --sizes")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[50_000, 200_000, 1_000_000], help="scale mode: chunks")
+    parser.add_argument("--peer-max", type=int, default=200_000,
+                        help="scale mode: largest size the peers run at")
+    parser.add_argument("--big-queries", type=int, default=100,
+                        help="scale mode: queries at 1M chunks and more (1 round)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    print_machine("numpy", "hnswlib", "tantivy", "chromadb", "lancedb")
+    if args.scale:
+        run_scale(args)
+        return
+    result = run_one(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
