@@ -235,6 +235,7 @@ def table_py(table: tpb.Table) -> t.TableMetaResponse:
         created_at=datetime_of(table.create_time, table.HasField("create_time")),
         updated_at=datetime_of(table.update_time, table.HasField("update_time")),
         embedding_model=table.embedding_model,
+        text_analyzer=table.text_analyzer,
         dangling_references=[t.DanglingReference(column_id=d.column_id, table_id=d.table_id)
                              for d in table.dangling_references])
 

@@ -112,7 +112,8 @@ class TableClient:
             schema = model.model_validate(schema)
         request = tpb.CreateTableRequest(
             table_type=kind, table_id=schema.id, cols=[c.column_pb(col) for col in schema.cols],
-            embedding_model=getattr(schema, "embedding_model", "") or "")
+            embedding_model=getattr(schema, "embedding_model", "") or "",
+            text_analyzer=getattr(schema, "text_analyzer", "") or "")
         return self._t.run(self._call(Unary(TABLE, "CreateTable", request), self._table_of))
 
     def get_table(self, table_type: TableTypeLike, table_id: str) -> t.TableMetaResponse:

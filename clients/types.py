@@ -219,6 +219,9 @@ class KnowledgeTableSchemaCreate(TableSchemaCreate):
     """A knowledge table: Title, Text, File ID, Page and embeddings are added by the server."""
 
     embedding_model: str = ""
+    #: Text analyzer of the table's BM25 index ("" = "en_stem"; "simple", "<lang>_stem",
+    #: "ngram").
+    text_analyzer: str = ""
 
 
 class ChatTableSchemaCreate(TableSchemaCreate):
@@ -242,6 +245,8 @@ class TableMetaResponse(_Response):
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     embedding_model: str = ""
+    #: Text analyzer of a knowledge table's BM25 index.
+    text_analyzer: str = ""
     #: RAG columns whose knowledge table no longer exists (their cells fail until it does).
     dangling_references: list[DanglingReference] = Field(default_factory=list)
 

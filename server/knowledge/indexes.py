@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.changes import ChangeFeed
+from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.knowledge.vector_index import Result
@@ -157,7 +158,7 @@ class KnowledgeIndexes:
         if old is not None:
             await old.close(save=False)
         index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
-                           self.reader)
+                           self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER)
         try:
             await index.open()
         except BaseException as exc:

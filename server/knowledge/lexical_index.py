@@ -51,6 +51,7 @@ from typing import Any
 import tantivy
 
 from rowforge.server.errors import InvalidArgument
+from rowforge.server.tables.model import DEFAULT_TEXT_ANALYZER, TEXT_ANALYZERS
 
 log = logging.getLogger("rowforge.knowledge")
 
@@ -80,18 +81,19 @@ _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 WORDS = rf"[{_CJK}]|[[\p{{L}}\p{{N}}\p{{M}}_]--[{_CJK}]]+"
 #: Longer tokens are dropped (tantivy's default tokenizer does the same).
 MAX_TOKEN_BYTES = 40
-#: Stemmer languages tantivy ships (Snowball), by the analyzer name's prefix.
+#: Stemmer languages tantivy ships (Snowball), by the analyzer name's prefix (the table
+#: model lists the analyzers: :data:`~rowforge.server.tables.model.TEXT_ANALYZERS`).
 STEMMERS = {
     "ar": "arabic", "da": "danish", "nl": "dutch", "en": "english", "fi": "finnish",
     "fr": "french", "de": "german", "el": "greek", "hu": "hungarian", "it": "italian",
     "no": "norwegian", "pt": "portuguese", "ro": "romanian", "ru": "russian", "es": "spanish",
     "sv": "swedish", "ta": "tamil", "tr": "turkish",
 }
-DEFAULT_ANALYZER = "en_stem"
+DEFAULT_ANALYZER = DEFAULT_TEXT_ANALYZER
 #: ``simple``: words lowercased, no stemming; ``<lang>_stem``: plus that language's stemmer;
 #: ``ngram``: lowercased character 1- and 2-grams of the whole text (any script, no word
-#: boundaries needed; a larger index).
-ANALYZERS = ("simple", "ngram", *(f"{code}_stem" for code in STEMMERS))
+#: boundaries needed; CJK words ranked by their character pairs; a larger index).
+ANALYZERS = TEXT_ANALYZERS
 
 
 def check_analyzer(name: str, field: str = "text_analyzer") -> str:

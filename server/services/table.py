@@ -87,7 +87,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         positions = {c.id: i for i, c in enumerate(columns)}
         schema = await self.store.create_table(
             current_project(), kind, request.table_id, columns,
-            embedding_model=request.embedding_model,
+            embedding_model=request.embedding_model, text_analyzer=request.text_analyzer,
             field_for=lambda cid: f"cols[{positions[cid]}]" if cid in positions
             else f"cols[{cid}]")
         return pb.CreateTableResponse(table=schema_to_pb(schema, 0))

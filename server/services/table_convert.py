@@ -214,6 +214,7 @@ def schema_to_pb(schema: TableSchema, num_rows: int | None = None,
     """A ``Table`` message; ``cols`` starts with the system columns ID and Updated at."""
     out = pb.Table(id=schema.id, table_type=table_type_to_pb(schema.table_type),
                    embedding_model=schema.embedding_model, num_rows=num_rows or 0,
+                   text_analyzer=schema.text_analyzer,
                    dangling_references=[pb.DanglingReference(column_id=d.column_id,
                                                              table_id=d.table_id)
                                         for d in dangling])

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -57,6 +58,7 @@ class Database:
 
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7391001)"))
             await conn.run_sync(metadata.create_all)
+            await conn.run_sync(add_missing_columns)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -81,6 +83,26 @@ class Database:
     def null_pool(url: str) -> AsyncEngine:
         """An engine without pooling (for short-lived tools)."""
         return create_async_engine(url, poolclass=NullPool)
+
+
+def add_missing_columns(conn: Any) -> None:
+    """Add the columns a newer version declared to system tables an older one created
+    (``create_all`` only creates missing tables). Such a column must have a server default
+    (or be nullable), so existing rows stay valid."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"cannot add {table.name}.{column.name} to an existing "
+                                   "database: it needs a server default")
+            spec = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN {spec}')
 
 
 def import_table_modules() -> None:

@@ -31,6 +31,9 @@ user_tables = Table(
     #: Ordered columns: [{"id", "dtype", "gen_config", "system", "storage_name"}, ...].
     Column("columns", JSON, nullable=False),
     Column("embedding_model", String(200), nullable=False, default=""),
+    #: Text analyzer of a knowledge table's BM25 index (added later: "" on older rows means
+    #: the default).
+    Column("text_analyzer", String(40), nullable=False, default="", server_default=""),
     #: Bumped on every schema change.
     Column("version", Integer, nullable=False, default=1),
     #: Next free n for a column's SQL name c_<n> (never reused, so a dropped column's name

@@ -29,6 +29,14 @@ RESERVED_COLUMNS = frozenset({ID_COLUMN, UPDATED_AT_COLUMN})
 # Fixed columns of knowledge tables.
 KT_TITLE, KT_TEXT, KT_FILE_ID, KT_PAGE = "Title", "Text", "File ID", "Page"
 KT_TITLE_EMBED, KT_TEXT_EMBED = "Title Embed", "Text Embed"
+#: Languages with a stemmer for a knowledge table's BM25 index (``<code>_stem``).
+STEM_LANGUAGES = ("ar", "da", "de", "el", "en", "es", "fi", "fr", "hu", "it", "nl", "no", "pt",
+                  "ro", "ru", "sv", "ta", "tr")
+#: Text analyzers of a knowledge table's BM25 index (see ``knowledge/lexical_index.py``):
+#: ``simple`` (Unicode words lowercased, CJK characters), ``<lang>_stem`` (plus a stemmer),
+#: ``ngram`` (character 1- and 2-grams).
+TEXT_ANALYZERS = ("simple", "ngram", *(f"{code}_stem" for code in STEM_LANGUAGES))
+DEFAULT_TEXT_ANALYZER = "en_stem"
 # Fixed columns of chat tables.
 CHAT_USER, CHAT_AI = "User", "AI"
 
@@ -111,6 +119,9 @@ class TableSchema:
     version: int = 1
     #: Internal id naming the SQL table of the rows (set by the store; survives renames).
     storage_id: str = field(default="", compare=False)
+    #: Text analyzer of a knowledge table's BM25 index (:data:`TEXT_ANALYZERS`; "" for
+    #: other tables).
+    text_analyzer: str = ""
 
     def column(self, column_id: str) -> ColumnSchema | None:
         for col in self.columns:

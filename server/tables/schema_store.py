@@ -40,6 +40,8 @@ from rowforge.server.tables import fulltext, layout, page_tokens
 from rowforge.server.tables.codec import column_from_json, column_to_json
 from rowforge.server.tables.fulltext_indexes import FulltextIndexes
 from rowforge.server.tables.model import (
+    DEFAULT_TEXT_ANALYZER,
+    TEXT_ANALYZERS,
     ColumnSchema,
     DanglingReference,
     EmbedGenConfig,
@@ -81,7 +83,9 @@ def schema_from_row(row: Any) -> TableSchema:
         project_id=row.project_id, table_type=row.table_type, id=row.table_id,
         columns=tuple(column_from_json(c) for c in row.columns),
         embedding_model=row.embedding_model, create_time=_aware(row.create_time),
-        update_time=_aware(row.update_time), version=row.version, storage_id=row.storage_id)
+        update_time=_aware(row.update_time), version=row.version, storage_id=row.storage_id,
+        text_analyzer=(row.text_analyzer or DEFAULT_TEXT_ANALYZER)
+        if row.table_type == "knowledge" else "")
 
 
 @dataclass
@@ -295,6 +299,7 @@ class SchemaStore:
 
     async def create_table(self, project_id: str, table_type: str, table_id: str,
                            columns: Sequence[ColumnSchema], *, embedding_model: str = "",
+                           text_analyzer: str = "",
                            field_for: Callable[[str], str] | None = None) -> TableSchema:
         """Create a table (knowledge tables get their fixed columns first).
 
@@ -315,14 +320,22 @@ class SchemaStore:
                     raise InvalidArgument.field(
                         f"cols[{i}].id", f"{col.id!r} is a fixed column of knowledge tables "
                                          "(created automatically)")
+            text_analyzer = text_analyzer or DEFAULT_TEXT_ANALYZER
+            if text_analyzer not in TEXT_ANALYZERS:
+                raise InvalidArgument.field(
+                    "text_analyzer", f"unknown text analyzer {text_analyzer!r}; one of "
+                                     f"{', '.join(TEXT_ANALYZERS)}", reason="UNKNOWN_ANALYZER")
         elif embedding_model:
             raise InvalidArgument.field("embedding_model", "only knowledge tables have one")
+        elif text_analyzer:
+            raise InvalidArgument.field("text_analyzer", "only knowledge tables have one")
         all_cols = [dataclasses.replace(c, storage_name=f"c_{n}")
                     for n, c in enumerate([*fixed, *user_cols], start=1)]
         now = _now()
         schema = TableSchema(project_id=project_id, table_type=table_type,  # type: ignore[arg-type]
                              id=table_id, columns=tuple(all_cols),
-                             embedding_model=embedding_model, create_time=now, update_time=now,
+                             embedding_model=embedding_model, text_analyzer=text_analyzer,
+                             create_time=now, update_time=now,
                              version=1, storage_id=layout.new_storage_id())
         async with self._change() as conn:
             await self._validate(conn, schema, field_for)
@@ -341,7 +354,8 @@ class SchemaStore:
                     storage_id=schema.storage_id, project_id=schema.project_id,
                     table_type=schema.table_type, table_id=schema.id,
                     columns=[column_to_json(c) for c in schema.columns],
-                    embedding_model=schema.embedding_model, version=schema.version,
+                    embedding_model=schema.embedding_model,
+                    text_analyzer=schema.text_analyzer, version=schema.version,
                     next_column=next_column, create_time=schema.create_time,
                     update_time=schema.update_time))
         except sa.exc.IntegrityError:  # a concurrent create won the race (PostgreSQL)

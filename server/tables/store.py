@@ -98,14 +98,16 @@ class TableStore:
 
     async def create_table(self, project_id: str, table_type: str, table_id: str,
                            columns: Sequence[ColumnSchema], *, embedding_model: str = "",
+                           text_analyzer: str = "",
                            field_for: Callable[[str], str] | None = None) -> TableSchema:
-        """Create a table; knowledge tables get their fixed columns.
+        """Create a table; knowledge tables get their fixed columns (and a text analyzer).
 
         Raises:
             InvalidArgument, NotFound (unknown model / knowledge table), AlreadyExists.
         """
         return await self.schemas.create_table(project_id, table_type, table_id, columns,
                                                embedding_model=embedding_model,
+                                               text_analyzer=text_analyzer,
                                                field_for=field_for)
 
     async def list_tables(self, project_id: str, table_type: str, *, offset: int = 0,

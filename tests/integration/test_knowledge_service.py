@@ -422,3 +422,37 @@ async def test_search_of_a_missing_or_wrong_type_table(client: Client) -> None:
     other = Client.__new__(Client)
     other.__dict__.update(client.__dict__, md=(("x-project-id", "someone-else"),))
     await fails(other.search("x", table_id="mine"), grpc.StatusCode.NOT_FOUND)
+
+
+# -- the BM25 index's text analyzer, per table -----------------------------------------------
+
+async def test_text_analyzer_per_table(client: Client) -> None:
+    default = await client.create("kb")
+    assert default.text_analyzer == "en_stem"
+    simple = (await client.tables.CreateTable(tpb.CreateTableRequest(
+        table_type=KNOWLEDGE, table_id="kb_simple", text_analyzer="simple"),
+        metadata=client.md)).table
+    assert simple.text_analyzer == "simple"
+    got = await client.tables.GetTable(tpb.GetTableRequest(
+        table_type=KNOWLEDGE, table_id="kb_simple"), metadata=client.md)
+    assert got.table.text_analyzer == "simple"
+    rows = [{"Title": "Shoes", "Text": "running shoes for trails"},
+            {"Title": "Capital", "Text": "東京は日本の首都です"}]
+    await client.add(rows, "kb")
+    await client.add(rows, "kb_simple")
+
+    def lexical(reply: kpb.HybridSearchResponse) -> list[str]:
+        hits = sorted((r for r in reply.items if r.lexical_rank), key=lambda r: r.lexical_rank)
+        return [r.row.cells["Title"].value.string_value for r in hits]
+
+    assert lexical(await client.search("runs", "kb")) == ["Shoes"]  # stemmed
+    assert lexical(await client.search("runs", "kb_simple")) == []  # not stemmed
+    assert lexical(await client.search("首都", "kb")) == ["Capital"]
+    assert lexical(await client.search("首都", "kb_simple")) == ["Capital"]
+    # Refused: an unknown analyzer, an analyzer for a table without a BM25 index.
+    for table_type, analyzer in ((KNOWLEDGE, "klingon_stem"), (ACTION, "simple")):
+        reason, _, fields = await fails(client.tables.CreateTable(tpb.CreateTableRequest(
+            table_type=table_type, table_id="bad", text_analyzer=analyzer,
+            cols=[tpb.Column(id="x")] if table_type == ACTION else []), metadata=client.md),
+            grpc.StatusCode.INVALID_ARGUMENT)
+        assert set(fields) == {"text_analyzer"} and reason

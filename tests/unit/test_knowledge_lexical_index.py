@@ -410,3 +410,33 @@ async def test_hybrid_search_keeps_common_words_and_finds_cjk(
     assert lexical and lexical[0].row.id == rows[1].id
     cjk = await searcher.search(schema, "日本の首都", k=3)
     assert any(h.row.id == rows[0].id and h.lexical_rank == 1 for h in cjk.hits)
+
+
+def test_every_listed_analyzer_builds_and_stems_in_its_language() -> None:
+    from rowforge.server.tables.model import STEM_LANGUAGES
+
+    assert set(lexical_index.STEMMERS) == set(STEM_LANGUAGES)
+    for name in ANALYZERS:  # lowercased (and stemmed: Hungarian cuts "word" to "wor")
+        assert build_analyzer(name).analyze("WORD") in (
+            ["word"], ["wor"], ["w", "wo", "o", "or", "r", "rd", "d"]), name
+
+
+async def test_a_database_of_an_older_version_gets_the_analyzer_column(
+        store: TableStore) -> None:
+    import sqlalchemy as sa
+
+    await store.create_table(P, "knowledge", "kb", [])
+    async with store.db.write() as conn:  # as an older version created it
+        await conn.execute(sa.text("ALTER TABLE rf_user_tables DROP COLUMN text_analyzer"))
+    await store.db.create_schema()
+    await store.db.create_schema()  # idempotent
+    fresh = TableStore(store.db, models=ModelRegistry.from_config([]))
+    try:
+        assert (await fresh.get_table(P, "knowledge", "kb")).text_analyzer == "en_stem"
+        made = await fresh.create_table(P, "knowledge", "kb2", [], text_analyzer="fr_stem")
+        assert made.text_analyzer == "fr_stem"
+        assert (await fresh.get_table(P, "knowledge", "kb2")).text_analyzer == "fr_stem"
+        action = await fresh.create_table(P, "action", "a", [])
+        assert action.text_analyzer == ""
+    finally:
+        await fresh.close()

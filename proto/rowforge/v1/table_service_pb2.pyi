@@ -128,6 +128,7 @@ class Table(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     DANGLING_REFERENCES_FIELD_NUMBER: _builtins.int
+    TEXT_ANALYZER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Table id."""
     table_type: _common_pb2.TableType.ValueType
@@ -136,6 +137,8 @@ class Table(_message.Message):
     """Number of rows (set when asked for with count_rows, and by GetTable)."""
     embedding_model: _builtins.str
     """Embedding model of a knowledge table."""
+    text_analyzer: _builtins.str
+    """Text analyzer of a knowledge table's BM25 index (see CreateTableRequest.text_analyzer)."""
     @_builtins.property
     def cols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Column]:
         """Columns in order, including the system columns "ID" and "Updated at"."""
@@ -163,10 +166,11 @@ class Table(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         embedding_model: _builtins.str = ...,
         dangling_references: _abc.Iterable[Global___DanglingReference] | None = ...,
+        text_analyzer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "create_time", b"create_time", "dangling_references", b"dangling_references", "embedding_model", b"embedding_model", "id", b"id", "num_rows", b"num_rows", "table_type", b"table_type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "create_time", b"create_time", "dangling_references", b"dangling_references", "embedding_model", b"embedding_model", "id", b"id", "num_rows", b"num_rows", "table_type", b"table_type", "text_analyzer", b"text_analyzer", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -631,6 +635,7 @@ class CreateTableRequest(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     COLS_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    TEXT_ANALYZER_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -639,6 +644,12 @@ class CreateTableRequest(_message.Message):
     """
     embedding_model: _builtins.str
     """Embedding model of a knowledge table (default: the built-in embedder)."""
+    text_analyzer: _builtins.str
+    """Text analyzer of a knowledge table's BM25 index (hybrid search), default "en_stem":
+    "simple" (Unicode words lowercased; each CJK character a word), "<lang>_stem" (the same
+    plus a stemmer; lang one of ar da de el en es fi fr hu it nl no pt ro ru sv ta tr) or
+    "ngram" (character 1- and 2-grams of the whole text: CJK words ranked by character pairs).
+    """
     @_builtins.property
     def cols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Column]:
         """Columns, in order."""
@@ -650,10 +661,11 @@ class CreateTableRequest(_message.Message):
         table_id: _builtins.str = ...,
         cols: _abc.Iterable[Global___Column] | None = ...,
         embedding_model: _builtins.str = ...,
+        text_analyzer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "embedding_model", b"embedding_model", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "embedding_model", b"embedding_model", "table_id", b"table_id", "table_type", b"table_type", "text_analyzer", b"text_analyzer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
