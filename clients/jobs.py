@@ -98,6 +98,8 @@ class JobMetrics(_Response):
     cost_usd: float = 0.0
     duration_seconds: float = 0.0
     throughput_rps: float = 0.0
+    #: Calls sent to the provider (retries and resends after a server crash included).
+    provider_calls: int = 0
 
 
 class Job(_Response):

@@ -62,6 +62,8 @@ class JobMetrics:
     output_tokens: int = 0
     cost_usd: float = 0.0
     duration_seconds: float = 0.0
+    #: Calls sent to the provider (attempts and resends after a crash included).
+    provider_calls: int = 0
 
     @property
     def processed(self) -> int:

@@ -39,6 +39,7 @@ from rowforge.server.errors import (
     Violations,
 )
 from rowforge.server.storage.batch_tables import (
+    batch_call_counts,
     batch_events,
     batch_file_refs,
     batch_jobs,
@@ -51,6 +52,7 @@ from rowforge.server.storage.db import Database
 MAX_LIST_LIMIT = 100
 DAY_S = 86_400.0
 
+C = batch_call_counts.c
 J = batch_jobs.c
 R = batch_requests.c
 P = batch_payloads.c
@@ -78,6 +80,13 @@ def config_hash(config: JobConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def job_select() -> Any:
+    """SELECT of a job's row plus its provider call count (``provider_calls``)."""
+    calls = sa.select(sa.func.coalesce(sa.func.max(C.calls), 0)).where(
+        C.job_id == J.id).scalar_subquery()
+    return sa.select(batch_jobs, calls.label("provider_calls"))
+
+
 def job_from_row(row: Any, now: float | None = None) -> Job:
     start, end = row.start_time, row.end_time
     duration = ((end if end is not None else (now or time.time())) - start) if start else 0.0
@@ -85,7 +94,8 @@ def job_from_row(row: Any, now: float | None = None) -> Job:
         total_requests=int(row.total_requests), succeeded=int(row.succeeded),
         failed=int(row.failed), cancelled=int(row.cancelled),
         input_tokens=int(row.input_tokens), output_tokens=int(row.output_tokens),
-        cost_usd=float(row.cost_usd or 0.0), duration_seconds=max(duration, 0.0))
+        cost_usd=float(row.cost_usd or 0.0), duration_seconds=max(duration, 0.0),
+        provider_calls=int(getattr(row, "provider_calls", 0) or 0))
     config = JobConfig(model=row.model, temperature=float(row.temperature),
                        max_output_tokens=int(row.max_output_tokens),
                        system_instruction=row.system_instruction or "",
@@ -147,7 +157,7 @@ class BatchStore:
         for _ in range(2):  # a concurrent create with the same key: read what it made
             if key is not None:
                 async with self.db.read() as conn:
-                    row = (await conn.execute(sa.select(batch_jobs).where(
+                    row = (await conn.execute(job_select().where(
                         J.project_id == project_id, J.idempotency_key == key))).first()
                 if row is not None:
                     if row.request_hash != digest:
@@ -182,7 +192,7 @@ class BatchStore:
     async def get_job(self, project_id: str, job_id: str) -> Job:
         """Raises ``NotFound`` for an unknown job or another project's."""
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(batch_jobs).where(
+            row = (await conn.execute(job_select().where(
                 J.id == job_id, J.project_id == project_id))).first()
         if row is None:
             raise job_not_found(job_id)
@@ -217,7 +227,7 @@ class BatchStore:
         if job_type:
             where.append(J.job_type == job_type)
         tag = _listing_tag(project_id, state, job_type)
-        query = sa.select(batch_jobs).where(*where)
+        query = job_select().where(*where)
         if page_token:
             after_time, after_id = _decode_token(page_token, tag)
             query = query.where(sa.or_(J.create_time < after_time,

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from rowforge.server import providers
+from rowforge.server.batch.call_log import CallLog
 from rowforge.server.batch.calls import (
     FileReader,
     build_messages,
@@ -93,6 +94,7 @@ class BatchWorker:
                                        on_flushed=self._flushed,
                                        flush_at=max(1, self.concurrency // 2))
         self.limiters = Limiters(self.concurrency)
+        self.calls = CallLog(db)
         self._slots = asyncio.Semaphore(self.concurrency)
         self._large = asyncio.Semaphore(LARGE_PAYLOADS_AT_ONCE)
         self._held: set[int] = set()
@@ -278,6 +280,7 @@ class BatchWorker:
             await prepare(spec)
             permit = await limiter.acquire(estimate, slots=self._slots)
             try:
+                await self.calls.started(claim.job_id)  # counted before it can be paid for
                 result = await complete(spec, messages, temperature=config.temperature,
                                         max_tokens=config.max_output_tokens,
                                         response_format=fmt, timeout=self.timeout)

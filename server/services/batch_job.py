@@ -143,7 +143,8 @@ def metrics_pb(m: JobMetrics) -> pb.JobMetrics:
         successful_requests=m.succeeded, failed_requests=m.failed,
         cancelled_requests=m.cancelled, input_tokens=m.input_tokens,
         output_tokens=m.output_tokens, total_tokens=m.total_tokens, cost_usd=m.cost_usd,
-        duration_seconds=m.duration_seconds, throughput_rps=m.throughput_rps)
+        duration_seconds=m.duration_seconds, throughput_rps=m.throughput_rps,
+        provider_calls=m.provider_calls)
 
 
 def job_pb(job: Job) -> pb.Job:

@@ -91,6 +91,16 @@ Index("ix_rf_batch_requests_due", batch_requests.c.due_time)
 Index("ix_rf_batch_requests_owner", batch_requests.c.lease_owner)
 Index("ix_rf_batch_requests_job_state", batch_requests.c.job_id, batch_requests.c.state)
 
+# Provider calls started per job, written *before* each call (batched over a few ms), so a
+# call whose result a crash lost still counts: the count of paid calls, resends included.
+batch_call_counts = Table(
+    "rf_batch_call_counts",
+    metadata,
+    Column("job_id", String(40), ForeignKey("rf_batch_jobs.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("calls", BigInteger, nullable=False, default=0),
+)
+
 batch_payloads = Table(
     "rf_batch_payloads",
     metadata,

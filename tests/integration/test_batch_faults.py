@@ -94,6 +94,9 @@ async def test_every_fault_ends_with_exact_counts(stub, fake: FakeOpenAI) -> Non
     assert final.metrics.successful_requests == 16 and final.metrics.failed_requests == 3
     by_id = {r.request_id: r for r in found}
     calls = calls_by_prompt(fake, tag)
+    # every provider call, retries included, and nothing else (issue 10 item 10)
+    assert final.metrics.provider_calls == sum(len(v) for v in calls.values()) == sum(
+        attempts for _, _, _, attempts, _ in cases.values())
     for rid, (_, schema, state, attempts, reason) in cases.items():
         result = by_id[rid]
         assert result.attempts == attempts, rid

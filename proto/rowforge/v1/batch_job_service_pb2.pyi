@@ -155,6 +155,7 @@ class JobMetrics(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     THROUGHPUT_RPS_FIELD_NUMBER: _builtins.int
+    PROVIDER_CALLS_FIELD_NUMBER: _builtins.int
     total_requests: _builtins.int
     """Requests in the job."""
     processed_requests: _builtins.int
@@ -177,6 +178,10 @@ class JobMetrics(_message.Message):
     """Seconds from the start of processing to the end (or now)."""
     throughput_rps: _builtins.float
     """Requests ended per second while processing."""
+    provider_calls: _builtins.int
+    """Calls sent to the model's provider, retries and resends after a crash included (counted
+    before each call is made); provider_calls - processed_requests is what retries cost.
+    """
     def __init__(
         self,
         *,
@@ -191,10 +196,11 @@ class JobMetrics(_message.Message):
         cost_usd: _builtins.float = ...,
         duration_seconds: _builtins.float = ...,
         throughput_rps: _builtins.float = ...,
+        provider_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_requests", b"cancelled_requests", "cost_usd", b"cost_usd", "duration_seconds", b"duration_seconds", "failed_requests", b"failed_requests", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "processed_requests", b"processed_requests", "successful_requests", b"successful_requests", "throughput_rps", b"throughput_rps", "total_requests", b"total_requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_requests", b"cancelled_requests", "cost_usd", b"cost_usd", "duration_seconds", b"duration_seconds", "failed_requests", b"failed_requests", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "processed_requests", b"processed_requests", "provider_calls", b"provider_calls", "successful_requests", b"successful_requests", "throughput_rps", b"throughput_rps", "total_requests", b"total_requests", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

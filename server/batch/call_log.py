@@ -1,0 +1,66 @@
+"""Counts provider calls per job *before* they are made, so the count survives a crash.
+
+A call that reached the provider but whose outcome a SIGKILL lost is paid for and sent again
+after the restart; counting at the outcome would miss it. The worker awaits
+:meth:`CallLog.started` just before each call: starts arriving within one event-loop turn
+share one write (an upsert per job), so the cost is one small transaction per wave of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from rowforge.server.storage.batch_tables import batch_call_counts
+from rowforge.server.storage.db import Database
+
+
+class CallLog:
+    """Batches "a call to a model of job X is about to start" into durable counters."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: Counter[str] = Counter()
+        self._written: asyncio.Future[None] | None = None
+
+    async def started(self, job_id: str) -> None:
+        """Return once a call of ``job_id`` is counted in the database.
+
+        Raises:
+            The database's errors (the call must then not be made).
+        """
+        self._pending[job_id] += 1
+        if self._written is None:
+            self._written = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        await asyncio.shield(self._written)
+
+    def _flush_soon(self) -> None:
+        counts, self._pending = self._pending, Counter()
+        written, self._written = self._written, None
+        assert written is not None
+        task = asyncio.ensure_future(self._write(counts))
+
+        def settle(t: asyncio.Task[None]) -> None:
+            if written.done():
+                return
+            if t.cancelled():
+                written.cancel()
+            elif t.exception() is not None:
+                written.set_exception(t.exception())  # type: ignore[arg-type]
+            else:
+                written.set_result(None)
+
+        task.add_done_callback(settle)
+
+    async def _write(self, counts: Counter[str]) -> None:
+        rows = [{"job_id": job_id, "calls": n} for job_id, n in counts.items()]
+        dialect = postgresql if self.db.is_postgres else sqlite
+        insert = dialect.insert(batch_call_counts).values(rows)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[batch_call_counts.c.job_id],
+            set_={"calls": batch_call_counts.c.calls + insert.excluded.calls})
+        async with self.db.write() as conn:
+            await conn.execute(upsert)
