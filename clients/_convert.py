@@ -213,7 +213,8 @@ def gen_config_py(config: tpb.GenConfig) -> Any:
         return t.PythonGenConfig(python_code=config.python.python_code)
     if kind == "embed":
         return t.EmbedGenConfig(embedding_model=config.embed.embedding_model,
-                                source_column=config.embed.source_column)
+                                source_column=config.embed.source_column,
+                                dimension=config.embed.dimension)
     return None
 
 

@@ -164,6 +164,8 @@ class EmbedGenConfig(_Model):
     object: Literal["gen_config.embed"] = "gen_config.embed"
     embedding_model: str
     source_column: str
+    #: Length of the column's vectors (set by the server; 0 when unknown).
+    dimension: int = 0
 
 
 def _gen_config_kind(value: Any) -> str:

@@ -12,7 +12,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from rowforge.server.errors import NotFound
+from rowforge.server.errors import NotFound, RowforgeError
+from rowforge.server.knowledge.dimensions import check_embedding_dimensions
 from rowforge.server.knowledge.embed_file import EmbedFileEvent, FileEmbedder
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.rag import RagRetriever
@@ -39,12 +40,18 @@ class Knowledge:
                                        indexes=self.indexes, reader=self.reader)
         self.rag = RagRetriever(app.tables, self.searcher)
         self.files = FileEmbedder(app)
+        #: What the start-up check found (one error per unusable knowledge table).
+        self.dimension_problems: list[RowforgeError] = []
 
     async def start(self) -> None:
         rows = getattr(self.app.tables, "rows", None)
         listeners = getattr(rows, "change_listeners", None)
         if listeners is not None and self.indexes.notify not in listeners:
             listeners.append(self.indexes.notify)
+        # Tables whose embedding model no longer fits their vectors: reported (ERROR log)
+        # before the first request, refused when used (see knowledge/dimensions.py).
+        self.dimension_problems = await check_embedding_dimensions(self.app.tables,
+                                                                   self.app.models)
         await self.indexes.start()
 
     async def stop(self) -> None:
@@ -98,7 +105,8 @@ class Knowledge:
                            updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Re-embed the embedding columns whose source text changed in ``updates`` (rows of
         a knowledge table), through the row engine: batched per column, a failure is an ERROR
-        cell (and the row drops out of vector search) rather than a failed UpdateRows."""
+        cell (and the row drops out of vector search) rather than a failed UpdateRows. A
+        vector given in the same update is kept (not re-embedded)."""
         if schema.table_type != "knowledge":
             return
         engine = getattr(self.app, "engine", None)
@@ -110,7 +118,8 @@ class Knowledge:
             config = col.gen_config
             if not isinstance(config, EmbedGenConfig):
                 continue
-            ids = [row_id for row_id, values in updates.items() if config.source_column in values]
+            ids = [row_id for row_id, values in updates.items()
+                   if config.source_column in values and col.id not in values]
             if ids:
                 runs.append(engine.regen_rows(schema, ids, strategy="run_selected",
                                               output_column=col.id))

@@ -35,6 +35,7 @@ from rowforge.server.knowledge.chunking import (
 )
 from rowforge.server.knowledge.parsing import EMPTY_DOCUMENT, parse_document
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, with_retries
+from rowforge.server.tables.embedding_model import check_embedding_model, embedding_spec
 from rowforge.server.tables.model import (
     KT_FILE_ID,
     KT_PAGE,
@@ -127,10 +128,12 @@ class FileEmbedder:
             InvalidArgument: bad chunking values or URI; an empty, corrupt or unsupported file;
                 too many chunks. Nothing is written.
             NotFound: unknown file (or another project's).
-            FailedPrecondition: no file storage on this server.
+            FailedPrecondition: no file storage on this server; ``EMBEDDING_MODEL_CHANGED``
+                (the table's embedding model is now configured for another vector size).
             Unavailable / ResourceExhausted: an embedding model failed (nothing written).
         """
         size, overlap = chunking_params(chunk_size, chunk_overlap)
+        specs = self._embedding_specs(schema)
         files = getattr(self.app, "files", None)
         if files is None:
             raise FailedPrecondition("file storage is not available on this server",
@@ -160,8 +163,7 @@ class FileEmbedder:
         for col in embed_columns:
             config = col.gen_config
             assert isinstance(config, EmbedGenConfig)
-            spec = (self.models.require(config.embedding_model, "embed")
-                    if config.embedding_model else self.models.default("embed"))
+            spec = specs[col.id]
             texts = [_source_text(c, config.source_column) for c in chunks]
             unique = list(dict.fromkeys(t for t in texts if t))
             embedded: dict[str, bytes] = {}
@@ -191,6 +193,16 @@ class FileEmbedder:
             await self._generate(engine, schema, inserted)
         yield Progress(len(chunks), len(chunks))
         yield Completed([r.id for r in inserted])
+
+    def _embedding_specs(self, schema: TableSchema) -> dict[str, ModelSpec]:
+        """Each embedding column's model, checked to still fit the column (before any work:
+        FAILED_PRECONDITION ``EMBEDDING_MODEL_CHANGED`` otherwise)."""
+        specs = {}
+        for col in schema.columns:
+            if isinstance(col.gen_config, EmbedGenConfig):
+                specs[col.id] = spec = embedding_spec(self.models, col.gen_config)
+                check_embedding_model(schema, col, spec)
+        return specs
 
     @staticmethod
     async def _generate(engine: Any, schema: TableSchema, rows: list[Row]) -> None:

@@ -44,6 +44,7 @@ from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, rerank
 from rowforge.server.storage.db import Database
+from rowforge.server.tables.embedding_model import check_embedding_model
 from rowforge.server.tables.layout import row_table
 from rowforge.server.tables.model import (
     KT_TEXT,
@@ -168,12 +169,13 @@ class HybridSearcher:
                 metadata=exc.metadata) from None
 
     def embedding_model(self, schema: TableSchema) -> ModelSpec:
-        """The model that embedded the table (FAILED_PRECONDITION if no longer configured)."""
+        """The model that embedded the table (FAILED_PRECONDITION if no longer configured,
+        or ``EMBEDDING_MODEL_CHANGED`` if now configured for vectors of another length)."""
         model_id = schema.embedding_model or next(
             (c.gen_config.embedding_model for c in schema.columns
              if isinstance(c.gen_config, EmbedGenConfig)), "")
         try:
-            return self.models.require(model_id, "embed") if model_id \
+            spec = self.models.require(model_id, "embed") if model_id \
                 else self.models.default("embed")
         except (NotFound, InvalidArgument) as exc:
             raise FailedPrecondition(
@@ -181,6 +183,10 @@ class HybridSearcher:
                 f"cannot embed queries on this server: {exc.message}",
                 reason="EMBEDDING_MODEL_UNAVAILABLE",
                 metadata={"tableId": schema.id, "model": model_id}) from None
+        for column in schema.columns:
+            if isinstance(column.gen_config, EmbedGenConfig):
+                check_embedding_model(schema, column, spec)
+        return spec
 
     # -- search ----------------------------------------------------------------------------
 

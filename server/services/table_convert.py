@@ -179,6 +179,7 @@ def gen_config_to_pb(config: GenConfig | None) -> pb.GenConfig:
     elif isinstance(config, EmbedGenConfig):
         out.embed.embedding_model = config.embedding_model
         out.embed.source_column = config.source_column
+        out.embed.dimension = config.dimension
     return out
 
 

@@ -7,8 +7,8 @@ unfinished tail, so memory stays bounded by the longest record. Malformed input 
 quote, stray quote, invalid UTF-8) raises :class:`DelimitedError` with a line number.
 
 :func:`typed_rows` turns the records into typed row dicts for a table (header line = column
-ids; ``ID`` and ``Updated at`` columns, as exported, are ignored), and :class:`DelimitedWriter`
-formats rows for export.
+ids; ``ID`` and ``Updated at`` columns, as exported, are ignored; embedding vectors are JSON
+lists, as exported), and :class:`DelimitedWriter` formats rows for export.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from rowforge.server.errors import InvalidArgument, Violations
 from rowforge.server.tables.model import (
-    EMBEDDING_DTYPE,
     ID_COLUMN,
     RESERVED_COLUMNS,
     UPDATED_AT_COLUMN,
@@ -136,8 +135,6 @@ def _header(schema: TableSchema, fields: list[str]) -> list[ColumnSchema | None]
         if col is None:
             valid = ", ".join(repr(c) for c in schema.column_ids)
             v.add("header", f"field {i + 1}: unknown column {name!r} (columns: {valid})")
-        elif col.dtype == EMBEDDING_DTYPE:
-            v.add("header", f"column {name!r} is computed by the server and cannot be imported")
         out.append(col)
     if not any(c is not None for c in out) and not v.items:
         v.add("header", "the first line must name at least one column of the table")

@@ -78,10 +78,18 @@ class PythonGenConfig:
 
 @dataclass(frozen=True)
 class EmbedGenConfig:
-    """An embedding column of a knowledge table: embeds ``source_column``."""
+    """An embedding column of a knowledge table: embeds ``source_column``.
+
+    ``dimension`` is the length of the column's vectors, recorded when the table is created
+    (the model's ``embedding_size`` then); 0 for tables made before it was recorded, until
+    the next start-up fills it in (see :mod:`rowforge.server.knowledge.dimensions`). Vectors
+    of another length are refused, and a model now configured for another size leaves the
+    table unusable for new embeddings instead of mixing sizes in one index.
+    """
 
     embedding_model: str
     source_column: str
+    dimension: int = 0
 
 
 GenConfig = LLMGenConfig | PythonGenConfig | EmbedGenConfig

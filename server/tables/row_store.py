@@ -41,11 +41,12 @@ from rowforge.server.tables.model import (
     Cell,
     CellStatus,
     ColumnSchema,
+    EmbedGenConfig,
     Row,
     TableSchema,
 )
 from rowforge.server.tables.schema_store import SchemaStore, check_page, table_not_found
-from rowforge.server.tables.values import ValueTypeError, coerce, from_stored
+from rowforge.server.tables.values import ValueTypeError, check_vector, coerce, from_stored
 from rowforge.server.tables.where import compile_where
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -231,26 +232,27 @@ class RowStore:
 
     def _input_values(self, schema: TableSchema, columns: Mapping[str, ColumnSchema],
                       values: Mapping[str, Any], field_name: str, v: Violations,
-                      files: list[tuple[str, str, str]], *, updating: bool) -> dict[str, Any]:
+                      files: list[tuple[str, str, str]]) -> dict[str, Any]:
         """``values`` typed for their columns (``columns``: id -> column), by column id;
-        problems go to ``v``, file URIs to check to ``files``."""
+        problems go to ``v``, file URIs to check to ``files``. A vector must have its
+        column's recorded length (any column may be given, generated ones included)."""
         out: dict[str, Any] = {}
         if not isinstance(values, Mapping):
             v.add(field_name, "must be an object of column id to value")
             return out
         for name, value in values.items():
             col = columns.get(name)
-            if col is None or (updating and col.dtype == EMBEDDING_DTYPE):
+            if col is None:
                 where = f"{field_name}.{name}"
                 if name in RESERVED_COLUMNS or name.casefold() in {"id", "updated at"}:
                     v.add(where, f"{name!r} is set by the server")
-                elif col is None:
-                    v.add(where, _unknown(schema, name))
                 else:
-                    v.add(where, f"column {name!r} is computed by the server")
+                    v.add(where, _unknown(schema, name))
                 continue
             try:
                 typed = out[name] = coerce(col.dtype, value)
+                if typed is not None and isinstance(col.gen_config, EmbedGenConfig):
+                    check_vector(typed, col.gen_config.dimension)
             except ValueTypeError as exc:
                 v.add(f"{field_name}.{name}", f"column {name!r} ({col.dtype}): {exc}")
                 continue
@@ -271,7 +273,7 @@ class RowStore:
         typed = []
         for i, values in enumerate(rows):
             typed.append(self._input_values(schema, columns, values, f"{field_name}[{i}]", v,
-                                            files, updating=False))
+                                            files))
             if len(v.items) >= MAX_VIOLATIONS:
                 break
         v.raise_if_any()
@@ -344,6 +346,17 @@ class RowStore:
             rows = [_to_row(r, cols) for r in await conn.execute(query)]
         rows.reverse()
         return rows
+
+    async def vector_length(self, schema: TableSchema, column_id: str) -> int | None:
+        """The number count of one stored vector of an embedding column (None: none
+        stored)."""
+        col = schema.column(column_id)
+        if col is None or col.dtype != EMBEDDING_DTYPE:
+            raise ValueError(f"not an embedding column: {column_id!r}")
+        value = layout.row_table(schema).c[layout.value_name(col)]
+        async with self._reading(schema) as conn:
+            stored = await conn.scalar(sa.select(value).where(value.is_not(None)).limit(1))
+        return None if stored is None else len(stored) // 4
 
     async def count_rows(self, schema: TableSchema) -> int:
         async with self._reading(schema) as conn:
@@ -527,8 +540,7 @@ class RowStore:
             if not values:
                 v.add(where, "set at least one column")
                 continue
-            typed[row_id] = self._input_values(schema, columns, values, where, v, files,
-                                               updating=True)
+            typed[row_id] = self._input_values(schema, columns, values, where, v, files)
         v.raise_if_any()
         await self._check_files(schema, files)
         if not typed:

@@ -312,9 +312,12 @@ class SchemaStore:
         user_cols = list(columns)
         fixed: list[ColumnSchema] = []
         if table_type == "knowledge":
+            dimension = 0
             if self.models is not None:
                 embedding_model = embedding_model or self.models.default("embed").id
-            fixed = knowledge_columns(embedding_model)
+                with contextlib.suppress(NotFound):  # validation names an unknown model
+                    dimension = self.models.get(embedding_model).embedding_size
+            fixed = knowledge_columns(embedding_model, dimension)
             for i, col in enumerate(user_cols):
                 if col.id in {c.id for c in fixed}:
                     raise InvalidArgument.field(
@@ -374,6 +377,30 @@ class SchemaStore:
             await layout.drop_row_table(conn, schema)
             await conn.execute(user_tables.delete().where(
                 user_tables.c.storage_id == schema.storage_id))
+
+    async def knowledge_tables(self) -> list[TableSchema]:
+        """Every project's knowledge tables (start-up checks)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(user_tables).where(
+                user_tables.c.table_type == "knowledge"))).all()
+        return [schema_from_row(r) for r in rows]
+
+    async def record_embedding_dimensions(self, schema: TableSchema,
+                                          dimensions: Mapping[str, int]) -> TableSchema:
+        """Record the vector length of embedding columns that have none yet (tables made
+        before lengths were recorded); columns already recorded keep theirs."""
+        async with self._change() as conn:
+            current = await self.load(conn, schema.project_id, schema.table_type, schema.id,
+                                      for_update=True)
+            columns = tuple(
+                dataclasses.replace(c, gen_config=dataclasses.replace(
+                    c.gen_config, dimension=dimensions[c.id]))
+                if isinstance(c.gen_config, EmbedGenConfig) and not c.gen_config.dimension
+                and dimensions.get(c.id) else c
+                for c in current.columns)
+            if columns == current.columns:
+                return current
+            return await self._save(conn, dataclasses.replace(current, columns=columns))
 
     async def dangling_references(self, schema: TableSchema) -> list[DanglingReference]:
         """The RAG columns of ``schema`` whose knowledge table does not exist, in column

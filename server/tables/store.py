@@ -123,6 +123,19 @@ class TableStore:
         see :meth:`dangling_references`)."""
         await self.schemas.delete_table(project_id, table_type, table_id)
 
+    async def knowledge_tables(self) -> list[TableSchema]:
+        """Every project's knowledge tables."""
+        return await self.schemas.knowledge_tables()
+
+    async def record_embedding_dimensions(self, schema: TableSchema,
+                                          dimensions: Mapping[str, int]) -> TableSchema:
+        """Record vector lengths of embedding columns that have none yet."""
+        return await self.schemas.record_embedding_dimensions(schema, dimensions)
+
+    async def vector_length(self, schema: TableSchema, column_id: str) -> int | None:
+        """The length of one stored vector of an embedding column (None: none stored)."""
+        return await self.rows.vector_length(schema, column_id)
+
     async def dangling_references(self, schema: TableSchema) -> list[DanglingReference]:
         """The RAG columns of ``schema`` whose knowledge table no longer exists."""
         return await self.schemas.dangling_references(schema)

@@ -96,15 +96,16 @@ def references(text: str) -> list[str]:
     return list(dict.fromkeys(re.findall(r"(?<!\\)\$\{([^{}]+)\}", text)))  # pragma: no cover
 
 
-def knowledge_columns(embedding_model: str) -> list[ColumnSchema]:
-    """The fixed columns of a knowledge table, in JamAI's order."""
+def knowledge_columns(embedding_model: str, dimension: int = 0) -> list[ColumnSchema]:
+    """The fixed columns of a knowledge table, in JamAI's order (``dimension``: the
+    embedding model's vector size)."""
     return [
         ColumnSchema(KT_TITLE, "str", system=True),
         ColumnSchema(KT_TITLE_EMBED, EMBEDDING_DTYPE,
-                     EmbedGenConfig(embedding_model, KT_TITLE), system=True),
+                     EmbedGenConfig(embedding_model, KT_TITLE, dimension), system=True),
         ColumnSchema(KT_TEXT, "str", system=True),
         ColumnSchema(KT_TEXT_EMBED, EMBEDDING_DTYPE,
-                     EmbedGenConfig(embedding_model, KT_TEXT), system=True),
+                     EmbedGenConfig(embedding_model, KT_TEXT, dimension), system=True),
         ColumnSchema(KT_FILE_ID, "str", system=True),
         ColumnSchema(KT_PAGE, "int", system=True),
     ]

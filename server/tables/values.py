@@ -4,11 +4,14 @@ Strict but clear: a str column takes strings only (no silent number-to-text coer
 column takes integers and integral doubles (protobuf Struct numbers are doubles, so ``3.0``
 arrives for 3) but refuses ``3.5``; float takes finite numbers; bool takes true/false; file,
 image and audio take FileService URI strings. NULL is allowed everywhere. Embedding vectors are
-stored as little-endian float32 bytes.
+stored as little-endian float32 bytes: a non-empty flat list of finite numbers (float32-finite:
+1e39 is refused too), of the column's recorded length (:func:`check_vector`); in CSV/TSV a
+JSON list.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -83,15 +86,38 @@ def coerce(dtype: str, value: Any) -> Any:
         if isinstance(value, (bytes, bytearray)):
             if len(value) % 4:
                 raise ValueTypeError("embedding bytes must be float32s")
-            return bytes(value)
-        try:
-            vector = np.asarray(value, dtype="<f4")
-        except (TypeError, ValueError):
-            raise ValueTypeError(f"expected a list of numbers, got {_type_name(value)}") from None
-        if vector.ndim != 1 or not np.isfinite(vector).all():
-            raise ValueTypeError("expected a flat list of finite numbers")
+            vector = np.frombuffer(value, dtype="<f4")
+        else:
+            if not isinstance(value, (list, tuple)):
+                raise ValueTypeError(f"expected a list of numbers, got {_type_name(value)}")
+            try:
+                # Beyond float32 becomes inf (refused below) with a numpy RuntimeWarning: an
+                # error where warnings are errors. (np.errstate would cost more than the
+                # conversion: this runs for every generated vector.)
+                vector = np.asarray(value, dtype="<f4")
+            except RuntimeWarning:
+                raise ValueTypeError("expected finite numbers (beyond float32)") from None
+            except (TypeError, ValueError):
+                raise ValueTypeError("expected a flat list of numbers") from None
+        if vector.ndim != 1 or not vector.size:
+            raise ValueTypeError("expected a non-empty flat list of numbers")
+        if not np.isfinite(vector).all():
+            bad = int(np.flatnonzero(~np.isfinite(vector))[0])
+            raise ValueTypeError(f"expected finite numbers (element {bad} is NaN, infinite or "
+                                 "beyond float32)")
         return vector.tobytes()
     raise ValueTypeError(f"unknown dtype {dtype!r}")
+
+
+def check_vector(data: bytes, dimension: int) -> None:
+    """Check a stored-form vector against its column's ``dimension`` (0: not recorded).
+
+    Raises:
+        ValueTypeError: another length.
+    """
+    if dimension and len(data) != 4 * dimension:
+        raise ValueTypeError(f"expected {dimension} numbers (the column's embedding size), "
+                             f"got {len(data) // 4}")
 
 
 def parse_text(dtype: str, text: str) -> Any:
@@ -122,6 +148,13 @@ def parse_text(dtype: str, text: str) -> Any:
         if lowered in {"false", "0", "no"}:
             return False
         raise ValueTypeError(f"expected true or false, got {text[:40]!r}")
+    if dtype == EMBEDDING_DTYPE:
+        try:
+            return coerce(dtype, json.loads(text))
+        except ValueError as exc:
+            if isinstance(exc, ValueTypeError):
+                raise
+            raise ValueTypeError(f"expected a JSON list of numbers, got {text[:40]!r}") from None
     return coerce(dtype, text)
 
 
@@ -134,8 +167,6 @@ def to_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, list):
-        import json
-
         return json.dumps(value)
     return str(value)
 

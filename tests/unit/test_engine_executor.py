@@ -426,6 +426,27 @@ async def test_the_default_embedding_executor_embeds_the_source_column():
     assert vectors[2] is None and results[2].cells["Title Embed"].status == CellStatus.DONE
 
 
+async def test_embedding_cells_never_get_vectors_of_another_length():
+    def kb(dimension: int) -> Any:
+        return table(col("Title"), col("Title Embed", "embedding", gen=EmbedGenConfig(
+            "rowforge/embed", "Title", dimension)), table_type="knowledge")
+
+    # The model is configured for 384 numbers, the column holds 8: no call, a clear error.
+    [result] = await make_engine().add_rows(kb(8), [{"Title": "alpha"}])
+    cell = result.cells["Title Embed"]
+    assert cell.status == CellStatus.ERROR and cell.value is None
+    assert "embedding_size = 8" in cell.error
+    # An executor returning vectors of the wrong length fails the cells too.
+    engine = make_engine()
+    engine.executors.register(EmbedGenConfig, RecordingBatch())
+    rows = [{"Title": "alpha"}, {"Title": "beta"}]
+    for result in await engine.add_rows(kb(3), rows):
+        assert result.cells["Title Embed"].status == CellStatus.ERROR
+        assert "expected 3 numbers" in result.cells["Title Embed"].error
+    results = await engine.add_rows(kb(2), rows)
+    assert [r.cells["Title Embed"].value for r in results] == [[0.0, 1.0], [1.0, 1.0]]
+
+
 # -- regeneration --------------------------------------------------------------------------
 
 async def test_regen_selected_column_keeps_the_others():

@@ -30,7 +30,13 @@ from rowforge.server.tables.model import (
     RAGParams,
     References,
 )
-from rowforge.server.tables.values import ValueTypeError, coerce, from_stored, parse_text
+from rowforge.server.tables.values import (
+    ValueTypeError,
+    check_vector,
+    coerce,
+    from_stored,
+    parse_text,
+)
 
 
 @pytest.mark.parametrize("dtype, value, stored", [
@@ -47,7 +53,10 @@ def test_accepted(dtype: str, value: object, stored: object) -> None:
     ("int", 3.5), ("int", True), ("int", "3"), ("int", 2.0**64), ("float", math.nan),
     ("float", math.inf), ("float", "1"), ("float", False), ("bool", 1), ("bool", "true"),
     ("str", 5), ("str", ["a"]), ("str", {"a": 1}), ("file", 3), ("embedding", "abc"),
-    ("embedding", [[1.0]]), ("embedding", [math.nan]), ("nope", 1),
+    ("embedding", [[1.0]]), ("embedding", [math.nan]), ("embedding", [1.0, math.inf]),
+    ("embedding", [1e39]), ("embedding", []), ("embedding", [1.0, "a"]),
+    ("embedding", [[1.0], [1.0, 2.0]]), ("embedding", {"a": 1.0}),
+    ("embedding", b"\x00\x00\xc0\x7f"), ("embedding", b"\x00\x00\x80"), ("nope", 1),
 ])
 def test_refused(dtype: str, value: object) -> None:
     with pytest.raises(ValueTypeError):
@@ -58,6 +67,16 @@ def test_embeddings_are_float32_bytes() -> None:
     stored = coerce("embedding", [0.5, -1.0, 2.0])
     assert isinstance(stored, bytes) and len(stored) == 12
     assert from_stored("embedding", stored) == [0.5, -1.0, 2.0]
+    assert coerce("embedding", stored) == stored
+    assert parse_text("embedding", "[0.5, -1, 2]") == stored
+
+
+def test_vectors_must_have_their_columns_length() -> None:
+    stored = coerce("embedding", [0.5, -1.0, 2.0])
+    check_vector(stored, 3)
+    check_vector(stored, 0)  # not recorded: any length
+    with pytest.raises(ValueTypeError, match=r"expected 4 numbers .* got 3"):
+        check_vector(stored, 4)
 
 
 @pytest.mark.parametrize("dtype, text, value", [
@@ -69,7 +88,8 @@ def test_parse_text(dtype: str, text: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("dtype, text", [("int", "4.5"), ("int", "x"), ("float", "nan"),
-                                         ("bool", "maybe")])
+                                         ("bool", "maybe"), ("embedding", "1, 2"),
+                                         ("embedding", "[1, NaN]"), ("embedding", "{}")])
 def test_parse_text_refuses(dtype: str, text: str) -> None:
     with pytest.raises(ValueTypeError):
         parse_text(dtype, text)

@@ -424,19 +424,25 @@ class EmbedGenConfig(_message.Message):
 
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     SOURCE_COLUMN_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
     embedding_model: _builtins.str
     """Embedding model id."""
     source_column: _builtins.str
     """The text column embedded."""
+    dimension: _builtins.int
+    """Output only: length of the column's vectors (the model's embedding_size when the table was
+    created). Vectors of another length are refused.
+    """
     def __init__(
         self,
         *,
         embedding_model: _builtins.str = ...,
         source_column: _builtins.str = ...,
+        dimension: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "source_column", b"source_column"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "embedding_model", b"embedding_model", "source_column", b"source_column"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,6 +34,7 @@ from rowforge.server.providers import (
 )
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, format_references
 from rowforge.server.sandbox import SandboxError
+from rowforge.server.tables.embedding_model import check_embedding_model, embedding_spec
 from rowforge.server.tables.engine.deltas import DeltaCoalescer
 from rowforge.server.tables.engine.events import CellReferences, EventSink
 from rowforge.server.tables.engine.history import HistorySource, conversation
@@ -421,9 +422,9 @@ class EmbedExecutor:
         first = todo[0][1]
         config = first.column.gen_config
         assert isinstance(config, EmbedGenConfig)
-        models = first.services.models
-        spec = (models.require(config.embedding_model, "embed") if config.embedding_model
-                else models.default("embed"))
+        spec = embedding_spec(first.services.models, config)
+        # A model now configured for another vector size must not write into this column.
+        check_embedding_model(first.schema, first.column, spec)
         texts = [_source_text(c) for _, c in todo]
         async with first.services.model_slot(spec.id):
             result = await self.retry.call(first, lambda: embed(spec, texts))

@@ -48,10 +48,11 @@ from rowforge.server.tables.model import (
     Cell,
     CellStatus,
     ColumnSchema,
+    EmbedGenConfig,
     Row,
     TableSchema,
 )
-from rowforge.server.tables.values import ValueTypeError, coerce
+from rowforge.server.tables.values import ValueTypeError, check_vector, coerce
 
 log = logging.getLogger("rowforge.engine")
 
@@ -609,6 +610,8 @@ def _typed(column: ColumnSchema, cell: Cell) -> Cell:
         return cell
     try:
         value = coerce(column.dtype, cell.value)
+        if isinstance(column.gen_config, EmbedGenConfig):
+            check_vector(value, column.gen_config.dimension)
     except ValueTypeError as exc:
         return Cell(value=None, status=CellStatus.ERROR, usage=cell.usage,
                     references=cell.references,
