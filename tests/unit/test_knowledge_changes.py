@@ -34,7 +34,7 @@ async def store(database_url: str) -> AsyncIterator[TableStore]:
 
 
 def vec(seed: int) -> bytes:
-    return np.random.default_rng(seed).standard_normal(8).astype("<f4").tobytes()
+    return np.random.default_rng(seed).standard_normal(384).astype("<f4").tobytes()
 
 
 async def knowledge(store: TableStore, table_id: str = "kb") -> TableSchema:
