@@ -114,7 +114,7 @@ def test_a_failed_flush_is_retried_reported_and_sent_once(tmp_path: Path) -> Non
             job.add_request(item("a2"))  # the failure is reported; a2 is not queued
         proc = ServerProcess(tmp_path, port=port).start()
         deadline = time.monotonic() + 60
-        for step in (lambda: job.add_request(item("a2")), job.flush):
+        for step in (lambda: job.add_request(item("a2")), job.flush, job.submit):
             while True:  # the channel reconnects with backoff: failures until then
                 try:
                     step()
@@ -122,8 +122,7 @@ def test_a_failed_flush_is_retried_reported_and_sent_once(tmp_path: Path) -> Non
                 except ex.UnavailableError:
                     assert time.monotonic() < deadline
                     time.sleep(0.5)
-        eventually(lambda: total(proc.address, job.job_id) == 2)
-        job.submit()
+        assert total(proc.address, job.job_id) == 2
         assert sorted(r.request_id for r in job.get_results()) == ["a1", "a2"]
         job.close()
     finally:
