@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,35 +12,48 @@ from typing import Any, BinaryIO
 
 from rowforge.clients import types as t
 from rowforge.clients._cli_output import Progress, print_json, print_table
+from rowforge.clients._cli_schema import load_table_schema
 from rowforge.clients._client import RowForge
-from rowforge.clients.exceptions import InvalidArgumentError
+from rowforge.clients.exceptions import InvalidArgumentError, UnavailableError
 from rowforge.clients.jobs import BatchRequest, JobState
 
 
 def client_of(args: argparse.Namespace) -> RowForge:
-    return RowForge(token=getattr(args, "token", None), project_id=getattr(args, "project", None),
-                    address=getattr(args, "address", None), timeout=getattr(args, "timeout", None))
+    client = RowForge(token=getattr(args, "token", None),
+                      project_id=getattr(args, "project", None),
+                      address=getattr(args, "address", None),
+                      timeout=getattr(args, "timeout", None))
+    refuse_early(client.address)
+    return client
+
+
+def refuse_early(address: str) -> None:
+    """Fail at once when nothing listens on a loopback address.
+
+    The client would retry a refused connection with backoff (right for a server that is
+    restarting across a network), which on a CLI call to this machine is only seconds of
+    silence before the same answer.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        raise UnavailableError(server_hint(address), reason="SERVER_NOT_RUNNING") from None
+    except OSError:
+        return  # let the call report it
+
+
+def server_hint(address: str) -> str:
+    return (f"no server answers at {address}: is a server running there? start one with "
+            "'rowforge serve' (or 'make serve'), or point --address / ROWFORGE_ADDRESS at it")
 
 
 def _usage_error(field: str, description: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{field}: {description}", reason="INVALID_ARGUMENT",
                                 field_violations=[(field, description)])
-
-
-def _load_document(path: str) -> Any:
-    """A JSON or YAML file (YAML needs PyYAML)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:  # optional: pip install pyyaml
-            raise _usage_error("schema", "reading YAML needs PyYAML (pip install pyyaml); "
-                                         "or give a .json file") from None
-        return yaml.safe_load(text)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _usage_error("schema", f"{path} is not valid JSON: {err}") from None
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -100,15 +114,7 @@ def tables_get(args: argparse.Namespace) -> int:
 
 
 def tables_create(args: argparse.Namespace) -> int:
-    schema = _load_document(args.schema)
-    if not isinstance(schema, dict):
-        raise _usage_error("schema", "must be an object with 'id' and 'cols'")
-    table_type = args.type or schema.pop("table_type", None)
-    schema.pop("table_type", None)
-    if not table_type:
-        raise _usage_error("type", "give --type or 'table_type' in the schema file")
-    if args.id:
-        schema["id"] = args.id
+    table_type, schema = load_table_schema(args.schema, args.type, args.id)
     with client_of(args) as client:
         table = client.table.create_table(table_type, schema)
     if args.json:

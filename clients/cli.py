@@ -18,11 +18,16 @@ Exit codes: 0 success, 1 failure reported by the server (or a failed job), 2 usa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
+
+import pydantic
 
 from rowforge.clients import _cli_commands as cmd
+from rowforge.clients._cli_schema import SCHEMA_HELP, describe_validation
+from rowforge.clients.exceptions import RowForgeError
 
 TABLE_TYPES = ("action", "knowledge", "chat")
 
@@ -41,9 +46,17 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit code 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _leaf(sub: Any, name: str, func: Callable[[argparse.Namespace], int], common: Any,
-          help: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, parents=[common], help=help, description=help)
+          help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, parents=[common], help=help, description=help, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=func)
     return parser
 
@@ -59,7 +72,8 @@ def _table_commands(sub: Any, common: Any) -> None:
     p.add_argument("type", choices=TABLE_TYPES)
     p.add_argument("table_id")
     p = _leaf(tables, "create", cmd.tables_create, common,
-              "create a table from a JSON/YAML schema file ({id, cols, embedding_model})")
+              "create a table from a YAML or JSON schema file ({id, cols, embedding_model})",
+              epilog=SCHEMA_HELP)
     p.add_argument("schema", help="schema file (.json, .yaml)")
     p.add_argument("--type", choices=TABLE_TYPES, help="table type (or table_type in the file)")
     p.add_argument("--id", help="table id (overrides the file's)")
@@ -158,8 +172,7 @@ def _batch_commands(sub: Any, common: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="rowforge", description="rowforge command line",
-                                     parents=[common])
+    parser = _Parser(prog="rowforge", description="rowforge command line", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
     try:
         from rowforge.server.cli import add_server_commands
@@ -179,27 +192,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
-    from rowforge.clients.exceptions import RowForgeError
-
     try:
         return int(args.func(args) or 0)
     except RowForgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        for field, description in exc.field_violations:
-            print(f"  {field}: {description}", file=sys.stderr)
-        if exc.retry_after:
-            print(f"  retry after {exc.retry_after:g}s", file=sys.stderr)
+        print(f"rowforge: {error_line(exc, args)}", file=sys.stderr)
         return 2 if exc.reason == "INVALID_ARGUMENT" and exc.domain == "" else 1
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"rowforge: {exc.filename or exc}: no such file", file=sys.stderr)
+        return 2
+    except pydantic.ValidationError as exc:
+        print(f"rowforge: invalid input: {describe_validation(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if _is_server_side_error(exc):  # `rowforge admin ...` raises the server's errors
-            print(f"error: {exc.message}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"rowforge: {exc.message}", file=sys.stderr)  # type: ignore[attr-defined]
             return 2
         raise
+
+
+def error_line(exc: RowForgeError, args: argparse.Namespace | None = None) -> str:
+    """One line: the message, the field violations not already in it, what to do."""
+    if exc.reason == "SERVER_NOT_RUNNING":
+        return exc.message
+    parts = [exc.message]
+    for field, description in exc.field_violations:
+        if description not in exc.message:
+            parts.append(f"{field}: {description}")
+    line = "; ".join(parts)
+    if exc.code.name != "INVALID_ARGUMENT" or exc.domain:
+        detail = exc.code.name
+        if exc.reason and exc.reason != exc.code.name:
+            detail += f": {exc.reason}"
+        line += f" ({detail})"
+    if exc.retry_after:
+        line += f"; retry after {exc.retry_after:g}s"
+    if exc.code.name == "UNAUTHENTICATED":
+        line += "; pass --token or set ROWFORGE_TOKEN (and --project or ROWFORGE_PROJECT_ID)"
+    elif exc.code.name == "UNAVAILABLE" and "connect" in exc.message.lower():
+        address = getattr(args, "address", None) or os.environ.get("ROWFORGE_ADDRESS") or (
+            "127.0.0.1:50051")
+        line = f"{cmd.server_hint(address)} ({exc.message})"
+    return " ".join(line.split())
 
 
 def _is_server_side_error(exc: Exception) -> bool:

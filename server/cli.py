@@ -14,7 +14,14 @@ from rowforge.server.config import ConfigError, load_settings
 
 
 def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = sub.add_parser("serve", help="start the gRPC server")
+    serve = sub.add_parser(
+        "serve", help="start the gRPC server",
+        description="Start the rowforge gRPC server. Settings come from defaults, then the TOML "
+                    "file (--config or ROWFORGE_CONFIG), then ROWFORGE_<SETTING> variables, then "
+                    "these flags; docs/config.md lists every setting. The default is the "
+                    "embedded mode: SQLite and files in ./data, the built-in offline models, "
+                    "auth off on 127.0.0.1:50051. Prints 'rowforge listening on HOST:PORT' once "
+                    "it serves; SIGTERM or Ctrl-C stops it gracefully.")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--data-dir", help="where the database, files and indexes live")

@@ -97,20 +97,55 @@ def test_tables_flow(server: ServerProcess, workdir: Path) -> None:
     assert "cli_yaml" not in rowforge(server, "tables", "list").stdout
 
 
+def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def test_errors_exit_non_zero_with_the_reason(server: ServerProcess, workdir: Path) -> None:
-    missing = rowforge(server, "tables", "get", "action", "no_such_table", ok=False)
-    assert missing.returncode == 1
-    assert "error: " in missing.stderr and "TABLE_NOT_FOUND" in missing.stderr
-    bad_where = rowforge(server, "tables", "rows", "action", "cli_qa", "--where", "((",
-                         ok=False)
-    assert bad_where.returncode == 1 and "  where: " in bad_where.stderr
-    no_file = rowforge(server, "files", "upload", str(workdir / "nope.png"), ok=False)
-    assert no_file.returncode == 2 and "no such file" in no_file.stderr
-    usage = rowforge(server, "tables", "get", "spreadsheet", "x", ok=False)
-    assert usage.returncode == 2 and "invalid choice" in usage.stderr
-    unreachable = subprocess.run([*ROWFORGE, "--address", "127.0.0.1:9", "--timeout", "5",
-                                  "models", "list"], capture_output=True, text=True, timeout=60)
-    assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
+    missing = _one_line(rowforge(server, "tables", "get", "action", "no_such_table", ok=False), 1)
+    assert missing.startswith("rowforge: ") and "TABLE_NOT_FOUND" in missing
+    bad_where = _one_line(rowforge(server, "tables", "rows", "action", "cli_qa", "--where", "((",
+                                   ok=False), 1)
+    assert "where: " in bad_where and "INVALID_WHERE" in bad_where
+    # A field violation that repeats the message is printed once.
+    limit = _one_line(rowforge(server, "tables", "rows", "action", "cli_qa", "--limit", "500",
+                               ok=False), 1)
+    assert limit.count("must be between 1 and 100") == 1, limit
+    no_file = _one_line(rowforge(server, "files", "upload", str(workdir / "nope.png"),
+                                 ok=False), 2)
+    assert "no such file" in no_file
+    usage = _one_line(rowforge(server, "tables", "get", "spreadsheet", "x", ok=False), 2)
+    assert "invalid choice" in usage and "--help" in usage
+
+
+def test_unreachable_local_server_fails_at_once_with_what_to_do() -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWFORGE_")}
+    env["ROWFORGE_ADDRESS"] = f"127.0.0.1:{port}"
+    # The same command once with --help: the interpreter's own start-up time on this machine.
+    t0 = time.monotonic()
+    subprocess.run([*ROWFORGE, "models", "list", "--help"], env=env, capture_output=True,
+                   timeout=60)
+    startup = time.monotonic() - t0
+    t0 = time.monotonic()
+    result = subprocess.run([*ROWFORGE, "models", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    took = time.monotonic() - t0
+    line = _one_line(result, 1)
+    assert line == (f"rowforge: no server answers at 127.0.0.1:{port}: is a server running "
+                    "there? start one with 'rowforge serve' (or 'make serve'), or point "
+                    "--address / ROWFORGE_ADDRESS at it")
+    # No backoff retries (they took 3 s or more): within a second of the start-up time.
+    assert took < startup + 1.0, (took, startup)
 
 
 def test_files_upload_download_list_delete(server: ServerProcess, workdir: Path) -> None:

@@ -79,3 +79,17 @@ def test_environment_credentials_and_cli(secured) -> None:  # type: ignore[no-un
                              "tables", "list"], env=env, capture_output=True, text=True,
                             timeout=60)
     assert denied.returncode == 1 and "PROJECT_ACCESS_DENIED" in denied.stderr
+
+
+def test_cli_without_a_token_says_how_to_pass_one(secured) -> None:  # type: ignore[no-untyped-def]
+    proc, _ = secured
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ROWFORGE_", "JAMAI_"))}
+    result = subprocess.run([sys.executable, "-m", "rowforge.clients.cli", "--address",
+                             proc.address, "models", "list"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "UNAUTHENTICATED" in lines[0], result.stderr
+    assert lines[0].endswith("pass --token or set ROWFORGE_TOKEN (and --project or "
+                             "ROWFORGE_PROJECT_ID)")
