@@ -8,6 +8,7 @@ BUF := node_modules/.bin/buf
 HOST ?= 127.0.0.1
 PORT ?= 50051
 DATA_DIR ?= data
+CONFIG ?=
 PYTEST_ARGS ?=
 
 .PHONY: install serve test test-pure bench proto proto-check lint format node clean
@@ -30,7 +31,8 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $(NODE_STAMP)
 
 serve: install node
-	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
+	  $(if $(CONFIG),--config $(CONFIG))
 
 test: install node
 	$(PY) -m pytest $(PYTEST_ARGS)

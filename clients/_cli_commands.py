@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -229,6 +230,8 @@ def files_upload(args: argparse.Namespace) -> int:
             uploaded.append(info)
     if args.json:
         print_json(uploaded)
+    elif not sys.stdout.isatty():  # captured by a script: only what it needs
+        print("\n".join(f.uri for f in uploaded))
     else:
         print_table(["URI", "KIND", "SIZE", "TYPE"],
                     [(f.uri, f.kind, f.size, f.content_type) for f in uploaded])
@@ -239,7 +242,8 @@ def files_download(args: argparse.Namespace) -> int:
     with client_of(args) as client:
         info = client.file.get_file(args.uri)
         output = args.output or info.name or args.uri.rsplit("/", 1)[-1]
-        if output != "-" and Path(output).is_dir():
+        if output != "-" and (Path(output).is_dir() or output.endswith(("/", os.sep))):
+            Path(output).mkdir(parents=True, exist_ok=True)
             output = str(Path(output) / info.name)
         progress = Progress(info.size, f"downloading {info.name}", "B",
                             quiet=args.json or output == "-", unit_scale=True)

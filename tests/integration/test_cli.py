@@ -159,6 +159,12 @@ def test_files_upload_download_list_delete(server: ServerProcess, workdir: Path)
     assert target.read_bytes() == source.read_bytes()
     assert f"wrote {source.stat().st_size} bytes" in out
     assert uri in rowforge(server, "files", "list").stdout
+    # Piped (not a terminal): only the URIs, one per line, for `URI=$(rowforge files upload x)`.
+    piped = rowforge(server, "files", "upload", str(source), str(source)).stdout
+    assert piped.splitlines() == [uri, uri]
+    # A directory given with a trailing slash is made.
+    rowforge(server, "files", "download", uri, "-o", str(workdir / "new-dir") + "/")
+    assert (workdir / "new-dir" / "notes.txt").read_bytes() == source.read_bytes()
     rowforge(server, "files", "delete", uri)
     gone = rowforge(server, "files", "download", uri, "-o", str(workdir / "gone.txt"), ok=False)
     assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
