@@ -151,6 +151,8 @@ class LexicalIndex:
         self._index: tantivy.Index | None = None
         self._searcher: tantivy.Searcher | None = None
         self._writer: tantivy.IndexWriter | None = None
+        #: The writer holds changes not yet committed.
+        self._pending = False
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,6 +202,7 @@ class LexicalIndex:
 
     def _drop(self) -> None:
         self._writer = None  # dropping it stops its threads and frees its arena
+        self._pending = False
         self._searcher = None
         self._index = None
 
@@ -262,10 +265,12 @@ class LexicalIndex:
                     for value in values:
                         doc.add_text(FIELD_TEXT, value)
                     writer.add_document(doc)
+                self._pending = True
             if not commit:
                 return
-            if self._writer is not None:
+            if self._writer is not None and self._pending:
                 self._writer.commit()
+                self._pending = False
                 self._index.reload()
                 self._searcher = self._index.searcher()
             if watermark is not None:

@@ -258,7 +258,7 @@ def reader(store: TableStore) -> Iterator[Reader]:
 
 
 def vec(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).standard_normal(8)
+    v = np.random.default_rng(seed).standard_normal(384)  # the built-in embedder's size
     return (v / np.linalg.norm(v)).tolist()
 
 
