@@ -25,7 +25,7 @@ from rowforge.server.tables.model import Cell, TableSchema
 from rowforge.server.tables.store import TableStore
 
 P = "default"
-DIM = 8
+DIM = 384  # the built-in embedder's size (embedding columns check it)
 
 
 @pytest.fixture
@@ -196,7 +196,15 @@ async def test_vectors_of_another_dimension_are_left_out(store: TableStore, tmp_
                                                          reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
     await add(store, schema, [1, 2])
-    odd, = await store.insert_rows(schema, [{"Text Embed": [1.0, 2.0, 3.0]}])
+    # Stored before embedding columns checked their size (the store refuses it now).
+    odd, = await store.insert_rows(schema, [{"Title": "odd"}])
+    from rowforge.server.tables.layout import ROW_ID, row_table, value_name
+
+    table = row_table(schema)
+    column = value_name(schema.column("Text Embed"))
+    async with store.db.write() as conn:
+        await conn.execute(table.update().where(table.c[ROW_ID] == odd.id).values(
+            {column: np.asarray([1.0, 2.0, 3.0], "<f4").tobytes()}))
     index = await opened(store, schema, tmp_path / "ix", reader)
     assert index.skipped_vectors == 1
     assert odd.id not in {rid for rid, _ in index.search(vec(1), 10)}
