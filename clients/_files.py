@@ -20,8 +20,15 @@ CHUNK = 1024 * 1024
 FileSource = str | os.PathLike[str] | bytes | BinaryIO
 
 
-def _requests(source: FileSource, name: str | None, content_type: str | None
-              ) -> tuple[fpb.FileMetadata, Iterator[fpb.UploadFileRequest]]:
+def file_source(source: FileSource, name: str | None = None, content_type: str | None = None
+                ) -> tuple[fpb.FileMetadata, Iterator[bytes]]:
+    """An upload's metadata and its content in :data:`CHUNK`-byte pieces, from a path, bytes
+    (``name`` required) or a binary file object (named by ``name`` or its ``.name``).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        InvalidArgumentError: no name for bytes or an unnamed file object.
+    """
     size = 0
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -52,11 +59,16 @@ def _requests(source: FileSource, name: str | None, content_type: str | None
         def chunks() -> Iterator[bytes]:
             yield from iter(lambda: fh.read(CHUNK), b"")
     content_type = content_type or mimetypes.guess_type(name)[0] or ""
-    metadata = fpb.FileMetadata(name=name, content_type=content_type, size=size)
+    return fpb.FileMetadata(name=name, content_type=content_type, size=size), chunks()
+
+
+def _requests(source: FileSource, name: str | None, content_type: str | None
+              ) -> tuple[fpb.FileMetadata, Iterator[fpb.UploadFileRequest]]:
+    metadata, chunks = file_source(source, name, content_type)
 
     def requests() -> Iterator[fpb.UploadFileRequest]:
         yield fpb.UploadFileRequest(metadata=metadata)
-        for chunk in chunks():
+        for chunk in chunks:
             yield fpb.UploadFileRequest(chunk=chunk)
 
     return metadata, requests()

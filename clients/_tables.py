@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
-from rowforge.clients._files import upload_plan
+from rowforge.clients._files import FileSource, file_source
 from rowforge.clients._transport import Emit, Next, Open, Plan, Unary, Upload
 from rowforge.clients.exceptions import NotFoundError
 from rowforge.v1 import common_pb2
@@ -564,34 +564,69 @@ class TableClient:
 
         return self._t.run(plan())
 
-    def embed_file(self, file_path: str | Path, table_id: str, chunk_size: int = 1000,
+    def embed_file(self, file_path: FileSource, table_id: str, chunk_size: int = 1000,
                    chunk_overlap: int = 200,
-                   progress: Callable[[int, int], None] | None = None) -> t.EmbedFileResponse:
-        """Upload a file (or reuse a ``file://`` URI) and parse, chunk and embed it into a
-        knowledge table; ``progress(chunks_done, chunk_count)`` is called as it goes."""
+                   progress: Callable[[int, int], None] | None = None, *,
+                   name: str | None = None,
+                   content_type: str | None = None) -> t.EmbedFileResponse:
+        """Parse, chunk and embed a file into a knowledge table (the seed's
+        ``embed_file(file_path, table_id)``).
+
+        ``file_path`` is a local path, bytes (with ``name``, whose extension and the content
+        decide the type), a binary file object, or the ``file://`` URI of a stored file. A
+        local file is uploaded and embedded in one call (EmbedFileContent, 1 MiB chunks):
+        refused (too large, unsupported, empty, no text...), it leaves nothing on the server;
+        embedded, it is kept as a file (``.uri``) the rows point to. ``progress(chunks_done,
+        chunk_count)`` is called as a stored file's chunks are embedded (once at the end for
+        an upload).
+
+        Raises:
+            FileNotFoundError: the local path does not exist.
+            InvalidArgumentError: bad file or chunking; NotFoundError: no such knowledge table
+                (or stored file).
+        """
+        if isinstance(file_path, str) and file_path.startswith("file://"):
+            return self._t.run(self._embed_stored(file_path, table_id, chunk_size,
+                                                  chunk_overlap, progress))
+
+        def requests(metadata: Any, chunks: Iterator[bytes]
+                     ) -> Iterator[kpb.EmbedFileContentRequest]:
+            yield kpb.EmbedFileContentRequest(metadata=kpb.EmbedFileContentMetadata(
+                table_id=table_id, file=metadata, chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap))
+            for chunk in chunks:
+                yield kpb.EmbedFileContentRequest(chunk=chunk)
 
         def plan() -> Plan[t.EmbedFileResponse]:
-            uri = str(file_path)
-            if not uri.startswith("file://"):
-                info = yield from upload_plan(Path(file_path))
-                uri = info.uri
-            stream = yield Open(KNOWLEDGE, "EmbedFile", kpb.EmbedFileRequest(
-                table_id=table_id, file_uri=uri, chunk_size=chunk_size,
-                chunk_overlap=chunk_overlap), deadline="upload")
-            out = t.EmbedFileResponse(uri=uri)
-            while (event := (yield Next(stream))) is not None:
-                kind = event.WhichOneof("event")
-                if kind == "started":
-                    out.chunk_count = event.started.chunk_count
-                    out.page_count = event.started.page_count
-                elif kind == "progress" and progress is not None:
-                    progress(event.progress.chunks_done, event.progress.chunk_count)
-                elif kind == "completed":
-                    out.row_count = event.completed.row_count
-                    out.row_ids = list(event.completed.row_ids)
-            return out
+            metadata, chunks = file_source(file_path, name, content_type)
+            resp = yield Upload(KNOWLEDGE, "EmbedFileContent", requests(metadata, chunks))
+            if progress is not None:
+                progress(resp.chunk_count, resp.chunk_count)
+            return t.EmbedFileResponse(uri=resp.file.uri, row_ids=list(resp.row_ids),
+                                       row_count=resp.row_count, chunk_count=resp.chunk_count,
+                                       page_count=resp.page_count)
 
         return self._t.run(plan())
+
+    @staticmethod
+    def _embed_stored(uri: str, table_id: str, chunk_size: int, chunk_overlap: int,
+                      progress: Callable[[int, int], None] | None
+                      ) -> Plan[t.EmbedFileResponse]:
+        stream = yield Open(KNOWLEDGE, "EmbedFile", kpb.EmbedFileRequest(
+            table_id=table_id, file_uri=uri, chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap), deadline="upload")
+        out = t.EmbedFileResponse(uri=uri)
+        while (event := (yield Next(stream))) is not None:
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                out.chunk_count = event.started.chunk_count
+                out.page_count = event.started.page_count
+            elif kind == "progress" and progress is not None:
+                progress(event.progress.chunks_done, event.progress.chunk_count)
+            elif kind == "completed":
+                out.row_count = event.completed.row_count
+                out.row_ids = list(event.completed.row_ids)
+        return out
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ Other domains reach it as ``app.files`` (a :class:`FileStore`):
   files.read_for_model(uri)`` (the calling project from ``current_project()``);
 * ``await files.store_bytes(project_id, data, name=..., expected_kind=...)`` when a Python
   column outputs bytes;
+* ``async with files.receive(project_id, parts, keep_content=True) as received:`` an upload
+  checked like any other but not yet a file, for work that must succeed before the file is
+  kept (EmbedFileContent): ``await received.commit()``, or leave the block to drop it;
 * ``await files.open_range(project_id, uri, offset, length)`` -> :class:`FileRange`, iterated
   for chunks.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -138,6 +142,34 @@ class FileRange:
                            reason="BLOB_TRUNCATED")
 
 
+class ReceivedUpload:
+    """An upload received and checked (limits, type), in temporary storage: not yet a file.
+
+    See :meth:`FileStore.receive`. ``content`` holds the bytes when they were kept.
+    """
+
+    def __init__(self, store: FileStore, project_id: str, name: str, sniffed: Sniffed,
+                 sha256: str, writer: BlobWriter, content: bytes | None) -> None:
+        self._store = store
+        self._writer = writer
+        self.project_id = project_id
+        self.name = name
+        self.content_type = sniffed.content_type
+        self.kind = sniffed.kind
+        self.sha256 = sha256
+        self.size = writer.size
+        self.content = content
+        self._sniffed = sniffed
+        self.file: FileInfo | None = None
+
+    async def commit(self) -> FileInfo:
+        """Make the upload a file of its project (once)."""
+        if self.file is None:
+            self.file = await self._store._record(self.project_id, self._writer, self.name,
+                                                  self._sniffed, self.sha256)
+        return self.file
+
+
 def _missing_blob(info: FileInfo) -> Internal:
     return Internal(f"the content of {info.uri} is missing from file storage",
                     reason="BLOB_MISSING")
@@ -207,6 +239,21 @@ class FileStore:
                 ``CHECKSUM_MISMATCH``, ``FILE_TYPE_MISMATCH``, ``UNSUPPORTED_FILE_TYPE``.
             DeadlineExceeded: ``UPLOAD_STALLED`` when no part arrives for ``idle_timeout_s``.
         """
+        async with self.receive(project_id, parts) as received:
+            return await received.commit()
+
+    @contextlib.asynccontextmanager
+    async def receive(self, project_id: str, parts: AsyncIterable[UploadMetadata | bytes], *,
+                      keep_content: bool = False) -> AsyncIterator[ReceivedUpload]:
+        """Receive an upload as :meth:`upload` does (same checks, limits and refusals), but
+        hand it over *before* it becomes a file: the caller may look at it (with
+        ``keep_content``, its bytes are in ``content``) and then
+        :meth:`ReceivedUpload.commit` it, or leave the block without committing, which drops
+        it (no file row, no blob).
+
+        Raises:
+            Like :meth:`upload`.
+        """
         names.check_project_id(project_id)  # before any byte is stored
         it = aiter(parts)
         first = await self._next_part(it)
@@ -220,7 +267,8 @@ class FileStore:
             raise _too_large(self.limits.largest, None)
         writer = self.blobs.open_write()
         try:
-            sniffed = await self._receive(it, writer, meta)
+            content = bytearray() if keep_content else None
+            sniffed = await self._receive(it, writer, meta, content)
             sha = await writer.finish()
             if meta.size and writer.size != meta.size:
                 raise InvalidArgument.field(
@@ -230,7 +278,8 @@ class FileStore:
                 raise InvalidArgument.field(
                     "metadata.sha256", f"declared {meta.sha256} but the content hashes to {sha}",
                     reason="CHECKSUM_MISMATCH")
-            return await self._record(project_id, writer, meta.name, sniffed, sha)
+            yield ReceivedUpload(self, project_id, meta.name, sniffed, sha, writer,
+                                 bytes(content) if content is not None else None)
         finally:
             writer.discard()  # a no-op once committed
 
@@ -259,8 +308,9 @@ class FileStore:
         return UploadMetadata(name, meta.content_type, meta.size, meta.sha256.lower())
 
     async def _receive(self, it: AsyncIterator[UploadMetadata | bytes], writer: BlobWriter,
-                       meta: UploadMetadata) -> Sniffed:
-        """Read the content into ``writer``; sniff its type from the first bytes."""
+                       meta: UploadMetadata, content: bytearray | None = None) -> Sniffed:
+        """Read the content into ``writer`` (and ``content`` when given); sniff its type from
+        the first bytes."""
         head = bytearray()
         sniffed: Sniffed | None = None
         limit = self.limits.largest
@@ -288,12 +338,16 @@ class FileStore:
                     "metadata.size", f"declared {meta.size} bytes but received more",
                     reason="SIZE_MISMATCH")
             await writer.write(part)
+            if content is not None:
+                content += part
         if sniffed is None:
             # The whole file fits in the head: sniff it exactly (raises EMPTY_FILE when empty).
             data = bytes(head)
             sniffed = sniff(data, meta.name, meta.content_type, full=data)
             self._check_kind_limit(sniffed.kind, max(total, meta.size))
             await writer.write(data)
+            if content is not None:
+                content += data
         return sniffed
 
     def _check_kind_limit(self, kind: Kind, size: int) -> int:

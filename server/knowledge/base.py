@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from rowforge.server.errors import NotFound, RowforgeError
+from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.dimensions import check_embedding_dimensions
-from rowforge.server.knowledge.embed_file import EmbedFileEvent, FileEmbedder
+from rowforge.server.knowledge.embed_file import ContentEmbedded, EmbedFileEvent, FileEmbedder
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.rag import RagRetriever
 from rowforge.server.knowledge.reader import Reader
@@ -100,6 +101,13 @@ class Knowledge:
         """EmbedFile's events; see :meth:`FileEmbedder.run`."""
         return self.files.run(schema, file_uri, chunk_size=chunk_size,
                               chunk_overlap=chunk_overlap)
+
+    async def embed_content(self, schema: TableSchema,
+                            parts: AsyncIterable[UploadMetadata | bytes], *,
+                            chunk_size: int = 0, chunk_overlap: int = 0) -> ContentEmbedded:
+        """EmbedFileContent; see :meth:`FileEmbedder.run_content`."""
+        return await self.files.run_content(schema, parts, chunk_size=chunk_size,
+                                            chunk_overlap=chunk_overlap)
 
     async def rows_updated(self, schema: TableSchema,
                            updates: Mapping[str, Mapping[str, Any]]) -> None:

@@ -1,9 +1,14 @@
-"""EmbedFile: a stored file becomes rows of a knowledge table, with their embeddings.
+"""EmbedFile: a file becomes rows of a knowledge table, with their embeddings.
 
-Order of work, so that a bad file writes nothing:
+Two ways in: a stored file (EmbedFile, by URI, progress streamed: :meth:`FileEmbedder.run`) or
+a file uploaded with the call (EmbedFileContent: :meth:`FileEmbedder.run_content`). Order of
+work, so that a bad file writes nothing:
 
 1. the file (``app.files``; another project's file is NOT_FOUND) is read, parsed and chunked
-   (in worker threads): empty, corrupt or unsupported files fail here with INVALID_ARGUMENT;
+   (in worker threads): empty, corrupt or unsupported files fail here with INVALID_ARGUMENT.
+   An uploaded file is received through ``files.receive`` (UploadFile's limits and type
+   sniffing) and is not a file yet: it is committed only after step 3, and deleted again if
+   step 4 fails, so a refusal leaves no file, no blob and no rows;
 2. ``started`` (chunk and page counts);
 3. the texts are embedded in batches with each embedding column's model (a title shared by
    every chunk is embedded once), ``progress`` after each batch;
@@ -19,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rowforge.server.errors import FailedPrecondition, InvalidArgument
+from rowforge.server.files.store import FileInfo, UploadMetadata
 from rowforge.server.knowledge.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_SIZE,
@@ -33,7 +39,7 @@ from rowforge.server.knowledge.chunking import (
     chunk_document,
     validate_chunking,
 )
-from rowforge.server.knowledge.parsing import EMPTY_DOCUMENT, parse_document
+from rowforge.server.knowledge.parsing import EMPTY_DOCUMENT, ParsedDocument, parse_document
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, with_retries
 from rowforge.server.tables.embedding_model import check_embedding_model, embedding_spec
 from rowforge.server.tables.model import (
@@ -78,6 +84,23 @@ class Completed:
 EmbedFileEvent = Started | Progress | Completed
 
 
+@dataclass(frozen=True)
+class ContentEmbedded:
+    """The outcome of EmbedFileContent: the file kept, and the rows written."""
+
+    file: FileInfo
+    chunk_count: int
+    page_count: int
+    row_ids: list[str]
+
+
+@dataclass(frozen=True)
+class _Embedder:
+    column: str
+    source: str
+    spec: ModelSpec
+
+
 def chunking_params(chunk_size: int, chunk_overlap: int) -> tuple[int, int]:
     """Request values with proto3 zeros meaning the defaults (1000; overlap 200, or a fifth
     of a smaller chunk size), validated.
@@ -97,6 +120,28 @@ def _source_text(chunk: Chunk, source_column: str) -> str:
     if source_column == KT_TEXT:
         return chunk.text
     return ""
+
+
+async def _chunks(data: bytes, name: str, content_type: str, size: int, overlap: int, *,
+                  field: str) -> tuple[ParsedDocument, list[Chunk]]:
+    """Parse and chunk a file (in worker threads).
+
+    Raises:
+        InvalidArgument: empty, corrupt or unsupported; too many chunks (on ``field``).
+    """
+    document = await asyncio.to_thread(parse_document, data, filename=name,
+                                       content_type=content_type)
+    chunks = await asyncio.to_thread(chunk_document, document, chunk_size=size,
+                                     chunk_overlap=overlap)
+    if not chunks:
+        raise InvalidArgument(f"{name}: no text to embed", reason=EMPTY_DOCUMENT,
+                              metadata={"filename": name})
+    if len(chunks) > MAX_CHUNKS:
+        raise InvalidArgument.field(
+            field, f"{name} makes {len(chunks)} chunks; at most {MAX_CHUNKS} per file (use a "
+                   "larger chunk_size or split the file)",
+            reason="TOO_MANY_CHUNKS", metadata={"chunks": len(chunks), "limit": MAX_CHUNKS})
+    return document, chunks
 
 
 async def _embed_texts(spec: ModelSpec, texts: Sequence[str]) -> list[bytes]:
@@ -122,7 +167,8 @@ class FileEmbedder:
 
     async def run(self, schema: TableSchema, file_uri: str, *, chunk_size: int = 0,
                   chunk_overlap: int = 0) -> AsyncIterator[EmbedFileEvent]:
-        """Embed one file into ``schema`` (a knowledge table), yielding progress events.
+        """Embed one stored file into ``schema`` (a knowledge table), yielding progress
+        events.
 
         Raises:
             InvalidArgument: bad chunking values or URI; an empty, corrupt or unsupported file;
@@ -133,49 +179,86 @@ class FileEmbedder:
             Unavailable / ResourceExhausted: an embedding model failed (nothing written).
         """
         size, overlap = chunking_params(chunk_size, chunk_overlap)
-        specs = self._embedding_specs(schema)
+        embedders = self._embedders(schema)
+        files = self._files()
+        project_id = schema.project_id
+        info = await files.get(project_id, file_uri, field="file_uri")
+        data = await files.read_bytes(project_id, file_uri)
+        document, chunks = await _chunks(data, info.name, info.content_type, size, overlap,
+                                         field="file_uri")
+        yield Started(file_uri, len(chunks), document.page_count)
+        vectors: dict[str, list[bytes | None]] = {}
+        async for done in self._embed(embedders, chunks, vectors):
+            yield Progress(done, len(chunks))
+        inserted = await self._insert(schema, chunks, vectors, file_uri)
+        await self._generate_others(schema, inserted)
+        yield Progress(len(chunks), len(chunks))
+        yield Completed([r.id for r in inserted])
+
+    async def run_content(self, schema: TableSchema,
+                          parts: AsyncIterable[UploadMetadata | bytes], *,
+                          chunk_size: int = 0, chunk_overlap: int = 0) -> ContentEmbedded:
+        """Embed a file uploaded with the call (EmbedFileContent): ``parts`` as
+        ``FileStore.upload`` takes them. The upload is checked like any other (limits, type
+        sniffing), parsed, chunked and embedded *before* it becomes a file; the file is
+        committed just before the rows are inserted, and deleted again if the insert fails:
+        a refusal leaves no file, no blob and no rows.
+
+        Raises:
+            Like :meth:`run` (``file`` instead of ``file_uri`` in field violations), plus the
+            upload's refusals (``FILE_TOO_LARGE``, ``UNSUPPORTED_FILE_TYPE``, ...).
+        """
+        size, overlap = chunking_params(chunk_size, chunk_overlap)
+        embedders = self._embedders(schema)
+        files = self._files()
+        project_id = schema.project_id
+        async with files.receive(project_id, parts, keep_content=True) as upload:
+            document, chunks = await _chunks(upload.content, upload.name, upload.content_type,
+                                             size, overlap, field="file")
+            vectors: dict[str, list[bytes | None]] = {}
+            async for _ in self._embed(embedders, chunks, vectors):
+                pass
+            info = await upload.commit()
+            try:
+                inserted = await self._insert(schema, chunks, vectors, info.uri)
+            except BaseException:
+                # Nothing references the file yet: it goes (with its blob, if unshared).
+                await asyncio.shield(files.delete(project_id, info.uri, force=True))
+                raise
+        await self._generate_others(schema, inserted)
+        return ContentEmbedded(info, len(chunks), document.page_count,
+                               [r.id for r in inserted])
+
+    def _files(self) -> Any:
         files = getattr(self.app, "files", None)
         if files is None:
             raise FailedPrecondition("file storage is not available on this server",
                                      reason="FILES_UNAVAILABLE")
-        project_id = schema.project_id
-        info = await files.get(project_id, file_uri, field="file_uri")
-        data = await files.read_bytes(project_id, file_uri)
-        document = await asyncio.to_thread(parse_document, data, filename=info.name,
-                                           content_type=info.content_type)
-        chunks = await asyncio.to_thread(chunk_document, document, chunk_size=size,
-                                         chunk_overlap=overlap)
-        if not chunks:
-            raise InvalidArgument(f"{info.name}: no text to embed", reason=EMPTY_DOCUMENT,
-                                  metadata={"filename": info.name})
-        if len(chunks) > MAX_CHUNKS:
-            raise InvalidArgument.field(
-                "file_uri", f"{info.name} makes {len(chunks)} chunks; at most {MAX_CHUNKS} per "
-                            "file (use a larger chunk_size or split the file)",
-                reason="TOO_MANY_CHUNKS", metadata={"chunks": len(chunks), "limit": MAX_CHUNKS})
-        yield Started(file_uri, len(chunks), document.page_count)
+        return files
 
-        vectors: dict[str, list[bytes | None]] = {}
-        embed_columns = [c for c in schema.columns if isinstance(c.gen_config, EmbedGenConfig)]
+    @staticmethod
+    async def _embed(embedders: list[_Embedder], chunks: list[Chunk],
+                     vectors: dict[str, list[bytes | None]]) -> AsyncIterator[int]:
+        """Embed every embedding column's source texts into ``vectors`` (column -> one
+        vector per chunk); yields the chunks done after each batch of texts."""
         # Small sources first (titles: usually one per file), then the texts with progress.
-        embed_columns.sort(key=lambda c: c.gen_config.source_column == KT_TEXT)  # type: ignore[union-attr]
         done = 0
-        for col in embed_columns:
-            config = col.gen_config
-            assert isinstance(config, EmbedGenConfig)
-            spec = specs[col.id]
-            texts = [_source_text(c, config.source_column) for c in chunks]
+        for embedder in sorted(embedders, key=lambda e: e.source == KT_TEXT):
+            texts = [_source_text(c, embedder.source) for c in chunks]
             unique = list(dict.fromkeys(t for t in texts if t))
             embedded: dict[str, bytes] = {}
-            progress = config.source_column == KT_TEXT
             for start in range(0, len(unique), EMBED_BATCH):
                 batch = unique[start:start + EMBED_BATCH]
-                embedded.update(zip(batch, await _embed_texts(spec, batch), strict=True))
-                if progress:
+                embedded.update(zip(batch, await _embed_texts(embedder.spec, batch),
+                                    strict=True))
+                if embedder.source == KT_TEXT:
                     done = min(len(chunks), done + len(batch))
-                    yield Progress(done, len(chunks))
-            vectors[col.id] = [embedded.get(t) if t else None for t in texts]
+                    yield done
+            vectors[embedder.column] = [embedded.get(t) if t else None for t in texts]
 
+    async def _insert(self, schema: TableSchema, chunks: list[Chunk],
+                      vectors: dict[str, list[bytes | None]], file_uri: str) -> list[Row]:
+        """All rows in one transaction."""
         rows = []
         for i, chunk in enumerate(chunks):
             row: dict[str, Any] = {KT_TITLE: chunk.title, KT_TEXT: chunk.text,
@@ -183,28 +266,27 @@ class FileEmbedder:
             for column, values in vectors.items():
                 row[column] = values[i]
             rows.append(row)
+        status = (CellStatus.PENDING if getattr(self.app, "engine", None) is not None
+                  else CellStatus.SKIPPED)
+        return list(await self.app.tables.insert_rows(schema, rows, generated_status=status,
+                                                      field_name="chunks"))
+
+    async def _generate_others(self, schema: TableSchema, rows: list[Row]) -> None:
+        """The table's other generated columns, through the row engine."""
         engine = getattr(self.app, "engine", None)
         others = [c for c in schema.generated_columns
                   if not isinstance(c.gen_config, EmbedGenConfig)]
-        status = CellStatus.PENDING if engine is not None else CellStatus.SKIPPED
-        inserted = await self.app.tables.insert_rows(schema, rows, generated_status=status,
-                                                     field_name="chunks")
         if others and engine is not None:
-            await self._generate(engine, schema, inserted)
-        yield Progress(len(chunks), len(chunks))
-        yield Completed([r.id for r in inserted])
+            for start in range(0, len(rows), GENERATE_BATCH):
+                await engine.generate(schema, rows[start:start + GENERATE_BATCH])
 
-    def _embedding_specs(self, schema: TableSchema) -> dict[str, ModelSpec]:
-        """Each embedding column's model, checked to still fit the column (before any work:
-        FAILED_PRECONDITION ``EMBEDDING_MODEL_CHANGED`` otherwise)."""
-        specs = {}
+    def _embedders(self, schema: TableSchema) -> list[_Embedder]:
+        """Each embedding column with its model, checked to still fit the column (before any
+        work: FAILED_PRECONDITION ``EMBEDDING_MODEL_CHANGED`` otherwise)."""
+        out = []
         for col in schema.columns:
             if isinstance(col.gen_config, EmbedGenConfig):
-                specs[col.id] = spec = embedding_spec(self.models, col.gen_config)
+                spec = embedding_spec(self.models, col.gen_config)
                 check_embedding_model(schema, col, spec)
-        return specs
-
-    @staticmethod
-    async def _generate(engine: Any, schema: TableSchema, rows: list[Row]) -> None:
-        for start in range(0, len(rows), GENERATE_BATCH):
-            await engine.generate(schema, rows[start:start + GENERATE_BATCH])
+                out.append(_Embedder(col.id, col.gen_config.source_column, spec))
+        return out

@@ -44,20 +44,29 @@ def file_pb(info: FileInfo) -> pb.File:
                    create_time=timestamp(info.create_time))
 
 
+def upload_metadata(m: pb.FileMetadata) -> UploadMetadata:
+    """An upload's declared metadata, for the files domain."""
+    return UploadMetadata(name=m.name, content_type=m.content_type, size=m.size,
+                          sha256=m.sha256)
+
+
+def upload_chunk(chunk: bytes, field: str = "chunk") -> bytes:
+    """An upload chunk, refused when over 1 MiB (plus slack)."""
+    if len(chunk) > MAX_CHUNK_BYTES:
+        raise InvalidArgument.field(
+            field, f"must be at most 1 MiB ({len(chunk)} bytes sent)",
+            reason="CHUNK_TOO_LARGE", metadata={"limitBytes": MAX_CHUNK_BYTES})
+    return chunk
+
+
 async def _parts(requests: AsyncIterator[pb.UploadFileRequest]
                  ) -> AsyncIterator[UploadMetadata | bytes]:
     async for request in requests:
         part = request.WhichOneof("part")
         if part == "metadata":
-            m = request.metadata
-            yield UploadMetadata(name=m.name, content_type=m.content_type, size=m.size,
-                                 sha256=m.sha256)
+            yield upload_metadata(request.metadata)
         elif part == "chunk":
-            if len(request.chunk) > MAX_CHUNK_BYTES:
-                raise InvalidArgument.field(
-                    "chunk", f"must be at most 1 MiB ({len(request.chunk)} bytes sent)",
-                    reason="CHUNK_TOO_LARGE", metadata={"limitBytes": MAX_CHUNK_BYTES})
-            yield request.chunk
+            yield upload_chunk(request.chunk)
         else:
             raise InvalidArgument.field("part", "each message must set metadata or chunk")
 

@@ -1,5 +1,7 @@
-"""KnowledgeService: EmbedFile (a file into a knowledge table, streamed progress) and
-HybridSearch (vector + BM25, fused with RRF, optional reranking).
+"""KnowledgeService: EmbedFile (a stored file into a knowledge table, streamed progress),
+EmbedFileContent (a file uploaded with the call: client-streaming like UploadFile, kept only
+once its rows are written) and HybridSearch (vector + BM25, fused with RRF, optional
+reranking).
 
 Thin: validate the request shape, call ``app.knowledge`` (:mod:`rowforge.server.knowledge`),
 convert the results.
@@ -7,15 +9,18 @@ convert the results.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
 
 from rowforge.server.app import App
 from rowforge.server.auth import current_project
-from rowforge.server.errors import InvalidArgument
+from rowforge.server.errors import FieldViolation, InvalidArgument, RowforgeError
+from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.base import Knowledge, install_knowledge
 from rowforge.server.knowledge.embed_file import Completed, Progress, Started
+from rowforge.server.services.file import file_pb, upload_chunk, upload_metadata
 from rowforge.server.services.table_convert import row_to_pb
 from rowforge.v1 import knowledge_service_pb2 as pb
 from rowforge.v1 import knowledge_service_pb2_grpc
@@ -27,6 +32,31 @@ def _required(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument.field(field, "is required")
     return value
+
+
+def _content_field(name: str) -> str:
+    """A field of the files domain or of chunking, as EmbedFileContent's request names it."""
+    if name.startswith("metadata."):  # UploadFile's metadata is our metadata.file
+        return "metadata.file." + name.removeprefix("metadata.")
+    return {"chunk_size": "metadata.chunk_size", "chunk_overlap": "metadata.chunk_overlap",
+            "file": "metadata.file"}.get(name, name)
+
+
+async def _content_parts(meta: pb.EmbedFileContentMetadata,
+                         requests: AsyncIterator[pb.EmbedFileContentRequest]
+                         ) -> AsyncIterator[UploadMetadata | bytes]:
+    """EmbedFileContent's messages as the files domain's upload parts."""
+    yield upload_metadata(meta.file)
+    async for request in requests:
+        part = request.WhichOneof("part")
+        if part == "chunk":
+            yield upload_chunk(request.chunk)
+        elif part == "metadata":
+            raise InvalidArgument.field(
+                "metadata", "only the first message may carry metadata; send chunks next",
+                reason="UNEXPECTED_METADATA")
+        else:
+            raise InvalidArgument.field("part", "each message must set metadata or chunk")
 
 
 class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
@@ -48,6 +78,31 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
                                    vector_rank=hit.vector_rank, lexical_rank=hit.lexical_rank)
                    for hit in outcome.hits],
             reranked=outcome.reranked, rerank_error=outcome.rerank_error)
+
+    async def EmbedFileContent(self, request_iterator: AsyncIterator[pb.EmbedFileContentRequest],
+                               context: grpc.aio.ServicerContext
+                               ) -> pb.EmbedFileContentResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise InvalidArgument.field(
+                "metadata", "the first message must carry the metadata (table_id, file, ...)",
+                reason="METADATA_REQUIRED")
+        meta = first.metadata
+        schema = await self.knowledge.knowledge_table(
+            current_project(), _required(meta.table_id, "metadata.table_id"))
+        try:
+            async with contextlib.aclosing(_content_parts(meta, requests)) as parts:
+                done = await self.knowledge.embed_content(
+                    schema, parts, chunk_size=meta.chunk_size,
+                    chunk_overlap=meta.chunk_overlap)
+        except RowforgeError as exc:
+            exc.field_violations = [FieldViolation(_content_field(v.field), v.description)
+                                    for v in exc.field_violations]
+            raise
+        return pb.EmbedFileContentResponse(
+            file=file_pb(done.file), chunk_count=done.chunk_count, page_count=done.page_count,
+            row_count=len(done.row_ids), row_ids=done.row_ids)
 
     async def EmbedFile(self, request: pb.EmbedFileRequest,
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.EmbedFileResponse]:

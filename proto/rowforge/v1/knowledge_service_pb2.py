@@ -22,32 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from rowforge.v1 import file_service_pb2 as rowforge_dot_v1_dot_file__service__pb2
 from rowforge.v1 import table_service_pb2 as rowforge_dot_v1_dot_table__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#rowforge/v1/knowledge_service.proto\x12\x0browforge.v1\x1a\x1frowforge/v1/table_service.proto\"a\n\x10\x45mbedFileRequest\x12\x10\n\x08table_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ile_uri\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x04 \x01(\x05\"M\n\x10\x45mbedFileStarted\x12\x10\n\x08\x66ile_uri\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\x12\x12\n\npage_count\x18\x03 \x01(\x05\"=\n\x11\x45mbedFileProgress\x12\x13\n\x0b\x63hunks_done\x18\x01 \x01(\x05\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\"8\n\x12\x45mbedFileCompleted\x12\x11\n\trow_count\x18\x01 \x01(\x05\x12\x0f\n\x07row_ids\x18\x02 \x03(\t\"\xb8\x01\n\x11\x45mbedFileResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.rowforge.v1.EmbedFileStartedH\x00\x12\x32\n\x08progress\x18\x02 \x01(\x0b\x32\x1e.rowforge.v1.EmbedFileProgressH\x00\x12\x34\n\tcompleted\x18\x03 \x01(\x0b\x32\x1f.rowforge.v1.EmbedFileCompletedH\x00\x42\x07\n\x05\x65vent\"z\n\x13HybridSearchRequest\x12\x10\n\x08table_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\r\n\x05where\x18\x04 \x01(\t\x12\x17\n\x0freranking_model\x18\x05 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x06 \x03(\t\"g\n\x0cSearchResult\x12\x1d\n\x03row\x18\x01 \x01(\x0b\x32\x10.rowforge.v1.Row\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bvector_rank\x18\x03 \x01(\x05\x12\x14\n\x0clexical_rank\x18\x04 \x01(\x05\"h\n\x14HybridSearchResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.rowforge.v1.SearchResult\x12\x10\n\x08reranked\x18\x02 \x01(\x08\x12\x14\n\x0crerank_error\x18\x03 \x01(\t2\xb5\x01\n\x10KnowledgeService\x12L\n\tEmbedFile\x12\x1d.rowforge.v1.EmbedFileRequest\x1a\x1e.rowforge.v1.EmbedFileResponse0\x01\x12S\n\x0cHybridSearch\x12 .rowforge.v1.HybridSearchRequest\x1a!.rowforge.v1.HybridSearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#rowforge/v1/knowledge_service.proto\x12\x0browforge.v1\x1a\x1erowforge/v1/file_service.proto\x1a\x1frowforge/v1/table_service.proto\"a\n\x10\x45mbedFileRequest\x12\x10\n\x08table_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ile_uri\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x04 \x01(\x05\"M\n\x10\x45mbedFileStarted\x12\x10\n\x08\x66ile_uri\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\x12\x12\n\npage_count\x18\x03 \x01(\x05\"=\n\x11\x45mbedFileProgress\x12\x13\n\x0b\x63hunks_done\x18\x01 \x01(\x05\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\"8\n\x12\x45mbedFileCompleted\x12\x11\n\trow_count\x18\x01 \x01(\x05\x12\x0f\n\x07row_ids\x18\x02 \x03(\t\"\xb8\x01\n\x11\x45mbedFileResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.rowforge.v1.EmbedFileStartedH\x00\x12\x32\n\x08progress\x18\x02 \x01(\x0b\x32\x1e.rowforge.v1.EmbedFileProgressH\x00\x12\x34\n\tcompleted\x18\x03 \x01(\x0b\x32\x1f.rowforge.v1.EmbedFileCompletedH\x00\x42\x07\n\x05\x65vent\"\x80\x01\n\x18\x45mbedFileContentMetadata\x12\x10\n\x08table_id\x18\x01 \x01(\t\x12\'\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x19.rowforge.v1.FileMetadata\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x04 \x01(\x05\"m\n\x17\x45mbedFileContentRequest\x12\x39\n\x08metadata\x18\x01 \x01(\x0b\x32%.rowforge.v1.EmbedFileContentMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x88\x01\n\x18\x45mbedFileContentResponse\x12\x1f\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x11.rowforge.v1.File\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\x12\x12\n\npage_count\x18\x03 \x01(\x05\x12\x11\n\trow_count\x18\x04 \x01(\x05\x12\x0f\n\x07row_ids\x18\x05 \x03(\t\"z\n\x13HybridSearchRequest\x12\x10\n\x08table_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\r\n\x05where\x18\x04 \x01(\t\x12\x17\n\x0freranking_model\x18\x05 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x06 \x03(\t\"g\n\x0cSearchResult\x12\x1d\n\x03row\x18\x01 \x01(\x0b\x32\x10.rowforge.v1.Row\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bvector_rank\x18\x03 \x01(\x05\x12\x14\n\x0clexical_rank\x18\x04 \x01(\x05\"h\n\x14HybridSearchResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.rowforge.v1.SearchResult\x12\x10\n\x08reranked\x18\x02 \x01(\x08\x12\x14\n\x0crerank_error\x18\x03 \x01(\t2\x98\x02\n\x10KnowledgeService\x12L\n\tEmbedFile\x12\x1d.rowforge.v1.EmbedFileRequest\x1a\x1e.rowforge.v1.EmbedFileResponse0\x01\x12\x61\n\x10\x45mbedFileContent\x12$.rowforge.v1.EmbedFileContentRequest\x1a%.rowforge.v1.EmbedFileContentResponse(\x01\x12S\n\x0cHybridSearch\x12 .rowforge.v1.HybridSearchRequest\x1a!.rowforge.v1.HybridSearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rowforge.v1.knowledge_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMBEDFILEREQUEST']._serialized_start=85
-  _globals['_EMBEDFILEREQUEST']._serialized_end=182
-  _globals['_EMBEDFILESTARTED']._serialized_start=184
-  _globals['_EMBEDFILESTARTED']._serialized_end=261
-  _globals['_EMBEDFILEPROGRESS']._serialized_start=263
-  _globals['_EMBEDFILEPROGRESS']._serialized_end=324
-  _globals['_EMBEDFILECOMPLETED']._serialized_start=326
-  _globals['_EMBEDFILECOMPLETED']._serialized_end=382
-  _globals['_EMBEDFILERESPONSE']._serialized_start=385
-  _globals['_EMBEDFILERESPONSE']._serialized_end=569
-  _globals['_HYBRIDSEARCHREQUEST']._serialized_start=571
-  _globals['_HYBRIDSEARCHREQUEST']._serialized_end=693
-  _globals['_SEARCHRESULT']._serialized_start=695
-  _globals['_SEARCHRESULT']._serialized_end=798
-  _globals['_HYBRIDSEARCHRESPONSE']._serialized_start=800
-  _globals['_HYBRIDSEARCHRESPONSE']._serialized_end=904
-  _globals['_KNOWLEDGESERVICE']._serialized_start=907
-  _globals['_KNOWLEDGESERVICE']._serialized_end=1088
+  _globals['_EMBEDFILEREQUEST']._serialized_start=117
+  _globals['_EMBEDFILEREQUEST']._serialized_end=214
+  _globals['_EMBEDFILESTARTED']._serialized_start=216
+  _globals['_EMBEDFILESTARTED']._serialized_end=293
+  _globals['_EMBEDFILEPROGRESS']._serialized_start=295
+  _globals['_EMBEDFILEPROGRESS']._serialized_end=356
+  _globals['_EMBEDFILECOMPLETED']._serialized_start=358
+  _globals['_EMBEDFILECOMPLETED']._serialized_end=414
+  _globals['_EMBEDFILERESPONSE']._serialized_start=417
+  _globals['_EMBEDFILERESPONSE']._serialized_end=601
+  _globals['_EMBEDFILECONTENTMETADATA']._serialized_start=604
+  _globals['_EMBEDFILECONTENTMETADATA']._serialized_end=732
+  _globals['_EMBEDFILECONTENTREQUEST']._serialized_start=734
+  _globals['_EMBEDFILECONTENTREQUEST']._serialized_end=843
+  _globals['_EMBEDFILECONTENTRESPONSE']._serialized_start=846
+  _globals['_EMBEDFILECONTENTRESPONSE']._serialized_end=982
+  _globals['_HYBRIDSEARCHREQUEST']._serialized_start=984
+  _globals['_HYBRIDSEARCHREQUEST']._serialized_end=1106
+  _globals['_SEARCHRESULT']._serialized_start=1108
+  _globals['_SEARCHRESULT']._serialized_end=1211
+  _globals['_HYBRIDSEARCHRESPONSE']._serialized_start=1213
+  _globals['_HYBRIDSEARCHRESPONSE']._serialized_end=1317
+  _globals['_KNOWLEDGESERVICE']._serialized_start=1320
+  _globals['_KNOWLEDGESERVICE']._serialized_end=1600
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from rowforge.v1 import file_service_pb2 as _file_service_pb2
 from rowforge.v1 import table_service_pb2 as _table_service_pb2
 import builtins as _builtins
 import sys
@@ -174,6 +175,116 @@ class EmbedFileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___EmbedFileResponse: _TypeAlias = EmbedFileResponse  # noqa: Y015
+
+@_typing.final
+class EmbedFileContentMetadata(_message.Message):
+    """First message of EmbedFileContent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TABLE_ID_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
+    table_id: _builtins.str
+    """Knowledge table id."""
+    chunk_size: _builtins.int
+    """Chunk size in characters (default 1000)."""
+    chunk_overlap: _builtins.int
+    """Overlap between chunks in characters (default 200)."""
+    @_builtins.property
+    def file(self) -> _file_service_pb2.FileMetadata:
+        """The file: name (its extension and content decide the type), optional declared type, size
+        and SHA-256 (checked when set), as in UploadFile.
+        """
+
+    def __init__(
+        self,
+        *,
+        table_id: _builtins.str = ...,
+        file: _file_service_pb2.FileMetadata | None = ...,
+        chunk_size: _builtins.int = ...,
+        chunk_overlap: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "file", b"file", "table_id", b"table_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedFileContentMetadata: _TypeAlias = EmbedFileContentMetadata  # noqa: Y015
+
+@_typing.final
+class EmbedFileContentRequest(_message.Message):
+    """One message of EmbedFileContent: metadata first, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Next bytes of the file (at most 1 MiB)."""
+    @_builtins.property
+    def metadata(self) -> Global___EmbedFileContentMetadata:
+        """First message."""
+
+    def __init__(
+        self,
+        *,
+        metadata: Global___EmbedFileContentMetadata | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["metadata", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___EmbedFileContentRequest: _TypeAlias = EmbedFileContentRequest  # noqa: Y015
+
+@_typing.final
+class EmbedFileContentResponse(_message.Message):
+    """Response of EmbedFileContent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    PAGE_COUNT_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    ROW_IDS_FIELD_NUMBER: _builtins.int
+    chunk_count: _builtins.int
+    """Number of chunks (rows)."""
+    page_count: _builtins.int
+    """Number of pages (0: not paged)."""
+    row_count: _builtins.int
+    """Rows written."""
+    @_builtins.property
+    def file(self) -> _file_service_pb2.File:
+        """The stored file; its uri is the "File ID" of the rows."""
+
+    @_builtins.property
+    def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the rows written."""
+
+    def __init__(
+        self,
+        *,
+        file: _file_service_pb2.File | None = ...,
+        chunk_count: _builtins.int = ...,
+        page_count: _builtins.int = ...,
+        row_count: _builtins.int = ...,
+        row_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "file", b"file", "page_count", b"page_count", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedFileContentResponse: _TypeAlias = EmbedFileContentResponse  # noqa: Y015
 
 @_typing.final
 class HybridSearchRequest(_message.Message):

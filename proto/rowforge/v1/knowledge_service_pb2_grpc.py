@@ -40,6 +40,11 @@ class KnowledgeServiceStub:
                 request_serializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileRequest.SerializeToString,
                 response_deserializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileResponse.FromString,
                 _registered_method=True)
+        self.EmbedFileContent = channel.stream_unary(
+                '/rowforge.v1.KnowledgeService/EmbedFileContent',
+                request_serializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentRequest.SerializeToString,
+                response_deserializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentResponse.FromString,
+                _registered_method=True)
         self.HybridSearch = channel.unary_unary(
                 '/rowforge.v1.KnowledgeService/HybridSearch',
                 request_serializer=rowforge_dot_v1_dot_knowledge__service__pb2.HybridSearchRequest.SerializeToString,
@@ -53,6 +58,16 @@ class KnowledgeServiceServicer:
 
     def EmbedFile(self, request, context):
         """Parses, chunks and embeds a file into a knowledge table, streaming progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedFileContent(self, request_iterator, context):
+        """Uploads a file and embeds it into a knowledge table in one call: first message the table,
+        chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+        limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
+        "File ID") only once its rows are written: a refused file leaves no file and no rows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +88,11 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.EmbedFile,
                     request_deserializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileRequest.FromString,
                     response_serializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileResponse.SerializeToString,
+            ),
+            'EmbedFileContent': grpc.stream_unary_rpc_method_handler(
+                    servicer.EmbedFileContent,
+                    request_deserializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentRequest.FromString,
+                    response_serializer=rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentResponse.SerializeToString,
             ),
             'HybridSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.HybridSearch,
@@ -108,6 +128,33 @@ class KnowledgeService:
             '/rowforge.v1.KnowledgeService/EmbedFile',
             rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileRequest.SerializeToString,
             rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedFileContent(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/rowforge.v1.KnowledgeService/EmbedFileContent',
+            rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentRequest.SerializeToString,
+            rowforge_dot_v1_dot_knowledge__service__pb2.EmbedFileContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,12 @@ class KnowledgeServiceStub:
     def __new__(cls, channel: _aio.Channel) -> KnowledgeServiceAsyncStub: ...
     EmbedFile: _grpc.UnaryStreamMultiCallable[_knowledge_service_pb2.EmbedFileRequest, _knowledge_service_pb2.EmbedFileResponse]
     """Parses, chunks and embeds a file into a knowledge table, streaming progress."""
+    EmbedFileContent: _grpc.StreamUnaryMultiCallable[_knowledge_service_pb2.EmbedFileContentRequest, _knowledge_service_pb2.EmbedFileContentResponse]
+    """Uploads a file and embeds it into a knowledge table in one call: first message the table,
+    chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+    limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
+    "File ID") only once its rows are written: a refused file leaves no file and no rows.
+    """
     HybridSearch: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.HybridSearchRequest, _knowledge_service_pb2.HybridSearchResponse]
     """Hybrid search of a knowledge table: vector top-n and BM25 top-n fused with RRF, optionally
     reranked.
@@ -47,6 +53,12 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     EmbedFile: _aio.UnaryStreamMultiCallable[_knowledge_service_pb2.EmbedFileRequest, _knowledge_service_pb2.EmbedFileResponse]  # type: ignore[assignment]
     """Parses, chunks and embeds a file into a knowledge table, streaming progress."""
+    EmbedFileContent: _aio.StreamUnaryMultiCallable[_knowledge_service_pb2.EmbedFileContentRequest, _knowledge_service_pb2.EmbedFileContentResponse]  # type: ignore[assignment]
+    """Uploads a file and embeds it into a knowledge table in one call: first message the table,
+    chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+    limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
+    "File ID") only once its rows are written: a refused file leaves no file and no rows.
+    """
     HybridSearch: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.HybridSearchRequest, _knowledge_service_pb2.HybridSearchResponse]  # type: ignore[assignment]
     """Hybrid search of a knowledge table: vector top-n and BM25 top-n fused with RRF, optionally
     reranked.
@@ -62,6 +74,18 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_knowledge_service_pb2.EmbedFileResponse], _abc.AsyncIterator[_knowledge_service_pb2.EmbedFileResponse]]:
         """Parses, chunks and embeds a file into a knowledge table, streaming progress."""
+
+    @_abc_1.abstractmethod
+    def EmbedFileContent(
+        self,
+        request_iterator: _MaybeAsyncIterator[_knowledge_service_pb2.EmbedFileContentRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_service_pb2.EmbedFileContentResponse, _abc.Awaitable[_knowledge_service_pb2.EmbedFileContentResponse]]:
+        """Uploads a file and embeds it into a knowledge table in one call: first message the table,
+        chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+        limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
+        "File ID") only once its rows are written: a refused file leaves no file and no rows.
+        """
 
     @_abc_1.abstractmethod
     def HybridSearch(
