@@ -213,6 +213,7 @@ class FileEmbedder:
         files = self._files()
         project_id = schema.project_id
         async with files.receive(project_id, parts, keep_content=True) as upload:
+            assert upload.content is not None
             document, chunks = await _chunks(upload.content, upload.name, upload.content_type,
                                              size, overlap, field="file")
             vectors: dict[str, list[bytes | None]] = {}
