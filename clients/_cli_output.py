@@ -3,6 +3,7 @@ progress bars (tqdm when installed, plain lines otherwise)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -10,10 +11,14 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
+from rowforge.clients._convert import iso_utc
+
 MAX_CELL = 60
 
 
 def to_jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return iso_utc(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_none=True)
     if isinstance(value, dict):
@@ -38,6 +43,8 @@ def print_json(value: Any, out: TextIO | None = None, *, lines: bool = False) ->
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, dt.datetime):
+        return iso_utc(value)
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(str(value).split())

@@ -275,14 +275,22 @@ def row_completion_py(row: tpb.RowCompletion,
         name: cell_completion_py(cell, dtypes.get(name)) for name, cell in row.columns.items()})
 
 
+def iso_utc(value: dt.datetime) -> str:
+    """The one timestamp text of the client, CLI and CSV export: ISO 8601 in UTC with ``Z``
+    (``2026-01-02T03:04:05.123456Z``), as pydantic writes datetimes in JSON."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
 def wrapped_row(row: tpb.Row, dtypes: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The seed's row dict: ``ID`` and ``Updated at`` plain, every column wrapped as
     ``{"value": ...}`` (plus ``status`` / ``error`` / ``usage`` / ``references`` when set)."""
     dtypes = dtypes or {}
     out: dict[str, Any] = {
         ID_COLUMN: row.id,
-        UPDATED_AT_COLUMN: (datetime_of(row.update_time, row.HasField("update_time"))
-                            or dt.datetime.fromtimestamp(0, dt.UTC)).isoformat(),
+        UPDATED_AT_COLUMN: iso_utc(datetime_of(row.update_time, row.HasField("update_time"))
+                                   or dt.datetime.fromtimestamp(0, dt.UTC)),
     }
     # Schema order when the column types are known (the map's order is arbitrary).
     names = [n for n in dtypes if n in row.cells] + [n for n in row.cells if n not in dtypes]

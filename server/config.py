@@ -23,8 +23,11 @@ SANDBOX_NETWORK_MODES = ("", "off", "public")
 class Settings:
     """All server settings. Build with :func:`load_settings`."""
 
+    #: Address to listen on; a non-loopback one needs auth (or ``insecure``).
     host: str = "127.0.0.1"
+    #: Port to listen on; 0 picks a free one (printed in the "rowforge listening" line).
     port: int = 50051
+    #: Where the SQLite database, files, indexes and the sandbox's scratch space live.
     data_dir: Path = Path("data")
     #: SQLAlchemy async URL; empty means SQLite (aiosqlite) in ``data_dir``.
     database_url: str = ""
@@ -36,40 +39,56 @@ class Settings:
     grace_period_s: float = 10.0
     #: Largest gRPC message accepted or sent (a batch request may carry 32 MB of content).
     max_message_bytes: int = 40 * MiB
+    #: Serve gRPC server reflection (what grpcurl and buf curl use without proto files).
     reflection: bool = True
+    #: Log level: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    #: Logs as JSON lines on stderr (false: plain text).
     log_json: bool = True
-    #: Model entries added to the built-in models (see docs/config.md / README).
+    #: Models added to the built-in ones: ``[[models]]`` tables in TOML, a JSON list in
+    #: ``ROWFORGE_MODELS`` (fields below).
     models: tuple[dict[str, Any], ...] = ()
+    #: Model used when a chat call or LLM column names none.
     default_chat_model: str = "rowforge/chat"
+    #: Model used when an embedding call or knowledge table names none.
     default_embed_model: str = "rowforge/embed"
+    #: Model used when a rerank call names none.
     default_rerank_model: str = "rowforge/rerank"
-    #: Concurrency of generated cells per model and per table.
+    #: Generated cells running at once per model.
     model_concurrency: int = 64
+    #: Generated cells running at once per table.
     table_concurrency: int = 32
-    #: Python-column sandbox.
+    #: Worker processes running Python-column cells.
     sandbox_workers: int = 2
+    #: Seconds one Python cell may run before it becomes a cell error.
     sandbox_timeout_s: float = 10.0
+    #: Memory limit of one Python cell, in MiB.
     sandbox_memory_mb: int = 512
     #: Network access of Python cells: "off" (none) or "public" (public addresses only,
     #: through the sandbox's egress proxy). Empty: "off" when auth is on or the server
     #: listens beyond loopback, "public" for the embedded loopback server (README, security).
     sandbox_network: str = ""
-    #: File size limits per kind.
+    #: Largest document file (PDF, Office, text ...) accepted.
     max_document_bytes: int = 200 * MiB
+    #: Largest image file accepted.
     max_image_bytes: int = 20 * MiB
+    #: Largest audio file accepted.
     max_audio_bytes: int = 120 * MiB
     #: An upload that sends nothing for this long is abandoned (DEADLINE_EXCEEDED).
     upload_idle_timeout_s: float = 60.0
-    #: Batch jobs.
+    #: Batch requests processed at once by this replica.
     batch_workers: int = 64
+    #: Attempts of one batch request (first included) before it fails.
     batch_max_attempts: int = 5
+    #: Seconds a replica holds a claimed batch request before another may take it over.
     batch_lease_s: float = 60.0
+    #: Days an ended batch job and its results are kept.
     batch_retention_days: float = 30.0
     #: Seconds one batch model call may take before it is a (retryable) timeout.
     batch_request_timeout_s: float = 60.0
-    #: Backoff before a batch request's first retry, and the cap of any backoff (seconds).
+    #: Seconds before a batch request's first retry (doubling after).
     batch_backoff_base_s: float = 1.0
+    #: Cap of any batch retry backoff, in seconds.
     batch_backoff_max_s: float = 60.0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""

@@ -162,7 +162,7 @@ class HybridSearcher:
             raise NotFound(exc.message, reason=exc.reason, metadata=exc.metadata,
                            resource_type="model", resource_name=reranking_model,
                            field_violations=[FieldViolation(
-                               reranker_field, f"unknown model {reranking_model!r}")]) from None
+                               reranker_field, exc.message)]) from None
         except InvalidArgument as exc:
             raise InvalidArgument.field(
                 reranker_field, exc.message.split(": ", 1)[-1], reason=exc.reason,

@@ -272,10 +272,9 @@ class ModelRegistry:
         """
         spec = self._by_id.get(model_id)
         if spec is None:
-            raise NotFound(f"Model {shown(model_id)} does not exist; list the models to see "
-                           "which do.",
-                           reason="MODEL_NOT_FOUND", metadata={"model": model_id},
-                           resource_type="model", resource_name=model_id)
+            raise NotFound(model_not_found_message(model_id), reason="MODEL_NOT_FOUND",
+                           metadata={"model": model_id}, resource_type="model",
+                           resource_name=model_id)
         return spec
 
     def require(self, model_id: str, capability: str) -> ModelSpec:
@@ -324,6 +323,12 @@ class ModelRegistry:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+def model_not_found_message(model_id: str) -> str:
+    """The one wording of an unknown model, wherever it is named."""
+    return (f"model {shown(model_id)} does not exist on this server; ListModels "
+            "(rowforge models list) shows which do")
 
 
 def capability_missing(spec: ModelSpec, capability: str) -> InvalidArgument:

@@ -101,7 +101,8 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
 
     async def ListTables(self, request: pb.ListTablesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListTablesResponse:
-        kind = table_type_from_pb(request.table_type)
+        # TABLE_TYPE_UNSPECIFIED lists every type.
+        kind = table_type_from_pb(request.table_type) if request.table_type else ""
         page = await self.store.list_tables(
             current_project(), kind, offset=request.offset, limit=request.limit,
             page_token=request.page_token, count_rows=request.count_rows,

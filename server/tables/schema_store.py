@@ -221,22 +221,29 @@ class SchemaStore:
     async def list_tables(self, project_id: str, table_type: str, *, offset: int = 0,
                           limit: int = 0, page_token: str = "", count_rows: bool = False,
                           prefix: str = "") -> TablePage:
-        """Tables of one type sorted by id; ``prefix`` filters ids case-insensitively."""
-        check_table_type(table_type)
+        """Tables sorted by id (then type); ``table_type`` ``""`` lists every type;
+        ``prefix`` filters ids case-insensitively."""
+        if table_type:
+            check_table_type(table_type)
         size = check_page(offset, limit)
         bound = page_tokens.params_hash("tables", project_id, table_type, prefix)
         t = user_tables
-        cond = [t.c.project_id == project_id, t.c.table_type == table_type]
+        cond = [t.c.project_id == project_id]
+        if table_type:
+            cond.append(t.c.table_type == table_type)
         if prefix:
             cond.append(sa.func.lower(sa.func.substr(t.c.table_id, 1, len(prefix)))
                         == prefix.lower())
-        query = sa.select(t).where(*cond).order_by(t.c.table_id).limit(size + 1)
+        query = sa.select(t).where(*cond).order_by(t.c.table_id, t.c.table_type).limit(size + 1)
         if page_token:
             cursor = page_tokens.decode(page_token, bound)
-            if len(cursor) != 1 or not isinstance(cursor[0], str):
+            if len(cursor) not in (1, 2) or not all(isinstance(c, str) for c in cursor):
                 raise InvalidArgument.field("page_token", "is not a valid page token",
                                             reason="INVALID_PAGE_TOKEN")
-            query = query.where(t.c.table_id > cursor[0])
+            if len(cursor) == 1:
+                query = query.where(t.c.table_id > cursor[0])
+            else:
+                query = query.where(sa.tuple_(t.c.table_id, t.c.table_type) > tuple(cursor))
         elif offset:
             query = query.offset(offset)
         async with self.db.read() as conn:
@@ -247,7 +254,9 @@ class SchemaStore:
             counts = None
             if count_rows:
                 counts = {s.storage_id: await self.count_rows(conn, s) for s in items}
-        token = page_tokens.encode([items[-1].id], bound) if len(rows) > size else ""
+        last = items[-1] if items else None
+        cursor = [last.id] if table_type else [last.id, str(last.table_type)] if last else []
+        token = page_tokens.encode(cursor, bound) if len(rows) > size else ""
         return TablePage(items=items, total=total, next_page_token=token, num_rows=counts)
 
     # -- helpers ---------------------------------------------------------------------------

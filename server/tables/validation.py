@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rowforge.server.errors import FieldViolation, InvalidArgument, NotFound, Violations
+from rowforge.server.providers.registry import model_not_found_message
 from rowforge.server.tables.model import (
     CHAT_AI,
     CHAT_USER,
@@ -221,11 +222,10 @@ class _Checker:
             return
         if model_id not in models:
             self.not_found.append(NotFound(
-                f"column {col.id!r}: model {model_id!r} does not exist; list the models to see "
-                "which do", reason="MODEL_NOT_FOUND",
-                metadata={"model": model_id, "column": col.id},
+                f"column {col.id!r}: {model_not_found_message(model_id)}",
+                reason="MODEL_NOT_FOUND", metadata={"model": model_id, "column": col.id},
                 field_violations=[FieldViolation(f"{self.field_for(col.id)}.{path}",
-                                                 f"unknown model {model_id!r}")],
+                                                 model_not_found_message(model_id))],
                 resource_type="model", resource_name=model_id))
             return
         spec = models.get(model_id)

@@ -228,3 +228,20 @@ def test_batch_file_errors_name_the_line(server: ServerProcess, workdir: Path) -
     bad.write_text('{"request_id": "x"}\n')
     result = rowforge(server, "batch", "create", str(bad), ok=False)
     assert result.returncode == 2 and "needs 'text'" in result.stderr
+
+
+def test_one_timestamp_format_everywhere(server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "ts.yaml").write_text("id: ts_t\ntable_type: action\ncols:\n  - id: x\n")
+    (tmp_path / "ts.csv").write_text("x\nhello\n")
+    rowforge(server, "tables", "create", "ts.yaml", cwd=tmp_path)
+    rowforge(server, "tables", "add-rows", "action", "ts_t", "ts.csv", cwd=tmp_path)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
+    row = json.loads(rowforge(server, "tables", "rows", "action", "ts_t", "--json").stdout)
+    exported = rowforge(server, "tables", "export", "action", "ts_t").stdout.splitlines()[1]
+    assert re.fullmatch(stamp, row["Updated at"]), row
+    assert exported.split(",")[1] == row["Updated at"]
+    table = json.loads(rowforge(server, "tables", "get", "action", "ts_t", "--json").stdout)
+    assert re.fullmatch(stamp, table["updated_at"]), table
+    human = rowforge(server, "tables", "list").stdout
+    assert re.search(r"ts_t\s+action\s+1\s+" + stamp, human), human
+    assert "+00:00" not in human

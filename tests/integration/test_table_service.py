@@ -138,6 +138,34 @@ async def test_table_lifecycle(stub: Any, md: Metadata) -> None:
                               metadata=md), grpc.StatusCode.NOT_FOUND)
 
 
+async def test_list_tables_without_a_type_lists_every_type(stub: Any, md: Metadata) -> None:
+    for kind, table_id in ((ACTION, "same"), (CHAT, "same"), (KNOWLEDGE, "kb_all"),
+                           (ACTION, "a_all")):
+        cols = [col("User"), col("AI", gen=llm("${User}"))] if kind == CHAT else []
+        if kind == ACTION:
+            cols = [col("x")]
+        await stub.CreateTable(pb.CreateTableRequest(table_type=kind, table_id=table_id,
+                                                     cols=cols), metadata=md)
+    everything = await stub.ListTables(pb.ListTablesRequest(count_rows=True), metadata=md)
+    assert [(t.id, t.table_type) for t in everything.items] == [
+        ("a_all", ACTION), ("kb_all", KNOWLEDGE), ("same", ACTION), ("same", CHAT)]
+    assert everything.total == 4
+    # Pages follow (id, type): two tables with one id are neither skipped nor repeated.
+    seen, token = [], ""
+    while True:
+        page = await stub.ListTables(pb.ListTablesRequest(limit=1, page_token=token),
+                                     metadata=md)
+        seen += [(t.id, t.table_type) for t in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [(t.id, t.table_type) for t in everything.items]
+    only_chat = await stub.ListTables(pb.ListTablesRequest(table_type=CHAT), metadata=md)
+    assert [t.id for t in only_chat.items] == ["same"]
+    await fails(stub.ListTables(pb.ListTablesRequest(table_type=7), metadata=md),
+                grpc.StatusCode.INVALID_ARGUMENT)
+
+
 async def test_knowledge_and_chat_tables(stub: Any, md: Metadata) -> None:
     kb = (await stub.CreateTable(pb.CreateTableRequest(table_type=KNOWLEDGE, table_id="kb"),
                                  metadata=md)).table

@@ -764,7 +764,7 @@ class ListTablesRequest(_message.Message):
     COUNT_ROWS_FIELD_NUMBER: _builtins.int
     SEARCH_QUERY_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
-    """Table type."""
+    """Table type; TABLE_TYPE_UNSPECIFIED lists tables of every type."""
     offset: _builtins.int
     """Rows to skip (ignored with page_token)."""
     limit: _builtins.int
