@@ -254,9 +254,11 @@ class SchemaStore:
             counts = None
             if count_rows:
                 counts = {s.storage_id: await self.count_rows(conn, s) for s in items}
-        last = items[-1] if items else None
-        cursor = [last.id] if table_type else [last.id, str(last.table_type)] if last else []
-        token = page_tokens.encode(cursor, bound) if len(rows) > size else ""
+        token = ""
+        if len(rows) > size:
+            last = items[-1]
+            cursor = [last.id] if table_type else [last.id, str(last.table_type)]
+            token = page_tokens.encode(cursor, bound)
         return TablePage(items=items, total=total, next_page_token=token, num_rows=counts)
 
     # -- helpers ---------------------------------------------------------------------------
