@@ -183,7 +183,8 @@ def tables_export(args: argparse.Namespace) -> int:
     columns = [c for c in (args.columns or "").split(",") if c] or None
     with client_of(args) as client:
         chunks = client.table.iter_export(args.type, args.table_id, columns=columns,
-                                          where=args.where, delimiter="\t" if args.tsv else ",")
+                                          where=args.where, delimiter="\t" if args.tsv else ",",
+                                          raw=args.raw)
         written = _write_stream(chunks, args.output)
     if args.output:
         print(f"wrote {written} bytes to {args.output}", file=sys.stderr)

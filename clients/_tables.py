@@ -507,12 +507,14 @@ class TableClient:
 
     def iter_export(self, table_type: TableTypeLike, table_id: str,
                     columns: Sequence[str] | None = None, where: str | None = None,
-                    delimiter: str = ",") -> Iterator[bytes]:
-        """The table as CSV (or TSV with ``delimiter="\\t"``), in chunks of bytes."""
-        request = tpb.ExportRowsRequest(
-            table_type=c.table_type_pb(table_type), table_id=table_id,
-            format=tpb.DELIMITED_FORMAT_TSV if delimiter == "\t" else tpb.DELIMITED_FORMAT_CSV,
-            columns=list(columns or []), where=where or "")
+                    delimiter: str = ",", *, raw: bool = False) -> Iterator[bytes]:
+        """The table as CSV (or TSV with ``delimiter="\\t"``), in chunks of bytes.
+
+        Text values starting with ``= + - @``, a tab or a carriage return get a leading
+        ``'`` (so spreadsheets do not run them as formulas) unless ``raw`` is true: use
+        ``raw=True`` for a file meant to be imported again.
+        """
+        request = _export_request(table_type, table_id, columns, where, delimiter, raw)
 
         def plan() -> Plan[None]:
             stream = yield Open(TABLE, "ExportRows", request, idempotent=True, deadline="upload")
@@ -523,12 +525,10 @@ class TableClient:
 
     def export_table_data(self, table_type: TableTypeLike, table_id: str,
                           columns: Sequence[str] | None = None, where: str | None = None,
-                          delimiter: str = ",") -> bytes:
-        """The table as CSV/TSV bytes (see :meth:`iter_export` to stream large tables)."""
-        request = tpb.ExportRowsRequest(
-            table_type=c.table_type_pb(table_type), table_id=table_id,
-            format=tpb.DELIMITED_FORMAT_TSV if delimiter == "\t" else tpb.DELIMITED_FORMAT_CSV,
-            columns=list(columns or []), where=where or "")
+                          delimiter: str = ",", *, raw: bool = False) -> bytes:
+        """The table as CSV/TSV bytes (see :meth:`iter_export` to stream large tables, and
+        for ``raw``)."""
+        request = _export_request(table_type, table_id, columns, where, delimiter, raw)
 
         def plan() -> Plan[bytes]:
             stream = yield Open(TABLE, "ExportRows", request, idempotent=True, deadline="upload")
@@ -650,3 +650,11 @@ def _chunks(source: str | Path | BinaryIO | bytes, size: int) -> Iterator[bytes]
             yield from iter(lambda: fh.read(size), b"")
         return
     yield from iter(lambda: source.read(size), b"")
+
+
+def _export_request(table_type: TableTypeLike, table_id: str, columns: Sequence[str] | None,
+                    where: str | None, delimiter: str, raw: bool) -> tpb.ExportRowsRequest:
+    return tpb.ExportRowsRequest(
+        table_type=c.table_type_pb(table_type), table_id=table_id,
+        format=tpb.DELIMITED_FORMAT_TSV if delimiter == "\t" else tpb.DELIMITED_FORMAT_CSV,
+        columns=list(columns or []), where=where or "", raw=raw)

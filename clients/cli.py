@@ -103,6 +103,9 @@ def _table_commands(sub: Any, common: Any) -> None:
     p.add_argument("--tsv", action="store_true")
     p.add_argument("--where")
     p.add_argument("--columns", help="comma-separated columns")
+    p.add_argument("--raw", action="store_true",
+                   help="text exactly as stored (default: a leading ' before values starting "
+                        "with = + - @, tab or CR, so spreadsheets do not run them as formulas)")
 
 
 def _file_commands(sub: Any, common: Any) -> None:

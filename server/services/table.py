@@ -297,7 +297,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         if request.format not in FORMATS:
             raise InvalidArgument.field("format", "must be CSV or TSV")
         columns = select_columns(schema, list(request.columns))
-        writer = DelimitedWriter(FORMATS[request.format], columns)
+        writer = DelimitedWriter(FORMATS[request.format], columns, raw=request.raw)
         pending = [writer.header()]
         size = len(pending[0])
         async for rows in self.store.iter_rows(schema, columns=[c.id for c in columns],

@@ -185,11 +185,28 @@ class RowTyper:
         self.violations.raise_if_any()
 
 
-class DelimitedWriter:
-    """Formats rows as CSV/TSV text: ID, Updated at, then the chosen columns in order."""
+#: A spreadsheet runs a field starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-    def __init__(self, fmt: str, columns: Sequence[ColumnSchema]) -> None:
+
+def neutralize(value: Any, text: str) -> str:
+    """``text`` with a leading ``'`` when ``value`` is a string a spreadsheet would run as a
+    formula. Numbers stay as they are (``-5`` is a number, not a formula)."""
+    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+class DelimitedWriter:
+    """Formats rows as CSV/TSV text: ID, Updated at, then the chosen columns in order.
+
+    Text values that would start a formula get a leading ``'`` (:func:`neutralize`) unless
+    ``raw`` is true.
+    """
+
+    def __init__(self, fmt: str, columns: Sequence[ColumnSchema], *, raw: bool = False) -> None:
         self.columns = list(columns)
+        self.raw = raw
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, delimiter=DELIMITERS[fmt])
 
@@ -199,8 +216,12 @@ class DelimitedWriter:
     def rows(self, rows: Sequence[Row]) -> str:
         return self._format([
             [row.id, row.update_time.isoformat().replace("+00:00", "Z"),
-             *(to_text(row.cells[c.id].value) for c in self.columns)]
+             *(self._field(row.cells[c.id].value) for c in self.columns)]
             for row in rows])
+
+    def _field(self, value: Any) -> str:
+        text = to_text(value)
+        return text if self.raw else neutralize(value, text)
 
     def _format(self, records: list[list[str]]) -> str:
         self._buffer.seek(0)

@@ -93,6 +93,14 @@ def test_tables_flow(server: ServerProcess, workdir: Path) -> None:
     assert text.splitlines()[0] == "ID,Updated at,question,n,answer"
     assert '"Commas, ok?",3,' in text
     assert not (workdir / "export.csv.part").exists()
+    # A formula is neutralised (leading ') unless --raw.
+    (workdir / "formula.csv").write_text('question,n\n"=HYPERLINK(""http://x"")",4\n')
+    rowforge(server, "tables", "add-rows", "action", "cli_qa", str(workdir / "formula.csv"))
+    safe = rowforge(server, "tables", "export", "action", "cli_qa", "--columns", "question").stdout
+    assert safe.splitlines()[-1].endswith(',"\'=HYPERLINK(""http://x"")"'), safe
+    raw = rowforge(server, "tables", "export", "action", "cli_qa", "--columns", "question",
+                   "--raw").stdout
+    assert raw.splitlines()[-1].endswith(',"=HYPERLINK(""http://x"")"'), raw
 
     rowforge(server, "tables", "delete", "action", "cli_yaml")
     assert "cli_yaml" not in rowforge(server, "tables", "list").stdout

@@ -126,6 +126,32 @@ def test_paging_past_one_hundred_rows(client: RowForge) -> None:
         "0", "1", "2"]
 
 
+FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1)", "-2+3", "@A1", "\tx", "\rx", "plain", "a=b"]
+
+
+def test_export_neutralises_formulas_unless_raw(client: RowForge) -> None:
+    """OWASP's CSV-injection rule: a text value a spreadsheet would run gets a leading '."""
+    import csv
+
+    client.table.create_action_table(t.ActionTableSchemaCreate(id="formulas", cols=[
+        t.ColumnSchemaCreate(id="s"), t.ColumnSchemaCreate(id="n", dtype="int")]))
+    client.table.add_table_rows("action", t.MultiRowAddRequest(
+        table_id="formulas", data=[{"s": text, "n": -5} for text in FORMULAS], stream=False))
+
+    def fields(data: bytes, delimiter: str = ",") -> list[list[str]]:
+        rows = list(csv.reader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))
+        return sorted(row[2:] for row in rows[1:])
+
+    safe = fields(client.table.export_table_data("action", "formulas"))
+    assert safe == sorted([["'" + f if f[0] in "=+-@\t\r" else f, "-5"] for f in FORMULAS])
+    tsv = fields(b"".join(client.table.iter_export("action", "formulas", delimiter="\t")), "\t")
+    assert tsv == safe
+    raw = fields(client.table.export_table_data("action", "formulas", raw=True))
+    assert raw == sorted([f, "-5"] for f in FORMULAS)
+    streamed = fields(b"".join(client.table.iter_export("action", "formulas", raw=True)))
+    assert streamed == raw
+
+
 def test_errors_carry_the_servers_details(client: RowForge) -> None:
     with pytest.raises(ex.InvalidArgumentError) as bad:
         client.table.create_action_table(t.ActionTableSchemaCreate(id="bad", cols=[

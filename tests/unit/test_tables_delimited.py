@@ -117,3 +117,13 @@ def test_writer_keeps_column_order_and_round_trips() -> None:
     assert parsed == [["ID", "Updated at", "ok", "q"],
                       ["r1", "2025-01-02T03:04:05Z", "true", 'say "hi",\nbye'],
                       ["r2", "2025-01-02T03:04:05Z", "", "x"]]
+
+
+def test_neutralize_prefixes_text_formulas_only() -> None:
+    from rowforge.server.tables.delimited import neutralize
+    from rowforge.server.tables.values import to_text
+
+    for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert neutralize(text, to_text(text)) == "'" + text
+    for value in ("a=1", "", "'=already quoted", -5, -2.5, True, None, ["=x"]):
+        assert neutralize(value, to_text(value)) == to_text(value)

@@ -2300,6 +2300,7 @@ class ExportRowsRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     WHERE_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2308,6 +2309,11 @@ class ExportRowsRequest(_message.Message):
     """File format."""
     where: _builtins.str
     """Only rows matching this filter."""
+    raw: _builtins.bool
+    """Export text values exactly as stored. By default a text value starting with "=", "+",
+    "-", "@", a tab or a carriage return gets a leading single quote, so that a spreadsheet
+    opening the file shows it instead of running it as a formula (CSV injection).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Columns to export (default all, in table order)."""
@@ -2320,10 +2326,11 @@ class ExportRowsRequest(_message.Message):
         format: Global___DelimitedFormat.ValueType = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
         where: _builtins.str = ...,
+        raw: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "format", b"format", "table_id", b"table_id", "table_type", b"table_type", "where", b"where"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "format", b"format", "raw", b"raw", "table_id", b"table_id", "table_type", b"table_type", "where", b"where"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
