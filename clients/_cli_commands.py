@@ -16,6 +16,7 @@ from rowforge.clients._cli_output import Progress, print_json, print_table
 from rowforge.clients._cli_schema import load_table_schema
 from rowforge.clients._client import RowForge
 from rowforge.clients.exceptions import InvalidArgumentError, UnavailableError
+from rowforge.clients.jobs import MAX_REQUESTS_PER_MESSAGE as MAX_REQUESTS_PER_CALL
 from rowforge.clients.jobs import BatchRequest, JobState
 
 
@@ -358,27 +359,23 @@ def batch_create(args: argparse.Namespace) -> int:
             max_output_tokens=args.max_output_tokens, system_instruction=args.system or "",
             job_type=args.job_type or "", max_batch_size=args.max_batch_size)
         progress = Progress(len(requests), "adding requests", "req", quiet=args.json)
-        sent = 0
-
-        def counted() -> Iterator[BatchRequest]:
-            nonlocal sent
-            for r in requests:
-                sent += 1
-                if sent % 100 == 0 or sent == len(requests):
-                    progress.update_to(sent)
-                yield r
-
-        added = client.batch.add_many(job.job_id, counted())
+        # One AddRequests call per 100: the bar moves as the server acknowledges each.
+        added_count = 0
+        for start in range(0, len(requests), MAX_REQUESTS_PER_CALL):
+            reply = client.batch.add_requests(
+                job.job_id, requests[start:start + MAX_REQUESTS_PER_CALL])
+            added_count += reply.added_count
+            progress.update_to(min(start + MAX_REQUESTS_PER_CALL, len(requests)))
         progress.close()
         if args.submit or args.watch:
             job = client.batch.submit_job(job.job_id)
         if args.watch:
             return _watch(client, job.job_id, args)
     if args.json:
-        print_json({"job_id": job.job_id, "state": job.state, "added": added.added_count})
+        print_json({"job_id": job.job_id, "state": job.state, "added": added_count})
     else:
         print(job.job_id)
-        print(f"job {job.job_id}: {added.added_count} requests, {job.state.value}",
+        print(f"job {job.job_id}: {added_count} requests, {job.state.value}",
               file=sys.stderr)
     return 0
 
@@ -402,7 +399,7 @@ def batch_status(args: argparse.Namespace) -> int:
         print_table(["JOB", "STATE", "MODEL", "DONE", "OK", "FAILED", "TOKENS", "SECONDS"], [
             (job.job_id, job.state.value, job.model,
              f"{m.processed_requests}/{m.total_requests}", m.successful_requests,
-             m.failed_requests, m.total_tokens, f"{m.duration_seconds:.1f}")])
+             m.failed_requests, m.total_tokens, f"{job_seconds(job):.1f}")])
     return 0
 
 
@@ -411,19 +408,30 @@ def batch_watch(args: argparse.Namespace) -> int:
         return _watch(client, args.job_id, args)
 
 
+#: A job's states in the order it moves through them (terminal ones last).
+_STATE_ORDER = {state: i for i, state in enumerate(
+    (JobState.UNSPECIFIED, JobState.CREATED, JobState.POPULATING, JobState.READY,
+     JobState.PROCESSING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))}
+
+
 def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
     job = client.batch.get_job(job_id)
     progress = Progress(job.metrics.total_requests or None, f"job {job_id}", "req",
                         quiet=args.json)
     progress.update_to(job.metrics.processed_requests, postfix=job.state.value)
-    state = job.state
+    state, done = job.state, job.metrics.processed_requests
     if not state.is_terminal:
         for event in client.batch.watch_job(job_id):
+            # The stream replays the job's history first: never show an older state or count.
+            if _STATE_ORDER.get(event.state, 0) >= _STATE_ORDER[state]:
+                state = event.state
             if event.metrics is not None:
                 m = event.metrics
-                progress.update_to(m.processed_requests, m.total_requests or None,
-                                   postfix=f"{event.state.value}, {m.failed_requests} failed")
-            state = event.state if event.state != JobState.UNSPECIFIED else state
+                done = max(done, m.processed_requests)
+                progress.update_to(done, m.total_requests or None,
+                                   postfix=f"{state.value}, {m.failed_requests} failed")
+            if state.is_terminal:
+                break
         job = client.batch.get_job(job_id)
         progress.update_to(job.metrics.processed_requests, job.metrics.total_requests or None,
                            postfix=job.state.value)
@@ -434,8 +442,17 @@ def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
         m = job.metrics
         print(f"job {job_id} {job.state.value}: {m.successful_requests} succeeded, "
               f"{m.failed_requests} failed, {m.cancelled_requests} cancelled, "
-              f"{m.total_tokens} tokens, {m.duration_seconds:.1f}s")
+              f"{m.total_tokens} tokens, {job_seconds(job):.1f}s")
     return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def job_seconds(job: Any) -> float:
+    """How long the job ran: the server's figure, else submission to end."""
+    if job.metrics.duration_seconds:
+        return float(job.metrics.duration_seconds)
+    if job.submitted_at and job.ended_at:
+        return max((job.ended_at - job.submitted_at).total_seconds(), 0.0)
+    return 0.0
 
 
 def batch_results(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -70,14 +71,20 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
 
 
 class Progress:
-    """A progress bar on stderr: tqdm on a terminal, a plain line per update elsewhere
-    (``quiet`` shows nothing)."""
+    """A progress bar on stderr: tqdm on a terminal; elsewhere (a log, a CI job) a plain line
+    only when the state changes, every ``PLAIN_EVERY`` seconds, and at the end; ``quiet``
+    shows nothing."""
+
+    PLAIN_EVERY = 10.0
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", *,
                  quiet: bool = False, unit_scale: bool = False) -> None:
         self.total, self.desc, self.unit, self.quiet = total, desc, unit, quiet
         self.n = 0
         self._bar: Any = None
+        self._postfix = ""
+        self._printed: tuple[int, str] | None = None
+        self._printed_at = 0.0
         if quiet:
             return
         if sys.stderr.isatty():
@@ -93,6 +100,7 @@ class Progress:
         if total is not None:
             self.total = total
         delta, self.n = n - self.n, n
+        self._postfix = postfix or self._postfix
         if self.quiet:
             return
         if self._bar is not None:
@@ -102,12 +110,21 @@ class Progress:
                 self._bar.set_postfix_str(postfix, refresh=False)
             self._bar.update(delta)
             return
-        if delta or postfix:
-            of = f"/{self.total}" if self.total else ""
-            tail = f" ({postfix})" if postfix else ""
-            sys.stderr.write(f"{self.desc}: {n}{of} {self.unit}{tail}\n")
-            sys.stderr.flush()
+        changed = self._printed is None or bool(postfix and postfix != self._printed[1])
+        if changed or time.monotonic() - self._printed_at >= self.PLAIN_EVERY:
+            self._print_line()
+
+    def _print_line(self) -> None:
+        if self._printed == (self.n, self._postfix):
+            return
+        of = f"/{self.total}" if self.total else ""
+        tail = f" ({self._postfix})" if self._postfix else ""
+        sys.stderr.write(f"{self.desc}: {self.n}{of} {self.unit}{tail}\n")
+        sys.stderr.flush()
+        self._printed, self._printed_at = (self.n, self._postfix), time.monotonic()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+        elif not self.quiet and (self._printed is not None or self.n):
+            self._print_line()  # where it ended
