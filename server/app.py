@@ -53,6 +53,7 @@ class App:
         self.worker_id = settings.worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
+        self._drain_hooks: list[Callable[[], None]] = []
         from rowforge.server.providers.registry import ModelRegistry
 
         self.models = ModelRegistry.from_config(list(settings.models), defaults={
@@ -73,6 +74,18 @@ class App:
 
     def on_stop(self, hook: Hook) -> None:
         self._stop_hooks.append(hook)
+
+    def on_drain(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when shutdown begins, before the grace period: it ends streams that
+        only follow (WatchJob, StreamResults) at once, so they do not hold the grace period."""
+        self._drain_hooks.append(hook)
+
+    def drain(self) -> None:
+        for hook in self._drain_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("error while draining")
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +153,7 @@ class Server:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, stop accepting, let calls finish within ``grace``, cancel."""
         await self.health.enter_graceful_shutdown()
+        self.app.drain()
         await self.grpc.stop(self.app.settings.grace_period_s if grace is None else grace)
         await self.app.stop()
 

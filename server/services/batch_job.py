@@ -302,6 +302,7 @@ def register(server: grpc.aio.Server, app: App) -> str:
     finders.append(batch.store.file_references)
     app.on_start(batch.start)
     app.on_stop(batch.stop)
+    app.on_drain(batch.signals.close)
     batch_job_service_pb2_grpc.add_BatchJobServiceServicer_to_server(BatchJobServicer(batch),
                                                                       server)
     return SERVICE_NAME
