@@ -21,7 +21,14 @@ Table: 3 input columns (``title`` str, ``body`` str, ``n`` int) + 1 LLM column o
    sorted into gRPC transport, built-in model, engine, table store, protobuf conversion, GC
    and idle.
 
-Run: ``.venv/bin/python bench/bench_add_rows.py [--rows 10000] [--streams 2] [--profile]``
+4. **One LLM column on a real HTTP provider, through each route** (``--llm-rows``, default
+   2,000 per route): the same server configured with the fake OpenAI server (its own process,
+   canned 50-token answers, ``--llm-latency`` seconds per answer) as two models, one on the
+   ``openai`` transport (the fast path) and one on ``litellm``; rows/s through StreamAddRows
+   for each in the same run, with the server's and the fake's CPU per row.
+
+Run: ``.venv/bin/python bench/bench_add_rows.py [--rows 10000] [--streams 2] [--profile]
+[--llm-rows 2000] [--llm-latency 0]``
 """
 
 from __future__ import annotations
@@ -475,6 +482,84 @@ async def in_process(rows: int, profile: bool) -> None:
     await db.close()
 
 
+# -- 4. one LLM column through each provider route --------------------------------------------
+
+LLM_KEY_ENV = "ROWFORGE_BENCH_FAKE_KEY"
+
+
+def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
+    from tests.fakes.openai_server import spawn
+
+    return spawn(latency=latency)
+
+
+async def llm_routes(rows: int, streams: int, latency: float) -> dict[str, dict[str, float]]:
+    """rows/s and CPU per row of StreamAddRows with one LLM column per route."""
+    import json
+
+    fake, base = start_fake(latency)
+    routes = ("openai", "litellm")
+    models = [{"id": f"fake/{t}", "route": "openai/fake-gpt", "api_base": base,
+               "api_key_env": LLM_KEY_ENV, "capabilities": ["chat"], "transport": t}
+              for t in routes]
+    env = {"ROWFORGE_MODELS": json.dumps(models), LLM_KEY_ENV: "sk-bench"}
+    out: dict[str, dict[str, float]] = {}
+    try:
+        server = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-add-rows-llm-")), env=env)
+        with server.start(timeout=300):
+            assert server.process is not None
+            pid = server.process.pid
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = table_service_pb2_grpc.TableServiceStub(channel)
+                md = (("x-project-id", "bench"),)
+                for transport in routes:
+                    cols = [pb.Column(id="title", dtype="str"), pb.Column(id="body", dtype="str"),
+                            pb.Column(id="n", dtype="int"),
+                            pb.Column(id="summary", dtype="str", gen_config=pb.GenConfig(
+                                llm=pb.LLMGenConfig(model=f"fake/{transport}", prompt=PROMPT,
+                                                    max_tokens=64)))]
+                    await stub.CreateTable(pb.CreateTableRequest(
+                        table_type=common_pb2.TABLE_TYPE_ACTION, table_id=transport,
+                        cols=cols), metadata=md)
+                batches = [[_struct(row_values(i)) for i in range(s, min(s + BATCH, rows))]
+                           for s in range(0, rows, BATCH)]
+
+                async def stream_call(table: str, batch: list[struct_pb2.Struct]) -> int:
+                    errors = 0
+                    async for message in stub.StreamAddRows(pb.StreamAddRowsRequest(
+                            table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table,
+                            data=batch), metadata=md, timeout=600):
+                        if message.WhichOneof("event") == "completed":
+                            errors += message.completed.error_count
+                    return errors
+
+                for transport in routes:
+                    for batch in batches[:2]:  # warm up: connections, first calls
+                        assert await stream_call(transport, batch) == 0
+                    queue = list(batches)
+                    failed = 0
+
+                    async def worker(table: str = transport,
+                                     todo: list[list[struct_pb2.Struct]] = queue) -> None:
+                        nonlocal failed
+                        while todo:
+                            failed += await stream_call(table, todo.pop())
+
+                    cpu, fake_cpu = _cpu_seconds(pid), _cpu_seconds(fake.pid)
+                    start = time.perf_counter()
+                    await asyncio.gather(*(worker() for _ in range(streams)))
+                    elapsed = time.perf_counter() - start
+                    assert failed == 0, f"{failed} cells failed on {transport}"
+                    out[transport] = {
+                        "rows_s": rows / elapsed,
+                        "server_cpu_us": (_cpu_seconds(pid) - cpu) / rows * 1e6,
+                        "fake_cpu_us": (_cpu_seconds(fake.pid) - fake_cpu) / rows * 1e6}
+    finally:
+        fake.kill()
+        fake.wait()
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=10_000)
@@ -484,8 +569,25 @@ async def main() -> None:
     parser.add_argument("--engine-rows", type=int, default=5000)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--llm-rows", type=int, default=2000,
+                        help="rows per route with an LLM column on the fake provider (0: skip)")
+    parser.add_argument("--llm-latency", type=float, default=0.0,
+                        help="the fake provider's seconds per answer")
     args = parser.parse_args()
-    print_machine("grpcio", "SQLAlchemy", "aiosqlite")
+    print_machine("grpcio", "SQLAlchemy", "aiosqlite", "litellm", "aiohttp", "uvloop")
+    if args.llm_rows:
+        routes = await llm_routes(args.llm_rows, args.streams, args.llm_latency)
+        print(f"One LLM column on the fake OpenAI server (own process, 50-token answers, "
+              f"latency {args.llm_latency * 1000:.0f} ms), {args.llm_rows} rows per route "
+              f"through StreamAddRows, {args.streams} calls of {BATCH} rows in flight "
+              f"(load avg {os.getloadavg()[0]:.2f}):")
+        for transport, r in routes.items():
+            print(f"  {transport:<8} {r['rows_s']:8,.0f} rows/s   server CPU {r['server_cpu_us']:6.0f}"
+                  f" us/row   fake CPU {r['fake_cpu_us']:5.0f} us/row")
+        if len(routes) == 2:
+            print(f"  fast path / litellm: {routes['openai']['rows_s'] / routes['litellm']['rows_s']:.2f}x "
+                  "rows/s")
+        print()
     if not args.skip_server:
         e2e = await end_to_end(args.rows, args.streams, args.unary_rows, args.profile)
         print(f"End to end (server subprocess, SQLite, loopback; {args.streams} calls of "

@@ -99,13 +99,9 @@ class RssSampler:
 
 
 def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
-    root = str(Path(__file__).resolve().parent.parent)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--latency",
-                             str(latency), "--canned-tokens", "50", "--no-record"], cwd=root,
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": root})
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+    from tests.fakes.openai_server import spawn
+
+    return spawn(latency=latency)
 
 
 # --- the baseline -------------------------------------------------------------------------

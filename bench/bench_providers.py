@@ -339,12 +339,9 @@ async def run_worker(args: argparse.Namespace) -> None:
 
 
 def start_fake(dims: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--canned-tokens", "50",
-         "--no-record", "--embedding-size", str(dims)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+    from tests.fakes.openai_server import spawn
+
+    return spawn(embedding_size=dims)
 
 
 def main() -> None:

@@ -41,13 +41,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -576,6 +580,19 @@ def _resize(vectors: np.ndarray, size: int) -> np.ndarray:
     norms = np.linalg.norm(folded, axis=1, keepdims=True)
     folded[norms[:, 0] == 0, 0] = 1.0  # everything cancelled out: any unit vector will do
     return folded / np.linalg.norm(folded, axis=1, keepdims=True)
+
+
+def spawn(*, latency: float = 0.0, canned_tokens: int = 50, embedding_size: int = 64
+          ) -> tuple[subprocess.Popen[str], str]:
+    """The benchmark profile in its own process: ``(process, base_url)``; kill it after."""
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--latency", str(latency),
+         "--canned-tokens", str(canned_tokens), "--embedding-size", str(embedding_size),
+         "--no-record"], cwd=root, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": root})
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
 
 
 def main() -> None:
