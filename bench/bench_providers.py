@@ -17,7 +17,8 @@ no JSON), ``aiohttp-orjson`` and ``aiohttp-msgspec`` (pooled session, SSE parsed
 server configures it), and rowforge's own routes through :class:`Providers`:
 ``rowforge-openai`` (the fast path) and ``rowforge-litellm``.
 
-Run: ``.venv/bin/python bench/bench_providers.py [--n 2000] [--repeat 3] [--only a,b]``
+Run: ``.venv/bin/python bench/bench_providers.py [--n 2000] [--slow-n 500] [--repeat 3]
+[--only a,b]``
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 CANDIDATES = ("bare-aiohttp", "aiohttp-orjson", "aiohttp-msgspec", "httpx-orjson",
               "openai-sdk", "litellm", "rowforge-openai", "rowforge-litellm")
 OPS = ("chat", "stream", "embed")
+SLOW = frozenset({"openai-sdk", "litellm", "rowforge-litellm"})
 KEY = "sk-bench"
 MODEL = "fake-gpt"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -347,6 +349,8 @@ def start_fake(dims: int) -> tuple[subprocess.Popen[str], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="calls per run")
+    parser.add_argument("--slow-n", type=int, default=500,
+                        help="calls per run of the costly candidates (SDK, litellm)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--dims", type=int, default=1536, help="embedding size")
@@ -366,7 +370,9 @@ def main() -> None:
         for candidate in chosen:
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", candidate, "--base-url", base,
-                 "--fake-pid", str(fake.pid), "--n", str(args.n), "--repeat", str(args.repeat),
+                 "--fake-pid", str(fake.pid),
+                 "--n", str(args.slow_n if candidate in SLOW else args.n),
+                 "--repeat", str(args.repeat),
                  "--concurrency", str(args.concurrency), "--dims", str(args.dims)],
                 capture_output=True, text=True, cwd=ROOT)
             if out.returncode != 0:
@@ -377,7 +383,8 @@ def main() -> None:
     finally:
         fake.kill()
         fake.wait()
-    print(f"{args.n} calls x {args.repeat} runs (median), concurrency {args.concurrency}, "
+    print(f"{args.n} calls ({args.slow_n} for {', '.join(sorted(SLOW))}) x {args.repeat} runs "
+          f"(median), concurrency {args.concurrency}, "
           f"chat answer 50 tokens, embedding {args.dims} floats; load avg after "
           f"{os.getloadavg()[0]:.2f}\n")
     floor = table.get("bare-aiohttp")
