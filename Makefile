@@ -3,6 +3,14 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The oldest protobuf/grpcio/pydantic the client supports (requirements/client-min.txt): the
+# stubs are generated with its grpcio-tools and the client's tests run there a second time.
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.installed
+MIN_TESTS := tests/unit/test_client_*.py tests/integration/test_client_e2e_tables.py \
+  tests/integration/test_client_e2e_files.py tests/integration/test_client_e2e_batch.py \
+  tests/integration/test_client_e2e_batch_queue.py tests/integration/test_client_e2e_refusals.py
 NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 HOST ?= 127.0.0.1
@@ -11,9 +19,19 @@ DATA_DIR ?= data
 CONFIG ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-pure bench proto proto-check lint format node clean
+.PHONY: install min-venv serve test test-client-min test-pure bench proto proto-check lint \
+  format node clean
 
 install: $(STAMP)
+
+min-venv: $(MIN_STAMP)
+
+# A client-only install (no server extra, no C extensions) on the oldest supported versions.
+$(MIN_STAMP): requirements/client-min.txt pyproject.toml setup.py
+	@test -x $(MIN_PY) || python3 -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q -r requirements/client-min.txt pytest pytest-asyncio pytest-timeout
+	ROWFORGE_PUREPYTHON=1 $(MIN_PY) -m pip install -q -c requirements/client-min.txt -e ".[client]"
+	@touch $(MIN_STAMP)
 
 $(STAMP): pyproject.toml setup.py Makefile $(wildcard fastcore/*.pyx fastcore/*.pxd)
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,21 +52,27 @@ serve: install node
 	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
 	  $(if $(CONFIG),--config $(CONFIG))
 
-test: install node
+test: install node min-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ROWFORGE_PUREPYTHON=1 $(PY) -m pytest -q tests/unit -k "fastcore" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-client-min
+
+# The client's tests in .venv-min; the server and the fake provider run from the main venv.
+test-client-min: install min-venv
+	ROWFORGE_TEST_SERVER_PYTHON=$(abspath $(PY)) ROWFORGE_TEST_POSTGRES_URL=off ROWFORGE_TEST_MIN_VERSIONS=1 \
+	  $(MIN_PY) -m pytest -q $(MIN_TESTS) $(PYTEST_ARGS)
 
 bench: install
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-proto: install node
+proto: install node min-venv
 	cd proto && ../$(BUF) format -w && ../$(BUF) lint
 	$(PY) scripts/gen_protos.py
 
-proto-check: install
+proto-check: install min-venv
 	$(PY) scripts/gen_protos.py --check
 
-lint: install node
+lint: install node min-venv
 	$(VENV)/bin/ruff check server fastcore clients tests bench scripts
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
 	@# Never break v1: compare with the last landed main when there is one.
@@ -60,4 +84,4 @@ format: install
 	$(VENV)/bin/ruff check --fix server fastcore clients tests bench scripts
 
 clean:
-	rm -rf build $(VENV) node_modules fastcore/*.so fastcore/*.c
+	rm -rf build $(VENV) $(MIN_VENV) node_modules fastcore/*.so fastcore/*.c

@@ -1,7 +1,9 @@
 """Build script: maps the source folders to `rowforge.*` and compiles the Cython core.
 
-Set ROWFORGE_PUREPYTHON=1 to skip the extensions (the pure-Python twins are used at run time),
-ROWFORGE_CYTHON_ANNOTATE=1 to write Cython's HTML annotations next to the sources.
+The extensions are optional: without a C compiler (a client-only install) the build warns and
+goes on, and `rowforge.fastcore` uses its pure-Python twins. Set ROWFORGE_PUREPYTHON=1 to skip
+them outright (a client install in seconds), ROWFORGE_CYTHON_ANNOTATE=1 to write Cython's HTML
+annotations next to the sources.
 """
 
 import os
@@ -37,12 +39,15 @@ def _extensions() -> list:
         for name in EXTENSIONS
         if os.path.exists(f"fastcore/{name}.pyx")
     ]
-    return cythonize(
+    compiled = cythonize(
         sources,
         language_level=3,
         annotate=os.environ.get("ROWFORGE_CYTHON_ANNOTATE") == "1",
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )
+    for extension in compiled:  # cythonize builds new Extension objects without the flag
+        extension.optional = True
+    return compiled
 
 
 setup(

@@ -3,6 +3,13 @@
 Writes ``*_pb2.py``, ``*_pb2_grpc.py`` and mypy-protobuf ``*.pyi`` next to the sources, so
 they import as ``rowforge.v1.<file>_pb2`` with no import rewriting. ``--check`` regenerates
 into a temporary folder and exits 1 when the committed stubs differ.
+
+protoc runs from the oldest grpcio-tools the client supports (``.venv-min``, made by ``make
+min-venv`` from requirements/client-min.txt; ``ROWFORGE_PROTOC_PYTHON`` names another
+interpreter): generated code demands a protobuf runtime at least as new as the protoc that wrote
+it, and grpc stubs a grpcio at least as new as their grpcio-tools, so stubs from the newest
+tools would lift the client's floors to the newest releases. The ``.pyi`` files come from this
+interpreter's mypy-protobuf.
 """
 
 from __future__ import annotations
@@ -10,11 +17,10 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
@@ -22,23 +28,32 @@ PACKAGE = PROTO / "rowforge" / "v1"
 GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
+def protoc_python() -> str:
+    python = os.environ.get("ROWFORGE_PROTOC_PYTHON") or str(ROOT / ".venv-min" / "bin" / "python")
+    if not Path(python).exists():
+        raise SystemExit(f"{python} is missing: run `make min-venv` (the oldest grpcio-tools "
+                         "the client supports generates the stubs)")
+    return python
+
+
 def generate(out: Path) -> None:
-    # protoc finds the mypy-protobuf plugins on PATH; they sit beside this interpreter.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     sources = sorted(str(p.relative_to(PROTO)) for p in PACKAGE.glob("*.proto"))
-    include = Path(protoc.__file__).parent / "_proto"
+    plugins = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this interpreter
+    # `python -m grpc_tools.protoc` adds the well-known types' include folder itself.
     args = [
-        "protoc",
+        protoc_python(), "-m", "grpc_tools.protoc",
         f"-I{PROTO}",
-        f"-I{include}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
         *sources,
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    result = subprocess.run(args, cwd=PROTO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed:\n{result.stderr}")
 
 
 def generated_files(folder: Path) -> list[str]:
@@ -60,10 +75,10 @@ def main() -> int:
                 return 1
             print(f"{len(names)} generated files up to date")
             return 0
-    for name in generated_files(PACKAGE):
-        (PACKAGE / name).unlink()
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp))
+        generate(Path(tmp))  # first: a failed run leaves the committed stubs alone
+        for name in generated_files(PACKAGE):
+            (PACKAGE / name).unlink()
         for path in (Path(tmp) / "rowforge" / "v1").iterdir():
             shutil.copy(path, PACKAGE / path.name)
     print(f"generated {len(generated_files(PACKAGE))} files in {PACKAGE.relative_to(ROOT)}")

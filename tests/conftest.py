@@ -31,6 +31,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
 @pytest.fixture(scope="session")
 def fake_openai() -> Iterator[object]:
     """The fake OpenAI-compatible server, in a background thread for the whole session."""
+    server_python = os.environ.get("ROWFORGE_TEST_SERVER_PYTHON")
+    if server_python:  # .venv-min: no server extra here; the fake runs beside the server
+        yield from _fake_openai_process(server_python)
+        return
     from tests.fakes.openai_server import FakeOpenAI
 
     fake = FakeOpenAI.start_in_thread()
@@ -38,6 +42,22 @@ def fake_openai() -> Iterator[object]:
         yield fake
     finally:
         fake.stop()
+
+
+def _fake_openai_process(python: str) -> Iterator[object]:
+    """The fake in a subprocess of ``python`` (only ``base_url``: it cannot be programmed)."""
+    import subprocess
+    import types
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([python, "-m", "tests.fakes.openai_server"], cwd=root,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield types.SimpleNamespace(base_url=proc.stdout.readline().strip())
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def fake_models(fake: object) -> list[dict[str, object]]:

@@ -36,7 +36,10 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROWFORGE_")}
         env.update({"ROWFORGE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
         env.update(self.env)
-        cmd = [sys.executable, "-m", "rowforge.server", "serve", "--host", "127.0.0.1",
+        # The client's tests also run in .venv-min (oldest protobuf/grpcio, no server extra):
+        # there the server runs from the main venv's interpreter.
+        python = os.environ.get("ROWFORGE_TEST_SERVER_PYTHON") or sys.executable
+        cmd = [python, "-m", "rowforge.server", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
         self.process = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

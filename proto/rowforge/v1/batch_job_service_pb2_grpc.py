@@ -5,8 +5,10 @@ import warnings
 
 from rowforge.v1 import batch_job_service_pb2 as rowforge_dot_v1_dot_batch__job__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.63.2'
 GRPC_VERSION = grpc.__version__
+EXPECTED_ERROR_RELEASE = '1.65.0'
+SCHEDULED_RELEASE_DATE = 'June 25, 2024'
 _version_not_supported = False
 
 try:
@@ -16,16 +18,19 @@ except ImportError:
     _version_not_supported = True
 
 if _version_not_supported:
-    raise RuntimeError(
+    warnings.warn(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rowforge/v1/batch_job_service_pb2_grpc.py depends on'
+        + f' but the generated code in rowforge/v1/batch_job_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+        + f' This warning will become an error in {EXPECTED_ERROR_RELEASE},'
+        + f' scheduled for release on {SCHEDULED_RELEASE_DATE}.',
+        RuntimeWarning
     )
 
 
-class BatchJobServiceStub:
+class BatchJobServiceStub(object):
     """Durable batch jobs of LLM requests with structured output, rate limiting, retries and
     resumable result streams.
 
@@ -98,7 +103,7 @@ class BatchJobServiceStub:
                 _registered_method=True)
 
 
-class BatchJobServiceServicer:
+class BatchJobServiceServicer(object):
     """Durable batch jobs of LLM requests with structured output, rate limiting, retries and
     resumable result streams.
 
@@ -240,11 +245,10 @@ def add_BatchJobServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'rowforge.v1.BatchJobService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('rowforge.v1.BatchJobService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class BatchJobService:
+class BatchJobService(object):
     """Durable batch jobs of LLM requests with structured output, rate limiting, retries and
     resumable result streams.
 

@@ -5,8 +5,10 @@ import warnings
 
 from rowforge.v1 import file_service_pb2 as rowforge_dot_v1_dot_file__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.63.2'
 GRPC_VERSION = grpc.__version__
+EXPECTED_ERROR_RELEASE = '1.65.0'
+SCHEDULED_RELEASE_DATE = 'June 25, 2024'
 _version_not_supported = False
 
 try:
@@ -16,16 +18,19 @@ except ImportError:
     _version_not_supported = True
 
 if _version_not_supported:
-    raise RuntimeError(
+    warnings.warn(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rowforge/v1/file_service_pb2_grpc.py depends on'
+        + f' but the generated code in rowforge/v1/file_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+        + f' This warning will become an error in {EXPECTED_ERROR_RELEASE},'
+        + f' scheduled for release on {SCHEDULED_RELEASE_DATE}.',
+        RuntimeWarning
     )
 
 
-class FileServiceStub:
+class FileServiceStub(object):
     """Stores files (documents, images, audio) by content, per project, and streams them back.
     """
 
@@ -67,7 +72,7 @@ class FileServiceStub:
                 _registered_method=True)
 
 
-class FileServiceServicer:
+class FileServiceServicer(object):
     """Stores files (documents, images, audio) by content, per project, and streams them back.
     """
 
@@ -150,11 +155,10 @@ def add_FileServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'rowforge.v1.FileService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('rowforge.v1.FileService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class FileService:
+class FileService(object):
     """Stores files (documents, images, audio) by content, per project, and streams them back.
     """
 

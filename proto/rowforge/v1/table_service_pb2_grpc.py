@@ -5,8 +5,10 @@ import warnings
 
 from rowforge.v1 import table_service_pb2 as rowforge_dot_v1_dot_table__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.63.2'
 GRPC_VERSION = grpc.__version__
+EXPECTED_ERROR_RELEASE = '1.65.0'
+SCHEDULED_RELEASE_DATE = 'June 25, 2024'
 _version_not_supported = False
 
 try:
@@ -16,16 +18,19 @@ except ImportError:
     _version_not_supported = True
 
 if _version_not_supported:
-    raise RuntimeError(
+    warnings.warn(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rowforge/v1/table_service_pb2_grpc.py depends on'
+        + f' but the generated code in rowforge/v1/table_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+        + f' This warning will become an error in {EXPECTED_ERROR_RELEASE},'
+        + f' scheduled for release on {SCHEDULED_RELEASE_DATE}.',
+        RuntimeWarning
     )
 
 
-class TableServiceStub:
+class TableServiceStub(object):
     """Manages generative tables (action, knowledge, chat), their columns and rows. Rows' LLM and
     Python columns fill themselves when rows are added or regenerated.
     """
@@ -143,7 +148,7 @@ class TableServiceStub:
                 _registered_method=True)
 
 
-class TableServiceServicer:
+class TableServiceServicer(object):
     """Manages generative tables (action, knowledge, chat), their columns and rows. Rows' LLM and
     Python columns fill themselves when rows are added or regenerated.
     """
@@ -408,11 +413,10 @@ def add_TableServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'rowforge.v1.TableService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('rowforge.v1.TableService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class TableService:
+class TableService(object):
     """Manages generative tables (action, knowledge, chat), their columns and rows. Rows' LLM and
     Python columns fill themselves when rows are added or regenerated.
     """
