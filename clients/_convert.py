@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from pydantic import BaseModel
 
+from rowforge.cell_values import CellValueError, cell_value_from_pb, row_values_to_pb
 from rowforge.clients import types as t
 from rowforge.clients.exceptions import InvalidArgumentError
 from rowforge.v1 import common_pb2, file_service_pb2, model_service_pb2
@@ -157,10 +158,46 @@ def struct_py(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def typed(value: Any, dtype: str | None) -> Any:
-    """Numbers travel as doubles; give ``int`` columns their ints back."""
+    """Numbers travel as doubles in the deprecated ``value`` fields (servers without typed
+    values); give ``int`` columns their ints back."""
     if dtype == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def cell_py(cell: tpb.Cell | tpb.CellCompletion, dtype: str | None) -> Any:
+    """A cell's value: the typed one (ints exact), or the legacy ``value`` of an older server."""
+    if cell.HasField("typed_value"):
+        return cell_value_from_pb(cell.typed_value)
+    return typed(value_py(cell.value), dtype)
+
+
+def _cell_input(value: Any, field: str) -> Any:
+    """A Python value as a cell can hold it: models dumped, dates as ISO text; bytes refused."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise bad_argument(field, "bytes cannot be sent as a cell value: upload the file with "
+                                  "client.file.upload_file() and send its uri")
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _cell_input(v, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cell_input(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    raise bad_argument(field, f"unsupported value of type {type(value).__name__}")
+
+
+def row_values_pb(values: Mapping[str, Any], field: str = "data") -> common_pb2.RowValues:
+    """A row to send (column -> value) as typed values; an int outside int64 is refused here
+    (InvalidArgumentError, as the server would), never rounded."""
+    plain = {str(k): _cell_input(v, f"{field}.{k}") for k, v in values.items()}
+    try:
+        return row_values_to_pb(plain)
+    except CellValueError as exc:
+        raise bad_argument(f"{field}.{exc.column}", exc.message) from None
 
 
 # -- schemas -----------------------------------------------------------------------------------
@@ -262,7 +299,7 @@ def references_py(refs: tpb.References) -> t.References:
 
 def cell_completion_py(cell: tpb.CellCompletion, dtype: str | None = None) -> t.CellCompletion:
     return t.CellCompletion(
-        text=cell.text, value=typed(value_py(cell.value), dtype),
+        text=cell.text, value=cell_py(cell, dtype),
         status=_CELL_STATUS.get(cell.status, t.CellStatus.UNSPECIFIED), error=cell.error,
         usage=usage_py(cell.usage) if cell.HasField("usage") else None,
         references=references_py(cell.references) if cell.HasField("references") else None)
@@ -296,7 +333,7 @@ def wrapped_row(row: tpb.Row, dtypes: Mapping[str, str] | None = None) -> dict[s
     names = [n for n in dtypes if n in row.cells] + [n for n in row.cells if n not in dtypes]
     for name in names:
         cell = row.cells[name]
-        wrapped: dict[str, Any] = {"value": typed(value_py(cell.value), dtypes.get(name))}
+        wrapped: dict[str, Any] = {"value": cell_py(cell, dtypes.get(name))}
         if cell.status != tpb.CELL_STATUS_UNSPECIFIED:
             wrapped["status"] = _CELL_STATUS[cell.status].value
         if cell.error:

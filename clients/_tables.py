@@ -287,13 +287,14 @@ class TableClient:
         if isinstance(request, t.RowAddRequest):
             request = request.to_multi()
         kind = c.table_type_pb(table_type)
-        data = [c.struct_pb(c.unwrap_row(row)) for row in request.data]
+        rows = [c.row_values_pb(c.unwrap_row(row), f"data[{i}]")
+                for i, row in enumerate(request.data)]
         if request.stream:
-            pb = tpb.StreamAddRowsRequest(table_type=kind, table_id=request.table_id, data=data,
-                                          concurrent=request.concurrent)
+            pb = tpb.StreamAddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
+                                          concurrent=request.concurrent, legacy_values=False)
             return self._t.iterate(self._row_stream(kind, request.table_id, "StreamAddRows", pb))
-        pb2 = tpb.AddRowsRequest(table_type=kind, table_id=request.table_id, data=data,
-                                 concurrent=request.concurrent)
+        pb2 = tpb.AddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
+                                 concurrent=request.concurrent, legacy_values=False)
         return self._t.run(self._call(Unary(TABLE, "AddRows", pb2),
                                       self._completions(kind, request.table_id)))
 
@@ -308,7 +309,7 @@ class TableClient:
                   "row_ids": request.row_ids,
                   "regen_strategy": c.regen_strategy_pb(request.regen_strategy),
                   "output_column_id": request.output_column_id or "",
-                  "concurrent": request.concurrent}
+                  "concurrent": request.concurrent, "legacy_values": False}
         if request.stream:
             return self._t.iterate(self._row_stream(
                 kind, request.table_id, "StreamRegenRows", tpb.StreamRegenRowsRequest(**fields)))
@@ -430,7 +431,7 @@ class TableClient:
         return tpb.ListRowsRequest(
             table_type=kind, table_id=table_id, where=where or "", columns=list(columns or []),
             search_query=search_query or "", search_columns=list(search_columns or []),
-            order_by=order_by or "", descending=not order_ascending)
+            order_by=order_by or "", descending=not order_ascending, legacy_values=False)
 
     def get_table_row(self, table_type: TableTypeLike, table_id: str, row_id: str,
                       columns: Sequence[str] | None = None) -> dict[str, Any]:
@@ -441,7 +442,7 @@ class TableClient:
         """
         kind = c.table_type_pb(table_type)
         request = tpb.GetRowRequest(table_type=kind, table_id=table_id, row_id=row_id,
-                                    columns=list(columns or []))
+                                    columns=list(columns or []), legacy_values=False)
 
         def plan() -> Plan[dict[str, Any]]:
             dtypes = yield from self._dtypes_for(kind, table_id)
@@ -459,7 +460,7 @@ class TableClient:
         pb = tpb.UpdateRowsRequest(table_type=c.table_type_pb(table_type),
                                    table_id=request.table_id)
         for row_id, values in request.data.items():
-            pb.data[row_id].CopyFrom(c.struct_pb(c.unwrap_row(values)))
+            pb.rows[row_id].CopyFrom(c.row_values_pb(c.unwrap_row(values), f"data[{row_id}]"))
         return self._t.run(self._call(Unary(TABLE, "UpdateRows", pb),
                                       lambda r: t.OkResponse(count=r.updated_count)))
 
@@ -548,7 +549,7 @@ class TableClient:
         when ``reranking_model`` is given). Hits are wrapped row dicts with ``.score``."""
         request = kpb.HybridSearchRequest(table_id=table_id, query=query, k=k, where=where or "",
                                           reranking_model=reranking_model or "",
-                                          columns=list(columns or []))
+                                          columns=list(columns or []), legacy_values=False)
 
         def plan() -> Plan[t.SearchResults]:
             dtypes = yield from self._dtypes_for(common_pb2.TABLE_TYPE_KNOWLEDGE, table_id)

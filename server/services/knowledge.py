@@ -21,7 +21,7 @@ from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.base import Knowledge, install_knowledge
 from rowforge.server.knowledge.embed_file import Completed, Progress, Started
 from rowforge.server.services.file import file_pb, upload_chunk, upload_metadata
-from rowforge.server.services.table_convert import row_to_pb
+from rowforge.server.services.table_convert import file_columns, legacy_values, row_to_pb
 from rowforge.v1 import knowledge_service_pb2 as pb
 from rowforge.v1 import knowledge_service_pb2_grpc
 
@@ -73,8 +73,10 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             schema, request.query, k=request.k, where=request.where,
             reranking_model=request.reranking_model, columns=list(request.columns))
         inputs = frozenset(c.id for c in schema.columns if c.gen_config is None)
+        files, legacy = file_columns(schema), legacy_values(request)
         return pb.HybridSearchResponse(
-            items=[pb.SearchResult(row=row_to_pb(hit.row, inputs=inputs), score=hit.score,
+            items=[pb.SearchResult(row=row_to_pb(hit.row, inputs=inputs, files=files,
+                                                 legacy=legacy), score=hit.score,
                                    vector_rank=hit.vector_rank, lexical_rank=hit.lexical_rank)
                    for hit in outcome.hits],
             reranked=outcome.reranked, rerank_error=outcome.rerank_error)

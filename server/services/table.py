@@ -20,11 +20,12 @@ from rowforge.server.errors import InvalidArgument, Violations
 from rowforge.server.services.table_convert import (
     columns_from_pb,
     gen_config_from_pb,
+    legacy_values,
     row_to_pb,
     rows_to_pb,
     schema_to_pb,
-    struct_from_pb,
     table_type_from_pb,
+    updates_from_pb,
 )
 from rowforge.server.services.table_generation import RowGenerationMixin
 from rowforge.server.tables.delimited import (
@@ -191,7 +192,8 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
             where=request.where, columns=list(request.columns),
             search_query=request.search_query, search_columns=list(request.search_columns),
             order_by=request.order_by, descending=request.descending))
-        return pb.ListRowsResponse(items=rows_to_pb(page.items, schema),
+        return pb.ListRowsResponse(items=rows_to_pb(page.items, schema,
+                                                    legacy=legacy_values(request)),
                                    next_page_token=page.next_page_token, total=page.total)
 
     async def GetRow(self, request: pb.GetRowRequest,
@@ -199,17 +201,18 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         schema = await self._schema(request.table_type, request.table_id)
         rows = await self.store.get_rows(schema, [_required(request.row_id, "row_id")],
                                          columns=list(request.columns))
-        return pb.GetRowResponse(row=row_to_pb(rows[0], schema))
+        return pb.GetRowResponse(row=row_to_pb(rows[0], schema, legacy=legacy_values(request)))
 
     async def UpdateRows(self, request: pb.UpdateRowsRequest,
                          context: grpc.aio.ServicerContext) -> pb.UpdateRowsResponse:
+        field, count = ("rows", len(request.rows)) if request.rows else ("data", len(request.data))
         v = Violations()
-        v.check(len(request.data) > 0, "data", "at least one row is required")
-        v.check(len(request.data) <= MAX_UPDATE_ROWS, "data",
-                f"at most {MAX_UPDATE_ROWS} rows per call (got {len(request.data)})")
+        v.check(count > 0, field, "at least one row is required")
+        v.check(count <= MAX_UPDATE_ROWS, field,
+                f"at most {MAX_UPDATE_ROWS} rows per call (got {count})")
         v.raise_if_any()
+        updates = updates_from_pb(request)
         schema = await self._schema(request.table_type, request.table_id)
-        updates = {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
         count = await self.store.update_rows(schema, updates)
         knowledge = getattr(self.app, "knowledge", None)
         if knowledge is not None:  # knowledge tables re-embed changed Title/Text

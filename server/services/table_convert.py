@@ -13,10 +13,12 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from rowforge.cell_values import row_values_from_pb, set_cell_value
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.services._convert import timestamp
 from rowforge.server.tables.model import (
     DTYPES,
+    FILE_DTYPES,
     ID_COLUMN,
     UPDATED_AT_COLUMN,
     Cell,
@@ -110,6 +112,38 @@ def value_to_pb(value: Any) -> struct_pb2.Value:
     else:
         out.string_value = str(value)
     return out
+
+
+def rows_from_pb(request: Any, limit_field: str = "rows") -> list[dict[str, Any]]:
+    """The rows of an AddRows/StreamAddRows request: typed ``rows``, or the deprecated Struct
+    ``data`` of older clients (never both: INVALID_ARGUMENT)."""
+    if request.rows and request.data:
+        raise InvalidArgument.field("rows", "send rows (typed values) or data (Struct), not "
+                                            "both", reason="ROWS_AND_DATA")
+    if request.rows:
+        return [row_values_from_pb(row) for row in request.rows]
+    return [struct_from_pb(row) for row in request.data]
+
+
+def updates_from_pb(request: Any) -> dict[str, dict[str, Any]]:
+    """UpdateRows' row id -> values: typed ``rows`` or the deprecated Struct ``data``."""
+    if request.rows and request.data:
+        raise InvalidArgument.field("rows", "send rows (typed values) or data (Struct), not "
+                                            "both", reason="ROWS_AND_DATA")
+    if request.rows:
+        return {row_id: row_values_from_pb(values) for row_id, values in request.rows.items()}
+    return {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
+
+
+def legacy_values(request: Any) -> bool:
+    """Whether responses also fill the deprecated ``google.protobuf.Value`` fields (default
+    true: clients written before typed values read only those)."""
+    return request.legacy_values if request.HasField("legacy_values") else True
+
+
+def file_columns(schema: TableSchema) -> frozenset[str]:
+    """Columns whose values are file references (``CellValue.file_uri``)."""
+    return frozenset(c.id for c in schema.columns if c.dtype in FILE_DTYPES)
 
 
 def value_text(value: Any) -> str:
@@ -265,13 +299,16 @@ def status_to_pb(status: CellStatus) -> int:
     return STATUS_TO_PB[status]
 
 
-def cell_to_pb(cell: Cell, *, input_column: bool = False) -> pb.Cell:
-    """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated)."""
+def cell_to_pb(cell: Cell, *, input_column: bool = False, legacy: bool = True,
+               file: bool = False) -> pb.Cell:
+    """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated).
+    ``legacy`` also fills the deprecated ``value``; ``file``: the value is a file URI."""
     status = (pb.CELL_STATUS_UNSPECIFIED if input_column and cell.status == CellStatus.DONE
               else STATUS_TO_PB[cell.status])
-    if cell.usage is None and cell.references is None:
-        return pb.Cell(value=value_to_pb(cell.value), status=status, error=cell.error)
-    out = pb.Cell(value=value_to_pb(cell.value), status=status, error=cell.error)
+    out = pb.Cell(status=status, error=cell.error)
+    set_cell_value(out.typed_value, cell.value, file=file)
+    if legacy:
+        set_value_pb(out.value, cell.value)
     if cell.usage is not None:
         out.usage.CopyFrom(usage_to_pb(cell.usage))
     if cell.references is not None:
@@ -286,8 +323,10 @@ def cell_completion_to_pb(cell: Cell) -> pb.CellCompletion:
     return out
 
 
-def fill_cell_completion(out: pb.CellCompletion, cell: Cell) -> None:
-    """Set an empty ``CellCompletion`` (e.g. a field of a response) to ``cell``.
+def fill_cell_completion(out: pb.CellCompletion, cell: Cell, *, legacy: bool = True,
+                         file: bool = False) -> None:
+    """Set an empty ``CellCompletion`` (e.g. a field of a response) to ``cell``; ``legacy``
+    also fills the deprecated ``value``, ``file``: the value is a file URI.
 
     Filling a message in place is several times cheaper than building sub-messages and
     copying them in (which is what passing them to a constructor does); streams send one of
@@ -295,7 +334,9 @@ def fill_cell_completion(out: pb.CellCompletion, cell: Cell) -> None:
     """
     value = cell.value
     out.text = value_text(value)
-    set_value_pb(out.value, value)
+    set_cell_value(out.typed_value, value, file=file)
+    if legacy:
+        set_value_pb(out.value, value)
     out.status = STATUS_TO_PB[cell.status]
     if cell.error:
         out.error = cell.error
@@ -324,18 +365,23 @@ def set_value_pb(out: struct_pb2.Value, value: Any) -> None:
 
 
 def row_to_pb(row: Row, schema: TableSchema | None = None,
-              inputs: frozenset[str] | None = None) -> pb.Row:
-    """A ``Row``; with ``schema`` (or its precomputed ``inputs``), input cells report an
-    unspecified status."""
+              inputs: frozenset[str] | None = None, *, legacy: bool = True,
+              files: frozenset[str] | None = None) -> pb.Row:
+    """A ``Row``; with ``schema`` (or its precomputed ``inputs`` and ``files``), input cells
+    report an unspecified status and file columns' values are file URIs. ``legacy`` also
+    fills the deprecated ``value`` of each cell."""
     if inputs is None:
         inputs = input_columns(schema) if schema is not None else frozenset()
+    if files is None:
+        files = file_columns(schema) if schema is not None else frozenset()
     return pb.Row(id=row.id, update_time=_timestamp(row.update_time), cells={
-        name: cell_to_pb(cell, input_column=name in inputs) for name, cell in row.cells.items()})
+        name: cell_to_pb(cell, input_column=name in inputs, legacy=legacy, file=name in files)
+        for name, cell in row.cells.items()})
 
 
-def rows_to_pb(rows: Iterable[Row], schema: TableSchema) -> list[pb.Row]:
-    inputs = input_columns(schema)
-    return [row_to_pb(r, inputs=inputs) for r in rows]
+def rows_to_pb(rows: Iterable[Row], schema: TableSchema, *, legacy: bool = True) -> list[pb.Row]:
+    inputs, files = input_columns(schema), file_columns(schema)
+    return [row_to_pb(r, inputs=inputs, legacy=legacy, files=files) for r in rows]
 
 
 def input_columns(schema: TableSchema) -> frozenset[str]:

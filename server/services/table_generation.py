@@ -17,9 +17,11 @@ import grpc
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.services.table_convert import (
+    file_columns,
     fill_cell_completion,
+    legacy_values,
     references_to_pb,
-    struct_from_pb,
+    rows_from_pb,
     table_type_from_pb,
 )
 from rowforge.server.tables.engine import (
@@ -71,7 +73,8 @@ class RowGenerationMixin:
         schema, data, concurrent = await self._add_args(request)
         results = await self.engine.add_rows(schema, data, concurrent=concurrent,
                                              deadline=_deadline(context))
-        return _row_completions(schema, results, pb.AddRowsResponse())
+        return _row_completions(schema, results, pb.AddRowsResponse(),
+                                legacy=legacy_values(request))
 
     async def StreamAddRows(self, request: pb.StreamAddRowsRequest,
                             context: grpc.aio.ServicerContext
@@ -83,18 +86,21 @@ class RowGenerationMixin:
             return self.engine.add_rows(schema, data, concurrent=concurrent, sink=sink,
                                         deadline=deadline)
 
-        encoder = StreamEncoder(pb.StreamAddRowsResponse, schema)
+        encoder = StreamEncoder(pb.StreamAddRowsResponse, schema, legacy=legacy_values(request))
         async for event in _events(run):
             yield encoder.encode(event)
 
     async def _add_args(self, request: pb.AddRowsRequest | pb.StreamAddRowsRequest
                         ) -> tuple[TableSchema, list[dict[str, Any]], bool]:
-        check_row_count(len(request.data), "data")
+        if request.rows:
+            check_row_count(len(request.rows), "rows")
+        else:
+            check_row_count(len(request.data), "data")
+        data = rows_from_pb(request)
         kind = table_type_from_pb(request.table_type)
         if not request.table_id:
             raise InvalidArgument.field("table_id", "is required")
         schema = await self.app.tables.get_table(current_project(), kind, request.table_id)
-        data = [struct_from_pb(row) for row in request.data]
         concurrent = request.concurrent if request.HasField("concurrent") else True
         return schema, data, concurrent
 
@@ -104,7 +110,8 @@ class RowGenerationMixin:
                         context: grpc.aio.ServicerContext) -> pb.RegenRowsResponse:
         schema, args = await self._regen_args(request)
         results = await self.engine.regen_rows(schema, deadline=_deadline(context), **args)
-        return _row_completions(schema, results, pb.RegenRowsResponse())
+        return _row_completions(schema, results, pb.RegenRowsResponse(),
+                                legacy=legacy_values(request))
 
     async def StreamRegenRows(self, request: pb.StreamRegenRowsRequest,
                               context: grpc.aio.ServicerContext
@@ -115,7 +122,8 @@ class RowGenerationMixin:
         def run(sink: EventSink) -> Awaitable[Any]:
             return self.engine.regen_rows(schema, sink=sink, deadline=deadline, **args)
 
-        encoder = StreamEncoder(pb.StreamRegenRowsResponse, schema)
+        encoder = StreamEncoder(pb.StreamRegenRowsResponse, schema,
+                                legacy=legacy_values(request))
         async for event in _events(run):
             yield encoder.encode(event)
 
@@ -181,13 +189,16 @@ def _reported(schema: TableSchema, column: str, cell: Cell) -> Cell:
 
 
 def _row_completions(schema: TableSchema, results: list[RowResult],
-                     response: pb.AddRowsResponse | pb.RegenRowsResponse) -> Any:
+                     response: pb.AddRowsResponse | pb.RegenRowsResponse, *,
+                     legacy: bool) -> Any:
     """``response`` with one ``RowCompletion`` per result (filled in place)."""
+    files = file_columns(schema)
     for result in results:
         row = response.rows.add()
         row.row_id = result.row_id
         for name, cell in result.cells.items():
-            fill_cell_completion(row.columns[name], _reported(schema, name, cell))
+            fill_cell_completion(row.columns[name], _reported(schema, name, cell),
+                                 legacy=legacy, file=name in files)
     return response
 
 
@@ -198,9 +209,12 @@ class StreamEncoder:
     for the ``row_completed`` event that repeats it.
     """
 
-    def __init__(self, response: StreamResponse, schema: TableSchema) -> None:
+    def __init__(self, response: StreamResponse, schema: TableSchema, *,
+                 legacy: bool = True) -> None:
         self.response = response
         self.schema = schema
+        self.legacy = legacy  # also fill the deprecated google.protobuf.Value fields
+        self.files = file_columns(schema)
         self._done: dict[tuple[str, str], tuple[Cell, pb.CellCompletion]] = {}
         self._encoders: dict[type, Callable[[Any], Any]] = {
             RowCreated: self._row_created, CellDelta: self._delta,
@@ -236,7 +250,8 @@ class StreamEncoder:
         completed = out.cell_completed
         completed.row_id = event.row_id
         completed.output_column_name = event.column
-        fill_cell_completion(completed.cell, _reported(self.schema, event.column, event.cell))
+        fill_cell_completion(completed.cell, _reported(self.schema, event.column, event.cell),
+                             legacy=self.legacy, file=event.column in self.files)
         self._done[(event.row_id, event.column)] = (event.cell, completed.cell)
         return out
 
@@ -252,7 +267,8 @@ class StreamEncoder:
             if done is not None and done[0] is cell:
                 row.columns[name].CopyFrom(done[1])
             else:
-                fill_cell_completion(row.columns[name], _reported(self.schema, name, cell))
+                fill_cell_completion(row.columns[name], _reported(self.schema, name, cell),
+                                     legacy=self.legacy, file=name in self.files)
         return out
 
     def _references(self, event: CellReferences) -> Any:

@@ -1,8 +1,8 @@
 """Typing of cell values: what each dtype accepts on input, how it is stored and read back.
 
 Strict but clear: a str column takes strings only (no silent number-to-text coercion); an int
-column takes integers and integral doubles (protobuf Struct numbers are doubles, so ``3.0``
-arrives for 3) but refuses ``3.5``; float takes finite numbers; bool takes true/false; file,
+column takes integers and integral doubles below 2^53 (protobuf Struct numbers are doubles, so
+``3.0`` arrives for 3; a larger double may be a rounded integer) but refuses ``3.5``; float takes finite numbers; bool takes true/false; file,
 image and audio take FileService URI strings. NULL is allowed everywhere. Embedding vectors are
 stored as little-endian float32 bytes: a non-empty flat list of finite numbers (float32-finite:
 1e39 is refused too), of the column's recorded length (:func:`check_vector`); in CSV/TSV a
@@ -20,6 +20,8 @@ import numpy as np
 from rowforge.server.tables.model import EMBEDDING_DTYPE, FILE_DTYPES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Integral doubles below this are unambiguous; from it on, one may be a rounded integer.
+MAX_EXACT_DOUBLE = 2**53
 #: Largest str value accepted in a cell (characters).
 MAX_TEXT_CHARS = 8 * 1024 * 1024
 
@@ -67,6 +69,11 @@ def coerce(dtype: str, value: Any) -> Any:
         if isinstance(value, float):
             if not value.is_integer():
                 raise ValueTypeError(f"expected an integer, got {value!r}")
+            if abs(value) >= MAX_EXACT_DOUBLE:
+                # A double this large may already be a rounded integer: never store a guess.
+                raise ValueTypeError("an integer of ±2^53 or more sent as a double (a "
+                                     "google.protobuf.Value number) may have been rounded; "
+                                     "send it exactly as a typed int (CellValue.int_value)")
             value = int(value)
         if not INT64_MIN <= value <= INT64_MAX:
             raise ValueTypeError("integer out of the 64-bit range")

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 import rowforge.clients.types as t
+from rowforge.cell_values import row_values_from_pb
 from rowforge.clients import AsyncRowForge, RowForge, get_value
 from rowforge.clients import _convert as conv
 from rowforge.v1 import common_pb2, table_service_pb2_grpc
@@ -74,7 +75,7 @@ class Tables(table_service_pb2_grpc.TableServiceServicer):
 
     async def UpdateRows(self, request, context):
         self.requests.append(request)
-        return tpb.UpdateRowsResponse(updated_count=len(request.data))
+        return tpb.UpdateRowsResponse(updated_count=len(request.rows))
 
     async def AddRows(self, request, context):
         self.requests.append(request)
@@ -211,7 +212,7 @@ def test_update_accepts_rows_read_back(client: RowForge, servicer: Tables) -> No
     result = client.table.update_table_rows("action", t.MultiRowUpdateRequest(
         table_id="t", data={row["ID"]: row}))
     request = servicer.requests[-1]
-    values = conv.struct_py(request.data["r3"])
+    values = row_values_from_pb(request.rows["r3"])
     assert values["s"] == "changed" and values["n"] == 3
     assert "ID" not in values and "Updated at" not in values
     assert result.count == 1
@@ -222,7 +223,8 @@ def test_add_rows_without_stream(client: RowForge, servicer: Tables) -> None:
         table_id="t", data=[{"s": "hi", "n": 1}], stream=False, concurrent=False))
     request = servicer.requests[-1]
     assert isinstance(request, tpb.AddRowsRequest) and request.concurrent is False
-    assert conv.struct_py(request.data[0]) == {"s": "hi", "n": 1}
+    assert not request.data and request.legacy_values is False
+    assert row_values_from_pb(request.rows[0]) == {"s": "hi", "n": 1}
     assert response.rows[0].row_id == "r1"
     cell = response.rows[0].columns["out"]
     assert (cell.text, cell.value, cell.status, cell.usage.total_tokens) == (
@@ -270,7 +272,7 @@ def test_deprecated_requests_warn_and_still_work(client: RowForge, servicer: Tab
     with pytest.warns(DeprecationWarning, match="MultiRowAddRequest"):
         request = t.RowAddRequest(table_id="t", data={"s": "old"}, stream=False)
     client.table.add_table_rows("action", request)
-    assert conv.struct_py(servicer.requests[-1].data[0]) == {"s": "old"}
+    assert row_values_from_pb(servicer.requests[-1].rows[0]) == {"s": "old"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t.MultiRowAddRequest(table_id="t", data=[{"s": "new"}])  # no warning

@@ -3,8 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -146,3 +149,177 @@ class Error(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Error: _TypeAlias = Error  # noqa: Y015
+
+@_typing.final
+class CellValue(_message.Message):
+    """A cell's value, typed so that every value a column accepts travels exactly: a
+    google.protobuf.Value holds numbers as doubles, which rounds integers beyond 2^53. In JSON
+    (grpcurl, buf curl) int_value is a string, as every int64 is ("9007199254740993"); Node
+    clients read it as a string or BigInt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NULL_VALUE_FIELD_NUMBER: _builtins.int
+    BOOL_VALUE_FIELD_NUMBER: _builtins.int
+    INT_VALUE_FIELD_NUMBER: _builtins.int
+    DOUBLE_VALUE_FIELD_NUMBER: _builtins.int
+    STRING_VALUE_FIELD_NUMBER: _builtins.int
+    FILE_URI_FIELD_NUMBER: _builtins.int
+    LIST_VALUE_FIELD_NUMBER: _builtins.int
+    STRUCT_VALUE_FIELD_NUMBER: _builtins.int
+    null_value: _struct_pb2.NullValue.ValueType
+    """Null: an empty (or failed) cell."""
+    bool_value: _builtins.bool
+    """A bool column's value."""
+    int_value: _builtins.int
+    """An int column's value, exact over the whole int64 range."""
+    double_value: _builtins.float
+    """A float column's value."""
+    string_value: _builtins.str
+    """A str column's value."""
+    file_uri: _builtins.str
+    """A file, image or audio column's value: a FileService URI (upload the bytes first)."""
+    @_builtins.property
+    def list_value(self) -> Global___CellValueList:
+        """A list: an embedding vector (doubles), or a JSON array."""
+
+    @_builtins.property
+    def struct_value(self) -> Global___CellValueStruct:
+        """A JSON object."""
+
+    def __init__(
+        self,
+        *,
+        null_value: _struct_pb2.NullValue.ValueType = ...,
+        bool_value: _builtins.bool = ...,
+        int_value: _builtins.int = ...,
+        double_value: _builtins.float = ...,
+        string_value: _builtins.str = ...,
+        file_uri: _builtins.str = ...,
+        list_value: Global___CellValueList | None = ...,
+        struct_value: Global___CellValueStruct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "file_uri", b"file_uri", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "null_value", b"null_value", "string_value", b"string_value", "struct_value", b"struct_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "file_uri", b"file_uri", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "null_value", b"null_value", "string_value", b"string_value", "struct_value", b"struct_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["null_value", "bool_value", "int_value", "double_value", "string_value", "file_uri", "list_value", "struct_value"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CellValue: _TypeAlias = CellValue  # noqa: Y015
+
+@_typing.final
+class CellValueList(_message.Message):
+    """The items of a list value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellValue]:
+        """Items, in order."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[Global___CellValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellValueList: _TypeAlias = CellValueList  # noqa: Y015
+
+@_typing.final
+class CellValueStruct(_message.Message):
+    """The fields of an object value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CellValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CellValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.MessageMap[_builtins.str, Global___CellValue]:
+        """Field name to value."""
+
+    def __init__(
+        self,
+        *,
+        fields: _abc.Mapping[_builtins.str, Global___CellValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellValueStruct: _TypeAlias = CellValueStruct  # noqa: Y015
+
+@_typing.final
+class RowValues(_message.Message):
+    """One row's values: column id to value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CellValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CellValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.MessageMap[_builtins.str, Global___CellValue]:
+        """Column id to value."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Mapping[_builtins.str, Global___CellValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowValues: _TypeAlias = RowValues  # noqa: Y015

@@ -298,6 +298,7 @@ class HybridSearchRequest(_message.Message):
     WHERE_FIELD_NUMBER: _builtins.int
     RERANKING_MODEL_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_id: _builtins.str
     """Knowledge table id."""
     query: _builtins.str
@@ -308,6 +309,11 @@ class HybridSearchRequest(_message.Message):
     """Filter on the table's columns, e.g. "File ID" = 'file://...'."""
     reranking_model: _builtins.str
     """Optional reranking model id."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Columns to return (default all but embeddings)."""
@@ -321,12 +327,15 @@ class HybridSearchRequest(_message.Message):
         where: _builtins.str = ...,
         reranking_model: _builtins.str = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "k", b"k", "query", b"query", "reranking_model", b"reranking_model", "table_id", b"table_id", "where", b"where"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "columns", b"columns", "k", b"k", "legacy_values", b"legacy_values", "query", b"query", "reranking_model", b"reranking_model", "table_id", b"table_id", "where", b"where"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___HybridSearchRequest: _TypeAlias = HybridSearchRequest  # noqa: Y015
 

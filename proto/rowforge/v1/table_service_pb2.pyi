@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _CellStatus:
@@ -543,13 +548,18 @@ class Cell(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    TYPED_VALUE_FIELD_NUMBER: _builtins.int
     status: Global___CellStatus.ValueType
     """Generation state."""
     error: _builtins.str
     """Error message when status is ERROR."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def value(self) -> _struct_pb2.Value:
-        """The value (null when empty or failed)."""
+        """The value (null when empty or failed) as a google.protobuf.Value: numbers are doubles, so
+        integers beyond 2^53 are rounded. Deprecated: read typed_value. Filled unless the request
+        set legacy_values false.
+        """
 
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
@@ -559,6 +569,10 @@ class Cell(_message.Message):
     def references(self) -> Global___References:
         """RAG references."""
 
+    @_builtins.property
+    def typed_value(self) -> _common_pb2.CellValue:
+        """The value, typed (ints exact); prefer it to value."""
+
     def __init__(
         self,
         *,
@@ -567,10 +581,11 @@ class Cell(_message.Message):
         error: _builtins.str = ...,
         usage: _common_pb2.Usage | None = ...,
         references: Global___References | None = ...,
+        typed_value: _common_pb2.CellValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["references", b"references", "usage", b"usage", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["references", b"references", "typed_value", b"typed_value", "usage", b"usage", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "references", b"references", "status", b"status", "usage", b"usage", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "references", b"references", "status", b"status", "typed_value", b"typed_value", "usage", b"usage", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1313,15 +1328,30 @@ class AddRowsRequest(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
     """Table id."""
     concurrent: _builtins.bool
     """Generate the rows concurrently (default true); false generates them one after another."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def data(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
-        """1 to 100 rows: column id to value."""
+        """1 to 100 rows: column id to value, as google.protobuf.Struct (numbers are doubles: an int
+        beyond 2^53 is refused, it may have been rounded). Deprecated: send rows. Sending both
+        data and rows is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RowValues]:
+        """1 to 100 rows: column id to typed value (ints exact)."""
 
     def __init__(
         self,
@@ -1330,14 +1360,21 @@ class AddRowsRequest(_message.Message):
         table_id: _builtins.str = ...,
         data: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         concurrent: _builtins.bool | None = ...,
+        rows: _abc.Iterable[_common_pb2.RowValues] | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent", "data", b"data", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "data", b"data", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___AddRowsRequest: _TypeAlias = AddRowsRequest  # noqa: Y015
 
@@ -1353,6 +1390,7 @@ class CellCompletion(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    TYPED_VALUE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The value as text (what the seed's SDK calls `.text`)."""
     status: Global___CellStatus.ValueType
@@ -1360,8 +1398,11 @@ class CellCompletion(_message.Message):
     error: _builtins.str
     """Error message when status is ERROR."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def value(self) -> _struct_pb2.Value:
-        """The typed value."""
+        """The value as a google.protobuf.Value (integers beyond 2^53 rounded). Deprecated: read
+        typed_value. Filled unless the request set legacy_values false.
+        """
 
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
@@ -1370,6 +1411,10 @@ class CellCompletion(_message.Message):
     @_builtins.property
     def references(self) -> Global___References:
         """RAG references."""
+
+    @_builtins.property
+    def typed_value(self) -> _common_pb2.CellValue:
+        """The value, typed (ints exact); prefer it to value."""
 
     def __init__(
         self,
@@ -1380,10 +1425,11 @@ class CellCompletion(_message.Message):
         error: _builtins.str = ...,
         usage: _common_pb2.Usage | None = ...,
         references: Global___References | None = ...,
+        typed_value: _common_pb2.CellValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["references", b"references", "usage", b"usage", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["references", b"references", "typed_value", b"typed_value", "usage", b"usage", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "references", b"references", "status", b"status", "text", b"text", "usage", b"usage", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "references", b"references", "status", b"status", "text", b"text", "typed_value", b"typed_value", "usage", b"usage", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1472,15 +1518,30 @@ class StreamAddRowsRequest(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
     """Table id."""
     concurrent: _builtins.bool
     """Generate the rows concurrently (default true)."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def data(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
-        """1 to 100 rows: column id to value."""
+        """1 to 100 rows: column id to value, as google.protobuf.Struct (numbers are doubles: an int
+        beyond 2^53 is refused, it may have been rounded). Deprecated: send rows. Sending both
+        data and rows is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RowValues]:
+        """1 to 100 rows: column id to typed value (ints exact)."""
 
     def __init__(
         self,
@@ -1489,14 +1550,21 @@ class StreamAddRowsRequest(_message.Message):
         table_id: _builtins.str = ...,
         data: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         concurrent: _builtins.bool | None = ...,
+        rows: _abc.Iterable[_common_pb2.RowValues] | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent", "data", b"data", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "data", b"data", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___StreamAddRowsRequest: _TypeAlias = StreamAddRowsRequest  # noqa: Y015
 
@@ -1751,6 +1819,7 @@ class ListRowsRequest(_message.Message):
     SEARCH_COLUMNS_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -1769,6 +1838,11 @@ class ListRowsRequest(_message.Message):
     """Column to order by (default "ID", i.e. insertion order)."""
     descending: _builtins.bool
     """Order descending."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Columns to return (ID and Updated at always are); empty: all."""
@@ -1791,12 +1865,15 @@ class ListRowsRequest(_message.Message):
         search_columns: _abc.Iterable[_builtins.str] | None = ...,
         order_by: _builtins.str = ...,
         descending: _builtins.bool = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "descending", b"descending", "limit", b"limit", "offset", b"offset", "order_by", b"order_by", "page_token", b"page_token", "search_columns", b"search_columns", "search_query", b"search_query", "table_id", b"table_id", "table_type", b"table_type", "where", b"where"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "columns", b"columns", "descending", b"descending", "legacy_values", b"legacy_values", "limit", b"limit", "offset", b"offset", "order_by", b"order_by", "page_token", b"page_token", "search_columns", b"search_columns", "search_query", b"search_query", "table_id", b"table_id", "table_type", b"table_type", "where", b"where"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___ListRowsRequest: _TypeAlias = ListRowsRequest  # noqa: Y015
 
@@ -1842,12 +1919,18 @@ class GetRowRequest(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     ROW_ID_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
     """Table id."""
     row_id: _builtins.str
     """Row id."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Columns to return; empty: all."""
@@ -1859,12 +1942,15 @@ class GetRowRequest(_message.Message):
         table_id: _builtins.str = ...,
         row_id: _builtins.str = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "row_id", b"row_id", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values", "columns", b"columns", "legacy_values", b"legacy_values", "row_id", b"row_id", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___GetRowRequest: _TypeAlias = GetRowRequest  # noqa: Y015
 
@@ -1919,16 +2005,45 @@ class UpdateRowsRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RowsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _common_pb2.RowValues: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _common_pb2.RowValues | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TABLE_TYPE_FIELD_NUMBER: _builtins.int
     TABLE_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
     """Table id."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def data(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
-        """Row id to the values to set (at most 100 rows)."""
+        """Row id to the values to set (at most 100 rows), as google.protobuf.Struct. Deprecated:
+        send rows. Sending both data and rows is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def rows(self) -> _containers.MessageMap[_builtins.str, _common_pb2.RowValues]:
+        """Row id to the typed values to set (at most 100 rows)."""
 
     def __init__(
         self,
@@ -1936,10 +2051,11 @@ class UpdateRowsRequest(_message.Message):
         table_type: _common_pb2.TableType.ValueType = ...,
         table_id: _builtins.str = ...,
         data: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+        rows: _abc.Mapping[_builtins.str, _common_pb2.RowValues] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2037,6 +2153,7 @@ class RegenRowsRequest(_message.Message):
     REGEN_STRATEGY_FIELD_NUMBER: _builtins.int
     OUTPUT_COLUMN_ID_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2047,6 +2164,11 @@ class RegenRowsRequest(_message.Message):
     """The pivot column of RUN_BEFORE / RUN_SELECTED / RUN_AFTER."""
     concurrent: _builtins.bool
     """Regenerate rows concurrently (default true)."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
     def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Rows to regenerate (1 to 100)."""
@@ -2060,14 +2182,20 @@ class RegenRowsRequest(_message.Message):
         regen_strategy: Global___RegenStrategy.ValueType = ...,
         output_column_id: _builtins.str = ...,
         concurrent: _builtins.bool | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___RegenRowsRequest: _TypeAlias = RegenRowsRequest  # noqa: Y015
 
@@ -2107,6 +2235,7 @@ class StreamRegenRowsRequest(_message.Message):
     REGEN_STRATEGY_FIELD_NUMBER: _builtins.int
     OUTPUT_COLUMN_ID_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
+    LEGACY_VALUES_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2117,6 +2246,11 @@ class StreamRegenRowsRequest(_message.Message):
     """The pivot column of RUN_BEFORE / RUN_SELECTED / RUN_AFTER."""
     concurrent: _builtins.bool
     """Regenerate rows concurrently (default true)."""
+    legacy_values: _builtins.bool
+    """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
+    typed_value. Default true, for clients written before typed values; clients that read
+    typed_value set false (text cells are then sent once, not twice).
+    """
     @_builtins.property
     def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Rows to regenerate (1 to 100)."""
@@ -2130,14 +2264,20 @@ class StreamRegenRowsRequest(_message.Message):
         regen_strategy: Global___RegenStrategy.ValueType = ...,
         output_column_id: _builtins.str = ...,
         concurrent: _builtins.bool | None = ...,
+        legacy_values: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "concurrent", b"concurrent", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
+    _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__legacy_values) -> _WhichOneofReturnType__legacy_values | None: ...
 
 Global___StreamRegenRowsRequest: _TypeAlias = StreamRegenRowsRequest  # noqa: Y015
 
