@@ -79,6 +79,7 @@ lint: install node min-venv
 	@if git rev-parse -q --verify main >/dev/null; then \
 	  cd proto && ../$(BUF) breaking --against '../.git#branch=main,subdir=proto'; fi
 	$(PY) scripts/gen_protos.py --check
+	node_modules/.bin/tsc -p clients/node --noEmit
 
 format: install
 	$(VENV)/bin/ruff check --fix server fastcore clients tests bench scripts

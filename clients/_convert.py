@@ -399,7 +399,7 @@ class StreamText:
 
 # -- files and models --------------------------------------------------------------------------
 
-def file_py(f: file_service_pb2.File) -> t.FileInfo:
+def file_py(f: file_service_pb2.FileInfo) -> t.FileInfo:
     return t.FileInfo(uri=f.uri, id=f.id, name=f.name, content_type=f.content_type, size=f.size,
                       sha256=f.sha256, kind=f.kind,
                       created_at=datetime_of(f.create_time, f.HasField("create_time")))

@@ -1,4 +1,5 @@
-"""Regenerate the Python stubs of proto/rowforge/v1 in place (``make proto``).
+"""Regenerate the Python stubs of proto/rowforge/v1 in place, and the TypeScript of
+clients/node/src/gen with ``buf generate`` (proto/buf.gen.yaml) (``make proto``).
 
 Writes ``*_pb2.py``, ``*_pb2_grpc.py`` and mypy-protobuf ``*.pyi`` next to the sources, so
 they import as ``rowforge.v1.<file>_pb2`` with no import rewriting. ``--check`` regenerates
@@ -26,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 PACKAGE = PROTO / "rowforge" / "v1"
 GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+TS_OUT = ROOT / "clients" / "node" / "src" / "gen"
 
 
 def protoc_python() -> str:
@@ -56,6 +59,25 @@ def generate(out: Path) -> None:
         raise SystemExit(f"protoc failed:\n{result.stderr}")
 
 
+def generate_ts(out: Path) -> None:
+    """buf generate with proto/buf.gen.yaml, its output folder replaced by ``out``."""
+    import json
+
+    import yaml
+
+    template = yaml.safe_load((PROTO / "buf.gen.yaml").read_text())
+    for plugin in template["plugins"]:
+        plugin["out"] = str(out)
+    result = subprocess.run([str(BUF), "generate", "--template", json.dumps(template)],
+                            cwd=PROTO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"buf generate failed:\n{result.stderr}")
+
+
+def ts_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.ts"))}
+
+
 def generated_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(GENERATED))
 
@@ -69,11 +91,15 @@ def main() -> int:
             stale = [n for n in names if not (PACKAGE / n).exists()
                      or not filecmp.cmp(fresh / n, PACKAGE / n, shallow=False)]
             extra = sorted(set(generated_files(PACKAGE)) - set(names))
+            generate_ts(Path(tmp) / "ts")
+            fresh_ts, committed_ts = ts_files(Path(tmp) / "ts"), ts_files(TS_OUT)
+            stale += [f"clients/node/src/gen/{n}" for n in sorted(set(fresh_ts) | set(committed_ts))
+                      if fresh_ts.get(n) != committed_ts.get(n)]
             if stale or extra:
                 print("stubs differ from a fresh generation; run `make proto`:",
                       ", ".join(stale + extra))
                 return 1
-            print(f"{len(names)} generated files up to date")
+            print(f"{len(names) + len(fresh_ts)} generated files up to date")
             return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))  # first: a failed run leaves the committed stubs alone
@@ -82,6 +108,8 @@ def main() -> int:
         for path in (Path(tmp) / "rowforge" / "v1").iterdir():
             shutil.copy(path, PACKAGE / path.name)
     print(f"generated {len(generated_files(PACKAGE))} files in {PACKAGE.relative_to(ROOT)}")
+    generate_ts(TS_OUT)
+    print(f"generated {len(ts_files(TS_OUT))} files in {TS_OUT.relative_to(ROOT)}")
     return 0
 
 

@@ -160,8 +160,8 @@ def job_pb(job: Job) -> pb.Job:
     return out
 
 
-def error_pb(error: ErrorDetail) -> common_pb2.Error:
-    return common_pb2.Error(code=error.code, reason=error.reason, message=error.message,
+def error_pb(error: ErrorDetail) -> common_pb2.ItemError:
+    return common_pb2.ItemError(code=error.code, reason=error.reason, message=error.message,
                             retryable=error.retryable)
 
 

@@ -38,8 +38,8 @@ MAX_CHUNK_BYTES = 1024 * 1024 + 64 * 1024
 """Largest upload chunk: 1 MiB, with a little slack for clients that count differently."""
 
 
-def file_pb(info: FileInfo) -> pb.File:
-    return pb.File(uri=info.uri, id=info.id, name=info.name, content_type=info.content_type,
+def file_pb(info: FileInfo) -> pb.FileInfo:
+    return pb.FileInfo(uri=info.uri, id=info.id, name=info.name, content_type=info.content_type,
                    size=info.size, sha256=info.sha256, kind=info.kind,
                    create_time=timestamp(info.create_time))
 

@@ -72,13 +72,13 @@ def requests(name: str, data: bytes, *, chunk: int = MiB, content_type: str = ""
 
 
 async def upload(stub: file_service_pb2_grpc.FileServiceStub, name: str, data: bytes,
-                 md: Metadata = (), **meta) -> pb.File:  # type: ignore[no-untyped-def]
+                 md: Metadata = (), **meta) -> pb.FileInfo:  # type: ignore[no-untyped-def]
     reply = await stub.UploadFile(requests(name, data, **meta), metadata=md, timeout=30)
     return reply.file
 
 
 async def download(stub: file_service_pb2_grpc.FileServiceStub, uri: str, md: Metadata = (),
-                   offset: int = 0, length: int = 0) -> tuple[pb.File, list[bytes]]:
+                   offset: int = 0, length: int = 0) -> tuple[pb.FileInfo, list[bytes]]:
     messages = [m async for m in stub.DownloadFile(
         pb.DownloadFileRequest(uri=uri, offset=offset, length=length), metadata=md, timeout=30)]
     assert messages and messages[0].WhichOneof("part") == "file"

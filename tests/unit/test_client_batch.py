@@ -129,7 +129,7 @@ class Files(file_service_pb2_grpc.FileServiceServicer):
             else:
                 size += len(part.chunk)
         self.uploads.append((name, size))
-        return fpb.UploadFileResponse(file=fpb.File(uri=f"file://p/f1/{name}", name=name,
+        return fpb.UploadFileResponse(file=fpb.FileInfo(uri=f"file://p/f1/{name}", name=name,
                                                     size=size))
 
 
@@ -146,7 +146,7 @@ def _ok(seq: int, request_id: str, text: str, parsed: Any = None) -> bpb.BatchRe
 
 def _failed(seq: int, request_id: str) -> bpb.BatchResult:
     return bpb.BatchResult(sequence=seq, request_id=request_id, state=bpb.REQUEST_STATE_FAILED,
-                           error=common_pb2.Error(code="UNAVAILABLE", reason="PROVIDER_ERROR",
+                           error=common_pb2.ItemError(code="UNAVAILABLE", reason="PROVIDER_ERROR",
                                                   message="the model is overloaded"),
                            attempts=5)
 

@@ -39,12 +39,12 @@ class Files(file_service_pb2_grpc.FileServiceServicer):
                 self.chunk_sizes.append(len(part.chunk))
                 data += part.chunk
         self.content = bytes(data)
-        return fpb.UploadFileResponse(file=fpb.File(
+        return fpb.UploadFileResponse(file=fpb.FileInfo(
             uri=f"file://p/abc/{self.metadata.name}", name=self.metadata.name, size=len(data),
             content_type=self.metadata.content_type))
 
     async def DownloadFile(self, request, context):
-        yield fpb.DownloadFileResponse(file=fpb.File(uri=request.uri, name="report.txt",
+        yield fpb.DownloadFileResponse(file=fpb.FileInfo(uri=request.uri, name="report.txt",
                                                      size=len(self.content)))
         for i in range(0, len(self.content), 1000):
             yield fpb.DownloadFileResponse(chunk=self.content[i:i + 1000])

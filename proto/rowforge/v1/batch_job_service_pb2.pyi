@@ -826,7 +826,7 @@ class BatchResult(_message.Message):
         """Token usage."""
 
     @_builtins.property
-    def error(self) -> _common_pb2.Error:
+    def error(self) -> _common_pb2.ItemError:
         """Why it failed."""
 
     @_builtins.property
@@ -846,7 +846,7 @@ class BatchResult(_message.Message):
         response_text: _builtins.str = ...,
         response_json: _struct_pb2.Value | None = ...,
         usage: _common_pb2.Usage | None = ...,
-        error: _common_pb2.Error | None = ...,
+        error: _common_pb2.ItemError | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
         attempts: _builtins.int = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
@@ -908,7 +908,7 @@ class GetRequestResponse(_message.Message):
         """The result, once ended."""
 
     @_builtins.property
-    def last_error(self) -> _common_pb2.Error:
+    def last_error(self) -> _common_pb2.ItemError:
         """The last attempt's error, if any."""
 
     @_builtins.property
@@ -922,7 +922,7 @@ class GetRequestResponse(_message.Message):
         state: Global___RequestState.ValueType = ...,
         attempts: _builtins.int = ...,
         result: Global___BatchResult | None = ...,
-        last_error: _common_pb2.Error | None = ...,
+        last_error: _common_pb2.ItemError | None = ...,
         request: Global___BatchRequest | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "request", b"request", "result", b"result"]  # noqa: Y015

@@ -15,35 +15,36 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rowforge/v1/common.proto\x12\x0browforge.v1\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"I\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x9c\x02\n\tCellValue\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x12\n\x08\x66ile_uri\x18\x06 \x01(\tH\x00\x12\x30\n\nlist_value\x18\x07 \x01(\x0b\x32\x1a.rowforge.v1.CellValueListH\x00\x12\x34\n\x0cstruct_value\x18\x08 \x01(\x0b\x32\x1c.rowforge.v1.CellValueStructH\x00\x42\x06\n\x04kind\"7\n\rCellValueList\x12&\n\x06values\x18\x01 \x03(\x0b\x32\x16.rowforge.v1.CellValue\"\x92\x01\n\x0f\x43\x65llValueStruct\x12\x38\n\x06\x66ields\x18\x01 \x03(\x0b\x32(.rowforge.v1.CellValueStruct.FieldsEntry\x1a\x45\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.CellValue:\x02\x38\x01\"\x86\x01\n\tRowValues\x12\x32\n\x06values\x18\x01 \x03(\x0b\x32\".rowforge.v1.RowValues.ValuesEntry\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.CellValue:\x02\x38\x01*m\n\tTableType\x12\x1a\n\x16TABLE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11TABLE_TYPE_ACTION\x10\x01\x12\x18\n\x14TABLE_TYPE_KNOWLEDGE\x10\x02\x12\x13\n\x0fTABLE_TYPE_CHAT\x10\x03*\x96\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41PABILITY_CHAT\x10\x01\x12\x14\n\x10\x43\x41PABILITY_EMBED\x10\x02\x12\x15\n\x11\x43\x41PABILITY_RERANK\x10\x03\x12\x14\n\x10\x43\x41PABILITY_IMAGE\x10\x04\x12\x14\n\x10\x43\x41PABILITY_AUDIO\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rowforge/v1/common.proto\x12\x0browforge.v1\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"M\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x9c\x02\n\tCellValue\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x12\n\x08\x66ile_uri\x18\x06 \x01(\tH\x00\x12\x30\n\nlist_value\x18\x07 \x01(\x0b\x32\x1a.rowforge.v1.CellValueListH\x00\x12\x34\n\x0cstruct_value\x18\x08 \x01(\x0b\x32\x1c.rowforge.v1.CellValueStructH\x00\x42\x06\n\x04kind\"7\n\rCellValueList\x12&\n\x06values\x18\x01 \x03(\x0b\x32\x16.rowforge.v1.CellValue\"\x92\x01\n\x0f\x43\x65llValueStruct\x12\x38\n\x06\x66ields\x18\x01 \x03(\x0b\x32(.rowforge.v1.CellValueStruct.FieldsEntry\x1a\x45\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.CellValue:\x02\x38\x01\"\x86\x01\n\tRowValues\x12\x32\n\x06values\x18\x01 \x03(\x0b\x32\".rowforge.v1.RowValues.ValuesEntry\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.CellValue:\x02\x38\x01*m\n\tTableType\x12\x1a\n\x16TABLE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11TABLE_TYPE_ACTION\x10\x01\x12\x18\n\x14TABLE_TYPE_KNOWLEDGE\x10\x02\x12\x13\n\x0fTABLE_TYPE_CHAT\x10\x03*\x96\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41PABILITY_CHAT\x10\x01\x12\x14\n\x10\x43\x41PABILITY_EMBED\x10\x02\x12\x15\n\x11\x43\x41PABILITY_RERANK\x10\x03\x12\x14\n\x10\x43\x41PABILITY_IMAGE\x10\x04\x12\x14\n\x10\x43\x41PABILITY_AUDIO\x10\x05\x42\x82\x01\n\x0f\x64\x65v.rowforge.v1B\x0b\x43ommonProtoP\x01Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\xa2\x02\x03RFX\xaa\x02\x0bRowforge.V1\xba\x02\x02RF\xca\x02\x0bRowforge\\V1\xea\x02\x0cRowforge::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rowforge.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.rowforge.v1B\013CommonProtoP\001Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\242\002\003RFX\252\002\013Rowforge.V1\272\002\002RF\312\002\013Rowforge\\V1\352\002\014Rowforge::V1'
   _globals['_CELLVALUESTRUCT_FIELDSENTRY']._loaded_options = None
   _globals['_CELLVALUESTRUCT_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_ROWVALUES_VALUESENTRY']._loaded_options = None
   _globals['_ROWVALUES_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_TABLETYPE']._serialized_start=857
-  _globals['_TABLETYPE']._serialized_end=966
-  _globals['_CAPABILITY']._serialized_start=969
-  _globals['_CAPABILITY']._serialized_end=1119
+  _globals['_TABLETYPE']._serialized_start=861
+  _globals['_TABLETYPE']._serialized_end=970
+  _globals['_CAPABILITY']._serialized_start=973
+  _globals['_CAPABILITY']._serialized_end=1123
   _globals['_USAGE']._serialized_start=71
   _globals['_USAGE']._serialized_end=150
-  _globals['_ERROR']._serialized_start=152
-  _globals['_ERROR']._serialized_end=225
-  _globals['_CELLVALUE']._serialized_start=228
-  _globals['_CELLVALUE']._serialized_end=512
-  _globals['_CELLVALUELIST']._serialized_start=514
-  _globals['_CELLVALUELIST']._serialized_end=569
-  _globals['_CELLVALUESTRUCT']._serialized_start=572
-  _globals['_CELLVALUESTRUCT']._serialized_end=718
-  _globals['_CELLVALUESTRUCT_FIELDSENTRY']._serialized_start=649
-  _globals['_CELLVALUESTRUCT_FIELDSENTRY']._serialized_end=718
-  _globals['_ROWVALUES']._serialized_start=721
-  _globals['_ROWVALUES']._serialized_end=855
-  _globals['_ROWVALUES_VALUESENTRY']._serialized_start=786
-  _globals['_ROWVALUES_VALUESENTRY']._serialized_end=855
+  _globals['_ITEMERROR']._serialized_start=152
+  _globals['_ITEMERROR']._serialized_end=229
+  _globals['_CELLVALUE']._serialized_start=232
+  _globals['_CELLVALUE']._serialized_end=516
+  _globals['_CELLVALUELIST']._serialized_start=518
+  _globals['_CELLVALUELIST']._serialized_end=573
+  _globals['_CELLVALUESTRUCT']._serialized_start=576
+  _globals['_CELLVALUESTRUCT']._serialized_end=722
+  _globals['_CELLVALUESTRUCT_FIELDSENTRY']._serialized_start=653
+  _globals['_CELLVALUESTRUCT_FIELDSENTRY']._serialized_end=722
+  _globals['_ROWVALUES']._serialized_start=725
+  _globals['_ROWVALUES']._serialized_end=859
+  _globals['_ROWVALUES_VALUESENTRY']._serialized_start=790
+  _globals['_ROWVALUES_VALUESENTRY']._serialized_end=859
 # @@protoc_insertion_point(module_scope)

@@ -115,9 +115,10 @@ class Usage(_message.Message):
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
-class Error(_message.Message):
+class ItemError(_message.Message):
     """A failure carried as data: one cell, one batch request. Whole-call failures use the gRPC
-    status instead.
+    status instead. (Named Error before typed values: renamed so that generated code does not
+    shadow the Error class of JavaScript, Java and others; the wire format is unchanged.)
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -148,7 +149,7 @@ class Error(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Error: _TypeAlias = Error  # noqa: Y015
+Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
 
 @_typing.final
 class CellValue(_message.Message):

@@ -20,8 +20,10 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class File(_message.Message):
-    """A stored file."""
+class FileInfo(_message.Message):
+    """A stored file. (Named File before typed values: renamed so that generated code does not
+    shadow the File class of JavaScript, C# and others; the wire format is unchanged.)
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -69,7 +71,7 @@ class File(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___File: _TypeAlias = File  # noqa: Y015
+Global___FileInfo: _TypeAlias = FileInfo  # noqa: Y015
 
 @_typing.final
 class FileMetadata(_message.Message):
@@ -143,13 +145,13 @@ class UploadFileResponse(_message.Message):
 
     FILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def file(self) -> Global___File:
+    def file(self) -> Global___FileInfo:
         """The stored file."""
 
     def __init__(
         self,
         *,
-        file: Global___File | None = ...,
+        file: Global___FileInfo | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -189,13 +191,13 @@ class GetFileResponse(_message.Message):
 
     FILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def file(self) -> Global___File:
+    def file(self) -> Global___FileInfo:
         """The file."""
 
     def __init__(
         self,
         *,
-        file: Global___File | None = ...,
+        file: Global___FileInfo | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -249,13 +251,13 @@ class ListFilesResponse(_message.Message):
     total: _builtins.int
     """Number of files."""
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___File]:
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileInfo]:
         """Files, newest first."""
 
     def __init__(
         self,
         *,
-        items: _abc.Iterable[Global___File] | None = ...,
+        items: _abc.Iterable[Global___FileInfo] | None = ...,
         next_page_token: _builtins.str = ...,
         total: _builtins.int = ...,
     ) -> None: ...
@@ -351,13 +353,13 @@ class DownloadFileResponse(_message.Message):
     chunk: _builtins.bytes
     """Next bytes."""
     @_builtins.property
-    def file(self) -> Global___File:
+    def file(self) -> Global___FileInfo:
         """First message."""
 
     def __init__(
         self,
         *,
-        file: Global___File | None = ...,
+        file: Global___FileInfo | None = ...,
         chunk: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "file", b"file", "part", b"part"]  # noqa: Y015

@@ -262,7 +262,7 @@ class EmbedFileContentResponse(_message.Message):
     row_count: _builtins.int
     """Rows written."""
     @_builtins.property
-    def file(self) -> _file_service_pb2.File:
+    def file(self) -> _file_service_pb2.FileInfo:
         """The stored file; its uri is the "File ID" of the rows."""
 
     @_builtins.property
@@ -272,7 +272,7 @@ class EmbedFileContentResponse(_message.Message):
     def __init__(
         self,
         *,
-        file: _file_service_pb2.File | None = ...,
+        file: _file_service_pb2.FileInfo | None = ...,
         chunk_count: _builtins.int = ...,
         page_count: _builtins.int = ...,
         row_count: _builtins.int = ...,
