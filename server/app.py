@@ -12,12 +12,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.config import ConfigError, Settings
 from rowforge.server.interceptors import RowforgeInterceptor
 from rowforge.server.loop import freeze_startup_heap, loop_name
+from rowforge.server.reflection import enable_reflection
 from rowforge.server.storage.db import Database
 
 log = logging.getLogger("rowforge.server")
@@ -129,8 +129,7 @@ class Server:
             mod = importlib.import_module(f"rowforge.server.services.{module}")
             self.service_names.append(mod.register(self.grpc, app))
         if settings.reflection:
-            reflection.enable_server_reflection(
-                [*self.service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
+            enable_reflection([*self.service_names, health.SERVICE_NAME], self.grpc)
         self.port = 0
 
     async def start(self) -> int:

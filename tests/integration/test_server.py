@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
     "rowforge.v1.TableService", "rowforge.v1.KnowledgeService", "rowforge.v1.FileService",
     "rowforge.v1.BatchJobService", "rowforge.v1.ModelService", "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection",
 }
 
 
@@ -46,6 +46,37 @@ async def test_reflection_lists_all_services(channel: grpc.aio.Channel) -> None:
     await call.done_writing()
     names = {s.name for s in reply.list_services_response.service}
     assert names == SERVICES
+
+
+async def test_reflection_v1_is_served_too(channel: grpc.aio.Channel) -> None:
+    # v1 is v1alpha under another package: the same messages on the wire.
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    listed = await call.read()
+    await call.write(reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="grpc.reflection.v1.ServerReflection"))
+    described = await call.read()
+    await call.done_writing()
+    assert {s.name for s in listed.list_services_response.service} == SERVICES
+    files = described.file_descriptor_response.file_descriptor_proto
+    assert files and b"grpc/reflection/v1/reflection.proto" in files[0]
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_reflects_with_either_protocol(server: ServerProcess, protocol: str) -> None:
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    if not buf.exists():
+        pytest.skip("buf not installed (make node)")
+    result = subprocess.run(
+        [str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+         "--reflect-protocol", protocol, "--data", '{"capabilities": ["CAPABILITY_EMBED"]}',
+         f"http://{server.address}/rowforge.v1.ModelService/ListModels"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "rowforge/embed" in result.stdout
 
 
 def test_grpcurl_lists_and_calls_without_proto_files(server: ServerProcess) -> None:
