@@ -41,8 +41,8 @@ from rowforge.server.tables.engine import (
 from rowforge.server.tables.model import EMBEDDING_DTYPE, Cell, TableSchema
 from rowforge.v1 import table_service_pb2 as pb
 
+# REGEN_STRATEGY_UNSPECIFIED is refused: a regeneration is a choice, not a default.
 STRATEGIES = {
-    pb.REGEN_STRATEGY_UNSPECIFIED: "run_all",
     pb.REGEN_STRATEGY_RUN_ALL: "run_all",
     pb.REGEN_STRATEGY_RUN_BEFORE: "run_before",
     pb.REGEN_STRATEGY_RUN_SELECTED: "run_selected",
@@ -132,8 +132,11 @@ class RowGenerationMixin:
         check_row_count(len(request.row_ids), "row_ids")
         strategy = STRATEGIES.get(request.regen_strategy)
         if strategy is None:
-            raise InvalidArgument.field("regen_strategy",
-                                        f"unknown strategy {request.regen_strategy}")
+            raise InvalidArgument.field(
+                "regen_strategy",
+                "is required: REGEN_STRATEGY_RUN_ALL, _RUN_BEFORE, _RUN_SELECTED or _RUN_AFTER"
+                if request.regen_strategy == pb.REGEN_STRATEGY_UNSPECIFIED
+                else f"unknown strategy {request.regen_strategy}", reason="INVALID_REGEN_STRATEGY")
         kind = table_type_from_pb(request.table_type)
         if not request.table_id:
             raise InvalidArgument.field("table_id", "is required")

@@ -88,7 +88,7 @@ def parse(where: str) -> exp.Expression:
     except RecursionError:
         raise _bad("is too deeply nested") from None
     except Exception as exc:  # sqlglot raises ParseError, TokenError and assorted others
-        raise _bad(f"cannot be parsed: {_first_line(exc)}. Use the form "
+        raise _bad(f"cannot be parsed: {_describe(exc)}. Use the form "
                    "\"column\" = 'value' (double-quoted columns, single-quoted strings)") from None
     statements = [s for s in statements if s is not None]
     if len(statements) != 1:
@@ -100,9 +100,32 @@ def parse(where: str) -> exp.Expression:
     return tree
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return re.sub(r"\x1b\[[0-9;]*m", "", text[0]) if text else type(exc).__name__
+_SYMBOLS = {"GT": ">", "GTE": ">=", "LT": "<", "LTE": "<=", "EQ": "=", "NEQ": "<>", "AND": "AND",
+            "OR": "OR", "NOT": "NOT", "LIKE": "LIKE", "ILIKE": "ILIKE", "IN": "IN", "IS": "IS",
+            "ADD": "+", "SUB": "-", "MUL": "*", "DIV": "/", "BETWEEN": "BETWEEN"}
+_OPERATOR = re.compile(r"Required keyword: '(this|expression)' missing for <class '[\w.]*\.(\w+)'>")
+
+
+def _describe(exc: Exception) -> str:
+    """A parse failure in our words: sqlglot's own messages name its internal classes
+    (``Required keyword: 'this' missing for <class 'sqlglot.expressions.core.And'>``)."""
+    errors = getattr(exc, "errors", None) or []
+    if not errors:  # TokenError: the text could not even be split into words
+        return "an unterminated quote or a character that cannot start a word"
+    first = errors[0]
+    where = f"at character {first.get('col')}" if first.get("col") else "here"
+    near = (first.get("highlight") or "").strip()
+    near = f" (near {near[:40]!r})" if near else ""
+    description = first.get("description") or ""
+    operator = _OPERATOR.match(description)
+    if operator:
+        side = "left" if operator.group(1) == "this" else "right"
+        symbol = _SYMBOLS.get(operator.group(2).upper())
+        what = f"'{symbol}'" if symbol else "an operator"
+        return f"{what} has nothing on its {side} {where}{near}"
+    if description.startswith("Expecting )"):
+        return f"a '(' is never closed ({where}{near})"
+    return f"unexpected text {where}{near}"
 
 
 def compile_where(where: str, schema: TableSchema, table: sa.Table,

@@ -283,7 +283,9 @@ async def test_regen_rows_strategies(stub, md):
     assert "bananas" in value(row.cells["a"])
 
     regen = await stub.RegenRows(pb.RegenRowsRequest(table_type=ACTION, table_id="t",
-                                                     row_ids=ids[1:]), metadata=md)
+                                                     row_ids=ids[1:],
+                                                     regen_strategy=pb.REGEN_STRATEGY_RUN_ALL),
+                                 metadata=md)
     assert {c.status for c in regen.rows[0].columns.values()} == {DONE}
 
 
@@ -294,11 +296,13 @@ async def test_regen_rows_errors(stub, md):
 
     def regen(**kw: Any) -> Any:
         kw.setdefault("row_ids", [row_id])
+        kw.setdefault("regen_strategy", pb.REGEN_STRATEGY_RUN_ALL)
         return stub.RegenRows(pb.RegenRowsRequest(table_type=ACTION, table_id="t", **kw),
                               metadata=md)
 
     def stream(**kw: Any) -> Any:
         kw.setdefault("row_ids", [row_id])
+        kw.setdefault("regen_strategy", pb.REGEN_STRATEGY_RUN_ALL)
         return stub.StreamRegenRows(pb.StreamRegenRowsRequest(table_type=ACTION, table_id="t",
                                                               **kw), metadata=md)
 
@@ -319,9 +323,15 @@ async def test_regen_rows_errors(stub, md):
         _, _, fields = await fails(call(regen_strategy=pb.REGEN_STRATEGY_RUN_SELECTED),
                                    grpc.StatusCode.INVALID_ARGUMENT)
         assert "output_column_id" in fields
+        # The zero value is "unspecified", not a silent RUN_ALL.
+        reason, _, fields = await fails(call(regen_strategy=pb.REGEN_STRATEGY_UNSPECIFIED),
+                                        grpc.StatusCode.INVALID_ARGUMENT)
+        assert reason == "INVALID_REGEN_STRATEGY" and "is required" in fields["regen_strategy"]
     other = (("x-project-id", f"other-{uuid.uuid4().hex[:8]}"),)
     await fails(stub.RegenRows(pb.RegenRowsRequest(table_type=ACTION, table_id="t",
-                                                   row_ids=[row_id]), metadata=other),
+                                                   row_ids=[row_id],
+                                                   regen_strategy=pb.REGEN_STRATEGY_RUN_ALL),
+                               metadata=other),
                 grpc.StatusCode.NOT_FOUND)
 
 

@@ -253,3 +253,17 @@ def test_arbitrary_text_is_refused_or_parameterised(where: str) -> None:
     "SELECT", "'", "\"", "\u2019", "||", "UNION", "NOT", "IN", "LIKE", "x", ","]), max_size=12))
 def test_sql_fragments_are_refused_or_parameterised(parts: list[str]) -> None:
     assert_parameterised(" ".join(parts))
+
+
+@pytest.mark.parametrize(("where", "sentence"), [
+    ("\"n\" >", "'>' has nothing on its right at character 5"),
+    ("AND \"n\" = 1", "'AND' has nothing on its left"),
+    ("(\"n\" = 1", "a '(' is never closed"),
+    ("\"n\" = 1)", "unexpected text at character 8 (near ')')"),
+    ("\"name\" = 'open", "an unterminated quote"),
+])
+def test_parse_failures_are_sentences_not_sqlglot_internals(where: str, sentence: str) -> None:
+    message = refused(where).message
+    assert sentence in message, message
+    assert "sqlglot" not in message and "Required keyword" not in message
+    assert "<class" not in message and "Line 1" not in message

@@ -70,7 +70,9 @@ class _RegenStrategy:
 class _RegenStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RegenStrategy.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     REGEN_STRATEGY_UNSPECIFIED: _RegenStrategy.ValueType  # 0
-    """Same as RUN_ALL."""
+    """Not set: refused with INVALID_ARGUMENT (it meant RUN_ALL before; a regeneration is a
+    choice the caller makes).
+    """
     REGEN_STRATEGY_RUN_ALL: _RegenStrategy.ValueType  # 1
     """Every generated column."""
     REGEN_STRATEGY_RUN_BEFORE: _RegenStrategy.ValueType  # 2
@@ -84,7 +86,9 @@ class RegenStrategy(_RegenStrategy, metaclass=_RegenStrategyEnumTypeWrapper):
     """Which columns RegenRows regenerates."""
 
 REGEN_STRATEGY_UNSPECIFIED: RegenStrategy.ValueType  # 0
-"""Same as RUN_ALL."""
+"""Not set: refused with INVALID_ARGUMENT (it meant RUN_ALL before; a regeneration is a
+choice the caller makes).
+"""
 REGEN_STRATEGY_RUN_ALL: RegenStrategy.ValueType  # 1
 """Every generated column."""
 REGEN_STRATEGY_RUN_BEFORE: RegenStrategy.ValueType  # 2
