@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -294,8 +295,9 @@ class TableClient:
                                           concurrent=request.concurrent, legacy_values=False)
             return self._t.iterate(self._row_stream(kind, request.table_id, "StreamAddRows", pb))
         pb2 = tpb.AddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
-                                 concurrent=request.concurrent, legacy_values=False)
-        return self._t.run(self._call(Unary(TABLE, "AddRows", pb2),
+                                 concurrent=request.concurrent, legacy_values=False,
+                                 idempotency_key=request.idempotency_key or uuid.uuid4().hex)
+        return self._t.run(self._call(Unary(TABLE, "AddRows", pb2, idempotent=True),
                                       self._completions(kind, request.table_id)))
 
     def regen_table_rows(self, table_type: TableTypeLike,

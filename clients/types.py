@@ -350,6 +350,9 @@ class MultiRowAddRequest(_Model):
     data: list[dict[str, Any]]
     stream: bool = True
     concurrent: bool = True
+    #: Makes the add safe to retry (``stream=False``): generated when None, so the client
+    #: retries an AddRows that hit UNAVAILABLE without adding the rows twice.
+    idempotency_key: str | None = None
 
 
 class MultiRowUpdateRequest(_Model):

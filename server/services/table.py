@@ -17,6 +17,7 @@ import grpc
 from rowforge.server.app import App
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument, Violations
+from rowforge.server.idempotency import IdempotencyKeys, request_hash
 from rowforge.server.services.table_convert import (
     columns_from_pb,
     gen_config_from_pb,
@@ -73,6 +74,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
     def __init__(self, app: App, store: TableStore) -> None:
         self.app = app
         self.store = store
+        self.idempotency = IdempotencyKeys(app.db)
 
     async def _schema(self, table_type: int, table_id: str,
                       field: str = "table_id") -> TableSchema:
@@ -241,6 +243,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
             raise InvalidArgument.field("metadata.format", "must be CSV or TSV")
         reader = DelimitedReader(FORMATS[meta.format])
         typer = RowTyper(schema)
+        parts = [meta.SerializeToString(deterministic=True)]  # what the idempotency key binds
         rows: list[dict[str, Any]] = []
 
         def take(records: list[tuple[int, list[str]]]) -> None:
@@ -264,11 +267,20 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
                     raise InvalidArgument.field("chunk", f"at most {MAX_IMPORT_BYTES} bytes per "
                                                          "import", reason="IMPORT_TOO_LARGE")
                 take(reader.feed(message.chunk))
+                parts.append(message.chunk)
             take(reader.close())
         except DelimitedError as exc:
             raise InvalidArgument.field(f"line {exc.line}", exc.message,
                                         reason="MALFORMED_DELIMITED") from None
         typer.finish()
+        return await self.idempotency.run(
+            current_project(), "ImportRows", meta.idempotency_key, request_hash(*parts),
+            lambda: self._import(schema, meta, rows), pb.ImportRowsResponse.FromString,
+            field="metadata.idempotency_key")
+
+    async def _import(self, schema: TableSchema, meta: pb.ImportRowsMetadata,
+                      rows: list[dict[str, Any]]) -> pb.ImportRowsResponse:
+        """Insert the typed rows in one transaction, then generate them."""
         engine = getattr(self.app, "engine", None)
         generate = (meta.generate if meta.HasField("generate") else True) and bool(
             schema.generated_columns)

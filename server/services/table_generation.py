@@ -16,6 +16,7 @@ import grpc
 
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument
+from rowforge.server.idempotency import IdempotencyKeys, request_hash
 from rowforge.server.services.table_convert import (
     file_columns,
     fill_cell_completion,
@@ -60,6 +61,7 @@ class RowGenerationMixin:
     """
 
     app: Any
+    idempotency: IdempotencyKeys
 
     @property
     def engine(self) -> RowEngine:
@@ -71,10 +73,17 @@ class RowGenerationMixin:
     async def AddRows(self, request: pb.AddRowsRequest,
                       context: grpc.aio.ServicerContext) -> pb.AddRowsResponse:
         schema, data, concurrent = await self._add_args(request)
-        results = await self.engine.add_rows(schema, data, concurrent=concurrent,
-                                             deadline=_deadline(context))
-        return _row_completions(schema, results, pb.AddRowsResponse(),
-                                legacy=legacy_values(request))
+
+        async def add() -> pb.AddRowsResponse:
+            results = await self.engine.add_rows(schema, data, concurrent=concurrent,
+                                                 deadline=_deadline(context))
+            return _row_completions(schema, results, pb.AddRowsResponse(),
+                                    legacy=legacy_values(request))
+
+        return await self.idempotency.run(
+            current_project(), "AddRows", request.idempotency_key,
+            request_hash(request.SerializeToString(deterministic=True)), add,
+            pb.AddRowsResponse.FromString)
 
     async def StreamAddRows(self, request: pb.StreamAddRowsRequest,
                             context: grpc.aio.ServicerContext

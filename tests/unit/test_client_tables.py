@@ -225,6 +225,11 @@ def test_add_rows_without_stream(client: RowForge, servicer: Tables) -> None:
     assert isinstance(request, tpb.AddRowsRequest) and request.concurrent is False
     assert not request.data and request.legacy_values is False
     assert row_values_from_pb(request.rows[0]) == {"s": "hi", "n": 1}
+    # A fresh idempotency key per call: a retried AddRows cannot add the rows twice.
+    assert len(request.idempotency_key) == 32
+    client.table.add_table_rows("action", t.MultiRowAddRequest(
+        table_id="t", data=[{"s": "hi"}], stream=False, idempotency_key="mine"))
+    assert servicer.requests[-1].idempotency_key == "mine"
     assert response.rows[0].row_id == "r1"
     cell = response.rows[0].columns["out"]
     assert (cell.text, cell.value, cell.status, cell.usage.total_tokens) == (

@@ -1334,6 +1334,7 @@ class AddRowsRequest(_message.Message):
     CONCURRENT_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     LEGACY_VALUES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -1344,6 +1345,12 @@ class AddRowsRequest(_message.Message):
     """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
     typed_value. Default true, for clients written before typed values; clients that read
     typed_value set false (text cells are then sent once, not twice).
+    """
+    idempotency_key: _builtins.str
+    """Makes a retry safe: a second AddRows with the same key and the same request (in the
+    project, within 24 hours) returns the first call's response instead of adding the rows
+    again; the same key with another request is INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED), and
+    while the first call runs, ABORTED (IDEMPOTENCY_KEY_IN_USE). At most 200 characters.
     """
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
@@ -1366,10 +1373,11 @@ class AddRowsRequest(_message.Message):
         concurrent: _builtins.bool | None = ...,
         rows: _abc.Iterable[_common_pb2.RowValues] | None = ...,
         legacy_values: _builtins.bool | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "data", b"data", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "data", b"data", "idempotency_key", b"idempotency_key", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
@@ -2351,6 +2359,7 @@ class ImportRowsMetadata(_message.Message):
     TABLE_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     GENERATE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2359,6 +2368,10 @@ class ImportRowsMetadata(_message.Message):
     """File format; the first line holds column ids."""
     generate: _builtins.bool
     """Generate the imported rows' generated columns (default true)."""
+    idempotency_key: _builtins.str
+    """Makes a retry safe, as AddRowsRequest.idempotency_key: the same key with the same
+    metadata and bytes returns the first import's response without importing again.
+    """
     def __init__(
         self,
         *,
@@ -2366,10 +2379,11 @@ class ImportRowsMetadata(_message.Message):
         table_id: _builtins.str = ...,
         format: Global___DelimitedFormat.ValueType = ...,
         generate: _builtins.bool | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "generate", b"generate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "idempotency_key", b"idempotency_key", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__generate: _TypeAlias = _typing.Literal["generate"]  # noqa: Y015
     _WhichOneofArgType__generate: _TypeAlias = _typing.Literal["_generate", b"_generate"]  # noqa: Y015
