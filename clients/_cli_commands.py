@@ -19,6 +19,9 @@ from rowforge.clients.exceptions import InvalidArgumentError, UnavailableError
 from rowforge.clients.jobs import MAX_REQUESTS_PER_MESSAGE as MAX_REQUESTS_PER_CALL
 from rowforge.clients.jobs import BatchRequest, JobState
 
+#: Rows per generation call of `tables add-rows` (the server's limit per call).
+MAX_ROWS_PER_CALL = 100
+
 
 def client_of(args: argparse.Namespace) -> RowForge:
     client = RowForge(token=getattr(args, "token", None),
@@ -138,22 +141,51 @@ def tables_delete(args: argparse.Namespace) -> int:
 
 
 def tables_add_rows(args: argparse.Namespace) -> int:
+    """Upload the file (ImportRows without generation: progress in bytes), then generate its
+    rows 100 at a time (StreamRegenRows: progress in rows, with rate and ETA)."""
     path = Path(args.file)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     progress = Progress(path.stat().st_size, f"uploading {path.name}", "B",
                         quiet=args.json, unit_scale=True)
-    with client_of(args) as client, path.open("rb") as fh:
-        result = client.table.import_rows(
-            args.type, args.table_id, _CountingReader(fh, progress),
-            tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=not args.no_generate)
-    progress.close()
+    with client_of(args) as client:
+        with path.open("rb") as fh:
+            result = client.table.import_rows(
+                args.type, args.table_id, _CountingReader(fh, progress),
+                tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=False)
+        progress.close()
+        errors = 0
+        if not args.no_generate and result.row_ids:
+            table = client.table.get_table(args.type, args.table_id)
+            if any(c.gen_config is not None for c in table.cols):
+                errors = _generate_rows(client, args, result.row_ids)
+    result.error_count = errors
     if args.json:
-        print_json(result)
+        print_json(result.model_dump(exclude={"row_ids"}))
     else:
         print(f"added {result.row_count} rows to {args.table_id!r}"
-              + (f" ({result.error_count} generated cells failed)" if result.error_count else ""))
-    return 0 if not result.error_count else 1
+              + (f" ({errors} generated cells failed)" if errors else ""))
+    return 0 if not errors else 1
+
+
+def _generate_rows(client: Any, args: argparse.Namespace, row_ids: list[str]) -> int:
+    """Generate rows in calls of 100, a progress bar counting finished rows; returns the
+    number of cells that ended in ERROR."""
+    progress = Progress(len(row_ids), "generating", "row", quiet=args.json, eta=True)
+    done = errors = 0
+    for start in range(0, len(row_ids), MAX_ROWS_PER_CALL):
+        chunks = client.table.regen_table_rows(args.type, t.MultiRowRegenRequest(
+            table_id=args.table_id, row_ids=row_ids[start:start + MAX_ROWS_PER_CALL],
+            regen_strategy="run_all", stream=True))
+        for chunk in chunks:
+            if chunk.event == "cell_completed" and chunk.cell is not None and \
+                    chunk.cell.status == t.CellStatus.ERROR:
+                errors += 1
+            elif chunk.event == "row_completed":
+                done += 1
+                progress.update_to(done)
+    progress.close()
+    return errors
 
 
 def tables_rows(args: argparse.Namespace) -> int:

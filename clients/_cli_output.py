@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from pydantic import BaseModel
 
@@ -73,13 +73,17 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
 class Progress:
     """A progress bar on stderr: tqdm on a terminal; elsewhere (a log, a CI job) a plain line
     only when the state changes, every ``PLAIN_EVERY`` seconds, and at the end; ``quiet``
-    shows nothing."""
+    shows nothing. Bars still open when a command fails are taken down first
+    (:func:`abandon_progress`), so an error never lands on a bar's line."""
 
     PLAIN_EVERY = 10.0
+    active: ClassVar[set[Progress]] = set()
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", *,
-                 quiet: bool = False, unit_scale: bool = False) -> None:
+                 quiet: bool = False, unit_scale: bool = False, eta: bool = False) -> None:
+        """``eta``: plain lines show the rate and the time left too (tqdm always does)."""
         self.total, self.desc, self.unit, self.quiet = total, desc, unit, quiet
+        self.eta, self._started = eta, time.monotonic()
         self.n = 0
         self._bar: Any = None
         self._postfix = ""
@@ -87,6 +91,7 @@ class Progress:
         self._printed_at = 0.0
         if quiet:
             return
+        Progress.active.add(self)
         if sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -119,12 +124,32 @@ class Progress:
             return
         of = f"/{self.total}" if self.total else ""
         tail = f" ({self._postfix})" if self._postfix else ""
+        elapsed = time.monotonic() - self._started
+        if self.eta and self.n and elapsed > 0:
+            rate = self.n / elapsed
+            tail += f", {rate:.1f} {self.unit}/s"
+            if self.total and self.n < self.total:
+                tail += f", ETA {dt.timedelta(seconds=round((self.total - self.n) / rate))}"
         sys.stderr.write(f"{self.desc}: {self.n}{of} {self.unit}{tail}\n")
         sys.stderr.flush()
         self._printed, self._printed_at = (self.n, self._postfix), time.monotonic()
 
     def close(self) -> None:
+        Progress.active.discard(self)
         if self._bar is not None:
             self._bar.close()
         elif not self.quiet and (self._printed is not None or self.n):
             self._print_line()  # where it ended
+
+    def abandon(self) -> None:
+        """Take the bar off the screen (the command failed; its error follows)."""
+        Progress.active.discard(self)
+        if self._bar is not None:
+            self._bar.leave = False
+            self._bar.close()  # clears its line
+
+
+def abandon_progress() -> None:
+    """Take down every open progress bar before an error is printed."""
+    for progress in list(Progress.active):
+        progress.abandon()

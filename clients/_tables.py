@@ -506,7 +506,8 @@ class TableClient:
 
         return self._t.run(self._call(
             Upload(TABLE, "ImportRows", requests()),
-            lambda r: t.ImportResponse(row_count=r.row_count, error_count=r.error_count)))
+            lambda r: t.ImportResponse(row_count=r.row_count, error_count=r.error_count,
+                                       row_ids=list(r.row_ids))))
 
     def iter_export(self, table_type: TableTypeLike, table_id: str,
                     columns: Sequence[str] | None = None, where: str | None = None,

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``rowforge`` command.
 
 Server side: ``rowforge serve`` and ``rowforge admin ...`` (from :mod:`rowforge.server.cli`,
@@ -11,13 +12,17 @@ when the server extra is installed). Client side, against ``--address`` (or
     rowforge chat "question"
     rowforge batch create|submit|status|watch|results|cancel|list
 
-Human tables by default; ``--json`` prints JSON (JSON lines for rows and results) for scripts.
-Exit codes: 0 success, 1 failure reported by the server (or a failed job), 2 usage error.
+Human tables by default; ``--json`` prints JSON (JSON lines for rows and results) for scripts,
+and errors as one JSON object on stderr. Exit codes: 0 success (also when the reader of stdout
+went away: ``| head``), 1 failure reported by the server (or a failed job), 2 usage error or
+INVALID_ARGUMENT (local or from the server). Shell completion with argcomplete (the ``client``
+extra): ``eval "$(register-python-argcomplete rowforge)"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -26,7 +31,9 @@ from typing import Any, NoReturn
 import pydantic
 
 from rowforge.clients import _cli_commands as cmd
+from rowforge.clients._cli_output import abandon_progress
 from rowforge.clients._cli_schema import SCHEMA_HELP, describe_validation
+from rowforge.clients._version import __version__
 from rowforge.clients.exceptions import RowForgeError
 
 TABLE_TYPES = ("action", "knowledge", "chat")
@@ -50,6 +57,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line usage error (exit code 2) instead of the usage block."""
 
     def error(self, message: str) -> NoReturn:
+        if "--json" in sys.argv[1:]:
+            self.exit(2, _json_error("USAGE", "USAGE", f"{message} (see {self.prog} --help)"))
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -176,6 +185,7 @@ def _batch_commands(sub: Any, common: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="rowforge", description="rowforge command line", parents=[common])
+    parser.add_argument("--version", action="version", version=f"rowforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     try:
         from rowforge.server.cli import add_server_commands
@@ -192,27 +202,68 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        import argcomplete
+    except ImportError:  # optional: the `client` extra installs it
+        pass
+    else:
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`rowforge tables rows ... | head`): nothing more to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except RowForgeError as exc:
-        print(f"rowforge: {error_line(exc, args)}", file=sys.stderr)
-        return 2 if exc.reason == "INVALID_ARGUMENT" and exc.domain == "" else 1
+        usage = exc.code.name == "INVALID_ARGUMENT"
+        return _fail(args, exc.code.name, exc.reason, error_line(exc, args), 2 if usage else 1,
+                     exc)
     except FileNotFoundError as exc:
-        print(f"rowforge: {exc.filename or exc}: no such file", file=sys.stderr)
-        return 2
+        return _fail(args, "USAGE", "FILE_NOT_FOUND", f"{exc.filename or exc}: no such file", 2)
     except pydantic.ValidationError as exc:
-        print(f"rowforge: invalid input: {describe_validation(exc)}", file=sys.stderr)
-        return 2
+        return _fail(args, "USAGE", "INVALID_INPUT", f"invalid input: {describe_validation(exc)}",
+                     2)
     except KeyboardInterrupt:
+        abandon_progress()
         return 130
     except Exception as exc:
         if _is_server_side_error(exc):  # `rowforge admin ...` raises the server's errors
-            print(f"rowforge: {exc.message}", file=sys.stderr)  # type: ignore[attr-defined]
-            return 2
+            return _fail(args, "USAGE", getattr(exc, "reason", "INVALID_ARGUMENT"),
+                         exc.message, 2)  # type: ignore[attr-defined]
         raise
+
+
+def _fail(args: argparse.Namespace, code: str, reason: str, message: str, status: int,
+          exc: RowForgeError | None = None) -> int:
+    """Report a failure on stderr (one line, or one JSON object with --json) after taking down
+    any progress bar; return the exit status."""
+    abandon_progress()
+    if args.json:
+        sys.stderr.write(_json_error(code, reason, message, exc))
+    else:
+        print(f"rowforge: {message}", file=sys.stderr)
+    return status
+
+
+def _json_error(code: str, reason: str, message: str, exc: RowForgeError | None = None) -> str:
+    error: dict[str, Any] = {"code": code, "reason": reason, "message": message}
+    if exc is not None:
+        error["message"] = exc.message
+        if exc.field_violations:
+            error["fieldViolations"] = [{"field": f, "description": d}
+                                        for f, d in exc.field_violations]
+        if exc.metadata:
+            error["metadata"] = dict(exc.metadata)
+        if exc.retry_after:
+            error["retryAfter"] = exc.retry_after
+        request_id = getattr(exc, "request_id", None)
+        if request_id:
+            error["requestId"] = request_id
+    return json.dumps({"error": error}, ensure_ascii=False) + "\n"
 
 
 def error_line(exc: RowForgeError, args: argparse.Namespace | None = None) -> str:

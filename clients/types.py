@@ -332,6 +332,8 @@ class ImportResponse(_Response):
 
     row_count: int = 0
     error_count: int = 0
+    #: The rows written, in file order.
+    row_ids: list[str] = []
 
 
 class OkResponse(_Response):

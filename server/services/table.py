@@ -294,7 +294,8 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         errors = 0
         if generate:
             errors = await self._generate(engine, schema, inserted)
-        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors)
+        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors,
+                                     row_ids=[row.id for row in inserted])
 
     async def _generate(self, engine: Any, schema: TableSchema, rows: list[Any]) -> int:
         """Generate imported rows through the engine, batch by batch; count ERROR cells."""

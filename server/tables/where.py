@@ -118,6 +118,8 @@ def _describe(exc: Exception) -> str:
     near = f" (near {near[:40]!r})" if near else ""
     description = first.get("description") or ""
     operator = _OPERATOR.match(description)
+    if operator and operator.group(2).upper() == "PAREN":
+        return f"a '(' has nothing inside {where}{near}"
     if operator:
         side = "left" if operator.group(1) == "this" else "right"
         symbol = _SYMBOLS.get(operator.group(2).upper())

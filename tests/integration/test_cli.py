@@ -117,12 +117,13 @@ def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
 def test_errors_exit_non_zero_with_the_reason(server: ServerProcess, workdir: Path) -> None:
     missing = _one_line(rowforge(server, "tables", "get", "action", "no_such_table", ok=False), 1)
     assert missing.startswith("rowforge: ") and "TABLE_NOT_FOUND" in missing
+    # INVALID_ARGUMENT from the server exits 2, as local usage errors do.
     bad_where = _one_line(rowforge(server, "tables", "rows", "action", "cli_qa", "--where", "((",
-                                   ok=False), 1)
+                                   ok=False), 2)
     assert "where: " in bad_where and "INVALID_WHERE" in bad_where
     # A field violation that repeats the message is printed once.
     limit = _one_line(rowforge(server, "tables", "rows", "action", "cli_qa", "--limit", "500",
-                               ok=False), 1)
+                               ok=False), 2)
     assert limit.count("must be between 1 and 100") == 1, limit
     no_file = _one_line(rowforge(server, "files", "upload", str(workdir / "nope.png"),
                                  ok=False), 2)

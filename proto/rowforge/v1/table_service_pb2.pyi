@@ -2429,19 +2429,27 @@ class ImportRowsResponse(_message.Message):
 
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
+    ROW_IDS_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Rows written."""
     error_count: _builtins.int
     """Generated cells that ended in ERROR."""
+    @_builtins.property
+    def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the rows written, in file order (e.g. to generate them with StreamRegenRows after
+        an import with generate false, watching progress).
+        """
+
     def __init__(
         self,
         *,
         row_count: _builtins.int = ...,
         error_count: _builtins.int = ...,
+        row_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "row_count", b"row_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
