@@ -53,6 +53,7 @@ def _extensions() -> list:
 setup(
     package_dir=ROOTS,
     packages=_packages(),
-    package_data={"rowforge.v1": ["*.pyi", "*.proto"], "rowforge.fastcore": ["*.pyi", "*.pxd"]},
+    package_data={"rowforge": ["py.typed"], "rowforge.v1": ["*.pyi", "*.proto"],
+                  "rowforge.fastcore": ["*.pyi", "*.pxd"], "rowforge.clients": ["py.typed"]},
     ext_modules=_extensions(),
 )

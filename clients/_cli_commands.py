@@ -24,7 +24,8 @@ MAX_ROWS_PER_CALL = 100
 
 
 def client_of(args: argparse.Namespace) -> RowForge:
-    client = RowForge(token=getattr(args, "token", None),
+    # The command reads a .env file (documented); the library only when asked (from_env).
+    client = RowForge.from_env(token=getattr(args, "token", None),
                       project_id=getattr(args, "project", None),
                       address=getattr(args, "address", None),
                       timeout=getattr(args, "timeout", None))

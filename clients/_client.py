@@ -7,9 +7,10 @@ Both expose the same methods (defined once, see :mod:`rowforge.clients._transpor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -17,7 +18,7 @@ from rowforge.clients._files import FileClient
 from rowforge.clients._models import ModelMethods
 from rowforge.clients._tables import TableClient
 from rowforge.clients._transport import AsyncTransport, SyncTransport
-from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig
+from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig, load_dotenv_once
 from rowforge.clients.jobs import BatchClient
 
 
@@ -50,6 +51,39 @@ class _Client(ModelMethods):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(address={self.address!r}, "
                 f"project_id={self.project_id!r})")
+
+    @classmethod
+    def from_env(cls, *, dotenv: bool = True, **kwargs: Any) -> Self:
+        """A client configured from the environment, after loading a ``.env`` file from the
+        working directory or a parent (with python-dotenv; variables already set win).
+        Constructing a client directly never reads ``.env``: only this does, when asked.
+        Keyword arguments are the constructor's and win over both."""
+        if dotenv:
+            load_dotenv_once()
+        return cls(**kwargs)
+
+
+class _Unset:
+    """The default of an option that was not given (None means "no deadline")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+
+
+def _options(config: ClientConfig, timeout: float | _Unset | None, retry: RetryConfig | None,
+             metadata: Mapping[str, str] | None) -> ClientConfig:
+    if not isinstance(timeout, _Unset) and timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive (None: no deadline)")
+    extra = dict(config.extra_metadata)
+    for key, value in (metadata or {}).items():
+        if key.lower() != key or key in ("authorization", "x-project-id"):
+            raise ValueError(f"metadata key {key!r}: lowercase, and not one the client sets")
+        extra[key] = value
+    return replace(config, timeout=config.timeout if isinstance(timeout, _Unset) else timeout,
+                   retry=retry or config.retry, extra_metadata=tuple(extra.items()))
 
 
 _ARGS_DOC = """
@@ -99,12 +133,14 @@ class RowForge(_Client):
             channel_options=channel_options)
         super().__init__(SyncTransport(config, channel))
 
-    def with_options(self, *, timeout: float | None = None, retry: RetryConfig | None = None
-                     ) -> RowForge:
-        """A client sharing this one's channel with another default timeout or retry policy."""
-        config = replace(self.config, timeout=timeout or self.config.timeout,
-                         retry=retry or self.config.retry)
-        return RowForge(config=config, channel=self._t.channel)
+    def with_options(self, *, timeout: float | _Unset | None = UNSET,
+                     retry: RetryConfig | None = None,
+                     metadata: Mapping[str, str] | None = None) -> RowForge:
+        """A client sharing this one's channel with another deadline (``None``: no deadline
+        at all), retry policy or extra call metadata; for one call:
+        ``client.with_options(timeout=5).table.get_table(...)``."""
+        return RowForge(config=_options(self.config, timeout, retry, metadata),
+                        channel=self._t.channel)
 
     def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""
@@ -150,12 +186,14 @@ class AsyncRowForge(_Client):
             channel_options=channel_options)
         super().__init__(AsyncTransport(config, channel))
 
-    def with_options(self, *, timeout: float | None = None, retry: RetryConfig | None = None
-                     ) -> AsyncRowForge:
-        """A client sharing this one's channel with another default timeout or retry policy."""
-        config = replace(self.config, timeout=timeout or self.config.timeout,
-                         retry=retry or self.config.retry)
-        return AsyncRowForge(config=config, channel=self._t.channel)
+    def with_options(self, *, timeout: float | _Unset | None = UNSET,
+                     retry: RetryConfig | None = None,
+                     metadata: Mapping[str, str] | None = None) -> AsyncRowForge:
+        """A client sharing this one's channel with another deadline (``None``: no deadline
+        at all), retry policy or extra call metadata; for one call:
+        ``await client.with_options(timeout=5).table.get_table(...)``."""
+        return AsyncRowForge(config=_options(self.config, timeout, retry, metadata),
+                             channel=self._t.channel)
 
     async def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""

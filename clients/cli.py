@@ -282,6 +282,8 @@ def error_line(exc: RowForgeError, args: argparse.Namespace | None = None) -> st
         line += f" ({detail})"
     if exc.retry_after:
         line += f"; retry after {exc.retry_after:g}s"
+    if exc.request_id:
+        line += f" [request {exc.request_id}]"
     if exc.code.name == "UNAUTHENTICATED":
         line += "; pass --token or set ROWFORGE_TOKEN (and --project or ROWFORGE_PROJECT_ID)"
     elif exc.code.name == "UNAVAILABLE" and "connect" in exc.message.lower():

@@ -120,6 +120,8 @@ class ClientConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     #: Extra gRPC channel options, e.g. ``[("grpc.keepalive_time_ms", 30000)]``.
     channel_options: tuple[tuple[str, object], ...] = ()
+    #: Extra call metadata sent with every call (``with_options(metadata=...)``).
+    extra_metadata: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def resolve(
@@ -143,8 +145,7 @@ class ClientConfig:
             ValueError: a malformed address, timeout or retry count, naming the variable.
         """
         if env is None:
-            load_dotenv_once()
-            env = os.environ
+            env = os.environ  # .env files only when asked: RowForge.from_env(), the CLI
         if not address and not env.get("ROWFORGE_ADDRESS") and env.get("JAMAI_API_BASE"):
             address = _api_base_address(env["JAMAI_API_BASE"])
         address = address or env.get("ROWFORGE_ADDRESS") or DEFAULT_ADDRESS
@@ -196,7 +197,7 @@ class ClientConfig:
             out.append(("authorization", f"Bearer {self.token}"))
         if self.project_id:
             out.append(("x-project-id", self.project_id))
-        return tuple(out)
+        return (*out, *self.extra_metadata)
 
     def grpc_options(self) -> list[tuple[str, object]]:
         from rowforge.clients._version import __version__

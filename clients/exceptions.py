@@ -67,6 +67,8 @@ class RowForgeError(Exception):
         field_violations: ``(field, description)`` pairs from ``google.rpc.BadRequest``.
         retry_after: Seconds to wait from ``google.rpc.RetryInfo``, or ``None``.
         resource_type / resource_name: From ``google.rpc.ResourceInfo`` ("" if none).
+        request_id: The server's id of the failed call (its ``x-request-id`` metadata, trailing
+            or initial), to quote when asking about it; ``None`` when the server sent none.
     """
 
     #: The status code this class stands for (set by the registry).
@@ -95,8 +97,10 @@ class RowForgeError(Exception):
         retry_after: float | None = None,
         resource_type: str = "",
         resource_name: str = "",
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.request_id = request_id
         self.message = message
         self.code = code or self.grpc_code or _S.UNKNOWN
         self.reason = reason
@@ -274,5 +278,23 @@ def from_rpc_error(err: grpc.RpcError) -> RowForgeError:
                 kwargs.update(resource_type=resource.resource_type,
                               resource_name=resource.resource_name)
         kwargs["field_violations"] = violations
+    kwargs["request_id"] = _request_id(err)
     cls = error_class(code, kwargs.get("reason", ""))
     return cls(message or code.name, code=code, **kwargs)
+
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _request_id(err: grpc.RpcError) -> str | None:
+    """``x-request-id`` from the call's trailing metadata, else its initial metadata."""
+    for getter in ("trailing_metadata", "initial_metadata"):
+        get = getattr(err, getter, None)
+        try:
+            pairs = get() if callable(get) else None
+        except Exception:  # an aio error raised before metadata arrived, a fake error
+            pairs = None
+        for key, value in pairs or ():
+            if key.lower() == REQUEST_ID_KEY:
+                return value.decode() if isinstance(value, bytes) else str(value)
+    return None

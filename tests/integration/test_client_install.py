@@ -44,6 +44,10 @@ def test_install_without_a_compiler(tmp_path: Path) -> None:
     result, _ = install(tmp_path / "site", CC="/bin/false", ROWFORGE_PUREPYTHON="0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not list((tmp_path / "site" / "rowforge" / "fastcore").glob("*.so"))
+    # Typed (PEP 561): the client and the generated stubs with their .pyi.
+    assert (tmp_path / "site" / "rowforge" / "clients" / "py.typed").exists()
+    assert (tmp_path / "site" / "rowforge" / "py.typed").exists()
+    assert (tmp_path / "site" / "rowforge" / "v1" / "table_service_pb2.pyi").exists()
     loaded = imports_client(tmp_path / "site")
     assert loaded.returncode == 0, loaded.stderr
     compiled, location = loaded.stdout.split()

@@ -124,5 +124,9 @@ def test_dotenv_file_is_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("ROWFORGE_PROJECT_ID")
     monkeypatch.setenv("ROWFORGE_TOKEN", "already-set")  # the environment wins
     monkeypatch.setattr(cfg, "_dotenv_loaded", False)
-    c = ClientConfig.resolve()
-    assert (c.project_id, c.token) == ("from-dotenv", "already-set")
+    # Constructing a client never reads .env: only from_env() does, when asked.
+    assert ClientConfig.resolve().project_id is None
+    with RowForge(address="127.0.0.1:9") as plain:
+        assert plain.project_id is None
+    with RowForge.from_env(address="127.0.0.1:9") as client:
+        assert (client.project_id, client.token) == ("from-dotenv", "already-set")

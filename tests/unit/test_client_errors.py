@@ -211,3 +211,42 @@ def test_client_side_mistakes_are_invalid_argument_without_a_call(fake: FakeServ
         with pytest.raises(ex.InvalidArgumentError):
             client.model_ids(capabilities=["telepathy"])
     assert len(fake.calls) == before
+
+
+class WithRequestIds(table_service_pb2_grpc.TableServiceServicer):
+    """GetTable fails with the request id in the trailers, DeleteTable in the headers,
+    RenameTable without one."""
+
+    async def GetTable(self, request, context):
+        context.set_trailing_metadata((("x-request-id", "req-trailing-1"),))
+        await context.abort(S.NOT_FOUND, "no such table")
+
+    async def DeleteTable(self, request, context):
+        await context.send_initial_metadata((("x-request-id", "req-initial-2"),))
+        await context.abort(S.FAILED_PRECONDITION, "in use")
+
+    async def RenameTable(self, request, context):
+        await context.abort(S.INTERNAL, "boom")
+
+
+def test_the_request_id_of_a_failed_call_is_on_the_exception() -> None:
+    with FakeServer([WithRequestIds()]) as fake, \
+            RowForge(address=fake.address, retry=RetryConfig(max_attempts=1)) as client:
+        with pytest.raises(ex.NotFoundError) as trailing:
+            client.table.get_table("action", "t")
+        with pytest.raises(ex.FailedPreconditionError) as initial:
+            client.table.delete_table("action", "t")
+        with pytest.raises(ex.ServerError) as none:
+            client.table.rename_table("action", "a", "b")
+    assert trailing.value.request_id == "req-trailing-1"
+    assert initial.value.request_id == "req-initial-2"
+    assert none.value.request_id is None
+
+
+async def test_the_async_client_reads_the_request_id_too() -> None:
+    with FakeServer([WithRequestIds()]) as fake:
+        async with AsyncRowForge(address=fake.address,
+                                 retry=RetryConfig(max_attempts=1)) as client:
+            with pytest.raises(ex.NotFoundError) as caught:
+                await client.table.get_table("action", "t")
+    assert caught.value.request_id == "req-trailing-1"
