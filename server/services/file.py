@@ -38,9 +38,14 @@ MAX_CHUNK_BYTES = 1024 * 1024 + 64 * 1024
 """Largest upload chunk: 1 MiB, with a little slack for clients that count differently."""
 
 
+FILE_KINDS = {"document": pb.FILE_KIND_DOCUMENT, "image": pb.FILE_KIND_IMAGE,
+              "audio": pb.FILE_KIND_AUDIO}
+
+
 def file_pb(info: FileInfo) -> pb.FileInfo:
     return pb.FileInfo(uri=info.uri, id=info.id, name=info.name, content_type=info.content_type,
                    size=info.size, sha256=info.sha256, kind=info.kind,
+                       file_kind=FILE_KINDS.get(info.kind, pb.FILE_KIND_UNSPECIFIED),
                    create_time=timestamp(info.create_time))
 
 

@@ -52,6 +52,9 @@ def usage_pb(usage: Usage | None) -> common_pb2.Usage:
                             total_tokens=usage.total_tokens)
 
 
+CHAT_ROLES = {pb.CHAT_ROLE_SYSTEM: "system", pb.CHAT_ROLE_USER: "user",
+              pb.CHAT_ROLE_ASSISTANT: "assistant"}
+
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """Direct model calls (the seed's generate_chat_completions / generate_embeddings)."""
 
@@ -75,9 +78,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def _prepare(self, request: Any) -> tuple[Any, list[Message], dict[str, Any]]:
         v = Violations()
         v.check(bool(request.messages), "messages", "at least one message is required")
+        roles = []
         for i, m in enumerate(request.messages):
-            v.check(m.role in {"system", "user", "assistant"}, f"messages[{i}].role",
-                    "must be system, user or assistant")
+            role = CHAT_ROLES.get(m.chat_role, "") if m.chat_role else m.role
+            roles.append(role)
+            v.check(role in {"system", "user", "assistant"}, f"messages[{i}].role",
+                    "must be system, user or assistant (or chat_role CHAT_ROLE_...)")
+            v.check(not (m.chat_role and m.role and m.role != role), f"messages[{i}].chat_role",
+                    f"{pb.ChatRole.Name(m.chat_role) if m.chat_role in CHAT_ROLES else m.chat_role}"
+                    f" and role {m.role!r} disagree; send one")
             v.check(bool(m.content) or bool(m.attachments), f"messages[{i}].content",
                     "must not be empty")
         if request.HasField("temperature"):
@@ -92,7 +101,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                     "is required for RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
         v.raise_if_any()
         spec = self.app.models.require(request.model or self.app.models.default("chat").id, "chat")
-        messages = [Message(role=m.role, content=m.content,
+        messages = [Message(role=roles[i], content=m.content,
                             attachments=tuple([await self._attachment(a, i, j)
                                                for j, a in enumerate(m.attachments)]))
                     for i, m in enumerate(request.messages)]
@@ -141,7 +150,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         spec, messages, params = await self._prepare(request)
         result = await providers.chat(spec, messages, **params)
         completed = pb.ChatCompleted(
-            message=pb.ChatMessage(role="assistant", content=result.text),
+            message=pb.ChatMessage(role="assistant", chat_role=pb.CHAT_ROLE_ASSISTANT, content=result.text),
             finish_reason=FINISH_REASONS.get(result.finish_reason, pb.FINISH_REASON_UNSPECIFIED),
             usage=usage_pb(result.usage), model=spec.id,
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}")
@@ -193,7 +202,7 @@ def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
 def _completed(model: str, completion_id: str, text: str, final: ChatChunk | None,
                response_format: dict[str, Any] | None) -> pb.ChatCompleted:
     completed = pb.ChatCompleted(
-        message=pb.ChatMessage(role="assistant", content=text),
+        message=pb.ChatMessage(role="assistant", chat_role=pb.CHAT_ROLE_ASSISTANT, content=text),
         finish_reason=FINISH_REASONS.get(final.finish_reason if final else "stop",
                                          pb.FINISH_REASON_UNSPECIFIED),
         usage=usage_pb(final.usage if final else None), model=model, id=completion_id)

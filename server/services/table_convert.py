@@ -219,26 +219,52 @@ def gen_config_to_pb(config: GenConfig | None) -> pb.GenConfig:
 
 # -- columns and tables --------------------------------------------------------------------
 
-def column_from_pb(col: pb.Column) -> ColumnSchema:
-    """A user column from a request (``system`` is ignored: only the server sets it; an empty
-    dtype means str)."""
+DATA_TYPES = {
+    pb.DATA_TYPE_STR: "str", pb.DATA_TYPE_INT: "int", pb.DATA_TYPE_FLOAT: "float",
+    pb.DATA_TYPE_BOOL: "bool", pb.DATA_TYPE_FILE: "file", pb.DATA_TYPE_IMAGE: "image",
+    pb.DATA_TYPE_AUDIO: "audio", pb.DATA_TYPE_DATETIME: "datetime",
+    pb.DATA_TYPE_EMBEDDING: "embedding",
+}
+DATA_TYPE_ENUMS = {name: value for value, name in DATA_TYPES.items()}
+
+
+def column_dtype(col: pb.Column, field: str = "cols[0]") -> str:
+    """The column's dtype from ``data_type`` or ``dtype`` (both: they must agree; neither:
+    str)."""
+    named = DATA_TYPES.get(col.data_type) if col.data_type else None
+    if col.data_type and named is None:
+        raise InvalidArgument.field(f"{field}.data_type", f"unknown data type {col.data_type}",
+                                    reason="INVALID_DTYPE")
+    if named is not None and col.dtype and col.dtype != named:
+        raise InvalidArgument.field(
+            f"{field}.data_type", f"column {col.id!r}: data_type {pb.DataType.Name(col.data_type)}"
+                                  f" and dtype {col.dtype!r} disagree; send one",
+            reason="INVALID_DTYPE")
+    return named or col.dtype or "str"
+
+
+def column_from_pb(col: pb.Column, field: str = "cols[0]") -> ColumnSchema:
+    """A user column from a request (``system`` is ignored: only the server sets it; no type
+    means str)."""
     config = gen_config_from_pb(col.gen_config) if col.HasField("gen_config") else None
-    return ColumnSchema(id=col.id, dtype=col.dtype or "str", gen_config=config)
+    return ColumnSchema(id=col.id, dtype=column_dtype(col, field), gen_config=config)
 
 
 def columns_from_pb(cols: Iterable[pb.Column], field: str = "cols") -> list[ColumnSchema]:
     out = []
     for i, col in enumerate(cols):
-        if col.dtype and col.dtype not in DTYPES:
+        dtype = column_dtype(col, f"{field}[{i}]")
+        if dtype not in DTYPES:
             raise InvalidArgument.field(
-                f"{field}[{i}].dtype", f"column {col.id!r}: unknown dtype {col.dtype!r}; use one "
+                f"{field}[{i}].dtype", f"column {col.id!r}: unknown dtype {dtype!r}; use one "
                                        f"of {', '.join(DTYPES)}", reason="INVALID_DTYPE")
-        out.append(column_from_pb(col))
+        out.append(column_from_pb(col, f"{field}[{i}]"))
     return out
 
 
 def column_to_pb(col: ColumnSchema) -> pb.Column:
-    out = pb.Column(id=col.id, dtype=col.dtype, system=col.system)
+    out = pb.Column(id=col.id, dtype=col.dtype, system=col.system,
+                    data_type=DATA_TYPE_ENUMS.get(col.dtype, pb.DATA_TYPE_UNSPECIFIED))
     if col.gen_config is not None:
         out.gen_config.CopyFrom(gen_config_to_pb(col.gen_config))
     return out
@@ -253,8 +279,10 @@ def schema_to_pb(schema: TableSchema, num_rows: int | None = None,
                    dangling_references=[pb.DanglingReference(column_id=d.column_id,
                                                              table_id=d.table_id)
                                         for d in dangling])
-    out.cols.append(pb.Column(id=ID_COLUMN, dtype="str", system=True))
-    out.cols.append(pb.Column(id=UPDATED_AT_COLUMN, dtype="datetime", system=True))
+    out.cols.append(pb.Column(id=ID_COLUMN, dtype="str", system=True,
+                              data_type=pb.DATA_TYPE_STR))
+    out.cols.append(pb.Column(id=UPDATED_AT_COLUMN, dtype="datetime", system=True,
+                              data_type=pb.DATA_TYPE_DATETIME))
     out.cols.extend(column_to_pb(c) for c in schema.columns)
     if schema.create_time is not None:
         out.create_time.CopyFrom(timestamp(schema.create_time))

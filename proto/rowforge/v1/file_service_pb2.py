@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erowforge/v1/file_service.proto\x12\x0browforge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n\x08\x46ileInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x0c\x46ileMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"[\n\x11UploadFileRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.rowforge.v1.FileMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x12UploadFileResponse\x12#\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfo\"\x1d\n\x0eGetFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"6\n\x0fGetFileResponse\x12#\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfo\"E\n\x10ListFilesRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x11ListFilesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.rowforge.v1.FileInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"/\n\x11\x44\x65leteFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12\x44\x65leteFileResponse\"B\n\x13\x44ownloadFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"V\n\x14\x44ownloadFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"0\n\x13GetThumbnailRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\"=\n\x14GetThumbnailResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t2\xeb\x03\n\x0b\x46ileService\x12O\n\nUploadFile\x12\x1e.rowforge.v1.UploadFileRequest\x1a\x1f.rowforge.v1.UploadFileResponse(\x01\x12\x44\n\x07GetFile\x12\x1b.rowforge.v1.GetFileRequest\x1a\x1c.rowforge.v1.GetFileResponse\x12J\n\tListFiles\x12\x1d.rowforge.v1.ListFilesRequest\x1a\x1e.rowforge.v1.ListFilesResponse\x12M\n\nDeleteFile\x12\x1e.rowforge.v1.DeleteFileRequest\x1a\x1f.rowforge.v1.DeleteFileResponse\x12U\n\x0c\x44ownloadFile\x12 .rowforge.v1.DownloadFileRequest\x1a!.rowforge.v1.DownloadFileResponse0\x01\x12S\n\x0cGetThumbnail\x12 .rowforge.v1.GetThumbnailRequest\x1a!.rowforge.v1.GetThumbnailResponseB\x87\x01\n\x0f\x64\x65v.rowforge.v1B\x10\x46ileServiceProtoP\x01Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\xa2\x02\x03RFX\xaa\x02\x0bRowforge.V1\xba\x02\x02RF\xca\x02\x0bRowforge\\V1\xea\x02\x0cRowforge::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erowforge/v1/file_service.proto\x12\x0browforge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n\x08\x46ileInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\tfile_kind\x18\t \x01(\x0e\x32\x15.rowforge.v1.FileKind\"P\n\x0c\x46ileMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"[\n\x11UploadFileRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.rowforge.v1.FileMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x12UploadFileResponse\x12#\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfo\"\x1d\n\x0eGetFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"6\n\x0fGetFileResponse\x12#\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfo\"E\n\x10ListFilesRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x11ListFilesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.rowforge.v1.FileInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"/\n\x11\x44\x65leteFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12\x44\x65leteFileResponse\"B\n\x13\x44ownloadFileRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"V\n\x14\x44ownloadFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x15.rowforge.v1.FileInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"0\n\x13GetThumbnailRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\"=\n\x14GetThumbnailResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t*g\n\x08\x46ileKind\x12\x19\n\x15\x46ILE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46ILE_KIND_DOCUMENT\x10\x01\x12\x13\n\x0f\x46ILE_KIND_IMAGE\x10\x02\x12\x13\n\x0f\x46ILE_KIND_AUDIO\x10\x03\x32\xeb\x03\n\x0b\x46ileService\x12O\n\nUploadFile\x12\x1e.rowforge.v1.UploadFileRequest\x1a\x1f.rowforge.v1.UploadFileResponse(\x01\x12\x44\n\x07GetFile\x12\x1b.rowforge.v1.GetFileRequest\x1a\x1c.rowforge.v1.GetFileResponse\x12J\n\tListFiles\x12\x1d.rowforge.v1.ListFilesRequest\x1a\x1e.rowforge.v1.ListFilesResponse\x12M\n\nDeleteFile\x12\x1e.rowforge.v1.DeleteFileRequest\x1a\x1f.rowforge.v1.DeleteFileResponse\x12U\n\x0c\x44ownloadFile\x12 .rowforge.v1.DownloadFileRequest\x1a!.rowforge.v1.DownloadFileResponse0\x01\x12S\n\x0cGetThumbnail\x12 .rowforge.v1.GetThumbnailRequest\x1a!.rowforge.v1.GetThumbnailResponseB\x87\x01\n\x0f\x64\x65v.rowforge.v1B\x10\x46ileServiceProtoP\x01Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\xa2\x02\x03RFX\xaa\x02\x0bRowforge.V1\xba\x02\x02RF\xca\x02\x0bRowforge\\V1\xea\x02\x0cRowforge::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,34 +23,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rowforge.v1.file_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.rowforge.v1B\020FileServiceProtoP\001Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\242\002\003RFX\252\002\013Rowforge.V1\272\002\002RF\312\002\013Rowforge\\V1\352\002\014Rowforge::V1'
+  _globals['_FILEKIND']._serialized_start=1120
+  _globals['_FILEKIND']._serialized_end=1223
   _globals['_FILEINFO']._serialized_start=81
-  _globals['_FILEINFO']._serialized_end=245
-  _globals['_FILEMETADATA']._serialized_start=247
-  _globals['_FILEMETADATA']._serialized_end=327
-  _globals['_UPLOADFILEREQUEST']._serialized_start=329
-  _globals['_UPLOADFILEREQUEST']._serialized_end=420
-  _globals['_UPLOADFILERESPONSE']._serialized_start=422
-  _globals['_UPLOADFILERESPONSE']._serialized_end=479
-  _globals['_GETFILEREQUEST']._serialized_start=481
-  _globals['_GETFILEREQUEST']._serialized_end=510
-  _globals['_GETFILERESPONSE']._serialized_start=512
-  _globals['_GETFILERESPONSE']._serialized_end=566
-  _globals['_LISTFILESREQUEST']._serialized_start=568
-  _globals['_LISTFILESREQUEST']._serialized_end=637
-  _globals['_LISTFILESRESPONSE']._serialized_start=639
-  _globals['_LISTFILESRESPONSE']._serialized_end=736
-  _globals['_DELETEFILEREQUEST']._serialized_start=738
-  _globals['_DELETEFILEREQUEST']._serialized_end=785
-  _globals['_DELETEFILERESPONSE']._serialized_start=787
-  _globals['_DELETEFILERESPONSE']._serialized_end=807
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=809
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=875
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=877
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=963
-  _globals['_GETTHUMBNAILREQUEST']._serialized_start=965
-  _globals['_GETTHUMBNAILREQUEST']._serialized_end=1013
-  _globals['_GETTHUMBNAILRESPONSE']._serialized_start=1015
-  _globals['_GETTHUMBNAILRESPONSE']._serialized_end=1076
-  _globals['_FILESERVICE']._serialized_start=1079
-  _globals['_FILESERVICE']._serialized_end=1570
+  _globals['_FILEINFO']._serialized_end=287
+  _globals['_FILEMETADATA']._serialized_start=289
+  _globals['_FILEMETADATA']._serialized_end=369
+  _globals['_UPLOADFILEREQUEST']._serialized_start=371
+  _globals['_UPLOADFILEREQUEST']._serialized_end=462
+  _globals['_UPLOADFILERESPONSE']._serialized_start=464
+  _globals['_UPLOADFILERESPONSE']._serialized_end=521
+  _globals['_GETFILEREQUEST']._serialized_start=523
+  _globals['_GETFILEREQUEST']._serialized_end=552
+  _globals['_GETFILERESPONSE']._serialized_start=554
+  _globals['_GETFILERESPONSE']._serialized_end=608
+  _globals['_LISTFILESREQUEST']._serialized_start=610
+  _globals['_LISTFILESREQUEST']._serialized_end=679
+  _globals['_LISTFILESRESPONSE']._serialized_start=681
+  _globals['_LISTFILESRESPONSE']._serialized_end=778
+  _globals['_DELETEFILEREQUEST']._serialized_start=780
+  _globals['_DELETEFILEREQUEST']._serialized_end=827
+  _globals['_DELETEFILERESPONSE']._serialized_start=829
+  _globals['_DELETEFILERESPONSE']._serialized_end=849
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=851
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=917
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=919
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1005
+  _globals['_GETTHUMBNAILREQUEST']._serialized_start=1007
+  _globals['_GETTHUMBNAILREQUEST']._serialized_end=1055
+  _globals['_GETTHUMBNAILRESPONSE']._serialized_start=1057
+  _globals['_GETTHUMBNAILRESPONSE']._serialized_end=1118
+  _globals['_FILESERVICE']._serialized_start=1226
+  _globals['_FILESERVICE']._serialized_end=1717
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FileKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FileKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FILE_KIND_UNSPECIFIED: _FileKind.ValueType  # 0
+    """Not set."""
+    FILE_KIND_DOCUMENT: _FileKind.ValueType  # 1
+    """A document (text, PDF, office formats ...)."""
+    FILE_KIND_IMAGE: _FileKind.ValueType  # 2
+    """An image."""
+    FILE_KIND_AUDIO: _FileKind.ValueType  # 3
+    """Audio."""
+
+class FileKind(_FileKind, metaclass=_FileKindEnumTypeWrapper):
+    """What a file is."""
+
+FILE_KIND_UNSPECIFIED: FileKind.ValueType  # 0
+"""Not set."""
+FILE_KIND_DOCUMENT: FileKind.ValueType  # 1
+"""A document (text, PDF, office formats ...)."""
+FILE_KIND_IMAGE: FileKind.ValueType  # 2
+"""An image."""
+FILE_KIND_AUDIO: FileKind.ValueType  # 3
+"""Audio."""
+Global___FileKind: _TypeAlias = FileKind  # noqa: Y015
 
 @_typing.final
 class FileInfo(_message.Message):
@@ -35,6 +64,7 @@ class FileInfo(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    FILE_KIND_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
     """URI rows and requests use, e.g. "file://<project>/<id>/<name>"."""
     id: _builtins.str
@@ -48,7 +78,9 @@ class FileInfo(_message.Message):
     sha256: _builtins.str
     """SHA-256 of the content, hex."""
     kind: _builtins.str
-    """"document", "image" or "audio"."""
+    """"document", "image" or "audio" (as file_kind)."""
+    file_kind: Global___FileKind.ValueType
+    """The kind as an enum (the closed set kind names as text)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Upload time."""
@@ -64,10 +96,11 @@ class FileInfo(_message.Message):
         sha256: _builtins.str = ...,
         kind: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        file_kind: Global___FileKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "id", b"id", "kind", b"kind", "name", b"name", "sha256", b"sha256", "size", b"size", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "file_kind", b"file_kind", "id", b"id", "kind", b"kind", "name", b"name", "sha256", b"sha256", "size", b"size", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from rowforge.v1 import common_pb2 as rowforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frowforge/v1/model_service.proto\x12\x0browforge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18rowforge/v1/common.proto\"\xbf\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0e\x32\x17.rowforge.v1.Capability\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\x05\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x10\n\x08owned_by\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\x05\x12\x0b\n\x03rpm\x18\x08 \x01(\x05\x12\x0b\n\x03tpm\x18\t \x01(\x05\"B\n\x11ListModelsRequest\x12-\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0e\x32\x17.rowforge.v1.Capability\"7\n\x12ListModelsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.rowforge.v1.Model\"Z\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12,\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x17.rowforge.v1.Attachment\"/\n\nAttachment\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"\x86\x01\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.rowforge.v1.ResponseFormatType\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x86\x02\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.rowforge.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"\xa8\x01\n\x16\x43hatCompletionResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.rowforge.v1.ChatStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.ChatDeltaH\x00\x12/\n\tcompleted\x18\x03 \x01(\x0b\x32\x1a.rowforge.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent\"(\n\x0b\x43hatStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"(\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\"\xd2\x01\n\rChatCompleted\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x30\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x19.rowforge.v1.FinishReason\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.rowforge.v1.Usage\x12&\n\x06parsed\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05model\x18\x05 \x01(\t\x12\n\n\x02id\x18\x06 \x01(\t\"\x8c\x02\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.rowforge.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"N\n\x1c\x43reateChatCompletionResponse\x12.\n\ncompletion\x18\x01 \x01(\x0b\x32\x1a.rowforge.v1.ChatCompleted\">\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x10\n\x08is_query\x18\x03 \x01(\x08\"-\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x11\n\tembedding\x18\x02 \x03(\x02\"g\n\rEmbedResponse\x12$\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x16.rowforge.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.rowforge.v1.Usage\"O\n\rRerankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x11\n\tdocuments\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\x05\"6\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x17\n\x0frelevance_score\x18\x02 \x01(\x01\"K\n\x0eRerankResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.rowforge.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x81\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x32\xaa\x03\n\x0cModelService\x12M\n\nListModels\x12\x1e.rowforge.v1.ListModelsRequest\x1a\x1f.rowforge.v1.ListModelsResponse\x12[\n\x0e\x43hatCompletion\x12\".rowforge.v1.ChatCompletionRequest\x1a#.rowforge.v1.ChatCompletionResponse0\x01\x12k\n\x14\x43reateChatCompletion\x12(.rowforge.v1.CreateChatCompletionRequest\x1a).rowforge.v1.CreateChatCompletionResponse\x12>\n\x05\x45mbed\x12\x19.rowforge.v1.EmbedRequest\x1a\x1a.rowforge.v1.EmbedResponse\x12\x41\n\x06Rerank\x12\x1a.rowforge.v1.RerankRequest\x1a\x1b.rowforge.v1.RerankResponseB\x88\x01\n\x0f\x64\x65v.rowforge.v1B\x11ModelServiceProtoP\x01Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\xa2\x02\x03RFX\xaa\x02\x0bRowforge.V1\xba\x02\x02RF\xca\x02\x0bRowforge\\V1\xea\x02\x0cRowforge::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frowforge/v1/model_service.proto\x12\x0browforge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18rowforge/v1/common.proto\"\xbf\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0e\x32\x17.rowforge.v1.Capability\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\x05\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x10\n\x08owned_by\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\x05\x12\x0b\n\x03rpm\x18\x08 \x01(\x05\x12\x0b\n\x03tpm\x18\t \x01(\x05\"B\n\x11ListModelsRequest\x12-\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0e\x32\x17.rowforge.v1.Capability\"7\n\x12ListModelsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.rowforge.v1.Model\"\x84\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12,\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x17.rowforge.v1.Attachment\x12(\n\tchat_role\x18\x04 \x01(\x0e\x32\x15.rowforge.v1.ChatRole\"/\n\nAttachment\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"\x86\x01\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.rowforge.v1.ResponseFormatType\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x86\x02\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.rowforge.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"\xa8\x01\n\x16\x43hatCompletionResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.rowforge.v1.ChatStartedH\x00\x12\'\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.rowforge.v1.ChatDeltaH\x00\x12/\n\tcompleted\x18\x03 \x01(\x0b\x32\x1a.rowforge.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent\"(\n\x0b\x43hatStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"(\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\"\xd2\x01\n\rChatCompleted\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x30\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x19.rowforge.v1.FinishReason\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.rowforge.v1.Usage\x12&\n\x06parsed\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05model\x18\x05 \x01(\t\x12\n\n\x02id\x18\x06 \x01(\t\"\x8c\x02\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.rowforge.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.rowforge.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"N\n\x1c\x43reateChatCompletionResponse\x12.\n\ncompletion\x18\x01 \x01(\x0b\x32\x1a.rowforge.v1.ChatCompleted\">\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x10\n\x08is_query\x18\x03 \x01(\x08\"-\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x11\n\tembedding\x18\x02 \x03(\x02\"g\n\rEmbedResponse\x12$\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x16.rowforge.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.rowforge.v1.Usage\"O\n\rRerankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x11\n\tdocuments\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\x05\"6\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x17\n\x0frelevance_score\x18\x02 \x01(\x01\"K\n\x0eRerankResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.rowforge.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t*h\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x01\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x02\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x81\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x32\xaa\x03\n\x0cModelService\x12M\n\nListModels\x12\x1e.rowforge.v1.ListModelsRequest\x1a\x1f.rowforge.v1.ListModelsResponse\x12[\n\x0e\x43hatCompletion\x12\".rowforge.v1.ChatCompletionRequest\x1a#.rowforge.v1.ChatCompletionResponse0\x01\x12k\n\x14\x43reateChatCompletion\x12(.rowforge.v1.CreateChatCompletionRequest\x1a).rowforge.v1.CreateChatCompletionResponse\x12>\n\x05\x45mbed\x12\x19.rowforge.v1.EmbedRequest\x1a\x1a.rowforge.v1.EmbedResponse\x12\x41\n\x06Rerank\x12\x1a.rowforge.v1.RerankRequest\x1a\x1b.rowforge.v1.RerankResponseB\x88\x01\n\x0f\x64\x65v.rowforge.v1B\x11ModelServiceProtoP\x01Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\xa2\x02\x03RFX\xaa\x02\x0bRowforge.V1\xba\x02\x02RF\xca\x02\x0bRowforge\\V1\xea\x02\x0cRowforge::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -24,48 +24,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rowforge.v1.model_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.rowforge.v1B\021ModelServiceProtoP\001Z*rowforge.dev/gen/go/rowforge/v1;rowforgev1\242\002\003RFX\252\002\013Rowforge.V1\272\002\002RF\312\002\013Rowforge\\V1\352\002\014Rowforge::V1'
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=2216
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=2381
-  _globals['_FINISHREASON']._serialized_start=2384
-  _globals['_FINISHREASON']._serialized_end=2513
+  _globals['_CHATROLE']._serialized_start=2258
+  _globals['_CHATROLE']._serialized_end=2362
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2365
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2530
+  _globals['_FINISHREASON']._serialized_start=2533
+  _globals['_FINISHREASON']._serialized_end=2662
   _globals['_MODEL']._serialized_start=105
   _globals['_MODEL']._serialized_end=296
   _globals['_LISTMODELSREQUEST']._serialized_start=298
   _globals['_LISTMODELSREQUEST']._serialized_end=364
   _globals['_LISTMODELSRESPONSE']._serialized_start=366
   _globals['_LISTMODELSRESPONSE']._serialized_end=421
-  _globals['_CHATMESSAGE']._serialized_start=423
-  _globals['_CHATMESSAGE']._serialized_end=513
-  _globals['_ATTACHMENT']._serialized_start=515
-  _globals['_ATTACHMENT']._serialized_end=562
-  _globals['_RESPONSEFORMAT']._serialized_start=565
-  _globals['_RESPONSEFORMAT']._serialized_end=699
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=702
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=964
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=967
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_end=1135
-  _globals['_CHATSTARTED']._serialized_start=1137
-  _globals['_CHATSTARTED']._serialized_end=1177
-  _globals['_CHATDELTA']._serialized_start=1179
-  _globals['_CHATDELTA']._serialized_end=1219
-  _globals['_CHATCOMPLETED']._serialized_start=1222
-  _globals['_CHATCOMPLETED']._serialized_end=1432
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=1435
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=1703
-  _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_start=1705
-  _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_end=1783
-  _globals['_EMBEDREQUEST']._serialized_start=1785
-  _globals['_EMBEDREQUEST']._serialized_end=1847
-  _globals['_EMBEDDING']._serialized_start=1849
-  _globals['_EMBEDDING']._serialized_end=1894
-  _globals['_EMBEDRESPONSE']._serialized_start=1896
-  _globals['_EMBEDRESPONSE']._serialized_end=1999
-  _globals['_RERANKREQUEST']._serialized_start=2001
-  _globals['_RERANKREQUEST']._serialized_end=2080
-  _globals['_RERANKRESULT']._serialized_start=2082
-  _globals['_RERANKRESULT']._serialized_end=2136
-  _globals['_RERANKRESPONSE']._serialized_start=2138
-  _globals['_RERANKRESPONSE']._serialized_end=2213
-  _globals['_MODELSERVICE']._serialized_start=2516
-  _globals['_MODELSERVICE']._serialized_end=2942
+  _globals['_CHATMESSAGE']._serialized_start=424
+  _globals['_CHATMESSAGE']._serialized_end=556
+  _globals['_ATTACHMENT']._serialized_start=558
+  _globals['_ATTACHMENT']._serialized_end=605
+  _globals['_RESPONSEFORMAT']._serialized_start=608
+  _globals['_RESPONSEFORMAT']._serialized_end=742
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=745
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=1007
+  _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=1010
+  _globals['_CHATCOMPLETIONRESPONSE']._serialized_end=1178
+  _globals['_CHATSTARTED']._serialized_start=1180
+  _globals['_CHATSTARTED']._serialized_end=1220
+  _globals['_CHATDELTA']._serialized_start=1222
+  _globals['_CHATDELTA']._serialized_end=1262
+  _globals['_CHATCOMPLETED']._serialized_start=1265
+  _globals['_CHATCOMPLETED']._serialized_end=1475
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=1478
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=1746
+  _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_start=1748
+  _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_end=1826
+  _globals['_EMBEDREQUEST']._serialized_start=1828
+  _globals['_EMBEDREQUEST']._serialized_end=1890
+  _globals['_EMBEDDING']._serialized_start=1892
+  _globals['_EMBEDDING']._serialized_end=1937
+  _globals['_EMBEDRESPONSE']._serialized_start=1939
+  _globals['_EMBEDRESPONSE']._serialized_end=2042
+  _globals['_RERANKREQUEST']._serialized_start=2044
+  _globals['_RERANKREQUEST']._serialized_end=2123
+  _globals['_RERANKRESULT']._serialized_start=2125
+  _globals['_RERANKRESULT']._serialized_end=2179
+  _globals['_RERANKRESPONSE']._serialized_start=2181
+  _globals['_RERANKRESPONSE']._serialized_end=2256
+  _globals['_MODELSERVICE']._serialized_start=2665
+  _globals['_MODELSERVICE']._serialized_end=3091
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ChatRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChatRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChatRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHAT_ROLE_UNSPECIFIED: _ChatRole.ValueType  # 0
+    """Not set: ChatMessage.role decides."""
+    CHAT_ROLE_SYSTEM: _ChatRole.ValueType  # 1
+    """Instructions."""
+    CHAT_ROLE_USER: _ChatRole.ValueType  # 2
+    """The user."""
+    CHAT_ROLE_ASSISTANT: _ChatRole.ValueType  # 3
+    """The model."""
+
+class ChatRole(_ChatRole, metaclass=_ChatRoleEnumTypeWrapper):
+    """Who wrote a chat message."""
+
+CHAT_ROLE_UNSPECIFIED: ChatRole.ValueType  # 0
+"""Not set: ChatMessage.role decides."""
+CHAT_ROLE_SYSTEM: ChatRole.ValueType  # 1
+"""Instructions."""
+CHAT_ROLE_USER: ChatRole.ValueType  # 2
+"""The user."""
+CHAT_ROLE_ASSISTANT: ChatRole.ValueType  # 3
+"""The model."""
+Global___ChatRole: _TypeAlias = ChatRole  # noqa: Y015
+
 class _ResponseFormatType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -192,10 +220,15 @@ class ChatMessage(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    CHAT_ROLE_FIELD_NUMBER: _builtins.int
     role: _builtins.str
-    """"system", "user" or "assistant"."""
+    """"system", "user" or "assistant"; or set chat_role (both: they must agree). One of the two
+    is required.
+    """
     content: _builtins.str
     """Text content."""
+    chat_role: Global___ChatRole.ValueType
+    """The role as an enum."""
     @_builtins.property
     def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
         """Attachments (images, audio) sent to multimodal models as content parts."""
@@ -206,10 +239,11 @@ class ChatMessage(_message.Message):
         role: _builtins.str = ...,
         content: _builtins.str = ...,
         attachments: _abc.Iterable[Global___Attachment] | None = ...,
+        chat_role: Global___ChatRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "chat_role", b"chat_role", "content", b"content", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

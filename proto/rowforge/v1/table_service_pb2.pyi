@@ -27,6 +27,58 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DataType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DataTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATA_TYPE_UNSPECIFIED: _DataType.ValueType  # 0
+    """Not set: Column.dtype decides (empty: str)."""
+    DATA_TYPE_STR: _DataType.ValueType  # 1
+    """Text."""
+    DATA_TYPE_INT: _DataType.ValueType  # 2
+    """64-bit integer."""
+    DATA_TYPE_FLOAT: _DataType.ValueType  # 3
+    """Double."""
+    DATA_TYPE_BOOL: _DataType.ValueType  # 4
+    """Boolean."""
+    DATA_TYPE_FILE: _DataType.ValueType  # 5
+    """A file (FileService URI)."""
+    DATA_TYPE_IMAGE: _DataType.ValueType  # 6
+    """An image file."""
+    DATA_TYPE_AUDIO: _DataType.ValueType  # 7
+    """An audio file."""
+    DATA_TYPE_DATETIME: _DataType.ValueType  # 8
+    """Output only: the "Updated at" system column."""
+    DATA_TYPE_EMBEDDING: _DataType.ValueType  # 9
+    """Output only: a knowledge table's embedding columns."""
+
+class DataType(_DataType, metaclass=_DataTypeEnumTypeWrapper):
+    """A column's data type."""
+
+DATA_TYPE_UNSPECIFIED: DataType.ValueType  # 0
+"""Not set: Column.dtype decides (empty: str)."""
+DATA_TYPE_STR: DataType.ValueType  # 1
+"""Text."""
+DATA_TYPE_INT: DataType.ValueType  # 2
+"""64-bit integer."""
+DATA_TYPE_FLOAT: DataType.ValueType  # 3
+"""Double."""
+DATA_TYPE_BOOL: DataType.ValueType  # 4
+"""Boolean."""
+DATA_TYPE_FILE: DataType.ValueType  # 5
+"""A file (FileService URI)."""
+DATA_TYPE_IMAGE: DataType.ValueType  # 6
+"""An image file."""
+DATA_TYPE_AUDIO: DataType.ValueType  # 7
+"""An audio file."""
+DATA_TYPE_DATETIME: DataType.ValueType  # 8
+"""Output only: the "Updated at" system column."""
+DATA_TYPE_EMBEDDING: DataType.ValueType  # 9
+"""Output only: a knowledge table's embedding columns."""
+Global___DataType: _TypeAlias = DataType  # noqa: Y015
+
 class _CellStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -224,14 +276,18 @@ class Column(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     GEN_CONFIG_FIELD_NUMBER: _builtins.int
     SYSTEM_FIELD_NUMBER: _builtins.int
+    DATA_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Column id (case-sensitive)."""
     dtype: _builtins.str
     """"str", "int", "float", "bool", "file", "image" or "audio"; system columns may show
-    "datetime" or "embedding".
+    "datetime" or "embedding". Responses fill it and data_type; a request may send either (both:
+    they must agree); neither means str.
     """
     system: _builtins.bool
     """True for columns the service manages (ID, Updated at, knowledge columns)."""
+    data_type: Global___DataType.ValueType
+    """The data type as an enum (the closed set dtype names as text)."""
     @_builtins.property
     def gen_config(self) -> Global___GenConfig:
         """How the column is generated; unset for input columns."""
@@ -243,10 +299,11 @@ class Column(_message.Message):
         dtype: _builtins.str = ...,
         gen_config: Global___GenConfig | None = ...,
         system: _builtins.bool = ...,
+        data_type: Global___DataType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gen_config", b"gen_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "gen_config", b"gen_config", "id", b"id", "system", b"system"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "dtype", b"dtype", "gen_config", b"gen_config", "id", b"id", "system", b"system"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,8 +2,8 @@
 // @generated from file rowforge/v1/file_service.proto (package rowforge.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rowforge/v1/file_service.proto.
  */
 export const file_rowforge_v1_file_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yb3dmb3JnZS92MS9maWxlX3NlcnZpY2UucHJvdG8SC3Jvd2ZvcmdlLnYxIqQBCghGaWxlSW5mbxILCgN1cmkYASABKAkSCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIUCgxjb250ZW50X3R5cGUYBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDAoEa2luZBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoMRmlsZU1ldGFkYXRhEgwKBG5hbWUYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJEgwKBHNpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJIlsKEVVwbG9hZEZpbGVSZXF1ZXN0Ei0KCG1ldGFkYXRhGAEgASgLMhkucm93Zm9yZ2UudjEuRmlsZU1ldGFkYXRhSAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IjkKElVwbG9hZEZpbGVSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUucm93Zm9yZ2UudjEuRmlsZUluZm8iHQoOR2V0RmlsZVJlcXVlc3QSCwoDdXJpGAEgASgJIjYKD0dldEZpbGVSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUucm93Zm9yZ2UudjEuRmlsZUluZm8iRQoQTGlzdEZpbGVzUmVxdWVzdBIOCgZvZmZzZXQYASABKAUSDQoFbGltaXQYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJhChFMaXN0RmlsZXNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLnJvd2ZvcmdlLnYxLkZpbGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyIvChFEZWxldGVGaWxlUmVxdWVzdBILCgN1cmkYASABKAkSDQoFZm9yY2UYAiABKAgiFAoSRGVsZXRlRmlsZVJlc3BvbnNlIkIKE0Rvd25sb2FkRmlsZVJlcXVlc3QSCwoDdXJpGAEgASgJEg4KBm9mZnNldBgCIAEoAxIOCgZsZW5ndGgYAyABKAMiVgoURG93bmxvYWRGaWxlUmVzcG9uc2USJQoEZmlsZRgBIAEoCzIVLnJvd2ZvcmdlLnYxLkZpbGVJbmZvSAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IjAKE0dldFRodW1ibmFpbFJlcXVlc3QSCwoDdXJpGAEgASgJEgwKBHNpemUYAiABKAUiPQoUR2V0VGh1bWJuYWlsUmVzcG9uc2USDwoHY29udGVudBgBIAEoDBIUCgxjb250ZW50X3R5cGUYAiABKAky6wMKC0ZpbGVTZXJ2aWNlEk8KClVwbG9hZEZpbGUSHi5yb3dmb3JnZS52MS5VcGxvYWRGaWxlUmVxdWVzdBofLnJvd2ZvcmdlLnYxLlVwbG9hZEZpbGVSZXNwb25zZSgBEkQKB0dldEZpbGUSGy5yb3dmb3JnZS52MS5HZXRGaWxlUmVxdWVzdBocLnJvd2ZvcmdlLnYxLkdldEZpbGVSZXNwb25zZRJKCglMaXN0RmlsZXMSHS5yb3dmb3JnZS52MS5MaXN0RmlsZXNSZXF1ZXN0Gh4ucm93Zm9yZ2UudjEuTGlzdEZpbGVzUmVzcG9uc2USTQoKRGVsZXRlRmlsZRIeLnJvd2ZvcmdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0Gh8ucm93Zm9yZ2UudjEuRGVsZXRlRmlsZVJlc3BvbnNlElUKDERvd25sb2FkRmlsZRIgLnJvd2ZvcmdlLnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaIS5yb3dmb3JnZS52MS5Eb3dubG9hZEZpbGVSZXNwb25zZTABElMKDEdldFRodW1ibmFpbBIgLnJvd2ZvcmdlLnYxLkdldFRodW1ibmFpbFJlcXVlc3QaIS5yb3dmb3JnZS52MS5HZXRUaHVtYm5haWxSZXNwb25zZUKHAQoPZGV2LnJvd2ZvcmdlLnYxQhBGaWxlU2VydmljZVByb3RvUAFaKnJvd2ZvcmdlLmRldi9nZW4vZ28vcm93Zm9yZ2UvdjE7cm93Zm9yZ2V2MaICA1JGWKoCC1Jvd2ZvcmdlLlYxugICUkbKAgtSb3dmb3JnZVxWMeoCDFJvd2ZvcmdlOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5yb3dmb3JnZS92MS9maWxlX3NlcnZpY2UucHJvdG8SC3Jvd2ZvcmdlLnYxIs4BCghGaWxlSW5mbxILCgN1cmkYASABKAkSCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIUCgxjb250ZW50X3R5cGUYBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDAoEa2luZBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoJZmlsZV9raW5kGAkgASgOMhUucm93Zm9yZ2UudjEuRmlsZUtpbmQiUAoMRmlsZU1ldGFkYXRhEgwKBG5hbWUYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJEgwKBHNpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJIlsKEVVwbG9hZEZpbGVSZXF1ZXN0Ei0KCG1ldGFkYXRhGAEgASgLMhkucm93Zm9yZ2UudjEuRmlsZU1ldGFkYXRhSAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IjkKElVwbG9hZEZpbGVSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUucm93Zm9yZ2UudjEuRmlsZUluZm8iHQoOR2V0RmlsZVJlcXVlc3QSCwoDdXJpGAEgASgJIjYKD0dldEZpbGVSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUucm93Zm9yZ2UudjEuRmlsZUluZm8iRQoQTGlzdEZpbGVzUmVxdWVzdBIOCgZvZmZzZXQYASABKAUSDQoFbGltaXQYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJhChFMaXN0RmlsZXNSZXNwb25zZRIkCgVpdGVtcxgBIAMoCzIVLnJvd2ZvcmdlLnYxLkZpbGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyIvChFEZWxldGVGaWxlUmVxdWVzdBILCgN1cmkYASABKAkSDQoFZm9yY2UYAiABKAgiFAoSRGVsZXRlRmlsZVJlc3BvbnNlIkIKE0Rvd25sb2FkRmlsZVJlcXVlc3QSCwoDdXJpGAEgASgJEg4KBm9mZnNldBgCIAEoAxIOCgZsZW5ndGgYAyABKAMiVgoURG93bmxvYWRGaWxlUmVzcG9uc2USJQoEZmlsZRgBIAEoCzIVLnJvd2ZvcmdlLnYxLkZpbGVJbmZvSAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IjAKE0dldFRodW1ibmFpbFJlcXVlc3QSCwoDdXJpGAEgASgJEgwKBHNpemUYAiABKAUiPQoUR2V0VGh1bWJuYWlsUmVzcG9uc2USDwoHY29udGVudBgBIAEoDBIUCgxjb250ZW50X3R5cGUYAiABKAkqZwoIRmlsZUtpbmQSGQoVRklMRV9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSRklMRV9LSU5EX0RPQ1VNRU5UEAESEwoPRklMRV9LSU5EX0lNQUdFEAISEwoPRklMRV9LSU5EX0FVRElPEAMy6wMKC0ZpbGVTZXJ2aWNlEk8KClVwbG9hZEZpbGUSHi5yb3dmb3JnZS52MS5VcGxvYWRGaWxlUmVxdWVzdBofLnJvd2ZvcmdlLnYxLlVwbG9hZEZpbGVSZXNwb25zZSgBEkQKB0dldEZpbGUSGy5yb3dmb3JnZS52MS5HZXRGaWxlUmVxdWVzdBocLnJvd2ZvcmdlLnYxLkdldEZpbGVSZXNwb25zZRJKCglMaXN0RmlsZXMSHS5yb3dmb3JnZS52MS5MaXN0RmlsZXNSZXF1ZXN0Gh4ucm93Zm9yZ2UudjEuTGlzdEZpbGVzUmVzcG9uc2USTQoKRGVsZXRlRmlsZRIeLnJvd2ZvcmdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0Gh8ucm93Zm9yZ2UudjEuRGVsZXRlRmlsZVJlc3BvbnNlElUKDERvd25sb2FkRmlsZRIgLnJvd2ZvcmdlLnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaIS5yb3dmb3JnZS52MS5Eb3dubG9hZEZpbGVSZXNwb25zZTABElMKDEdldFRodW1ibmFpbBIgLnJvd2ZvcmdlLnYxLkdldFRodW1ibmFpbFJlcXVlc3QaIS5yb3dmb3JnZS52MS5HZXRUaHVtYm5haWxSZXNwb25zZUKHAQoPZGV2LnJvd2ZvcmdlLnYxQhBGaWxlU2VydmljZVByb3RvUAFaKnJvd2ZvcmdlLmRldi9nZW4vZ28vcm93Zm9yZ2UvdjE7cm93Zm9yZ2V2MaICA1JGWKoCC1Jvd2ZvcmdlLlYxugICUkbKAgtSb3dmb3JnZVxWMeoCDFJvd2ZvcmdlOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A stored file. (Named File before typed values: renamed so that generated code does not
@@ -64,7 +64,7 @@ export type FileInfo = Message<"rowforge.v1.FileInfo"> & {
   sha256: string;
 
   /**
-   * "document", "image" or "audio".
+   * "document", "image" or "audio" (as file_kind).
    *
    * @generated from field: string kind = 7;
    */
@@ -76,6 +76,13 @@ export type FileInfo = Message<"rowforge.v1.FileInfo"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The kind as an enum (the closed set kind names as text).
+   *
+   * @generated from field: rowforge.v1.FileKind file_kind = 9;
+   */
+  fileKind: FileKind;
 };
 
 /**
@@ -467,6 +474,47 @@ export type GetThumbnailResponse = Message<"rowforge.v1.GetThumbnailResponse"> &
  */
 export const GetThumbnailResponseSchema: GenMessage<GetThumbnailResponse> = /*@__PURE__*/
   messageDesc(file_rowforge_v1_file_service, 13);
+
+/**
+ * What a file is.
+ *
+ * @generated from enum rowforge.v1.FileKind
+ */
+export enum FileKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: FILE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A document (text, PDF, office formats ...).
+   *
+   * @generated from enum value: FILE_KIND_DOCUMENT = 1;
+   */
+  DOCUMENT = 1,
+
+  /**
+   * An image.
+   *
+   * @generated from enum value: FILE_KIND_IMAGE = 2;
+   */
+  IMAGE = 2,
+
+  /**
+   * Audio.
+   *
+   * @generated from enum value: FILE_KIND_AUDIO = 3;
+   */
+  AUDIO = 3,
+}
+
+/**
+ * Describes the enum rowforge.v1.FileKind.
+ */
+export const FileKindSchema: GenEnum<FileKind> = /*@__PURE__*/
+  enumDesc(file_rowforge_v1_file_service, 0);
 
 /**
  * Stores files (documents, images, audio) by content, per project, and streams them back.
