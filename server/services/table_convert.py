@@ -114,12 +114,16 @@ def value_to_pb(value: Any) -> struct_pb2.Value:
     return out
 
 
-def rows_from_pb(request: Any, limit_field: str = "rows") -> list[dict[str, Any]]:
-    """The rows of an AddRows/StreamAddRows request: typed ``rows``, or the deprecated Struct
-    ``data`` of older clients (never both: INVALID_ARGUMENT)."""
+def _refuse_rows_and_data(request: Any) -> None:
     if request.rows and request.data:
         raise InvalidArgument.field("rows", "send rows (typed values) or data (Struct), not "
                                             "both", reason="ROWS_AND_DATA")
+
+
+def rows_from_pb(request: Any) -> list[dict[str, Any]]:
+    """The rows of an AddRows/StreamAddRows request: typed ``rows``, or the deprecated Struct
+    ``data`` of older clients (never both: INVALID_ARGUMENT)."""
+    _refuse_rows_and_data(request)
     if request.rows:
         return [row_values_from_pb(row) for row in request.rows]
     return [struct_from_pb(row) for row in request.data]
@@ -127,9 +131,7 @@ def rows_from_pb(request: Any, limit_field: str = "rows") -> list[dict[str, Any]
 
 def updates_from_pb(request: Any) -> dict[str, dict[str, Any]]:
     """UpdateRows' row id -> values: typed ``rows`` or the deprecated Struct ``data``."""
-    if request.rows and request.data:
-        raise InvalidArgument.field("rows", "send rows (typed values) or data (Struct), not "
-                                            "both", reason="ROWS_AND_DATA")
+    _refuse_rows_and_data(request)
     if request.rows:
         return {row_id: row_values_from_pb(values) for row_id, values in request.rows.items()}
     return {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
