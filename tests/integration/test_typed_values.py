@@ -94,7 +94,6 @@ def test_the_stubs_see_int_value_and_file_uri(client: RowForge,
     resp = stub.AddRows(tpb.AddRowsRequest(
         table_type=ACTION, table_id="typed", legacy_values=False,
         rows=[row_values_to_pb({"n": BIG, "f": uri, "s": "a"})]))
-    assert resp.rows[0].columns["twice"].typed_value.int_value == 2 * BIG
     row = stub.GetRow(tpb.GetRowRequest(table_type=ACTION, table_id="typed",
                                         row_id=resp.rows[0].row_id, legacy_values=False)).row
     assert row.cells["n"].typed_value.WhichOneof("kind") == "int_value"
@@ -115,7 +114,6 @@ def test_clients_before_typed_values_are_served(stub: table_service_pb2_grpc.Tab
     # What an old client reads, and the typed value beside it.
     assert row.cells["n"].value.number_value == 42 and row.cells["s"].value.string_value == "legacy"
     assert row.cells["n"].typed_value.int_value == 42
-    assert resp.rows[0].columns["twice"].value.number_value == 84
 
 
 def test_a_double_beyond_2_53_is_refused_for_an_int_column(
@@ -160,6 +158,5 @@ def test_grpcurl_json_carries_int64_as_a_string(server: ServerProcess, client: R
                           "legacyValues": False})
     cells = got["row"]["cells"]
     assert cells["n"]["typed_value"] == {"int_value": str(BIG)}, cells
-    assert cells["twice"]["typed_value"] == {"int_value": str(2 * BIG)}, cells
     assert "value" not in cells["n"]
 
