@@ -52,10 +52,13 @@ serve: install node
 	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
 	  $(if $(CONFIG),--config $(CONFIG))
 
+# Every part runs even when an earlier one failed (the exit status says whether any did).
 test: install node min-venv
-	$(PY) -m pytest $(PYTEST_ARGS)
-	ROWFORGE_PUREPYTHON=1 $(PY) -m pytest -q tests/unit -k "fastcore" $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-client-min
+	@status=0; \
+	$(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	ROWFORGE_PUREPYTHON=1 $(PY) -m pytest -q tests/unit -k "fastcore" $(PYTEST_ARGS) || status=1; \
+	$(MAKE) --no-print-directory test-client-min || status=1; \
+	exit $$status
 
 # The client's tests in .venv-min; the server and the fake provider run from the main venv.
 test-client-min: install min-venv
