@@ -1,7 +1,8 @@
 """A client install needs no C compiler: the Cython extensions are optional (the build warns
 and goes on; rowforge.fastcore uses its pure-Python twins), and ROWFORGE_PUREPYTHON=1 skips
-them for an install in seconds. Built from this checkout with the main venv's setuptools and
-Cython (--no-build-isolation: no downloads), into a folder of its own."""
+them for an install in seconds. Built from this checkout as pip builds it for a user (an
+isolated build environment with pyproject's build requirements, from the package index or
+pip's cache), into a folder of its own."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def install(target: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(target), str(ROOT)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--target",
+         str(target), str(ROOT)],
         capture_output=True, text=True, timeout=600, env={**os.environ, **env})
     return result, time.monotonic() - started
 
@@ -59,7 +60,7 @@ def test_install_without_a_compiler(tmp_path: Path) -> None:
 def test_pure_python_install_takes_seconds(tmp_path: Path) -> None:
     result, seconds = install(tmp_path / "site", ROWFORGE_PUREPYTHON="1")
     assert result.returncode == 0, result.stdout + result.stderr
-    print(f"client install (ROWFORGE_PUREPYTHON=1, no build isolation): {seconds:.1f} s")
-    assert seconds < 60  # ~5 s on the 2-core dev machine; generous for a loaded one
+    print(f"client install (ROWFORGE_PUREPYTHON=1): {seconds:.1f} s")
+    assert seconds < 90  # ~10 s on the loaded 2-core dev machine; generous
     loaded = imports_client(tmp_path / "site")
     assert loaded.returncode == 0, loaded.stderr
