@@ -3,6 +3,8 @@ transport a route takes by default) must agree with litellm's own functions."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from rowforge.server.providers import ModelRegistry, ModelSpec, Usage, litellm_client, pricing
@@ -27,21 +29,49 @@ def chat_routes() -> list[str]:
     return routes
 
 
-def test_the_price_map_is_litellms(litellm) -> None:  # type: ignore[no-untyped-def]
+# Peak and off-peak moments of the map's off_peak_pricing windows (weekday and weekend).
+MOMENTS = [datetime(2026, 12, 7, 2, 30, tzinfo=UTC),   # Monday 02:30
+           datetime(2026, 12, 7, 4, 30, tzinfo=UTC),   # Monday 04:30
+           datetime(2026, 12, 9, 12, 0, tzinfo=UTC),   # Wednesday 12:00
+           datetime(2026, 12, 12, 8, 0, tzinfo=UTC)]   # Saturday 08:00
+
+
+@pytest.mark.parametrize("moment", MOMENTS, ids=lambda m: m.strftime("%a-%H%M"))
+def test_the_price_map_is_litellms(litellm, moment: datetime) -> None:  # type: ignore[no-untyped-def]
+    from litellm._internal_context import pinned_billing_time
+
     routes = chat_routes()
     assert len(routes) > 200
     compared = 0
     for route in routes:
         for prompt, completion in ((1_000, 200), (300_000, 1_000)):
             try:
-                want = sum(litellm.cost_per_token(model=route, prompt_tokens=prompt,
-                                                  completion_tokens=completion))
+                with pinned_billing_time(moment):
+                    want = sum(litellm.cost_per_token(model=route, prompt_tokens=prompt,
+                                                      completion_tokens=completion))
             except Exception:
                 continue
-            got = pricing.cost_usd(ModelSpec(id="m", route=route), Usage(prompt, completion))
+            got = pricing.cost_usd(ModelSpec(id="m", route=route), Usage(prompt, completion),
+                                   at=moment)
             assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (route, prompt)
             compared += 1
     assert compared > 400
+
+
+def test_off_peak_windows() -> None:
+    block = {"hours_utc": "16:30-00:30",
+             "windows": [{"weekdays": ["sat", 7], "hours_utc": ["08:00-09:00"]}]}
+    at = lambda d, h, m: datetime(2026, 12, d, h, m, tzinfo=UTC)  # noqa: E731
+    assert pricing.is_off_peak(block, at(7, 16, 30))      # start inclusive
+    assert pricing.is_off_peak(block, at(7, 0, 10))       # wraps past midnight
+    assert not pricing.is_off_peak(block, at(7, 0, 30))   # end exclusive
+    assert not pricing.is_off_peak(block, at(7, 8, 30))   # Monday: no weekday rule
+    assert pricing.is_off_peak(block, at(12, 8, 30))      # Saturday
+    assert pricing.is_off_peak(block, at(13, 8, 59))      # Sunday (ISO 7)
+    assert not pricing.is_off_peak({"hours_utc": "garbage", "windows": "x"}, at(7, 1, 0))
+    entry = {"input_cost_per_token": 2e-6, "output_cost_per_token": 4e-6,
+             "off_peak_pricing": {"input_cost_per_token": 1e-6, "hours_utc": "00:00-00:00"}}
+    assert pricing.token_cost(entry, 1000, 100, at(7, 12, 0)) == pytest.approx(1e-3 + 4e-4)
 
 
 def test_unknown_and_builtin_prices() -> None:
