@@ -272,14 +272,14 @@ async def test_idempotent_create_under_concurrency(store: BatchStore) -> None:
 # --- retention -------------------------------------------------------------------------------
 
 async def test_expired_results_are_purged_and_the_job_stays(db: Database) -> None:
-    store = BatchStore(db, retention_s=0.1)
+    store = BatchStore(db, retention_s=60)
     job_id = await submitted_job(store, 30)
     claims, _ = await WorkQueue(db, "w1", 30).claim(30)
-    await ResultRecorder(db, "w1", retention_s=0.1).write([ok(c) for c in claims])
+    await ResultRecorder(db, "w1", retention_s=60).write([ok(c) for c in claims])
     kept = await submitted_job(store, 2)  # not ended: never purged
     assert await store.purge_expired() == 0  # not expired yet
-    await asyncio.sleep(0.15)
-    assert await store.purge_expired(chunk=7) == 1
+    later = time.time() + 61  # the clock passed in, not slept: no race with a slow machine
+    assert await store.purge_expired(chunk=7, now=later) == 1
     job = await store.get_job(P, job_id)
     assert job.purged and job.metrics.succeeded == 30 and job.state is JobState.SUCCEEDED
     async with db.read() as conn:
@@ -295,7 +295,7 @@ async def test_expired_results_are_purged_and_the_job_stays(db: Database) -> Non
         async for _ in stream_results(store, JobSignals(), P, job_id, 0):
             pass
     assert exc2.value.reason == "RESULTS_EXPIRED"
-    assert await store.purge_expired() == 0  # nothing left to do
+    assert await store.purge_expired(now=later) == 0  # nothing left to do
 
 
 async def test_one_unrecordable_outcome_does_not_lose_the_others(db: Database,
