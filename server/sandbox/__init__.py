@@ -14,7 +14,9 @@ Guarantees, strongest first:
   cannot read what earlier cells left in the worker's memory: the worker never unpacks cell
   data and wipes the frames it forwarded.
 * Server running as root: each worker slot runs its cells as its own unprivileged uid
-  (``sandbox_uid_base + slot``, gid nogroup), so file permissions keep the server's data
+  (claimed at or above ``sandbox_uid_base``, gid nogroup; servers of one machine never share
+  a uid, as a lock file under ``/run/rowforge/sandbox-uids`` held for the pool's life says
+  which are taken), so file permissions keep the server's data
   directory (mode 0700) and other cells' files out of reach, the cell cannot signal or trace
   the server, the worker or other cells, and ``RLIMIT_NPROC`` bounds a fork bomb exactly.
   The worker also takes a private mount namespace (when it may: CAP_SYS_ADMIN): cell

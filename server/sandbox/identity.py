@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import pwd
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 #: nogroup on Debian; every cell runs with this gid and no supplementary groups.
@@ -14,6 +18,66 @@ DEFAULT_GID = 65534
 #: worker kill everything a dead predecessor left behind. Chosen below systemd's dynamic-user
 #: range (61184-65519) and away from Debian's static allocations; configurable.
 DEFAULT_UID_BASE = 60100
+#: Where servers of one machine claim their uids (root only: without root cells keep the
+#: server's uid). A uid is claimed by an exclusive ``flock`` on ``<uid>.lock``, which the
+#: kernel drops when the claiming process dies, so a crash never leaks a claim.
+UID_LOCK_DIR = "/run/rowforge/sandbox-uids"
+#: How many blocks of uids above the base a server tries before giving up.
+UID_BLOCKS = 64
+
+
+@dataclass
+class UidClaim:
+    """Uids held for one sandbox pool: no other server on this machine runs cells as them
+    while the claim is held, so a worker may kill whatever runs as its uid."""
+
+    uids: list[int]
+    _fds: list[int] = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        """Give the uids back (also happens when the process exits)."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+def claim_uids(base: int, count: int, *, lock_dir: str = UID_LOCK_DIR,
+               blocks: int = UID_BLOCKS) -> UidClaim:
+    """Claim ``count`` uids at or above ``base`` that no account and no other live server uses.
+
+    Several root servers on one machine (tests, replicas, a second ``rowforge serve``) each
+    get their own uids: sharing one would let a starting worker kill another server's cells.
+    Raises ``OSError`` when no block of free uids is found.
+    """
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    for block in range(blocks):
+        uids = list(range(base + block * count, base + (block + 1) * count))
+        if any(_has_account(uid) for uid in uids):
+            continue
+        fds: list[int] = []
+        for uid in uids:
+            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                break
+            fds.append(fd)
+        if len(fds) == count:
+            return UidClaim(uids, fds)
+        UidClaim([], fds).release()
+    raise OSError(f"no {count} free sandbox uids in {blocks} blocks from {base} "
+                  f"(other servers hold them, or accounts use them; see {lock_dir})")
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def drop_to(uid: int, gid: int) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
 import os
-import pwd
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -26,6 +23,7 @@ from rowforge.server.sandbox.egress import EgressPolicy, EgressProxy
 from rowforge.server.sandbox.environment import scrubbed_environment
 from rowforge.server.sandbox.errors import KINDS, SandboxError
 from rowforge.server.sandbox.limits import SandboxLimits
+from rowforge.server.sandbox.process import WorkerProcess
 from rowforge.server.sandbox.syscall_filter import MODES
 from rowforge.server.sandbox.values import decode_result, pack_job
 
@@ -84,36 +82,27 @@ class _Job:
 @dataclass
 class _Worker:
     slot: int
-    proc: asyncio.subprocess.Process
+    proc: WorkerProcess
     ready: dict[str, Any]
     job: _Job | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    proxy: EgressProxy | None = field(default=None, repr=False)
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None and not self.proc.stdin.is_closing()  # type: ignore[union-attr]
+        return self.proc.returncode is None and not self.proc.stdin.is_closing()
 
     def send(self, *chunks: bytes) -> None:
-        assert self.proc.stdin is not None
         for chunk in chunks:
             self.proc.stdin.write(chunk)
 
-    pidfd: int = -1
-    proxy: EgressProxy | None = field(default=None, repr=False)
-
     def kill(self) -> None:
-        # Through a pidfd: Process.kill() would poll() and so reap the process behind
-        # asyncio's child watcher, and a bare pid could have been recycled.
-        if self.pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        self.proc.kill()
 
     def forget(self) -> None:
         if self.proxy is not None:
             self.proxy.abort()
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
+        self.proc.close()
 
 
 def _sweep_runs(work_dir: str, mine: str | None) -> int:
@@ -160,7 +149,9 @@ class SandboxPool:
             from the Landlock allow-list; :meth:`start` refuses to finish if a cell could
             still read one of them.
         preload: Modules each worker imports once (missing ones are skipped).
-        sandbox_uid_base: Slot ``i`` runs its cells as uid ``sandbox_uid_base + i`` (root only).
+        sandbox_uid_base: Cells run as uids at or above this one (root only): the first block
+            of ``workers`` uids that no account uses and no other server on the machine has
+            claimed (:func:`identity.claim_uids`), one uid per worker slot.
         sandbox_gid: The gid cells run as (root only).
         landlock: Use Landlock when the kernel supports it.
         extra_read_paths: More trees cells may read (Landlock allow-list).
@@ -212,6 +203,7 @@ class SandboxPool:
         self._respawns: set[asyncio.Task[None]] = set()
         self._cell_root: str | None = None
         self._work_dir = os.path.abspath(work_dir) if work_dir is not None else None
+        self._uids: identity.UidClaim | None = None
         self._started = False
         self._closed = False
 
@@ -227,7 +219,13 @@ class SandboxPool:
             return
         self._started = True
         if os.geteuid() == 0:
-            self._check_uids_unused()
+            try:
+                self._uids = identity.claim_uids(self._uid_base, self._size)
+            except OSError as exc:
+                self._closed = True
+                raise Internal(f"the Python sandbox found no uids to run cells as: {exc}; "
+                               "choose another sandbox_uid_base",
+                               reason="SANDBOX_MISCONFIGURED") from None
         if self._work_dir is None:
             self._cell_root = tempfile.mkdtemp(prefix="rowforge-sandbox-")
         else:
@@ -276,6 +274,8 @@ class SandboxPool:
         await asyncio.gather(*self._respawns, return_exceptions=True)
         if self._cell_root is not None:
             shutil.rmtree(self._cell_root, ignore_errors=True)
+        if self._uids is not None:
+            self._uids.release()  # after the workers (and so their cells) are gone
 
     async def sweep_leftovers(self) -> int:
         """Remove the directories crashed pools left in ``work_dir`` (their process is gone);
@@ -304,7 +304,10 @@ class SandboxPool:
         """The uids cells run as (empty when the server is not root and cells keep its uid)."""
         if os.geteuid() != 0:
             return []
-        return [self._uid_base + slot for slot in range(self._size)]
+        return list(self._uids.uids) if self._uids is not None else []
+
+    def _slot_uid(self, slot: int) -> int:
+        return self._uids.uids[slot] if self._uids is not None else self._uid_base + slot
 
     @property
     def network(self) -> str:
@@ -402,18 +405,9 @@ class SandboxPool:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _check_uids_unused(self) -> None:
-        for uid in self.sandbox_uids:
-            try:
-                user = pwd.getpwuid(uid)
-            except KeyError:
-                continue
-            raise Internal(f"the Python sandbox uid {uid} belongs to the user {user.pw_name!r}; "
-                           "choose another sandbox_uid_base", reason="SANDBOX_MISCONFIGURED")
-
     async def _spawn(self, slot: int) -> _Worker:
         assert self._cell_root is not None
-        config = {"slot": slot, "uid": self._uid_base + slot, "gid": self._gid,
+        config = {"slot": slot, "uid": self._slot_uid(slot), "gid": self._gid,
                   "cell_root": self._cell_root, "preload": self._preload,
                   "landlock": self._landlock, "forbidden": self._forbidden,
                   "limits": self.limits.to_wire(),
@@ -422,20 +416,16 @@ class SandboxPool:
         channel, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             config["egress_fd"] = worker_end.fileno()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-m", _WORKER_MODULE,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            proc = await WorkerProcess.start(
+                [sys.executable, "-I", "-m", _WORKER_MODULE],
                 env=scrubbed_environment(self._cell_root), cwd=self._cell_root,
-                start_new_session=True,  # no terminal signals; the worker dies with us anyway
-                limit=_STREAM_LIMIT, pass_fds=(worker_end.fileno(),),
-            )
+                limit=_STREAM_LIMIT, pass_fds=(worker_end.fileno(),))
         except BaseException:
             channel.close()
             raise
         finally:
             worker_end.close()
-        assert proc.stdin is not None and proc.stdout is not None
-        worker = _Worker(slot, proc, {}, pidfd=os.pidfd_open(proc.pid))
+        worker = _Worker(slot, proc, {})
         try:
             proc.stdin.write(protocol.pack(config))
             async with asyncio.timeout(self._start_timeout):

@@ -32,7 +32,9 @@ def test_timeouts_and_metadata_per_call() -> None:
         client.table.get_table("action", "e")
         calls = fake.calls
     first, cleared, short, _, _ = servicer.remaining
-    assert first is not None and 290 < first <= 300
+    # The wire timeout has a few significant digits: older grpcio sends "300S" for 299.99 s
+    # and the server can see up to a second more than the client asked for.
+    assert first is not None and 290 < first <= 301
     assert cleared is None  # no deadline at all, not the default one
     assert short is not None and short <= 5.5
     assert calls[3].metadata.get("x-trace-id") == "abc"

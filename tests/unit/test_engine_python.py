@@ -18,12 +18,16 @@ class StandInPool:
         self.outputs = outputs
         self.start_error = start_error
         self.starts = 0
+        self.closed = False
         self.rows: list[tuple[str, dict[str, Any], float | None]] = []
 
     async def start(self) -> None:
         self.starts += 1
         if self.start_error is not None:
             raise self.start_error
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def run(self, code: str, row: dict[str, Any], column: str, *,
                   timeout_s: float | None = None) -> Any:
@@ -96,3 +100,26 @@ async def test_a_sandbox_that_cannot_start_fails_every_python_cell_with_the_reas
         assert result.cells["p"].error == reason.message
         assert result.cells["g"].status == CellStatus.DONE
     assert pool.starts == 1
+
+
+async def test_a_failed_start_is_tried_again_with_a_fresh_pool(monkeypatch):
+    from rowforge.server.tables.engine import executor
+
+    clock = [1000.0]
+    monkeypatch.setattr(executor.time, "monotonic", lambda: clock[0])
+    broken = StandInPool({}, start_error=TimeoutError())  # e.g. a worker slow to start
+    engine = engine_with(broken)
+    fresh = StandInPool({"p": "ran"})
+    monkeypatch.setattr(engine, "make_sandbox", lambda: fresh)
+    schema = table(col("a"), col("p", gen=python("...")))
+
+    [first] = await engine.add_rows(schema, [{"a": "1"}])
+    assert first.cells["p"].status == CellStatus.ERROR
+    assert "could not start" in first.cells["p"].error  # a reason, not "internal error"
+    assert broken.closed
+    clock[0] += 1  # within the retry period: the same reason, no new start
+    [second] = await engine.add_rows(schema, [{"a": "2"}])
+    assert second.cells["p"].error == first.cells["p"].error and fresh.starts == 0
+    clock[0] += executor.SANDBOX_RETRY_S
+    [third] = await engine.add_rows(schema, [{"a": "3"}])
+    assert third.cells["p"].value == "ran" and fresh.starts == 1

@@ -36,3 +36,20 @@ def test_sandbox_error_kinds() -> None:
     assert "forbidden" in KINDS
     with pytest.raises(ValueError, match="unknown"):
         SandboxError("bogus", "no")
+
+
+def test_servers_claim_distinct_uids(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from rowforge.server.sandbox import identity
+
+    monkeypatch.setattr(identity, "_has_account", lambda uid: uid == 60105)
+    first = identity.claim_uids(60100, 2, lock_dir=str(tmp_path))
+    second = identity.claim_uids(60100, 3, lock_dir=str(tmp_path))  # skips 60103-60105
+    assert first.uids == [60100, 60101]
+    assert second.uids == [60106, 60107, 60108]
+    with pytest.raises(OSError, match="no 2 free sandbox uids"):
+        identity.claim_uids(60100, 2, lock_dir=str(tmp_path), blocks=1)
+    first.release()  # a released (or dead) claimant's uids are free again
+    again = identity.claim_uids(60100, 2, lock_dir=str(tmp_path))
+    assert again.uids == [60100, 60101]
+    again.release()
+    second.release()

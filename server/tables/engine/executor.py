@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,12 @@ from typing import Any
 
 from rowforge.fastcore import MissingReferenceError, Template
 from rowforge.server.config import Settings
-from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError
+from rowforge.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    RowforgeError,
+    Unavailable,
+)
 from rowforge.server.providers import ModelRegistry
 from rowforge.server.tables.engine.cells import (
     BatchColumnExecutor,
@@ -61,6 +67,8 @@ MAX_ROWS_PER_CALL = 100
 #: Regeneration strategies (around an output column).
 STRATEGIES = ("run_all", "run_before", "run_selected", "run_after")
 CANCELLED_MESSAGE = "generation cancelled"
+#: After a failed sandbox start, cells get its error for this long before a new start.
+SANDBOX_RETRY_S = 5.0
 INTERNAL_MESSAGE = "internal error while generating this cell; the server logged the details"
 #: A batch executor waits at most this long for the other rows of its call.
 BATCH_WINDOW_S = 0.005
@@ -269,6 +277,8 @@ class RowEngine:
         self._sandbox_lock: asyncio.Lock | None = None
         self._own_sandbox: Any = None
         self._sandbox_error: RowforgeError | None = None
+        self._sandbox_retry_at = 0.0
+        self._sandbox_backoff = SANDBOX_RETRY_S
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- components (EngineServices) -------------------------------------------------------
@@ -311,23 +321,37 @@ class RowEngine:
         """The Python sandbox (``app.sandbox``), started on first use.
 
         Starting lazily keeps servers that never run Python columns from paying for the
-        worker processes.
+        worker processes. A failed start is not final: the cells of the next
+        :data:`SANDBOX_RETRY_S` seconds (doubling up to five minutes while it keeps failing)
+        get its reason as their error, then a fresh pool is tried.
         """
-        pool = getattr(self.app, "sandbox", None)
-        if pool is None:
-            pool = self._own_sandbox = self.make_sandbox()
-            self.app.sandbox = pool
         if self._sandbox_lock is None:
             self._sandbox_lock = asyncio.Lock()
         async with self._sandbox_lock:
             if self._sandbox_error is not None:
-                raise self._sandbox_error
+                if time.monotonic() < self._sandbox_retry_at:
+                    raise self._sandbox_error
+                self.app.sandbox = None  # the failed pool is closed: start a new one
+            pool = getattr(self.app, "sandbox", None)
+            if pool is None:
+                pool = self._own_sandbox = self.make_sandbox()
+                self.app.sandbox = pool
             try:
                 await pool.start()  # idempotent
-            except RowforgeError as exc:
-                # Every later cell gets the reason, not just "the sandbox is not running".
-                self._sandbox_error = exc
-                raise
+            except Exception as exc:
+                await pool.close()
+                if isinstance(exc, RowforgeError):
+                    error = exc
+                else:
+                    log.exception("the Python sandbox could not start")
+                    error = Unavailable(f"the Python sandbox could not start ({exc!r}); it is "
+                                        "tried again shortly", reason="SANDBOX_UNAVAILABLE")
+                self._sandbox_backoff = min(2 * self._sandbox_backoff, 300.0) \
+                    if self._sandbox_error is not None else SANDBOX_RETRY_S
+                self._sandbox_error = error
+                self._sandbox_retry_at = time.monotonic() + self._sandbox_backoff
+                raise error from None
+            self._sandbox_error = None
         return pool
 
     def model_slot(self, model_id: str) -> asyncio.Semaphore:
