@@ -3,6 +3,12 @@
 grpc.aio runs the handler in the task that calls the wrapped behaviour, so the project set
 here in a contextvar is what :func:`rowforge.server.auth.current_project` returns inside it.
 Health and reflection are exempt from auth.
+
+Requests that protobuf cannot decode (garbage bytes, nesting beyond its limit, a corrupt
+message in the middle of a client stream) would leave grpc.aio's deserializer with an
+exception it reports as UNKNOWN and logs as an error. Each method's deserializer is wrapped
+instead: it hands the handler wrapper an :class:`Undecodable`, which becomes INVALID_ARGUMENT
+(reason MALFORMED_REQUEST) after authentication, with one WARNING log line.
 """
 
 from __future__ import annotations
@@ -15,14 +21,66 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
 from rowforge.server.auth import Authenticator, set_current_project
-from rowforge.server.errors import DeadlineExceeded, Internal, RowforgeError, Unimplemented
+from rowforge.server.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    RowforgeError,
+    Unimplemented,
+)
 from rowforge.server.status import to_grpc_status
 
 log = logging.getLogger("rowforge.rpc")
 EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+class Undecodable:
+    """Stands for a request message protobuf could not decode."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(f"the request message could not be decoded: {self.detail}",
+                               reason="MALFORMED_REQUEST")
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str
+              ) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            detail = str(exc).rsplit(": ", 1)[-1][:200] or type(exc).__name__
+            log.warning("undecodable request to %s (%d bytes): %s", method, len(data), detail)
+            return Undecodable(detail)
+
+    return deserialize
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream that raises INVALID_ARGUMENT at the first undecodable message."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise request.error()
+        yield request
+
+
+def _checked_request(request: Any) -> Any:
+    if isinstance(request, Undecodable):
+        raise request.error()
+    if hasattr(request, "__aiter__"):
+        return _checked(request)
+    return request
 
 
 class RowforgeInterceptor(grpc.aio.ServerInterceptor):
@@ -36,6 +94,8 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
+        handler = handler._replace(
+            request_deserializer=_tolerant(handler.request_deserializer, method))
         if handler.unary_unary:
             return handler._replace(unary_unary=self._unary(handler.unary_unary, method))
         if handler.stream_unary:
@@ -58,7 +118,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             try:
                 project = await self._enter(context)
-                result = behavior(request, context)
+                result = behavior(_checked_request(request), context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
                 err = _to_error(exc, method)
@@ -79,7 +139,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             try:
                 project = await self._enter(context)
-                async for item in behavior(request, context):
+                async for item in behavior(_checked_request(request), context):
                     yield item
             except BaseException as exc:
                 err = _to_error(exc, method)

@@ -111,3 +111,17 @@ def test_admin_errors_are_clear(tmp_path: Path) -> None:
                           str(tmp_path), "create-project", "X", "--id", "bad id!"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "project_id" in out.stderr
+
+
+def test_undecodable_requests_are_refused_after_authentication(secured) -> None:  # type: ignore[no-untyped-def]
+    proc, tokens = secured
+    with grpc.insecure_channel(proc.address) as ch:
+        list_tables = ch.unary_unary("/rowforge.v1.TableService/ListTables")
+        with pytest.raises(grpc.RpcError) as anonymous:
+            list_tables(b"\xff\xff", timeout=10)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as known:
+            list_tables(b"\xff\xff", metadata=(("authorization", f"Bearer {tokens['alpha']}"),),
+                        timeout=10)
+        assert known.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "could not be decoded" in known.value.details()
