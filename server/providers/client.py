@@ -100,7 +100,8 @@ class Providers:
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
         result = await self.backend(spec).chat(spec, request, on_text=on_text)
-        parsed = parse_json_output(result.text, response_format)
+        parsed = parse_json_output(result.text, response_format,
+                                   finish_reason=result.finish_reason, stop=stop)
         if parsed is None:
             return result
         return ChatResult(text=result.text, finish_reason=result.finish_reason,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
 import jsonschema.validators
 
-from rowforge.server.errors import InvalidArgument, Unavailable
+from rowforge.server.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 FORMAT_TYPES = ("text", "json_object", "json_schema")
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?```\s*$", re.DOTALL | re.IGNORECASE)
@@ -62,7 +62,9 @@ def validate_response_format(response_format: Any) -> None:
                                     f"is not a valid JSON Schema: {exc.message}") from None
 
 
-def parse_json_output(text: str, response_format: Mapping[str, Any] | None) -> Any:
+def parse_json_output(text: str, response_format: Mapping[str, Any] | None, *,
+                      finish_reason: str | None = None,
+                      stop: Sequence[str] | str | None = None) -> Any:
     """Decode (and for ``json_schema``, validate) a model's structured answer.
 
     Returns ``None`` when no JSON format was asked for. A Markdown code fence around the JSON
@@ -71,7 +73,25 @@ def parse_json_output(text: str, response_format: Mapping[str, Any] | None) -> A
     Raises:
         Unavailable: reason ``OUTPUT_SCHEMA_MISMATCH`` (retryable: another sample may be fine)
             when the text is not JSON or does not match the schema.
+        FailedPrecondition: reason ``OUTPUT_TRUNCATED`` (not retryable: the same request cuts
+            the answer again) when the invalid answer ended at ``max_tokens``
+            (``finish_reason == "length"``) or the request has ``stop`` sequences.
     """
+    try:
+        return _parse_json_output(text, response_format)
+    except Unavailable as exc:
+        if finish_reason == "length":
+            cause = "it reached max_tokens before the JSON was complete: raise max_tokens"
+        elif stop:
+            cause = ("the request has stop sequences, which cut structured output wherever "
+                     "they occur in the JSON: remove stop")
+        else:
+            raise
+        raise FailedPrecondition(f"{exc.message.removesuffix(' Retrying may help.')} "
+                                 f"({cause})", reason="OUTPUT_TRUNCATED") from None
+
+
+def _parse_json_output(text: str, response_format: Mapping[str, Any] | None) -> Any:
     if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
         return None
     fenced = _FENCE.match(text)

@@ -141,7 +141,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if chunk.is_final:
                 final = chunk
         text = "".join(parts)
-        completed = _completed(spec.id, completion_id, text, final, params["response_format"])
+        completed = _completed(spec.id, completion_id, text, final, params["response_format"],
+                               params["stop"])
         yield pb.ChatCompletionResponse(completed=completed)
 
     async def CreateChatCompletion(self, request: pb.CreateChatCompletionRequest,
@@ -200,14 +201,17 @@ def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
 
 
 def _completed(model: str, completion_id: str, text: str, final: ChatChunk | None,
-               response_format: dict[str, Any] | None) -> pb.ChatCompleted:
+               response_format: dict[str, Any] | None,
+               stop: list[str] | None = None) -> pb.ChatCompleted:
     completed = pb.ChatCompleted(
         message=pb.ChatMessage(role="assistant", chat_role=pb.CHAT_ROLE_ASSISTANT, content=text),
         finish_reason=FINISH_REASONS.get(final.finish_reason if final else "stop",
                                          pb.FINISH_REASON_UNSPECIFIED),
         usage=usage_pb(final.usage if final else None), model=model, id=completion_id)
     if response_format is not None:
-        parsed = providers.parse_json_output(text, response_format)
+        parsed = providers.parse_json_output(
+            text, response_format, finish_reason=final.finish_reason if final else None,
+            stop=stop)
         completed.parsed.CopyFrom(to_value(parsed))
     return completed
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rowforge.server.errors import InvalidArgument, Unavailable
+from rowforge.server.errors import FailedPrecondition, InvalidArgument
 from rowforge.server.providers import (
     Attachment,
     ChatChunk,
@@ -149,12 +149,12 @@ async def test_json_schema_format_parses_and_validates() -> None:
     assert 1 <= result.parsed["rating"] <= 5
 
 
-async def test_truncated_json_is_a_retryable_schema_mismatch() -> None:
+async def test_json_cut_at_max_tokens_is_not_retryable() -> None:
     schema = {"type": "object", "properties": {"text": {"type": "string"}}}
-    with pytest.raises(Unavailable) as info:
+    with pytest.raises(FailedPrecondition) as info:  # the same request would be cut again
         await chat(CHAT, [Message("user", "Write a long story about a dragon.")],
                    response_format=json_schema_format(schema), max_tokens=3)
-    assert info.value.reason == "OUTPUT_SCHEMA_MISMATCH"
+    assert info.value.reason == "OUTPUT_TRUNCATED" and "raise max_tokens" in info.value.message
 
 
 @pytest.mark.parametrize(("options", "field"), [

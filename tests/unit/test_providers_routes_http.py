@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from rowforge.server.errors import (
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
@@ -38,6 +39,7 @@ from rowforge.server.providers import (
     chat,
     default_providers,
     embed,
+    is_retryable,
     json_schema_format,
     litellm_client,
     rerank,
@@ -287,6 +289,15 @@ async def test_invalid_structured_output_is_retryable_mismatch(fake: FakeOpenAI,
         lambda: chat(gpt(fake, transport), [Message("user", "review")],
                      response_format=json_schema_format(SCHEMA)), base_delay=0.01)
     jsonschema.validate(result.parsed, SCHEMA)
+
+
+async def test_structured_output_cut_by_stop_sequences_is_not_retryable(
+        fake: FakeOpenAI, transport: str) -> None:
+    fake.fail_next(1, "invalid_json_output")
+    with pytest.raises(FailedPrecondition) as info:
+        await chat(gpt(fake, transport), [Message("user", "review")], stop=[" "],
+                   response_format=json_schema_format(SCHEMA))
+    assert info.value.reason == "OUTPUT_TRUNCATED" and not is_retryable(info.value)
 
 
 async def test_unknown_model_is_not_found(fake: FakeOpenAI, transport: str) -> None:
