@@ -111,8 +111,15 @@ class Authenticator:
         self._cache: dict[str, tuple[float, str | None]] = {}
 
     async def project_for(self, metadata: dict[str, str]) -> str:
-        """Return the project the call acts on, or raise UNAUTHENTICATED / PERMISSION_DENIED."""
+        """Return the project the call acts on, or raise UNAUTHENTICATED / PERMISSION_DENIED
+        (INVALID_ARGUMENT when ``x-project-id`` is not a well-formed project id, in both modes:
+        with auth off an id names a project that need not exist, so only its form is checked).
+        """
         requested = metadata.get("x-project-id", "").strip()
+        if requested and not PROJECT_ID_RE.match(requested):
+            raise InvalidArgument.field(
+                "x-project-id", f"{shown(requested)} is not a project id: use 1-64 letters, "
+                "digits, '_' or '-', starting with a letter or digit", reason="INVALID_PROJECT_ID")
         if not self.enabled:
             return requested or DEFAULT_PROJECT_ID
         header = metadata.get("authorization", "")

@@ -3,6 +3,9 @@ x-project-id names (created or not), or on `default` without one; projects keep 
 
 from __future__ import annotations
 
+import grpc
+import pytest
+
 import rowforge.clients.types as t
 from rowforge.clients import RowForge
 from tests.support.server import ServerProcess
@@ -21,3 +24,15 @@ def test_auth_off_acts_on_the_named_project_or_default(server: ServerProcess) ->
     assert "projects_default" in default_ids and "projects_named" not in default_ids
     with RowForge(address=server.address, project_id="default") as explicit:
         assert "projects_default" in {x.id for x in explicit.table.iter_tables("action")}
+
+
+@pytest.mark.parametrize("project", ["../../etc", "' OR 1=1 --", "x" * 5000, "-leading", "a/b"])
+@pytest.mark.parametrize("method", ["/rowforge.v1.TableService/ListTables",
+                                    "/rowforge.v1.BatchJobService/ListJobs",
+                                    "/rowforge.v1.FileService/ListFiles"])
+def test_malformed_project_ids_are_refused(server: ServerProcess, project: str,
+                                           method: str) -> None:
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as exc:
+        channel.unary_unary(method)(b"", metadata=(("x-project-id", project),), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-project-id" in exc.value.details() and len(exc.value.details()) < 400
