@@ -7,6 +7,11 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from rowforge.server.errors import InvalidArgument
+
+#: How deep a Struct sent by a caller may nest (objects and lists); deeper is INVALID_ARGUMENT.
+MAX_JSON_DEPTH = 32
+
 
 def to_value(value: Any) -> struct_pb2.Value:
     """A Python JSON-like value as ``google.protobuf.Value``."""
@@ -28,8 +33,35 @@ def from_value(value: struct_pb2.Value) -> Any:
     return json_format.MessageToDict(value)
 
 
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+def struct_to_dict(value: struct_pb2.Struct, field: str = "struct") -> dict[str, Any]:
+    """A caller's Struct as a dict; INVALID_ARGUMENT naming ``field`` when it nests deeper than
+    :data:`MAX_JSON_DEPTH` or holds NaN/infinite numbers (not JSON)."""
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidArgument.field(field, f"nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json_format.MessageToDict(value)
+    except ValueError:
+        raise InvalidArgument.field(field, "holds a NaN or infinite number, which JSON cannot "
+                                           "represent") from None
+
+
+def _depth(value: struct_pb2.Struct | struct_pb2.ListValue) -> int:
+    """Nesting depth of a Struct or ListValue (1 for a flat one), iteratively."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = node.fields.values() if isinstance(node, struct_pb2.Struct) else node.values
+        for child in children:
+            kind = child.WhichOneof("kind")
+            if kind == "struct_value":
+                stack.append((child.struct_value, depth + 1))
+            elif kind == "list_value":
+                stack.append((child.list_value, depth + 1))
+    return deepest
 
 
 def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:

@@ -72,7 +72,8 @@ def job_config(request: pb.CreateJobRequest) -> JobConfig:
         max_output_tokens=request.max_output_tokens if request.HasField("max_output_tokens")
         else DEFAULT_MAX_OUTPUT_TOKENS,
         system_instruction=request.system_instruction, job_type=request.job_type,
-        metadata=struct_to_dict(request.metadata) if request.HasField("metadata") else None,
+        metadata=struct_to_dict(request.metadata, "metadata")
+        if request.HasField("metadata") else None,
         max_batch_size=request.max_batch_size or DEFAULT_BATCH_SIZE)
 
 
@@ -92,10 +93,11 @@ def request_inputs(requests: Any, field: str = "requests") -> list[RequestInput]
                                             "must be a non-empty text or an image")
         out.append(RequestInput(
             request_id=r.request_id, parts=tuple(parts),
-            output_schema=struct_to_dict(r.output_schema) if r.HasField("output_schema")
-            else None,
+            output_schema=struct_to_dict(r.output_schema, f"{field}[{i}].output_schema")
+            if r.HasField("output_schema") else None,
             output_schema_name=r.output_schema_name,
-            metadata=struct_to_dict(r.metadata) if r.HasField("metadata") else None))
+            metadata=struct_to_dict(r.metadata, f"{field}[{i}].metadata")
+            if r.HasField("metadata") else None))
     return out
 
 

@@ -195,7 +195,7 @@ def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         return {"type": "json_schema", "json_schema": {
-            "name": fmt.name or "response", "schema": struct_to_dict(fmt.schema),
+            "name": fmt.name or "response", "schema": struct_to_dict(fmt.schema, "response_format.schema"),
             "strict": fmt.strict}}
     return None
 
