@@ -23,6 +23,8 @@ from rowforge.server.providers.results import ChatChunk, ChatResult, EmbedResult
 
 # Above this many texts/documents, work moves to a thread so the event loop stays responsive.
 INLINE_LIMIT = 256
+#: Inputs longer than this in all (characters) are embedded or ranked in a thread.
+INLINE_CHARS = 20_000
 
 
 class BuiltinBackend:
@@ -91,17 +93,22 @@ def complete_chat(spec: ModelSpec, messages: Sequence[Message], *, max_tokens: i
 
 
 async def embed(spec: ModelSpec, texts: Sequence[str]) -> EmbedResult:
-    usage = Usage(prompt_tokens=sum(textutil.count_tokens(t) for t in texts))
-    if spec.route == "builtin/embed":
-        if len(texts) > INLINE_LIMIT:
-            vectors = await asyncio.to_thread(hashing_embedder.embed_texts, texts)
-        else:
-            vectors = hashing_embedder.embed_texts(texts)
-    elif spec.route == "builtin/minilm":
-        vectors = await asyncio.to_thread(minilm.encoder().encode, texts)
-    else:
+    if spec.route not in ("builtin/embed", "builtin/minilm"):
         raise Internal(f"Built-in model {spec.id!r} cannot embed.",
                        reason="UNKNOWN_BUILTIN_ROUTE", metadata={"model": spec.id})
+    if spec.route == "builtin/minilm" or len(texts) > INLINE_LIMIT \
+            or sum(map(len, texts)) > INLINE_CHARS:
+        # Off the event loop: other calls go on while a large input is tokenised and embedded.
+        return await asyncio.to_thread(_embed_now, spec, texts)
+    return _embed_now(spec, texts)
+
+
+def _embed_now(spec: ModelSpec, texts: Sequence[str]) -> EmbedResult:
+    usage = Usage(prompt_tokens=sum(textutil.count_tokens(t) for t in texts))
+    if spec.route == "builtin/embed":
+        vectors = hashing_embedder.embed_texts(texts)
+    else:
+        vectors = minilm.encoder().encode(texts)
     return EmbedResult(vectors=np.asarray(vectors, dtype=np.float32), usage=usage, model=spec.id)
 
 
@@ -110,6 +117,6 @@ async def rerank(spec: ModelSpec, query: str, documents: Sequence[str],
     if spec.route != "builtin/rerank":
         raise Internal(f"Built-in model {spec.id!r} cannot rerank.",
                        reason="UNKNOWN_BUILTIN_ROUTE", metadata={"model": spec.id})
-    if len(documents) > INLINE_LIMIT:
+    if len(documents) > INLINE_LIMIT or len(query) + sum(map(len, documents)) > INLINE_CHARS:
         return await asyncio.to_thread(builtin_rerank.rerank, query, documents, top_n)
     return builtin_rerank.rerank(query, documents, top_n)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +19,12 @@ from rowforge.v1 import model_service_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
 MAX_EMBED_INPUTS = 2048
+#: Longest text Embed and Rerank take (a query, an input, a document), in characters: above
+#: every hosted embedding model's context (OpenAI's 8,191 tokens is ~32k characters).
+MAX_TEXT_CHARS = 100_000
+#: Most characters one Embed or Rerank call may carry in all.
+MAX_CALL_CHARS = 4_000_000
+MAX_RERANK_DOCUMENTS = 1000
 
 CAPABILITY_NAMES = {
     common_pb2.CAPABILITY_CHAT: "chat",
@@ -165,6 +171,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         v.check(len(request.input) > 0, "input", "at least one text is required")
         v.check(len(request.input) <= MAX_EMBED_INPUTS, "input",
                 f"at most {MAX_EMBED_INPUTS} texts per call")
+        _check_texts(v, "input", request.input)
         v.raise_if_any()
         spec = self.app.models.require(request.model or self.app.models.default("embed").id,
                                        "embed")
@@ -180,6 +187,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         v.check(bool(request.query.strip()), "query", "must not be empty")
         v.check(len(request.documents) > 0, "documents", "at least one document is required")
         v.check(request.top_n >= 0, "top_n", "must not be negative")
+        v.check(len(request.documents) <= MAX_RERANK_DOCUMENTS, "documents",
+                f"at most {MAX_RERANK_DOCUMENTS} documents per call")
+        v.check(len(request.query) <= MAX_TEXT_CHARS, "query",
+                f"is {len(request.query)} characters; at most {MAX_TEXT_CHARS}")
+        _check_texts(v, "documents", request.documents)
         v.raise_if_any()
         spec = self.app.models.require(request.model or self.app.models.default("rerank").id,
                                        "rerank")
@@ -188,6 +200,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return pb.RerankResponse(
             results=[pb.RerankResult(index=i, relevance_score=s) for i, s in ranked],
             model=spec.id)
+
+
+def _check_texts(v: Violations, field: str, texts: Sequence[str]) -> None:
+    """Each text at most MAX_TEXT_CHARS, all of them at most MAX_CALL_CHARS."""
+    total = 0
+    for i, text in enumerate(texts):
+        total += len(text)
+        v.check(len(text) <= MAX_TEXT_CHARS, f"{field}[{i}]",
+                f"is {len(text)} characters; at most {MAX_TEXT_CHARS} per text")
+    v.check(total <= MAX_CALL_CHARS, field,
+            f"{total} characters in all; at most {MAX_CALL_CHARS} per call")
 
 
 def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:

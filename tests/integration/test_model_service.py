@@ -218,3 +218,48 @@ async def test_stream_cancellation_closes_the_provider_call(stub, fake_openai) -
         assert fake_openai.in_flight == 0
     finally:
         fake_openai.token_delay = 0.0
+
+
+@pytest.mark.parametrize("call, field", [
+    ("embed_one", "input[1]"), ("embed_total", "input"), ("rerank_doc", "documents[2]"),
+    ("rerank_query", "query"), ("rerank_count", "documents"),
+])
+async def test_oversized_embed_and_rerank_inputs_are_refused(stub, call: str,  # type: ignore[no-untyped-def]
+                                                             field: str) -> None:
+    big = "word " * 20_001  # 100,005 characters
+    requests = {
+        "embed_one": lambda: stub.Embed(pb.EmbedRequest(input=["ok", big])),
+        "embed_total": lambda: stub.Embed(pb.EmbedRequest(input=[big[:99_000]] * 41)),
+        "rerank_doc": lambda: stub.Rerank(pb.RerankRequest(query="q", documents=["a", "b", big])),
+        "rerank_query": lambda: stub.Rerank(pb.RerankRequest(query=big, documents=["a"])),
+        "rerank_count": lambda: stub.Rerank(pb.RerankRequest(query="q", documents=["d"] * 1001)),
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await requests[call]()
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = details(exc.value, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == [field]
+    assert len(exc.value.details()) < 1000  # says how long, never echoes the text
+
+
+async def test_a_large_embed_runs_beside_cheap_calls(stub) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    texts = [f"document {i} " + "lorem ipsum dolor sit amet " * 3600 for i in range(38)]
+    done: list[str] = []
+
+    async def big() -> None:
+        reply = await stub.Embed(pb.EmbedRequest(model="rowforge/embed", input=texts))
+        assert len(reply.data) == len(texts)
+        done.append("big")
+
+    async def cheap() -> None:
+        await asyncio.sleep(0.05)  # the big call is in flight
+        reply = await stub.ListModels(pb.ListModelsRequest())
+        assert reply.items
+        done.append("cheap")
+
+    await asyncio.gather(big(), cheap())
+    # Embedding ~3.7 MB takes far longer than a ListModels: the cheap call was served while
+    # the big one ran off the event loop (on the loop, it would have waited for the end).
+    assert done == ["cheap", "big"]
