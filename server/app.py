@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from rowforge.server import memory
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.config import ConfigError, Settings
 from rowforge.server.interceptors import RowforgeInterceptor
@@ -176,11 +177,17 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
                                  "loop": loop_name(), "gcFrozen": frozen})
     if ready:
         ready(port)
+    trimmer = None
+    if settings.memory_trim_s > 0:
+        memory.configure()
+        trimmer = asyncio.create_task(memory.trim_periodically(settings.memory_trim_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if trimmer is not None:
+        trimmer.cancel()
     log.info("shutting down", extra={"grace_s": settings.grace_period_s})
     await server.stop()
     log.info("stopped")

@@ -97,6 +97,9 @@ class Settings:
     #: Move everything alive after start-up (imports, litellm's tables) out of the garbage
     #: collector's reach, so later full collections only scan request-time objects.
     gc_freeze: bool = True
+    #: Seconds between checks that give freed heap memory back to the system (glibc
+    #: ``malloc_trim``) when RSS grew since the last one; 0 turns it off.
+    memory_trim_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.sandbox_network not in SANDBOX_NETWORK_MODES:

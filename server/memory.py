@@ -1,0 +1,87 @@
+"""Giving memory back to the system after large requests.
+
+A 30 MB request leaves glibc's heap grown by its buffers (gRPC's, protobuf's, ours) after
+they are freed: the process's RSS stays at its high-water mark forever (98 MB at start,
+2.65 GB after three hostile fuzz runs, seen in the red-team pass). ``malloc_trim`` returns
+the free pages; :func:`trim_periodically` collects reference cycles (an exception's traceback
+can hold a large request until a full collection) and calls it when RSS has grown since the
+last trim. :func:`configure` also fixes glibc's mmap threshold, so that buffers above 4 MiB
+are mapped on their own and unmapped when freed instead of fragmenting the heap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import os
+from functools import cache
+
+log = logging.getLogger("rowforge.server")
+#: RSS growth since the last trim (bytes) that makes the next tick trim.
+TRIM_GROWTH_BYTES = 16 * 1024 * 1024
+
+
+@cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+
+
+def configure() -> bool:
+    """Fix glibc's mmap threshold (it otherwise rises to the largest freed block, up to
+    32 MiB, and large request buffers then fragment the heap); False where not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+def trim() -> bool:
+    """Return freed heap memory to the system; False where the C library cannot."""
+    fn = _malloc_trim()
+    if fn is None:
+        return False
+    fn(0)
+    return True
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def trim_periodically(interval_s: float) -> None:
+    """Every ``interval_s``, trim the heap if RSS grew by TRIM_GROWTH_BYTES since the last
+    trim (in a thread: a large heap takes milliseconds)."""
+    if _malloc_trim() is None:
+        return
+    baseline = rss_bytes()
+    while True:
+        await asyncio.sleep(interval_s)
+        now = rss_bytes()
+        if now - baseline < TRIM_GROWTH_BYTES:
+            baseline = min(baseline, now)
+            continue
+        # Cycles (an exception, its traceback and the frames holding a large request) wait
+        # for a full collection, which start-up's gc.freeze() makes rare: collect first.
+        gc.collect()
+        await asyncio.to_thread(trim)
+        baseline = rss_bytes()
+        log.debug("memory trimmed", extra={"rssBeforeMb": now >> 20,
+                                          "rssAfterMb": baseline >> 20})
