@@ -75,9 +75,11 @@ async def test_sigkill_mid_job_then_restart_completes_exactly_once(
         second.terminate()
     calls = Counter(text for text, _ in prompts_of(slow_fake))
     assert set(calls) == {f"resume {i}" for i in ids}
-    # only requests the killed server held leases on were called again: at most its
-    # 2 x 8 workers (in flight, or called with the result not yet committed)
-    assert sum(calls.values()) - N <= 16
+    # Only calls the kill could lose are made again: those in flight (8 workers) and those
+    # finished but not yet recorded (the recorder flushes at 4 = workers / 2 outcomes or
+    # after 50 ms). The other requests the server had leased (it claims 2 x workers) were
+    # never sent, so they cost nothing when they are claimed again. 8 resends seen.
+    assert sum(calls.values()) - N <= 8 + 4
     # the job reports its paid calls: counted before each call is made, so a call the kill
     # lost still counts; a kill can also catch calls counted but not yet sent (at most one
     # wave of starts: the 8 workers)
