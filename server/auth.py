@@ -29,6 +29,9 @@ from rowforge.server.storage.db import Database
 from rowforge.server.storage.schema import DEFAULT_PROJECT_ID, projects, tokens
 
 PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: What ``x-project-id`` may be with auth off (no project is created or checked): no path
+#: separators, quotes, spaces or control characters, at most 64 characters.
+LOOSE_PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _current_project: contextvars.ContextVar[str] = contextvars.ContextVar("rowforge_project")
 
 
@@ -113,10 +116,12 @@ class Authenticator:
     async def project_for(self, metadata: dict[str, str]) -> str:
         """Return the project the call acts on, or raise UNAUTHENTICATED / PERMISSION_DENIED
         (INVALID_ARGUMENT when ``x-project-id`` is not a well-formed project id, in both modes:
-        with auth off an id names a project that need not exist, so only its form is checked).
+        with auth off an id names a project that need not exist, so only its form is checked,
+        and dots are allowed too, so the seed SDK's ``project_id="..."`` placeholder runs).
         """
         requested = metadata.get("x-project-id", "").strip()
-        if requested and not PROJECT_ID_RE.match(requested):
+        if requested and not (PROJECT_ID_RE if self.enabled else LOOSE_PROJECT_ID_RE).match(
+                requested):
             raise InvalidArgument.field(
                 "x-project-id", f"{shown(requested)} is not a project id: use 1-64 letters, "
                 "digits, '_' or '-', starting with a letter or digit", reason="INVALID_PROJECT_ID")

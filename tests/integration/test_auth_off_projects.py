@@ -26,7 +26,7 @@ def test_auth_off_acts_on_the_named_project_or_default(server: ServerProcess) ->
         assert "projects_default" in {x.id for x in explicit.table.iter_tables("action")}
 
 
-@pytest.mark.parametrize("project", ["../../etc", "' OR 1=1 --", "x" * 5000, "-leading", "a/b"])
+@pytest.mark.parametrize("project", ["../../etc", "' OR 1=1 --", "x" * 5000, "a b", "a/b"])
 @pytest.mark.parametrize("method", ["/rowforge.v1.TableService/ListTables",
                                     "/rowforge.v1.BatchJobService/ListJobs",
                                     "/rowforge.v1.FileService/ListFiles"])
@@ -36,3 +36,9 @@ def test_malformed_project_ids_are_refused(server: ServerProcess, project: str,
         channel.unary_unary(method)(b"", metadata=(("x-project-id", project),), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x-project-id" in exc.value.details() and len(exc.value.details()) < 400
+
+
+def test_the_seed_placeholder_project_runs_with_auth_off(server: ServerProcess) -> None:
+    # The seed SDK's examples write JamAIAsync(token="...", project_id="...").
+    with RowForge(address=server.address, project_id="...") as client:
+        assert isinstance(list(client.table.iter_tables("action")), list)
