@@ -25,12 +25,14 @@ TRIM_GROWTH_BYTES = 16 * 1024 * 1024
 
 
 @cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (has ``malloc_trim``), else None (musl, macOS)."""
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
         return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 _M_MMAP_THRESHOLD = -3
@@ -40,20 +42,16 @@ MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 def configure() -> bool:
     """Fix glibc's mmap threshold (it otherwise rises to the largest freed block, up to
     32 MiB, and large request buffers then fragment the heap); False where not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    libc = _glibc()
+    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def trim() -> bool:
     """Return freed heap memory to the system; False where the C library cannot."""
-    fn = _malloc_trim()
-    if fn is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    fn(0)
+    libc.malloc_trim(0)
     return True
 
 
@@ -69,7 +67,7 @@ def rss_bytes() -> int:
 async def trim_periodically(interval_s: float) -> None:
     """Every ``interval_s``, trim the heap if RSS grew by TRIM_GROWTH_BYTES since the last
     trim (in a thread: a large heap takes milliseconds)."""
-    if _malloc_trim() is None:
+    if _glibc() is None:
         return
     baseline = rss_bytes()
     while True:

@@ -184,7 +184,7 @@ def seed() -> int:
 def test_no_hostile_request_gets_unknown_or_internal(server: ServerProcess, seed: int) -> None:
     rng = random.Random(seed)
     gen = Generator(rng)
-    factory_seen: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
     bad: list[str] = []
     total = 0
     with grpc.insecure_channel(server.address, options=[
@@ -208,13 +208,13 @@ def test_no_hostile_request_gets_unknown_or_internal(server: ServerProcess, seed
                                 for _ in range(rng.choice([1, 1, 2, 3]))]
                 project = rng.choice(["fuzz"] * 8 + ["default", "../x", "F" * 65])
                 code = call(channel, method, payloads, (("x-project-id", project),))
-                factory_seen[code.name] += 1
+                codes[code.name] += 1
                 total += 1
                 if code in FORBIDDEN:
                     bad.append(f"{method.full_name} #{i} -> {code.name}")
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                             timeout=10)
-    print(f"fuzz seed {seed}: {total} calls, {dict(factory_seen)}")
+    print(f"fuzz seed {seed}: {total} calls, {dict(codes)}")
     assert not bad, (f"seed {seed} (rerun with ROWFORGE_FUZZ_SEED={seed}): {len(bad)} calls "
                      "got UNKNOWN/INTERNAL:\n" + "\n".join(bad[:40]))
     assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from rowforge.v1 import file_service_pb2 as fpb
 from tests.conftest import assert_no_unhandled_errors
 from tests.support.server import ServerProcess
+from tests.support.status import details
 
 MD = (("x-project-id", "malformed"),)
 
@@ -37,17 +36,6 @@ def _varint(n: int) -> bytes:
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
-
-
-def reason_of(err: grpc.RpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError("no ErrorInfo")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def test_undecodable_unary_requests(channel_to: grpc.Channel, method: str,
         channel_to.unary_unary(method)(payload, metadata=MD, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
     assert "could not be decoded" in exc.value.details()
-    assert reason_of(exc.value) == "MALFORMED_REQUEST"
+    assert details(exc.value)[0] == "MALFORMED_REQUEST"
 
 
 def test_a_corrupt_message_mid_stream(channel_to: grpc.Channel, server: ServerProcess) -> None:
@@ -83,7 +71,7 @@ def test_a_corrupt_message_mid_stream(channel_to: grpc.Channel, server: ServerPr
     with pytest.raises(grpc.RpcError) as exc:
         upload(iter([first, b"\xff\xfe\xfd"]), metadata=MD, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
-    assert reason_of(exc.value) == "MALFORMED_REQUEST"
+    assert details(exc.value)[0] == "MALFORMED_REQUEST"
     # The server kept serving and logged warnings, not errors.
     listed = channel_to.unary_unary("/rowforge.v1.TableService/ListTables")(
         b"", metadata=MD, timeout=10)
