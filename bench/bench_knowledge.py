@@ -238,9 +238,9 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
     from rowforge.fastcore import rrf
     from rowforge.server.app import App, Server
     from rowforge.server.config import Settings
-    from rowforge.server.knowledge import row_reads
     from rowforge.server.knowledge.search import _nearest, candidates
     from rowforge.server.providers import embed
+    from rowforge.server.tables import row_reads
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
     blobs = [v.astype("<f4").tobytes() for v in corpus]

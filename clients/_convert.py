@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from pydantic import BaseModel
 
+from rowforge import codec
 from rowforge.cell_values import CellValueError, cell_value_from_pb, row_values_to_pb
 from rowforge.clients import types as t
 from rowforge.clients.exceptions import InvalidArgumentError
@@ -98,63 +99,21 @@ def finish_reason(value: int) -> str:
 
 
 def datetime_of(ts: timestamp_pb2.Timestamp, present: bool = True) -> dt.datetime | None:
-    if not present or (ts.seconds == 0 and ts.nanos == 0):
-        return None
-    return ts.ToDatetime(tzinfo=dt.UTC)
+    return codec.datetime_from_pb(ts, present)
 
 
 def value_pb(value: Any) -> struct_pb2.Value:
     """A Python value as ``google.protobuf.Value`` (bytes are refused: upload files instead)."""
-    if value is None:
-        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    if isinstance(value, bool):
-        return struct_pb2.Value(bool_value=value)
-    if isinstance(value, (int, float)):
-        return struct_pb2.Value(number_value=value)
-    if isinstance(value, str):
-        return struct_pb2.Value(string_value=value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raise bad_argument("data", "bytes cannot be sent as a cell value: upload the file with "
-                                   "client.file.upload_file() and send its uri")
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, (dt.datetime, dt.date)):
-        return struct_pb2.Value(string_value=value.isoformat())
-    out = struct_pb2.Value()
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            out.struct_value.fields[str(k)].CopyFrom(value_pb(v))
-    elif isinstance(value, (list, tuple)):
-        out.list_value.values.extend(value_pb(v) for v in value)
-    else:
-        raise bad_argument("data", f"unsupported value of type {type(value).__name__}")
-    return out
+    return codec.value_to_pb(_cell_input(value, "data"))
 
 
 def struct_pb(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    for k, v in (values or {}).items():
-        out.fields[str(k)].CopyFrom(value_pb(v))
-    return out
+    return codec.struct_to_pb({str(k): _cell_input(v, f"data.{k}")
+                               for k, v in (values or {}).items()})
 
 
-def value_py(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_py(value.struct_value)
-    return [value_py(v) for v in value.list_value.values]
-
-
-def struct_py(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: value_py(v) for k, v in struct.fields.items()}
+value_py = codec.value_from_pb
+struct_py = codec.struct_from_pb
 
 
 def typed(value: Any, dtype: str | None) -> Any:

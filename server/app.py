@@ -1,13 +1,14 @@
-"""The application: shared components, the grpc.aio server, and its lifecycle."""
+"""The composition root (:class:`App`), the grpc.aio server, and its lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import functools
 import logging
+import math
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,18 +16,37 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rowforge.server import memory
 from rowforge.server.auth import Authenticator, ensure_default_project
+from rowforge.server.batch.service import BatchService
 from rowforge.server.config import ConfigError, Settings
+from rowforge.server.files.blobs import LocalBlobStore
+from rowforge.server.files.store import FileStore, Limits
+from rowforge.server.files.thumbnails import ThumbnailCache
+from rowforge.server.idempotency import IdempotencyKeys
 from rowforge.server.interceptors import RowforgeInterceptor
+from rowforge.server.knowledge.base import Knowledge, KnowledgeSearch
+from rowforge.server.knowledge.embed_file import FileEmbedder
 from rowforge.server.loop import freeze_startup_heap, loop_name
+from rowforge.server.providers import ModelRegistry, default_providers
 from rowforge.server.reflection import enable_reflection
+from rowforge.server.sandbox import SandboxLimits, SandboxPool
+from rowforge.server.services import batch_job, file, knowledge, model, table
+from rowforge.server.services.batch_job import BatchJobServicer
+from rowforge.server.services.file import FileServicer
+from rowforge.server.services.knowledge import KnowledgeServicer
+from rowforge.server.services.model import ModelServicer
+from rowforge.server.services.table import TableServicer
 from rowforge.server.storage.db import Database
+from rowforge.server.tables.engine import LazySandbox, RowEngine
+from rowforge.server.tables.store import TableStore
+from rowforge.v1 import (
+    batch_job_service_pb2_grpc,
+    file_service_pb2_grpc,
+    knowledge_service_pb2_grpc,
+    model_service_pb2_grpc,
+    table_service_pb2_grpc,
+)
 
 log = logging.getLogger("rowforge.server")
-
-#: Service modules in ``rowforge.server.services``; each has ``register(server, app) -> str``.
-SERVICE_MODULES = ("model", "table", "knowledge", "file", "batch_job")
-
-Hook = Callable[[], Awaitable[None]]
 
 
 class ListenError(OSError):
@@ -40,10 +60,21 @@ class ListenError(OSError):
 
 
 class App:
-    """Everything a request may need, created once per process.
+    """The composition root: every component of the process, built here with explicit
+    arguments in the one order that works, started in that order and stopped in reverse.
 
-    Domain components attach themselves here (``app.files``, ``app.tables`` ...) when their
-    service registers; ``on_start`` / ``on_stop`` hooks run in order / in reverse order.
+    What builds what::
+
+        settings -> db, auth, models, providers
+        files     = FileStore(db, blobs, thumbnails)
+        tables    = TableStore(db, models, files)
+        search    = KnowledgeSearch(db, indexes dir, tables, models)      # indexes, RAG
+        engine    = RowEngine(tables, models, files, retriever=search.rag, sandbox=LazySandbox)
+        knowledge = Knowledge(search, FileEmbedder(tables, models, files, generator=engine))
+        batch     = BatchService(db, models, settings, files)
+        files asks tables and batch before a delete (reference finders)
+
+    The gRPC services (:func:`add_services`) only translate over these components.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -52,41 +83,40 @@ class App:
         self.db = Database(settings.resolved_database_url)
         self.auth = Authenticator(self.db, enabled=settings.auth)
         self.worker_id = settings.worker_id or f"{os.uname().nodename}-{os.getpid()}"
-        self._start_hooks: list[Hook] = []
-        self._stop_hooks: list[Hook] = []
-        self._drain_hooks: list[Callable[[], None]] = []
-        from rowforge.server.providers.registry import ModelRegistry
-
         self.models = ModelRegistry.from_config(list(settings.models), defaults={
             "chat": settings.default_chat_model,
             "embed": settings.default_embed_model,
             "rerank": settings.default_rerank_model,
         })
-        from rowforge.server.providers import default_providers
-
         # Every model call of this process goes through these backends: the openai
         # transport's pools hold as many connections per upstream as calls may be in flight.
         self.providers = default_providers()
         self.providers.configure(connections=settings.model_concurrency
                                  + settings.batch_workers)
-
-    def on_start(self, hook: Hook) -> None:
-        self._start_hooks.append(hook)
-
-    def on_stop(self, hook: Hook) -> None:
-        self._stop_hooks.append(hook)
-
-    def on_drain(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` when shutdown begins, before the grace period: it ends streams that
-        only follow (WatchJob, StreamResults) at once, so they do not hold the grace period."""
-        self._drain_hooks.append(hook)
+        self.idempotency = IdempotencyKeys(self.db)
+        self.files = _file_store(settings, self.db, self.data_dir / "files")
+        self.tables = TableStore(self.db, models=self.models, files=self.files)
+        self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
+                                      tables=self.tables, models=self.models)
+        self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
+        self.engine = RowEngine(store=self.tables, models=self.models, settings=settings,
+                                files=self.files, retriever=self.search.rag,
+                                sandbox=self.sandbox)
+        self.knowledge = Knowledge(
+            self.search, FileEmbedder(tables=self.tables, models=self.models, files=self.files,
+                                      generator=self.engine), self.tables)
+        self.batch = BatchService(self.db, self.models, settings, worker_id=self.worker_id,
+                                  files=self.files)
+        self.files.add_reference_finder(self.tables.file_references)
+        self.files.add_reference_finder(self.batch.store.file_references)
 
     def drain(self) -> None:
-        for hook in self._drain_hooks:
-            try:
-                hook()
-            except Exception:
-                log.exception("error while draining")
+        """Shutdown begins (before the grace period): streams that only follow (WatchJob,
+        StreamResults) end at once, so they do not hold the grace period."""
+        try:
+            self.batch.signals.close()
+        except Exception:
+            log.exception("error while draining")
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,17 +126,53 @@ class App:
         # litellm's import and warm-up (seconds of CPU) run in a thread, before health turns
         # SERVING, and only when a configured model uses it; no call pays for it later.
         await self.providers.start(self.models.specs)
-        for hook in self._start_hooks:
-            await hook()
+        await self.tables.start()
+        await self.sandbox.sweep_leftovers()  # the pool itself starts on first use
+        await self.search.start()
+        await self.files.start()
+        await self.batch.start()
 
     async def stop(self) -> None:
-        for hook in reversed(self._stop_hooks):
+        # The engine's clean-up writes finish before the store closes.
+        for step in (self.batch.stop, self.search.stop, self.engine.close, self.sandbox.close,
+                     self.tables.close, self.providers.aclose):
             try:
-                await hook()
+                await step()
             except Exception:
                 log.exception("error while stopping")
-        await self.providers.aclose()
         await self.db.close()
+
+
+def _file_store(settings: Settings, db: Database, root: Path) -> FileStore:
+    idle = settings.upload_idle_timeout_s
+    return FileStore(db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
+                     ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(settings),
+                     idle_timeout_s=idle)
+
+
+def _sandbox_pool(settings: Settings, data_dir: Path) -> SandboxPool:
+    """A Python-column sandbox pool configured from the settings (not started)."""
+    limits = SandboxLimits(timeout_s=settings.sandbox_timeout_s,
+                           cpu_s=max(1, math.ceil(settings.sandbox_timeout_s)),
+                           memory_mb=settings.sandbox_memory_mb)
+    return SandboxPool(workers=settings.sandbox_workers, limits=limits,
+                       forbidden_paths=[str(data_dir)], network=settings.effective_sandbox_network,
+                       work_dir=data_dir / "sandbox")
+
+
+def add_services(server: grpc.aio.Server, app: App) -> list[str]:
+    """Serve every rowforge.v1 service over the app's components; return their names."""
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(app.models, app.files), server)
+    table_service_pb2_grpc.add_TableServiceServicer_to_server(
+        TableServicer(app.tables, app.engine, app.idempotency), server)
+    knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(
+        KnowledgeServicer(app.knowledge), server)
+    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(app.files), server)
+    batch_job_service_pb2_grpc.add_BatchJobServiceServicer_to_server(
+        BatchJobServicer(app.batch), server)
+    return [model.SERVICE_NAME, table.SERVICE_NAME, knowledge.SERVICE_NAME, file.SERVICE_NAME,
+            batch_job.SERVICE_NAME]
 
 
 class Server:
@@ -125,10 +191,7 @@ class Server:
         self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(app.auth)], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        self.service_names: list[str] = []
-        for module in SERVICE_MODULES:
-            mod = importlib.import_module(f"rowforge.server.services.{module}")
-            self.service_names.append(mod.register(self.grpc, app))
+        self.service_names = add_services(self.grpc, app)
         if settings.reflection:
             enable_reflection([*self.service_names, health.SERVICE_NAME], self.grpc)
         self.port = 0

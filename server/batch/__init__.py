@@ -2,7 +2,7 @@
 
 Public API::
 
-    service = BatchService(app.db, app.models, app.settings, worker_id=app.worker_id)
+    service = BatchService(db, models, settings, worker_id="host-1", files=files)
     await service.start()
     job = await service.create_job(project, JobConfig(model="rowforge/chat"))
     await service.add_requests(project, job.id, [RequestInput("r1", (ContentPart("Hi"),))])

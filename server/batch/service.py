@@ -1,4 +1,4 @@
-"""The batch domain's API, one object per process (``app.batch``): what the BatchJobService
+"""The batch domain's API, one object per process: what the BatchJobService
 RPCs call, and what a Python caller in the server would use.
 
 Wires the store, the worker, the result recorder, the signals of followers and the retention
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +31,7 @@ from rowforge.server.batch.streams import stream_results, watch_job
 from rowforge.server.batch.worker import BatchWorker
 from rowforge.server.config import Settings
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError, Violations
+from rowforge.server.files.store import FileStore
 from rowforge.server.providers import ModelRegistry, ModelSpec
 from rowforge.server.storage.db import Database
 
@@ -44,13 +44,13 @@ class BatchService:
     Args:
         db / models / settings: The app's database, model registry and settings.
         worker_id: This replica's lease owner name.
-        files: Returns the file store (``app.files``) or None.
+        files: The file store (``file://`` images of requests), or None.
     """
 
     def __init__(self, db: Database, models: ModelRegistry, settings: Settings, *,
-                 worker_id: str, files: Callable[[], Any] | None = None) -> None:
+                 worker_id: str, files: FileStore | None = None) -> None:
         self.models = models
-        self.files = files or (lambda: None)
+        self.files = files
         self.retention_s = settings.batch_retention_days * DAY_S
         self.store = BatchStore(db, retention_s=self.retention_s)
         self.signals = JobSignals()
@@ -152,7 +152,7 @@ class BatchService:
         return job_id, len(added), total
 
     async def _check_files(self, project_id: str, requests: Sequence[RequestInput]) -> None:
-        files = self.files()
+        files = self.files
         v = Violations()
         invalid: list[int] = []
         reasons: set[str] = set()

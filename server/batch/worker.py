@@ -18,8 +18,6 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,6 +44,7 @@ from rowforge.server.batch.recorder import (
 from rowforge.server.batch.signals import JobSignals
 from rowforge.server.config import Settings
 from rowforge.server.errors import Internal, ResourceExhausted, RowforgeError, Unavailable
+from rowforge.server.files.store import FileStore
 from rowforge.server.providers import ModelRegistry
 from rowforge.server.storage.db import Database
 
@@ -71,15 +70,15 @@ class BatchWorker:
             ``batch_request_timeout_s``, ``batch_backoff_base_s`` / ``batch_backoff_max_s``.
         worker_id: Lease owner name of this process.
         signals: Notified when a job's results or state move.
-        files: Returns the file store (``app.files``) or None, for ``file://`` images.
+        files: The file store, for ``file://`` images (None: such requests fail).
     """
 
     def __init__(self, db: Database, models: ModelRegistry, settings: Settings, *,
                  worker_id: str, signals: JobSignals,
-                 files: Callable[[], Any] | None = None) -> None:
+                 files: FileStore | None = None) -> None:
         self.models = models
         self.signals = signals
-        self.files = files or (lambda: None)
+        self.files = files
         self.concurrency = max(1, settings.batch_workers)
         self.capacity = 2 * self.concurrency  # leased requests: in flight plus a buffer
         self.max_attempts = max(1, settings.batch_max_attempts)
@@ -326,7 +325,7 @@ class BatchWorker:
         return Outcome(claim, FAILED, error=detail, metadata_json=payload.metadata_json)
 
     def _file_reader(self, project_id: str) -> FileReader | None:
-        files = self.files()
+        files = self.files
         if files is None:
             return None
         limit = self.max_image_bytes

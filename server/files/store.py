@@ -1,12 +1,12 @@
 """The files domain: uploads, metadata, reads, deletion and thumbnails (no protobuf here).
 
-Other domains reach it as ``app.files`` (a :class:`FileStore`):
+Other domains get the one :class:`FileStore` from the composition root (``server/app.py``):
 
 * ``await files.get(project_id, uri)`` -> :class:`FileInfo` (``NotFound`` for unknown URIs
   *and* other projects' URIs: projects cannot probe each other);
 * ``await files.validate_uri(project_id, uri, dtype)`` for ``file``/``image``/``audio`` cells;
 * ``await files.read_bytes(project_id, uri, max_bytes=None)`` and ``await
-  files.read_for_model(uri)`` (the calling project from ``current_project()``);
+  files.read_for_model(project_id, uri)`` (within the limit of the file's kind);
 * ``await files.store_bytes(project_id, data, name=..., expected_kind=...)`` when a Python
   column outputs bytes;
 * ``async with files.receive(project_id, parts, keep_content=True) as received:`` an upload
@@ -15,8 +15,8 @@ Other domains reach it as ``app.files`` (a :class:`FileStore`):
 * ``await files.open_range(project_id, uri, offset, length)`` -> :class:`FileRange`, iterated
   for chunks.
 
-Deleting a file asks every finder in ``reference_finders`` (``app.file_reference_finders``,
-filled by the domains that store URIs) who still uses it.
+Deleting a file asks every reference finder (``add_reference_finder``: the domains that store
+URIs) who still uses it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rowforge.server.auth import current_project
 from rowforge.server.config import Settings
 from rowforge.server.errors import (
     DeadlineExceeded,
@@ -204,8 +203,7 @@ class FileStore:
         thumbs: The thumbnail cache.
         limits: Largest file per kind.
         idle_timeout_s: Longest wait for the next part of an upload.
-        reference_finders: Asked before a delete; the list is shared, so finders added later
-            count too.
+        reference_finders: Asked before a delete (more with :meth:`add_reference_finder`).
     """
 
     def __init__(self, db: Database, blobs: BlobStore, thumbs: thumbnails.ThumbnailCache, *,
@@ -496,9 +494,9 @@ class FileStore:
             out += chunk
         return bytes(out)
 
-    async def read_for_model(self, uri: str) -> tuple[bytes, str]:
-        """``(content, content_type)`` of a file of the calling project, for a model input."""
-        info = await self.get(current_project(), uri)
+    async def read_for_model(self, project_id: str, uri: str) -> tuple[bytes, str]:
+        """``(content, content_type)`` of a file of ``project_id``, for a model input."""
+        info = await self.get(project_id, uri)
         return await self._read_all(info, self.limits.for_kind(info.kind)), info.content_type
 
     async def list(self, project_id: str, *, offset: int = 0, limit: int = 0,
@@ -564,6 +562,10 @@ class FileStore:
                            resource_type="file", resource_name=uri)
         async with self.blobs.guard(info.sha256):
             await self._collect_unlocked(info.sha256)
+
+    def add_reference_finder(self, finder: ReferenceFinder) -> None:
+        """Ask ``finder`` too before a delete (another domain's references to files)."""
+        self.reference_finders.append(finder)
 
     async def references(self, project_id: str, uri: str) -> list[str]:
         """Names of the things that reference ``uri`` (asks every reference finder)."""

@@ -2,11 +2,16 @@
 
 * documents to rows: :mod:`.parsing` (file -> title and sections), :mod:`.chunking`
   (sections -> chunks), :mod:`.embed_file` (EmbedFile: chunks -> embedded rows);
-* indexes: :mod:`.changes` (the change feed the database triggers fill), :mod:`.vector_index`
-  (one column's HNSW graph plus an exact delta), :mod:`.lexical_index` (the table's BM25
-  index, on tantivy), :mod:`.table_index` (a table's indexes: open, catch up, build,
-  persist), :mod:`.indexes` (all of them, ``app.knowledge.indexes``);
-* search: :mod:`.search` (hybrid search with RRF and reranking), :mod:`.row_reads` and
-  :mod:`.reader` (the reads of the hot path);
-* :mod:`.rag` (the row engine's RAG hook) and :mod:`.base` (``app.knowledge``).
+* indexes: :mod:`.vector_index` (one column's HNSW graph plus an exact delta),
+  :mod:`.lexical_index` (the table's BM25 index, on tantivy), :mod:`.table_index` (a table's
+  indexes: open, catch up from the tables' change feed, build, persist), :mod:`.indexes`
+  (all of them);
+* search: :mod:`.search` (hybrid search with RRF and reranking), :mod:`.reader` (the reads of
+  the hot path, in a worker thread on SQLite);
+* :mod:`.rag` (the row engine's retriever) and :mod:`.base` (``KnowledgeSearch`` and
+  ``Knowledge``).
+
+Rows are read only through the tables domain's public reads
+(:mod:`rowforge.server.tables.row_reads`, :mod:`rowforge.server.tables.change_feed`), never
+through its SQL layout.
 """

@@ -1,16 +1,16 @@
-"""The knowledge domain as the rest of the server sees it: ``app.knowledge`` and ``app.rag``.
+"""The knowledge domain as the rest of the server sees it.
 
-:func:`install_knowledge` attaches one :class:`Knowledge` to the app (idempotent): the vector
-indexes (started with the app, saved when it stops), hybrid search, EmbedFile, the RAG hook the
-row engine calls for LLM columns with ``rag_params``, and re-embedding after UpdateRows.
+:class:`KnowledgeSearch` holds the indexes (vector and BM25, started with the server, saved
+when it stops), hybrid search and the RAG retriever the row engine calls for LLM columns with
+``rag_params``; :class:`Knowledge` is what KnowledgeService serves (search, EmbedFile). Both
+are built by the composition root (``server/app.py``). Re-embedding after UpdateRows is the
+row engine's (:meth:`RowEngine.update_rows`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
 
 from rowforge.server.errors import NotFound, RowforgeError
 from rowforge.server.files.store import UploadMetadata
@@ -20,44 +20,62 @@ from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.rag import RagRetriever
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher, SearchOutcome
-from rowforge.server.tables.model import TABLE_TYPES, EmbedGenConfig, TableSchema
+from rowforge.server.providers import ModelRegistry
+from rowforge.server.storage.db import Database
+from rowforge.server.tables.model import TABLE_TYPES, TableSchema
+from rowforge.server.tables.store import TableStore
 
-log = logging.getLogger("rowforge.knowledge")
 
-
-class Knowledge:
-    """Knowledge tables: search, file embedding, RAG, index upkeep.
+class KnowledgeSearch:
+    """The search side of knowledge tables: the indexes (vector and BM25, kept from the
+    tables' change feed), hybrid search, and the RAG retriever the row engine calls.
 
     Args:
-        app: The application (``db``, ``data_dir``, ``models``, ``tables``; ``files`` and
-            ``engine`` are looked up when used).
+        db: The database.
+        index_dir: Where the index files live.
+        tables: The table store (schemas, rows, the change feed).
+        models: The model registry (embedding and reranking models).
     """
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.reader = Reader(app.db)
-        self.indexes = KnowledgeIndexes(app.db, app.data_dir / "indexes", self.reader)
-        self.searcher = HybridSearcher(db=app.db, tables=app.tables, models=app.models,
+    def __init__(self, *, db: Database, index_dir: Path, tables: TableStore,
+                 models: ModelRegistry) -> None:
+        self.tables = tables
+        self.models = models
+        self.reader = Reader(db)
+        self.indexes = KnowledgeIndexes(db, index_dir, self.reader)
+        self.searcher = HybridSearcher(db=db, tables=tables, models=models,
                                        indexes=self.indexes, reader=self.reader)
-        self.rag = RagRetriever(app.tables, self.searcher)
-        self.files = FileEmbedder(app)
+        self.rag = RagRetriever(tables, self.searcher)
         #: What the start-up check found (one error per unusable knowledge table).
         self.dimension_problems: list[RowforgeError] = []
 
     async def start(self) -> None:
-        rows = getattr(self.app.tables, "rows", None)
-        listeners = getattr(rows, "change_listeners", None)
-        if listeners is not None and self.indexes.notify not in listeners:
-            listeners.append(self.indexes.notify)
+        self.tables.add_change_listener(self.indexes.notify)
         # Tables whose embedding model no longer fits their vectors: reported (ERROR log)
         # before the first request, refused when used (see knowledge/dimensions.py).
-        self.dimension_problems = await check_embedding_dimensions(self.app.tables,
-                                                                   self.app.models)
+        self.dimension_problems = await check_embedding_dimensions(self.tables, self.models)
         await self.indexes.start()
 
     async def stop(self) -> None:
         await self.indexes.stop()
         self.reader.close()
+
+
+class Knowledge:
+    """Knowledge tables as KnowledgeService serves them: search and file embedding.
+
+    Args:
+        search: The indexes and searcher (started and stopped by the application).
+        embedder: Runs EmbedFile / EmbedFileContent.
+        tables: The table store.
+    """
+
+    def __init__(self, search: KnowledgeSearch, embedder: FileEmbedder,
+                 tables: TableStore) -> None:
+        self.search_side = search
+        self.searcher = search.searcher
+        self.files = embedder
+        self.tables = tables
 
     async def knowledge_table(self, project_id: str, table_id: str) -> TableSchema:
         """The project's knowledge table ``table_id``.
@@ -67,7 +85,7 @@ class Knowledge:
                 another type (searches and files need a knowledge table).
         """
         try:
-            return await self.app.tables.get_table(project_id, "knowledge", table_id)
+            return await self.tables.get_table(project_id, "knowledge", table_id)
         except NotFound as exc:
             if exc.reason != "TABLE_NOT_FOUND":
                 raise
@@ -76,7 +94,7 @@ class Knowledge:
                 if kind == "knowledge":
                     continue
                 try:
-                    await self.app.tables.get_table(project_id, kind, table_id)
+                    await self.tables.get_table(project_id, kind, table_id)
                 except NotFound:
                     continue
                 others.append(kind)
@@ -108,42 +126,3 @@ class Knowledge:
         """EmbedFileContent; see :meth:`FileEmbedder.run_content`."""
         return await self.files.run_content(schema, parts, chunk_size=chunk_size,
                                             chunk_overlap=chunk_overlap)
-
-    async def rows_updated(self, schema: TableSchema,
-                           updates: Mapping[str, Mapping[str, Any]]) -> None:
-        """Re-embed the embedding columns whose source text changed in ``updates`` (rows of
-        a knowledge table), through the row engine: batched per column, a failure is an ERROR
-        cell (and the row drops out of vector search) rather than a failed UpdateRows. A
-        vector given in the same update is kept (not re-embedded)."""
-        if schema.table_type != "knowledge":
-            return
-        engine = getattr(self.app, "engine", None)
-        if engine is None:
-            log.warning("rows of %s changed but no row engine can re-embed them", schema.id)
-            return
-        runs = []
-        for col in schema.columns:
-            config = col.gen_config
-            if not isinstance(config, EmbedGenConfig):
-                continue
-            ids = [row_id for row_id, values in updates.items()
-                   if config.source_column in values and col.id not in values]
-            if ids:
-                runs.append(engine.regen_rows(schema, ids, strategy="run_selected",
-                                              output_column=col.id))
-        if runs:
-            await asyncio.gather(*runs)
-
-
-def install_knowledge(app: Any) -> Knowledge:
-    """``app.knowledge`` (and ``app.rag``), created on first call, started and stopped with
-    the app."""
-    knowledge = getattr(app, "knowledge", None)
-    if isinstance(knowledge, Knowledge):
-        return knowledge
-    knowledge = Knowledge(app)
-    app.knowledge = knowledge
-    app.rag = knowledge.rag
-    app.on_start(knowledge.start)
-    app.on_stop(knowledge.stop)
-    return knowledge

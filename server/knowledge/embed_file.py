@@ -4,7 +4,7 @@ Two ways in: a stored file (EmbedFile, by URI, progress streamed: :meth:`FileEmb
 a file uploaded with the call (EmbedFileContent: :meth:`FileEmbedder.run_content`). Order of
 work, so that a bad file writes nothing:
 
-1. the file (``app.files``; another project's file is NOT_FOUND) is read, parsed and chunked
+1. the file (the file store; another project's file is NOT_FOUND) is read, parsed and chunked
    (in worker threads): empty, corrupt or unsupported files fail here with INVALID_ARGUMENT.
    An uploaded file is received through ``files.receive`` (UploadFile's limits and type
    sniffing) and is not a file yet: it is committed only after step 3, and deleted again if
@@ -26,12 +26,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from rowforge.server.errors import FailedPrecondition, InvalidArgument
-from rowforge.server.files.store import FileInfo, UploadMetadata
+from rowforge.server.files.store import FileInfo, FileStore, UploadMetadata
 from rowforge.server.knowledge.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_SIZE,
@@ -52,6 +52,7 @@ from rowforge.server.tables.model import (
     Row,
     TableSchema,
 )
+from rowforge.server.tables.store import TableStore
 
 log = logging.getLogger("rowforge.knowledge")
 
@@ -59,8 +60,6 @@ log = logging.getLogger("rowforge.knowledge")
 EMBED_BATCH = 64
 #: Most chunks one file may make (its rows are written in one transaction).
 MAX_CHUNKS = 20_000
-#: Rows per row-engine call for the table's other generated columns.
-GENERATE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -151,19 +150,29 @@ async def _embed_texts(spec: ModelSpec, texts: Sequence[str]) -> list[bytes]:
     return [row.tobytes() for row in vectors]
 
 
+class RowGenerator(Protocol):
+    """Generates the PENDING cells of stored rows (the row engine's ``generate_stored``)."""
+
+    async def generate_stored(self, schema: TableSchema, rows: Sequence[Row], *,
+                              columns: Sequence[str] | None = None) -> int: ...
+
+
 class FileEmbedder:
     """Runs EmbedFile (see the module docstring).
 
     Args:
-        app: Where ``tables``, ``files``, ``models`` and (optionally) ``engine`` live.
+        tables: The table store the chunks are inserted into.
+        models: The model registry (embedding models).
+        files: The file store (None: EmbedFile fails ``FILES_UNAVAILABLE``).
+        generator: Generates the table's other generated columns (None: they stay SKIPPED).
     """
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    @property
-    def models(self) -> ModelRegistry:
-        return self.app.models
+    def __init__(self, *, tables: TableStore, models: ModelRegistry, files: FileStore | None,
+                 generator: RowGenerator | None) -> None:
+        self.tables = tables
+        self.models = models
+        self.file_store = files
+        self.generator = generator
 
     async def run(self, schema: TableSchema, file_uri: str, *, chunk_size: int = 0,
                   chunk_overlap: int = 0) -> AsyncIterator[EmbedFileEvent]:
@@ -230,8 +239,8 @@ class FileEmbedder:
         return ContentEmbedded(info, len(chunks), document.page_count,
                                [r.id for r in inserted])
 
-    def _files(self) -> Any:
-        files = getattr(self.app, "files", None)
+    def _files(self) -> FileStore:
+        files = self.file_store
         if files is None:
             raise FailedPrecondition("file storage is not available on this server",
                                      reason="FILES_UNAVAILABLE")
@@ -267,19 +276,16 @@ class FileEmbedder:
             for column, values in vectors.items():
                 row[column] = values[i]
             rows.append(row)
-        status = (CellStatus.PENDING if getattr(self.app, "engine", None) is not None
-                  else CellStatus.SKIPPED)
-        return list(await self.app.tables.insert_rows(schema, rows, generated_status=status,
+        status = CellStatus.PENDING if self.generator is not None else CellStatus.SKIPPED
+        return list(await self.tables.insert_rows(schema, rows, generated_status=status,
                                                       field_name="chunks"))
 
     async def _generate_others(self, schema: TableSchema, rows: list[Row]) -> None:
         """The table's other generated columns, through the row engine."""
-        engine = getattr(self.app, "engine", None)
         others = [c for c in schema.generated_columns
                   if not isinstance(c.gen_config, EmbedGenConfig)]
-        if others and engine is not None:
-            for start in range(0, len(rows), GENERATE_BATCH):
-                await engine.generate(schema, rows[start:start + GENERATE_BATCH])
+        if others and self.generator is not None:
+            await self.generator.generate_stored(schema, rows)
 
     def _embedders(self, schema: TableSchema) -> list[_Embedder]:
         """Each embedding column with its model, checked to still fit the column (before any

@@ -1,5 +1,5 @@
 """All knowledge tables' indexes (vectors and BM25) of this process
-(``app.knowledge.indexes``).
+(``KnowledgeSearch.indexes``).
 
 Indexes open lazily (first search) and, in the background, when the server starts. Freshness:
 
@@ -27,13 +27,13 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from rowforge.server.errors import NotFound
-from rowforge.server.knowledge.changes import ChangeFeed
 from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.knowledge.vector_index import Result
 from rowforge.server.storage.db import Database
-from rowforge.server.storage.tables_tables import user_tables
+from rowforge.server.tables import row_reads
+from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import TableSchema
 from rowforge.server.tables.schema_store import table_not_found
 
@@ -172,10 +172,7 @@ class KnowledgeIndexes:
     async def check_exists(self, schema: TableSchema) -> None:
         """Raise NOT_FOUND (and forget the index) if the table was deleted; call it when a
         read of the table failed, to tell that from a real database error."""
-        async with self.db.read() as conn:
-            found = await conn.scalar(sa.select(user_tables.c.storage_id).where(
-                user_tables.c.storage_id == schema.storage_id))
-        if found is None:
+        if not await row_reads.storage_exists(self.db, schema.storage_id):
             await self._forget(schema.storage_id)
             raise table_not_found(schema.table_type, schema.id)
 
@@ -186,13 +183,7 @@ class KnowledgeIndexes:
     # -- background ------------------------------------------------------------------------
 
     async def _warm_up(self) -> None:
-        from rowforge.server.tables.schema_store import schema_from_row
-
-        async with self.db.read() as conn:
-            rows = (await conn.execute(sa.select(user_tables).where(
-                user_tables.c.table_type == "knowledge"))).all()
-        for row in rows:
-            schema = schema_from_row(row)
+        for schema in await row_reads.knowledge_schemas(self.db):
             if schema.storage_id in self._indexes:
                 continue
             try:
@@ -238,9 +229,7 @@ class KnowledgeIndexes:
 
     async def sweep(self) -> None:
         """Forget indexes, files and feed entries of tables that no longer exist."""
-        async with self.db.read() as conn:
-            existing = set(await conn.scalars(sa.select(user_tables.c.storage_id).where(
-                user_tables.c.table_type == "knowledge")))
+        existing = await row_reads.knowledge_storage_ids(self.db)
         for storage_id in list(self._indexes):
             if storage_id not in existing:
                 await self._forget(storage_id)

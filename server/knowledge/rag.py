@@ -1,4 +1,4 @@
-"""RAG for LLM columns: the engine's ``app.rag`` hook.
+"""RAG for LLM columns: the row engine's retriever.
 
 For a cell of an LLM column with ``rag_params``, the engine calls :meth:`RagRetriever.retrieve`
 with the rendered search query (or, without one, the rendered prompt), sends the returned
@@ -123,7 +123,7 @@ class RagRetriever:
     """Finds the references of RAG cells through hybrid search.
 
     Args:
-        tables: The table store (``app.tables``).
+        tables: The table store.
         searcher: The hybrid searcher.
     """
 

@@ -38,14 +38,13 @@ from rowforge.server.errors import (
     RowforgeError,
     Violations,
 )
-from rowforge.server.knowledge import row_reads
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.providers import ModelRegistry, ModelSpec, embed, rerank
 from rowforge.server.storage.db import Database
+from rowforge.server.tables import row_reads
 from rowforge.server.tables.embedding_model import check_embedding_model
-from rowforge.server.tables.layout import row_table
 from rowforge.server.tables.model import (
     KT_TEXT,
     KT_TITLE,
@@ -54,8 +53,6 @@ from rowforge.server.tables.model import (
     Row,
     TableSchema,
 )
-from rowforge.server.tables.row_store import select_columns
-from rowforge.server.tables.where import compile_where
 
 log = logging.getLogger("rowforge.knowledge")
 
@@ -122,7 +119,7 @@ class HybridSearcher:
 
     Args:
         db: The database (filters are compiled to SQL over it).
-        tables: The table store (``app.tables``): full text and row reads.
+        tables: The table store: full text and row reads.
         models: The model registry.
         indexes: The knowledge tables' indexes (vectors and BM25).
         reader: Runs the read queries (default: one for ``db``).
@@ -153,7 +150,7 @@ class HybridSearcher:
                 f"must be at most {MAX_QUERY_CHARS} characters (got {len(query)})")
         v.raise_if_any()
         if columns:
-            select_columns(schema, columns)
+            row_reads.select_columns(schema, columns)
         if not reranking_model:
             return None
         try:
@@ -206,8 +203,8 @@ class HybridSearcher:
         where = where.strip()
         if where:
             # Compiles (and validates) the filter before anything runs.
-            compile_where(where, schema, row_table(schema), self.db.dialect)
-        wanted = select_columns(schema, columns)
+            row_reads.check_where(schema, where, self.db.dialect)
+        wanted = row_reads.select_columns(schema, columns)
         read = wanted
         if reranker is not None:  # the reranker reads the title and text
             needed = {c.id for c in wanted} | {KT_TITLE, KT_TEXT}

@@ -41,12 +41,12 @@ import numpy as np
 
 from rowforge import fastcore
 from rowforge.server.errors import FailedPrecondition
-from rowforge.server.knowledge import row_reads
-from rowforge.server.knowledge.changes import ChangeFeed, embedding_columns
 from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER, LexicalIndex
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.vector_index import ColumnIndex, Part, Result, unit_rows
 from rowforge.server.storage.db import Database
+from rowforge.server.tables import row_reads
+from rowforge.server.tables.change_feed import ChangeFeed, embedding_columns
 from rowforge.server.tables.model import TableSchema
 
 log = logging.getLogger("rowforge.knowledge")

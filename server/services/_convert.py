@@ -1,53 +1,36 @@
-"""Small protobuf <-> Python helpers shared by the servicers."""
+"""Checks of caller-sent protobuf values shared by the servicers (conversions: ``rowforge.codec``)."""
 
 from __future__ import annotations
 
-import datetime as dt
+import math
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
+from rowforge import codec
 from rowforge.server.errors import InvalidArgument
 
 #: How deep a Struct sent by a caller may nest (objects and lists); deeper is INVALID_ARGUMENT.
 MAX_JSON_DEPTH = 32
 
 
-def to_value(value: Any) -> struct_pb2.Value:
-    """A Python JSON-like value as ``google.protobuf.Value``."""
-    out = struct_pb2.Value()
-    if value is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, (int, float)):
-        out.number_value = value
-    elif isinstance(value, str):
-        out.string_value = value
-    else:
-        json_format.ParseDict(value, out)
-    return out
-
-
-def from_value(value: struct_pb2.Value) -> Any:
-    return json_format.MessageToDict(value)
-
-
 def struct_to_dict(value: struct_pb2.Struct, field: str = "struct") -> dict[str, Any]:
     """A caller's Struct as a dict; INVALID_ARGUMENT naming ``field`` when it nests deeper than
     :data:`MAX_JSON_DEPTH` or holds NaN/infinite numbers (not JSON)."""
-    if _depth(value) > MAX_JSON_DEPTH:
+    depth, finite = _walk(value)
+    if depth > MAX_JSON_DEPTH:
         raise InvalidArgument.field(field, f"nests deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json_format.MessageToDict(value)
-    except ValueError:
+    if not finite:
         raise InvalidArgument.field(field, "holds a NaN or infinite number, which JSON cannot "
-                                           "represent") from None
+                                           "represent")
+    return codec.struct_from_pb(value)
 
 
-def _depth(value: struct_pb2.Struct | struct_pb2.ListValue) -> int:
-    """Nesting depth of a Struct or ListValue (1 for a flat one), iteratively."""
+def _walk(value: struct_pb2.Struct | struct_pb2.ListValue) -> tuple[int, bool]:
+    """Nesting depth of a Struct or ListValue (1 for a flat one), and whether every number
+    in it is finite; iteratively."""
     deepest = 0
+    finite = True
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -61,21 +44,6 @@ def _depth(value: struct_pb2.Struct | struct_pb2.ListValue) -> int:
                 stack.append((child.struct_value, depth + 1))
             elif kind == "list_value":
                 stack.append((child.list_value, depth + 1))
-    return deepest
-
-
-def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    if value:
-        out.update(value)
-    return out
-
-
-def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    out.FromDatetime(value)
-    return out
+            elif kind == "number_value" and not math.isfinite(child.number_value):
+                finite = False
+    return deepest, finite

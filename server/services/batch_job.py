@@ -27,9 +27,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
-from rowforge.server.app import App
+from rowforge import codec
 from rowforge.server.auth import current_project
 from rowforge.server.batch import (
     BatchService,
@@ -103,40 +103,15 @@ def request_inputs(requests: Any, field: str = "requests") -> list[RequestInput]
 
 # --- domain -> protobuf ---------------------------------------------------------------------
 
-def _ts(epoch: float | None) -> timestamp_pb2.Timestamp | None:
-    if epoch is None:
-        return None
-    seconds = int(epoch)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=int((epoch - seconds) * 1e9))
-
-
 def _struct(json_text: str | None) -> struct_pb2.Struct | None:
     if not json_text:
         return None
     value = json.loads(json_text)
-    if not isinstance(value, dict):
-        return None
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
+    return codec.struct_to_pb(value) if isinstance(value, dict) else None
 
 
 def _value(json_text: str) -> struct_pb2.Value:
-    value = json.loads(json_text)
-    out = struct_pb2.Value()
-    if isinstance(value, dict):
-        out.struct_value.update(value)
-    elif isinstance(value, list):
-        out.list_value.extend(value)
-    elif value is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, int | float):
-        out.number_value = value
-    else:
-        out.string_value = str(value)
-    return out
+    return codec.value_to_pb(json.loads(json_text), str)
 
 
 def metrics_pb(m: JobMetrics) -> pb.JobMetrics:
@@ -155,8 +130,8 @@ def job_pb(job: Job) -> pb.Job:
                  temperature=c.temperature, max_output_tokens=c.max_output_tokens,
                  system_instruction=c.system_instruction, job_type=c.job_type,
                  max_batch_size=c.max_batch_size, metrics=metrics_pb(job.metrics),
-                 create_time=_ts(job.create_time), submit_time=_ts(job.submit_time),
-                 end_time=_ts(job.end_time), expire_time=_ts(job.expire_time))
+                 create_time=codec.timestamp_from_epoch(job.create_time), submit_time=codec.timestamp_from_epoch(job.submit_time),
+                 end_time=codec.timestamp_from_epoch(job.end_time), expire_time=codec.timestamp_from_epoch(job.expire_time))
     if c.metadata is not None:
         out.metadata.update(c.metadata)
     return out
@@ -174,7 +149,7 @@ def result_pb(r: Result) -> pb.BatchResult:
         usage=common_pb2.Usage(prompt_tokens=r.prompt_tokens,
                                completion_tokens=r.completion_tokens,
                                total_tokens=r.prompt_tokens + r.completion_tokens),
-        complete_time=_ts(r.complete_time), metadata=_struct(r.metadata))
+        complete_time=codec.timestamp_from_epoch(r.complete_time), metadata=_struct(r.metadata))
     if r.response_json is not None:
         out.response_json.CopyFrom(_value(r.response_json))
     if r.error is not None:
@@ -291,20 +266,3 @@ class BatchJobServicer(batch_job_service_pb2_grpc.BatchJobServiceServicer):
             if event.metrics is not None:
                 out.metrics.CopyFrom(metrics_pb(event.metrics))
             yield out
-
-
-def register(server: grpc.aio.Server, app: App) -> str:
-    """Create the batch service (``app.batch``), run its worker with the app, and serve it."""
-    batch = BatchService(app.db, app.models, app.settings, worker_id=app.worker_id,
-                         files=lambda: getattr(app, "files", None))
-    app.batch = batch  # type: ignore[attr-defined]
-    finders = getattr(app, "file_reference_finders", None)
-    if finders is None:
-        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
-    finders.append(batch.store.file_references)
-    app.on_start(batch.start)
-    app.on_stop(batch.stop)
-    app.on_drain(batch.signals.close)
-    batch_job_service_pb2_grpc.add_BatchJobServiceServicer_to_server(BatchJobServicer(batch),
-                                                                      server)
-    return SERVICE_NAME

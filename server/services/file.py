@@ -22,13 +22,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from rowforge.server.app import App
+from rowforge import codec
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument
-from rowforge.server.files.blobs import LocalBlobStore
-from rowforge.server.files.store import FileInfo, FileStore, Limits, UploadMetadata
-from rowforge.server.files.thumbnails import ThumbnailCache
-from rowforge.server.services._convert import timestamp
+from rowforge.server.files.store import FileInfo, FileStore, UploadMetadata
 from rowforge.v1 import file_service_pb2 as pb
 from rowforge.v1 import file_service_pb2_grpc
 
@@ -46,7 +43,7 @@ def file_pb(info: FileInfo) -> pb.FileInfo:
     return pb.FileInfo(uri=info.uri, id=info.id, name=info.name, content_type=info.content_type,
                    size=info.size, sha256=info.sha256, kind=info.kind,
                        file_kind=FILE_KINDS.get(info.kind, pb.FILE_KIND_UNSPECIFIED),
-                   create_time=timestamp(info.create_time))
+                   create_time=codec.timestamp_to_pb(info.create_time))
 
 
 def upload_metadata(m: pb.FileMetadata) -> UploadMetadata:
@@ -118,20 +115,3 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):
                            context: grpc.aio.ServicerContext) -> pb.GetThumbnailResponse:
         png = await self.files.thumbnail(current_project(), request.uri, request.size)
         return pb.GetThumbnailResponse(content=png, content_type="image/png")
-
-
-def register(server: grpc.aio.Server, app: App) -> str:
-    """Create the file store (``app.files``) and serve it."""
-    finders = getattr(app, "file_reference_finders", None)
-    if finders is None:
-        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
-    root = app.data_dir / "files"
-    idle = app.settings.upload_idle_timeout_s
-    store = FileStore(
-        app.db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
-        ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(app.settings),
-        idle_timeout_s=idle, reference_finders=finders)
-    app.files = store  # type: ignore[attr-defined]
-    app.on_start(store.start)
-    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(store), server)
-    return SERVICE_NAME

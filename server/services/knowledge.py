@@ -3,7 +3,7 @@ EmbedFileContent (a file uploaded with the call: client-streaming like UploadFil
 once its rows are written) and HybridSearch (vector + BM25, fused with RRF, optional
 reranking).
 
-Thin: validate the request shape, call ``app.knowledge`` (:mod:`rowforge.server.knowledge`),
+Thin: validate the request shape, call :class:`Knowledge` (:mod:`rowforge.server.knowledge`),
 convert the results.
 """
 
@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from rowforge.server.app import App
 from rowforge.server.auth import current_project
 from rowforge.server.errors import FieldViolation, InvalidArgument, RowforgeError
 from rowforge.server.files.store import UploadMetadata
-from rowforge.server.knowledge.base import Knowledge, install_knowledge
+from rowforge.server.knowledge.base import Knowledge
 from rowforge.server.knowledge.embed_file import Completed, Progress, Started
 from rowforge.server.services.file import file_pb, upload_chunk, upload_metadata
 from rowforge.server.services.table_convert import file_columns, legacy_values, row_to_pb
@@ -124,11 +123,3 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             elif isinstance(event, Completed):
                 yield pb.EmbedFileResponse(completed=pb.EmbedFileCompleted(
                     row_count=len(event.row_ids), row_ids=event.row_ids))
-
-
-def register(server: grpc.aio.Server, app: App) -> str:
-    """Attach ``app.knowledge`` / ``app.rag`` (needs ``app.tables``) and serve."""
-    knowledge = install_knowledge(app)
-    knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(
-        KnowledgeServicer(knowledge), server)
-    return SERVICE_NAME

@@ -8,12 +8,15 @@ from typing import Any
 
 import grpc
 
+from rowforge import codec
 from rowforge.server import providers
-from rowforge.server.app import App
+from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument, Violations
+from rowforge.server.files.store import FileStore
 from rowforge.server.providers.messages import Attachment, Message
+from rowforge.server.providers.registry import ModelRegistry
 from rowforge.server.providers.results import ChatChunk, Usage
-from rowforge.server.services._convert import struct_to_dict, to_value
+from rowforge.server.services._convert import struct_to_dict
 from rowforge.v1 import common_pb2, model_service_pb2_grpc
 from rowforge.v1 import model_service_pb2 as pb
 
@@ -64,8 +67,9 @@ CHAT_ROLES = {pb.CHAT_ROLE_SYSTEM: "system", pb.CHAT_ROLE_USER: "user",
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """Direct model calls (the seed's generate_chat_completions / generate_embeddings)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, models: ModelRegistry, files: FileStore | None) -> None:
+        self.models = models
+        self.files = files
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ListModelsResponse:
@@ -78,7 +82,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 context_length=spec.context_length, languages=list(spec.languages),
                 owned_by=spec.owned_by, embedding_size=spec.embedding_size,
                 rpm=spec.rpm, tpm=spec.tpm)
-            for spec in self.app.models.list(wanted)
+            for spec in self.models.list(wanted)
         ])
 
     async def _prepare(self, request: Any) -> tuple[Any, list[Message], dict[str, Any]]:
@@ -106,7 +110,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             v.check(bool(fmt.schema.fields), "response_format.schema",
                     "is required for RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
         v.raise_if_any()
-        spec = self.app.models.require(request.model or self.app.models.default("chat").id, "chat")
+        spec = self.models.require(request.model or self.models.default("chat").id, "chat")
         messages = [Message(role=roles[i], content=m.content,
                             attachments=tuple([await self._attachment(a, i, j)
                                                for j, a in enumerate(m.attachments)]))
@@ -124,9 +128,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         field = f"messages[{i}].attachments[{j}]"
         if a.uri.startswith(("http://", "https://")):
             return Attachment(content_type=a.content_type or "image/*", url=a.uri)
-        files = getattr(self.app, "files", None)
+        files = self.files
         if a.uri.startswith("file://") and files is not None:
-            data, content_type = await files.read_for_model(a.uri)
+            data, content_type = await files.read_for_model(current_project(), a.uri)
             return Attachment(content_type=a.content_type or content_type, data=data)
         raise InvalidArgument.field(f"{field}.uri", "must be a FileService URI or an http(s) URL")
 
@@ -162,7 +166,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             usage=usage_pb(result.usage), model=spec.id,
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}")
         if result.parsed is not None:
-            completed.parsed.CopyFrom(to_value(result.parsed))
+            completed.parsed.CopyFrom(codec.value_to_pb(result.parsed))
         return pb.CreateChatCompletionResponse(completion=completed)
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
@@ -173,7 +177,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 f"at most {MAX_EMBED_INPUTS} texts per call")
         _check_texts(v, "input", request.input)
         v.raise_if_any()
-        spec = self.app.models.require(request.model or self.app.models.default("embed").id,
+        spec = self.models.require(request.model or self.models.default("embed").id,
                                        "embed")
         result = await providers.embed(spec, list(request.input), is_query=request.is_query)
         return pb.EmbedResponse(
@@ -193,7 +197,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 f"is {len(request.query)} characters; at most {MAX_TEXT_CHARS}")
         _check_texts(v, "documents", request.documents)
         v.raise_if_any()
-        spec = self.app.models.require(request.model or self.app.models.default("rerank").id,
+        spec = self.models.require(request.model or self.models.default("rerank").id,
                                        "rerank")
         ranked = await providers.rerank(spec, request.query, list(request.documents),
                                         top_n=request.top_n)
@@ -235,10 +239,5 @@ def _completed(model: str, completion_id: str, text: str, final: ChatChunk | Non
         parsed = providers.parse_json_output(
             text, response_format, finish_reason=final.finish_reason if final else None,
             stop=stop)
-        completed.parsed.CopyFrom(to_value(parsed))
+        completed.parsed.CopyFrom(codec.value_to_pb(parsed))
     return completed
-
-
-def register(server: grpc.aio.Server, app: App) -> str:
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(app), server)
-    return SERVICE_NAME

@@ -1,20 +1,18 @@
 """TableService: tables, columns and rows over gRPC.
 
 Thin: validate the request shape, convert protobuf <-> domain (``table_convert``), call the
-:class:`~rowforge.server.tables.store.TableStore` (``app.tables``). The four generation RPCs
+:class:`~rowforge.server.tables.store.TableStore` and the row engine. The four generation RPCs
 (AddRows, StreamAddRows, RegenRows, StreamRegenRows) come from the engine's
 ``RowGenerationMixin``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from rowforge.server.app import App
 from rowforge.server.auth import current_project
 from rowforge.server.errors import InvalidArgument, Violations
 from rowforge.server.idempotency import IdempotencyKeys, request_hash
@@ -35,7 +33,7 @@ from rowforge.server.tables.delimited import (
     DelimitedWriter,
     RowTyper,
 )
-from rowforge.server.tables.engine import install_engine
+from rowforge.server.tables.engine import RowEngine
 from rowforge.server.tables.model import CellStatus, TableSchema
 from rowforge.server.tables.row_store import RowQuery, select_columns
 from rowforge.server.tables.store import TableStore
@@ -43,15 +41,12 @@ from rowforge.v1 import table_service_pb2 as pb
 from rowforge.v1 import table_service_pb2_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TableService"].full_name
-log = logging.getLogger("rowforge.tables")
 
 MAX_UPDATE_ROWS = 100
 #: ImportRows limits: bytes per chunk, bytes per file, rows per file.
 MAX_IMPORT_CHUNK = 1024 * 1024
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 MAX_IMPORT_ROWS = 100_000
-#: Rows handed to the engine per generation call during an import.
-IMPORT_GENERATION_BATCH = 100
 EXPORT_CHUNK = 64 * 1024
 FORMATS = {pb.DELIMITED_FORMAT_UNSPECIFIED: "csv", pb.DELIMITED_FORMAT_CSV: "csv",
            pb.DELIMITED_FORMAT_TSV: "tsv"}
@@ -66,15 +61,17 @@ def _required(value: str, field: str) -> str:
 class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServicer):
     """TableService over :class:`TableStore`; generation RPCs from ``RowGenerationMixin``.
 
-    Attributes:
-        app: The application (the mixin reaches the engine through it).
-        store: ``app.tables``.
+    Args:
+        store: The table store.
+        engine: The row engine (generation, re-embedding after updates, imports).
+        idempotency: Remembers AddRows/ImportRows responses by idempotency key.
     """
 
-    def __init__(self, app: App, store: TableStore) -> None:
-        self.app = app
+    def __init__(self, store: TableStore, engine: RowEngine,
+                 idempotency: IdempotencyKeys) -> None:
         self.store = store
-        self.idempotency = IdempotencyKeys(app.db)
+        self.engine = engine
+        self.idempotency = idempotency
 
     async def _schema(self, table_type: int, table_id: str,
                       field: str = "table_id") -> TableSchema:
@@ -215,10 +212,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         v.raise_if_any()
         updates = updates_from_pb(request)
         schema = await self._schema(request.table_type, request.table_id)
-        count = await self.store.update_rows(schema, updates)
-        knowledge = getattr(self.app, "knowledge", None)
-        if knowledge is not None:  # knowledge tables re-embed changed Title/Text
-            await knowledge.rows_updated(schema, updates)
+        count = await self.engine.update_rows(schema, updates)
         return pb.UpdateRowsResponse(updated_count=count)
 
     async def DeleteRows(self, request: pb.DeleteRowsRequest,
@@ -281,31 +275,14 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
     async def _import(self, schema: TableSchema, meta: pb.ImportRowsMetadata,
                       rows: list[dict[str, Any]]) -> pb.ImportRowsResponse:
         """Insert the typed rows in one transaction, then generate them."""
-        engine = getattr(self.app, "engine", None)
         generate = (meta.generate if meta.HasField("generate") else True) and bool(
             schema.generated_columns)
-        if generate and engine is None:
-            log.warning("import into %s: the row engine is not available; generated columns "
-                        "are left SKIPPED", schema.id)
-            generate = False
         status = CellStatus.PENDING if generate else CellStatus.SKIPPED
         inserted = await self.store.insert_rows(schema, rows, generated_status=status,
                                                 field_name="rows")
-        errors = 0
-        if generate:
-            errors = await self._generate(engine, schema, inserted)
+        errors = await self.engine.generate_stored(schema, inserted) if generate else 0
         return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors,
                                      row_ids=[row.id for row in inserted])
-
-    async def _generate(self, engine: Any, schema: TableSchema, rows: list[Any]) -> int:
-        """Generate imported rows through the engine, batch by batch; count ERROR cells."""
-        errors = 0
-        for start in range(0, len(rows), IMPORT_GENERATION_BATCH):
-            batch = rows[start:start + IMPORT_GENERATION_BATCH]
-            for result in await engine.generate(schema, batch):
-                errors += sum(1 for cell in result.cells.values()
-                              if cell.status == CellStatus.ERROR)
-        return errors
 
     async def ExportRows(self, request: pb.ExportRowsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportRowsResponse]:
@@ -326,20 +303,3 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
                 pending, size = [], 0
         if pending:
             yield pb.ExportRowsResponse(chunk="".join(pending).encode())
-
-
-def register(server: grpc.aio.Server, app: App) -> str:
-    """Create the table store (``app.tables``) and the row engine (``app.engine``, with
-    ``app.sandbox``), register the file-reference finder and serve."""
-    store = TableStore(app.db, models=app.models, files=lambda: getattr(app, "files", None))
-    app.tables = store  # type: ignore[attr-defined]
-    app.on_start(store.start)
-    app.on_stop(store.close)
-    # Stop hooks run in reverse: the engine (its clean-up writes) stops before the store.
-    install_engine(app)
-    finders = getattr(app, "file_reference_finders", None)
-    if finders is None:
-        finders = app.file_reference_finders = []  # type: ignore[attr-defined]
-    finders.append(store.file_references)
-    table_service_pb2_grpc.add_TableServiceServicer_to_server(TableServicer(app, store), server)
-    return SERVICE_NAME

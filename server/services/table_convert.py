@@ -6,16 +6,13 @@ sees protobuf. ``*_from_pb`` functions raise INVALID_ARGUMENT naming the request
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
-
+from rowforge import codec
 from rowforge.cell_values import row_values_from_pb, set_cell_value
 from rowforge.server.errors import InvalidArgument
-from rowforge.server.services._convert import timestamp
 from rowforge.server.tables.model import (
     DTYPES,
     FILE_DTYPES,
@@ -74,46 +71,6 @@ def table_type_to_pb(name: str) -> int:
 
 # -- values --------------------------------------------------------------------------------
 
-def value_from_pb(value: struct_pb2.Value) -> Any:
-    """A ``google.protobuf.Value`` as Python (numbers are floats: Struct has only doubles)."""
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_from_pb(value.struct_value)
-    return [value_from_pb(v) for v in value.list_value.values]
-
-
-def struct_from_pb(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: value_from_pb(v) for k, v in struct.fields.items()}
-
-
-def value_to_pb(value: Any) -> struct_pb2.Value:
-    if value is None:
-        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    if isinstance(value, str):
-        return struct_pb2.Value(string_value=value)
-    if isinstance(value, bool):
-        return struct_pb2.Value(bool_value=value)
-    if isinstance(value, (int, float)):
-        return struct_pb2.Value(number_value=value)
-    out = struct_pb2.Value()
-    if isinstance(value, (list, tuple)):
-        out.list_value.values.extend(value_to_pb(v) for v in value)
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            out.struct_value.fields[str(k)].CopyFrom(value_to_pb(v))
-    else:
-        out.string_value = str(value)
-    return out
-
-
 def _refuse_rows_and_data(request: Any) -> None:
     if request.rows and request.data:
         raise InvalidArgument.field("rows", "send rows (typed values) or data (Struct), not "
@@ -126,7 +83,7 @@ def rows_from_pb(request: Any) -> list[dict[str, Any]]:
     _refuse_rows_and_data(request)
     if request.rows:
         return [row_values_from_pb(row) for row in request.rows]
-    return [struct_from_pb(row) for row in request.data]
+    return [codec.struct_from_pb(row) for row in request.data]
 
 
 def updates_from_pb(request: Any) -> dict[str, dict[str, Any]]:
@@ -134,7 +91,7 @@ def updates_from_pb(request: Any) -> dict[str, dict[str, Any]]:
     _refuse_rows_and_data(request)
     if request.rows:
         return {row_id: row_values_from_pb(values) for row_id, values in request.rows.items()}
-    return {row_id: struct_from_pb(values) for row_id, values in request.data.items()}
+    return {row_id: codec.struct_from_pb(values) for row_id, values in request.data.items()}
 
 
 def legacy_values(request: Any) -> bool:
@@ -287,9 +244,9 @@ def schema_to_pb(schema: TableSchema, num_rows: int | None = None,
                               data_type=pb.DATA_TYPE_DATETIME))
     out.cols.extend(column_to_pb(c) for c in schema.columns)
     if schema.create_time is not None:
-        out.create_time.CopyFrom(timestamp(schema.create_time))
+        out.create_time.CopyFrom(codec.timestamp_to_pb(schema.create_time))
     if schema.update_time is not None:
-        out.update_time.CopyFrom(timestamp(schema.update_time))
+        out.update_time.CopyFrom(codec.timestamp_to_pb(schema.update_time))
     return out
 
 
@@ -338,7 +295,7 @@ def cell_to_pb(cell: Cell, *, input_column: bool = False, legacy: bool = True,
     out = pb.Cell(status=status, error=cell.error)
     set_cell_value(out.typed_value, cell.value, file=file)
     if legacy:
-        set_value_pb(out.value, cell.value)
+        codec.set_value(out.value, cell.value, str)
     if cell.usage is not None:
         out.usage.CopyFrom(usage_to_pb(cell.usage))
     if cell.references is not None:
@@ -366,7 +323,7 @@ def fill_cell_completion(out: pb.CellCompletion, cell: Cell, *, legacy: bool = T
     out.text = value_text(value)
     set_cell_value(out.typed_value, value, file=file)
     if legacy:
-        set_value_pb(out.value, value)
+        codec.set_value(out.value, value, str)
     out.status = STATUS_TO_PB[cell.status]
     if cell.error:
         out.error = cell.error
@@ -380,20 +337,6 @@ def fill_cell_completion(out: pb.CellCompletion, cell: Cell, *, legacy: bool = T
         out.references.CopyFrom(references_to_pb(cell.references))
 
 
-def set_value_pb(out: struct_pb2.Value, value: Any) -> None:
-    """Set ``out`` to ``value`` in place (as :func:`value_to_pb` would build it)."""
-    if isinstance(value, str):
-        out.string_value = value
-    elif value is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, (int, float)):
-        out.number_value = value
-    else:
-        out.CopyFrom(value_to_pb(value))
-
-
 def row_to_pb(row: Row, schema: TableSchema | None = None,
               inputs: frozenset[str] | None = None, *, legacy: bool = True,
               files: frozenset[str] | None = None) -> pb.Row:
@@ -404,7 +347,7 @@ def row_to_pb(row: Row, schema: TableSchema | None = None,
         inputs = input_columns(schema) if schema is not None else frozenset()
     if files is None:
         files = file_columns(schema) if schema is not None else frozenset()
-    return pb.Row(id=row.id, update_time=_timestamp(row.update_time), cells={
+    return pb.Row(id=row.id, update_time=codec.timestamp_to_pb(row.update_time), cells={
         name: cell_to_pb(cell, input_column=name in inputs, legacy=legacy, file=name in files)
         for name, cell in row.cells.items()})
 
@@ -416,14 +359,3 @@ def rows_to_pb(rows: Iterable[Row], schema: TableSchema, *, legacy: bool = True)
 
 def input_columns(schema: TableSchema) -> frozenset[str]:
     return frozenset(c.id for c in schema.columns if c.gen_config is None)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    delta = value - _EPOCH
-    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds,
-                                   nanos=delta.microseconds * 1000)

@@ -2,7 +2,7 @@
 
 :class:`RowGenerationMixin` is inherited by the TableService servicer (``services/table.py``);
 it validates the request shape, converts protobuf <-> domain and runs the row engine
-(``app.engine``). Streams carry the engine's events as the ``event`` oneof; a client that
+. Streams carry the engine's events as the ``event`` oneof; a client that
 cancels (or whose deadline passes) cancels the generation behind the stream.
 """
 
@@ -37,9 +37,9 @@ from rowforge.server.tables.engine import (
     RowEngine,
     RowResult,
     check_row_count,
-    install_engine,
 )
 from rowforge.server.tables.model import EMBEDDING_DTYPE, Cell, TableSchema
+from rowforge.server.tables.store import TableStore
 from rowforge.v1 import table_service_pb2 as pb
 
 # REGEN_STRATEGY_UNSPECIFIED is refused: a regeneration is a choice, not a default.
@@ -54,19 +54,14 @@ StreamResponse = type[pb.StreamAddRowsResponse] | type[pb.StreamRegenRowsRespons
 
 
 class RowGenerationMixin:
-    """AddRows / StreamAddRows / RegenRows / StreamRegenRows over ``app.engine``.
+    """AddRows / StreamAddRows / RegenRows / StreamRegenRows over the row engine.
 
-    The servicer using it must set ``self.app``; the service's ``register`` installs the engine
-    (:func:`~rowforge.server.tables.engine.install_engine`) before the server starts.
+    The servicer using it sets ``store``, ``engine`` and ``idempotency``.
     """
 
-    app: Any
+    store: TableStore
+    engine: RowEngine
     idempotency: IdempotencyKeys
-
-    @property
-    def engine(self) -> RowEngine:
-        """``app.engine`` (installed by the service's ``register``; created here if not)."""
-        return install_engine(self.app)
 
     # -- AddRows ---------------------------------------------------------------------------
 
@@ -109,7 +104,7 @@ class RowGenerationMixin:
         kind = table_type_from_pb(request.table_type)
         if not request.table_id:
             raise InvalidArgument.field("table_id", "is required")
-        schema = await self.app.tables.get_table(current_project(), kind, request.table_id)
+        schema = await self.store.get_table(current_project(), kind, request.table_id)
         concurrent = request.concurrent if request.HasField("concurrent") else True
         return schema, data, concurrent
 
@@ -149,7 +144,7 @@ class RowGenerationMixin:
         kind = table_type_from_pb(request.table_type)
         if not request.table_id:
             raise InvalidArgument.field("table_id", "is required")
-        schema = await self.app.tables.get_table(current_project(), kind, request.table_id)
+        schema = await self.store.get_table(current_project(), kind, request.table_id)
         concurrent = request.concurrent if request.HasField("concurrent") else True
         return schema, {"row_ids": list(request.row_ids), "strategy": strategy,
                         "output_column": request.output_column_id, "concurrent": concurrent}

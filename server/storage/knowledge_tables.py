@@ -7,7 +7,7 @@ here per inserted row (with a vector), per write of an embedding column and per 
 the transaction of the change itself. ``id`` never goes back and is never reused (SQLite
 AUTOINCREMENT, a PostgreSQL identity), so "changes after N" is well defined; on PostgreSQL the
 trigger serialises writers of one table so that ids also commit in order (see
-:mod:`rowforge.server.knowledge.changes`).
+:mod:`rowforge.server.tables.change_feed`).
 """
 
 from __future__ import annotations

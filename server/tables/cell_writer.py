@@ -147,7 +147,7 @@ class CellWriter:
                 params.append(row_id)
                 groups.setdefault((storage_id, targets), []).append(tuple(params))
             # Tables in a fixed order on every replica: on PostgreSQL the knowledge change
-            # feed's trigger takes a lock per knowledge table (see knowledge/changes.py), so
+            # feed's trigger takes a lock per knowledge table (see tables/change_feed.py), so
             # concurrent flushes must meet them in the same order or they could deadlock.
             for (storage_id, targets), rows in sorted(groups.items(), key=lambda g: g[0]):
                 sql = write_sql.update_cells_sql(storage_id, targets, dialect)

@@ -142,7 +142,7 @@ class RowStore:
     def __init__(self, db: Database, schemas: SchemaStore, *, files: Any = None) -> None:
         self.db = db
         self.schemas = schemas
-        #: ``app.files`` (FileService store) or a zero-argument callable returning it.
+        #: The file store, for checking file URIs (None: only their scheme is checked).
         self.files = files
         self.writer = CellWriter(db, self._current, on_write=self._touched)
         # Row counts of recent filters, SQLite only (this process is the only writer there,
@@ -208,8 +208,7 @@ class RowStore:
     # -- value checks ----------------------------------------------------------------------
 
     def _file_store(self) -> Any:
-        files = self.files() if callable(self.files) else self.files
-        return files
+        return self.files
 
     async def _check_files(self, schema: TableSchema, checks: list[tuple[str, str, str]]) -> None:
         """Validate file URIs: (field, uri, dtype) triples."""

@@ -1,4 +1,4 @@
-"""TableStore: the tables domain's storage API, attached to the app as ``app.tables``.
+"""TableStore: the tables domain's storage API (one per process, built by ``server/app.py``).
 
 The engine (``rowforge.server.tables.engine``) and the other domains (knowledge, files) use
 only this class; it never hands out SQL. Schema operations live in :class:`SchemaStore`, row
@@ -8,7 +8,7 @@ operations in :class:`RowStore`; this façade names the whole API in one place.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -49,9 +49,9 @@ class TableStore:
 
     Args:
         db: The database.
-        models: The model registry (``app.models``), for validating gen configs.
-        files: ``app.files`` or a zero-argument callable returning it (None: URIs are only
-            checked for a scheme).
+        models: The model registry, for validating gen configs.
+        files: The file store, for checking file URIs (None: URIs are only checked for a
+            scheme).
     """
 
     def __init__(self, db: Database, *, models: Any = None, files: Any = None) -> None:
@@ -60,6 +60,12 @@ class TableStore:
             event.listen(db.engine.sync_engine, "connect", _sqlite_read_tuning)
         self.schemas = SchemaStore(db, models)
         self.rows = RowStore(db, self.schemas, files=files)
+
+    def add_change_listener(self, listener: Callable[[Iterable[str]], None]) -> None:
+        """Call ``listener`` with the storage ids of the tables a committed write changed
+        (the knowledge indexes catch up from the change feed when told)."""
+        if listener not in self.rows.change_listeners:
+            self.rows.change_listeners.append(listener)
 
     async def start(self) -> None:
         """On SQLite (one process owns the database), finish the cells a previous process

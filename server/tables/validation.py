@@ -130,7 +130,7 @@ class ValidationContext:
     """What validation needs to know outside the schema.
 
     Attributes:
-        models: The model registry (``app.models``); None skips model checks (unit tests).
+        models: The model registry; None skips model checks (unit tests).
         knowledge_tables: Ids of the project's knowledge tables (RAG targets).
         tolerated_rag_targets: ``(column storage name, knowledge table id)`` pairs accepted
             although the table does not exist: RAG columns that used it before the change

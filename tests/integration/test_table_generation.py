@@ -337,9 +337,10 @@ async def test_regen_rows_errors(stub, md):
 
 # -- other paths into the engine ----------------------------------------------------------
 
-async def test_rag_columns_retrieve_through_the_installed_knowledge_search(stub, md):
-    # The knowledge service installs app.rag (without it the cell says "RAG not available":
-    # see the engine's unit tests). An empty knowledge table gives no chunks, not an error.
+async def test_rag_columns_retrieve_through_the_knowledge_search(stub, md):
+    # The server wires knowledge's retriever into the engine (without one the cell says "RAG
+    # not available": see the engine's unit tests). An empty knowledge table gives no
+    # chunks, not an error.
     await create_table(stub, md, "kb", [], table_type=KNOWLEDGE)
     await create_table(stub, md, "t", [
         input_col("q"),

@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 from rowforge.server.config import Settings
@@ -121,9 +120,9 @@ def table(*columns: ColumnSchema, table_type: str = "action", table_id: str = "t
 
 
 def make_engine(store: MemoryStore | None = None, *, models: Sequence[dict[str, Any]] = (),
-                **settings: Any) -> RowEngine:
-    """An engine over ``store`` with the built-in models plus ``models``."""
-    app = SimpleNamespace(tables=store or MemoryStore(),
-                          models=ModelRegistry.from_config(list(models)),
-                          settings=Settings(**settings))
-    return RowEngine(app)
+                ports: dict[str, Any] | None = None, **settings: Any) -> RowEngine:
+    """An engine over ``store`` with the built-in models plus ``models``; ``ports`` are
+    the engine's other components (``files``, ``retriever``, ``sandbox``)."""
+    return RowEngine(store=store or MemoryStore(),
+                     models=ModelRegistry.from_config(list(models)),
+                     settings=Settings(**settings), **(ports or {}))

@@ -368,8 +368,8 @@ class FakeRag:
 
 async def test_rag_references_come_first_and_are_stored():
     store = MemoryStore()
-    engine = make_engine(store)
-    engine.app.rag = rag = FakeRag()
+    rag = FakeRag()
+    engine = make_engine(store, ports={"retriever": rag})
     schema = table(col("q"), col("a", gen=llm("${q}", rag_params=RAGParams(
         table_id="kb", k=1, inline_citations=True))))
     events: list[Any] = []
@@ -387,8 +387,8 @@ async def test_rag_references_come_first_and_are_stored():
 
 
 async def test_a_fixed_search_query_gets_no_query_writer():
-    engine = make_engine()
-    engine.app.rag = rag = FakeRag()
+    rag = FakeRag()
+    engine = make_engine(ports={"retriever": rag})
     schema = table(col("q"), col("a", gen=llm("${q}", rag_params=RAGParams(
         table_id="kb", search_query="about ${q}"))))
     await engine.add_rows(schema, [{"q": "x"}])

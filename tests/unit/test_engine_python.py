@@ -7,6 +7,7 @@ from typing import Any
 
 from rowforge.server.errors import Internal
 from rowforge.server.sandbox import SandboxError
+from rowforge.server.tables.engine import LazySandbox
 from rowforge.server.tables.model import CellStatus
 from tests.unit.engine_memory import MemoryStore, col, llm, make_engine, python, table
 
@@ -39,9 +40,11 @@ class StandInPool:
 
 
 def engine_with(pool: StandInPool, store: MemoryStore | None = None, **settings: Any) -> Any:
-    engine = make_engine(store, **settings)
-    engine.app.sandbox = pool
-    return engine
+    return engine_over(LazySandbox(lambda: pool), store, **settings)
+
+
+def engine_over(sandbox: LazySandbox, store: MemoryStore | None = None, **settings: Any) -> Any:
+    return make_engine(store, ports={"sandbox": sandbox}, **settings)
 
 
 async def test_row_holds_every_column_to_the_left_and_outputs_are_typed():
@@ -103,14 +106,14 @@ async def test_a_sandbox_that_cannot_start_fails_every_python_cell_with_the_reas
 
 
 async def test_a_failed_start_is_tried_again_with_a_fresh_pool(monkeypatch):
-    from rowforge.server.tables.engine import executor
+    from rowforge.server.tables.engine import sandbox_source
 
     clock = [1000.0]
-    monkeypatch.setattr(executor.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(sandbox_source.time, "monotonic", lambda: clock[0])
     broken = StandInPool({}, start_error=TimeoutError())  # e.g. a worker slow to start
-    engine = engine_with(broken)
     fresh = StandInPool({"p": "ran"})
-    monkeypatch.setattr(engine, "make_sandbox", lambda: fresh)
+    pools = iter([broken, fresh])
+    engine = engine_over(LazySandbox(lambda: next(pools)))
     schema = table(col("a"), col("p", gen=python("...")))
 
     [first] = await engine.add_rows(schema, [{"a": "1"}])
@@ -120,6 +123,6 @@ async def test_a_failed_start_is_tried_again_with_a_fresh_pool(monkeypatch):
     clock[0] += 1  # within the retry period: the same reason, no new start
     [second] = await engine.add_rows(schema, [{"a": "2"}])
     assert second.cells["p"].error == first.cells["p"].error and fresh.starts == 0
-    clock[0] += executor.SANDBOX_RETRY_S
+    clock[0] += sandbox_source.SANDBOX_RETRY_S
     [third] = await engine.add_rows(schema, [{"a": "3"}])
     assert third.cells["p"].value == "ran" and fresh.starts == 1

@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from rowforge.server.auth import set_current_project
 from rowforge.server.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -271,14 +270,9 @@ async def test_read_limits_and_model_reads(store: FileStore) -> None:
     with pytest.raises(InvalidArgument) as err:
         await store.read_bytes("p1", info.uri, max_bytes=10)
     assert err.value.reason == "FILE_TOO_LARGE"
-    token = set_current_project("p1")
-    try:
-        assert await store.read_for_model(info.uri) == (TEXT, "text/plain")
-    finally:
-        token.var.reset(token)
-    set_current_project("p2")
+    assert await store.read_for_model("p1", info.uri) == (TEXT, "text/plain")
     with pytest.raises(NotFound):
-        await store.read_for_model(info.uri)
+        await store.read_for_model("p2", info.uri)
 
 
 @pytest.mark.parametrize(("offset", "length", "expected"), [

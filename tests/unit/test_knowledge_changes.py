@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from rowforge.server.auth import ensure_default_project
-from rowforge.server.knowledge.changes import ChangeFeed
 from rowforge.server.providers.registry import ModelRegistry
 from rowforge.server.storage.db import Database
+from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, CellStatus, TableSchema
 from rowforge.server.tables.store import TableStore
 

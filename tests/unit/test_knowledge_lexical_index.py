@@ -18,7 +18,6 @@ import pytest
 from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.knowledge import lexical_index
-from rowforge.server.knowledge.changes import ChangeFeed
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.lexical_index import (
     ANALYZERS,
@@ -32,6 +31,7 @@ from rowforge.server.knowledge.search import HybridSearcher
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.providers.registry import ModelRegistry
 from rowforge.server.storage.db import Database
+from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, TableSchema
 from rowforge.server.tables.store import TableStore
 from tests.support.bm25_oracle import BM25Oracle, quantized_length, same_ranking

@@ -15,12 +15,12 @@ import pytest
 
 from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import NotFound
-from rowforge.server.knowledge.changes import ChangeFeed
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import MANIFEST, TableIndex
 from rowforge.server.providers.registry import ModelRegistry
 from rowforge.server.storage.db import Database
+from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, TableSchema
 from rowforge.server.tables.store import TableStore
 

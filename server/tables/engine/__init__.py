@@ -2,7 +2,8 @@
 
 Public API::
 
-    engine = install_engine(app)                     # app.engine
+    engine = RowEngine(store=tables, models=models, settings=settings, files=files,
+                       retriever=rag, sandbox=LazySandbox(make_pool))   # built by server/app.py
     results = await engine.add_rows(schema, [{"question": "Hi"}], sink=queue.put_nowait)
     results = await engine.regen_rows(schema, [row_id], strategy="run_after",
                                       output_column="answer")
@@ -36,7 +37,13 @@ from rowforge.server.tables.engine.executor import (
     check_row_count,
     regen_targets,
 )
-from rowforge.server.tables.engine.install import install_engine
+from rowforge.server.tables.engine.ports import (
+    FileAccess,
+    Retriever,
+    SandboxRunner,
+    SandboxSource,
+)
+from rowforge.server.tables.engine.sandbox_source import LazySandbox
 
 __all__ = [
     "MAX_ROWS_PER_CALL",
@@ -53,15 +60,19 @@ __all__ = [
     "Event",
     "EventSink",
     "ExecutorRegistry",
+    "FileAccess",
+    "LazySandbox",
+    "Retriever",
     "RetryPolicy",
     "RowCompleted",
     "RowCreated",
     "RowEngine",
     "RowResult",
+    "SandboxRunner",
+    "SandboxSource",
     "build_dag",
     "check_row_count",
     "column_references",
     "default_executors",
-    "install_engine",
     "regen_targets",
 ]

@@ -1,7 +1,7 @@
 """Column executors: how one generated cell (or a batch of them) is computed.
 
 Executors are looked up by gen-config type in an :class:`ExecutorRegistry`; another domain can
-register its own (``app.engine.executors.register(EmbedGenConfig, MyEmbedder())``). An
+register its own (``engine.executors.register(EmbedGenConfig, MyEmbedder())``). An
 executor returns the cell (DONE, or ERROR for a failure that is the cell's own business) or
 raises a :class:`~rowforge.server.errors.RowforgeError`, which the engine turns into an ERROR
 cell with the error's message. An executor with a ``run_batch`` method gets all the cells of
@@ -39,6 +39,7 @@ from rowforge.server.tables.engine.deltas import DeltaCoalescer
 from rowforge.server.tables.engine.events import CellReferences, EventSink
 from rowforge.server.tables.engine.history import HistorySource, conversation
 from rowforge.server.tables.engine.plan import ColumnPlan
+from rowforge.server.tables.engine.ports import FileAccess, Retriever, SandboxRunner
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
     FILE_DTYPES,
@@ -73,10 +74,10 @@ class EngineServices(Protocol):
     @property
     def store(self) -> HistorySource: ...
     @property
-    def files(self) -> Any: ...
+    def files(self) -> FileAccess | None: ...
     @property
-    def rag(self) -> Any: ...
-    async def sandbox(self) -> Any: ...
+    def rag(self) -> Retriever | None: ...
+    async def sandbox(self) -> SandboxRunner: ...
     def model_slot(self, model_id: str) -> AbstractAsyncContextManager[Any]: ...
 
 

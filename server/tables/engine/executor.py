@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -49,6 +47,12 @@ from rowforge.server.tables.engine.events import (
     RowResult,
 )
 from rowforge.server.tables.engine.plan import ColumnPlan, TablePlan, build_plan
+from rowforge.server.tables.engine.ports import (
+    FileAccess,
+    Retriever,
+    SandboxRunner,
+    SandboxSource,
+)
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
     Cell,
@@ -67,8 +71,6 @@ MAX_ROWS_PER_CALL = 100
 #: Regeneration strategies (around an output column).
 STRATEGIES = ("run_all", "run_before", "run_selected", "run_after")
 CANCELLED_MESSAGE = "generation cancelled"
-#: After a failed sandbox start, cells get its error for this long before a new start.
-SANDBOX_RETRY_S = 5.0
 INTERNAL_MESSAGE = "internal error while generating this cell; the server logged the details"
 #: A batch executor waits at most this long for the other rows of its call.
 BATCH_WINDOW_S = 0.005
@@ -251,19 +253,32 @@ def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
 
 
 class RowEngine:
-    """Generates rows of tables (one per process, ``app.engine``).
+    """Generates rows of tables (one per process).
 
     Args:
-        app: Where the components live: ``tables`` (the :class:`TableStore` or any object
-            with its ``insert_rows``/``write_cells``/``get_rows``/``history``), ``models``,
-            ``settings``, and optionally ``files``, ``sandbox`` and ``rag``, looked up at use
-            (other services attach them after this one registers).
+        store: The rows (the :class:`TableStore`, or any object with its
+            ``insert_rows``/``write_cells``/``get_rows``/``history``/``update_rows``).
+        models: The model registry.
+        settings: Bounds and timeouts (default: the defaults).
+        files: The file store cells read and write (None: file cells fail
+            ``FILES_UNAVAILABLE``).
+        retriever: Finds RAG references (None: RAG columns fail ``RAG_UNAVAILABLE``).
+        sandbox: Hands out the Python sandbox (None: Python cells fail
+            ``SANDBOX_UNAVAILABLE``).
         executors: Column executors by gen-config type (default: LLM, Python, embedding).
     """
 
-    def __init__(self, app: Any, *, executors: ExecutorRegistry | None = None,
+    def __init__(self, *, store: Any, models: ModelRegistry, settings: Settings | None = None,
+                 files: FileAccess | None = None, retriever: Retriever | None = None,
+                 sandbox: SandboxSource | None = None,
+                 executors: ExecutorRegistry | None = None,
                  plan_cache_size: int = 256) -> None:
-        self.app = app
+        self.store = store
+        self.models = models
+        self.settings = settings or Settings()
+        self.files = files
+        self.rag = retriever
+        self.sandbox_source = sandbox
         self.executors = executors or default_executors()
         self._plans: OrderedDict[tuple[str, str, str, str, int], TablePlan] = OrderedDict()
         self._plan_cache_size = plan_cache_size
@@ -274,85 +289,20 @@ class RowEngine:
         # holds its table's (``_Call.table_slot``) while it runs.
         self._table_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
             weakref.WeakValueDictionary())
-        self._sandbox_lock: asyncio.Lock | None = None
-        self._own_sandbox: Any = None
-        self._sandbox_error: RowforgeError | None = None
-        self._sandbox_retry_at = 0.0
-        self._sandbox_backoff = SANDBOX_RETRY_S
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- components (EngineServices) -------------------------------------------------------
 
-    @property
-    def settings(self) -> Settings:
-        return getattr(self.app, "settings", None) or Settings()
+    async def sandbox(self) -> SandboxRunner:
+        """The started Python sandbox.
 
-    @property
-    def models(self) -> ModelRegistry:
-        return self.app.models
-
-    @property
-    def store(self) -> Any:
-        return self.app.tables
-
-    @property
-    def files(self) -> Any:
-        return getattr(self.app, "files", None)
-
-    @property
-    def rag(self) -> Any:
-        return getattr(self.app, "rag", None)
-
-    def make_sandbox(self) -> Any:
-        """A :class:`SandboxPool` configured from the settings (not started)."""
-        from rowforge.server.sandbox import SandboxLimits, SandboxPool
-
-        settings = self.settings
-        limits = SandboxLimits(timeout_s=settings.sandbox_timeout_s,
-                               cpu_s=max(1, math.ceil(settings.sandbox_timeout_s)),
-                               memory_mb=settings.sandbox_memory_mb)
-        data_dir = getattr(self.app, "data_dir", None)
-        return SandboxPool(workers=settings.sandbox_workers, limits=limits,
-                           forbidden_paths=[str(data_dir)] if data_dir else [],
-                           network=settings.effective_sandbox_network,
-                           work_dir=data_dir / "sandbox" if data_dir else None)
-
-    async def sandbox(self) -> Any:
-        """The Python sandbox (``app.sandbox``), started on first use.
-
-        Starting lazily keeps servers that never run Python columns from paying for the
-        worker processes. A failed start is not final: the cells of the next
-        :data:`SANDBOX_RETRY_S` seconds (doubling up to five minutes while it keeps failing)
-        get its reason as their error, then a fresh pool is tried.
+        Raises:
+            RowforgeError: why Python cells cannot run now (the cell's error).
         """
-        if self._sandbox_lock is None:
-            self._sandbox_lock = asyncio.Lock()
-        async with self._sandbox_lock:
-            if self._sandbox_error is not None:
-                if time.monotonic() < self._sandbox_retry_at:
-                    raise self._sandbox_error
-                self.app.sandbox = None  # the failed pool is closed: start a new one
-            pool = getattr(self.app, "sandbox", None)
-            if pool is None:
-                pool = self._own_sandbox = self.make_sandbox()
-                self.app.sandbox = pool
-            try:
-                await pool.start()  # idempotent
-            except Exception as exc:
-                await pool.close()
-                if isinstance(exc, RowforgeError):
-                    error = exc
-                else:
-                    log.exception("the Python sandbox could not start")
-                    error = Unavailable(f"the Python sandbox could not start ({exc!r}); it is "
-                                        "tried again shortly", reason="SANDBOX_UNAVAILABLE")
-                self._sandbox_backoff = min(2 * self._sandbox_backoff, 300.0) \
-                    if self._sandbox_error is not None else SANDBOX_RETRY_S
-                self._sandbox_error = error
-                self._sandbox_retry_at = time.monotonic() + self._sandbox_backoff
-                raise error from None
-            self._sandbox_error = None
-        return pool
+        if self.sandbox_source is None:
+            raise Unavailable("the Python sandbox is not available on this server",
+                              reason="SANDBOX_UNAVAILABLE")
+        return await self.sandbox_source.acquire()
 
     def model_slot(self, model_id: str) -> asyncio.Semaphore:
         """Bound concurrent calls of one model (``Settings.model_concurrency``): use as
@@ -372,15 +322,12 @@ class RowEngine:
         return slot
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Let pending clean-up writes (cells marked SKIPPED) finish, then stop the sandbox
-        this engine started."""
+        """Let pending clean-up writes (cells marked SKIPPED) finish."""
         if self._background:
             _, pending = await asyncio.wait(list(self._background), timeout=timeout_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._own_sandbox is not None:
-            await self._own_sandbox.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -446,6 +393,49 @@ class RowEngine:
                               if row.cells.get(c, Cell()).status == CellStatus.PENDING],
                      regen=False) for i, row in enumerate(rows)]
         return await self._run(plan, jobs, concurrent=concurrent, sink=sink, deadline=deadline)
+
+    async def generate_stored(self, schema: TableSchema, rows: Sequence[Row], *,
+                              columns: Sequence[str] | None = None) -> int:
+        """Generate rows already inserted with PENDING cells (an import, a file's chunks), in
+        calls of :data:`MAX_ROWS_PER_CALL` rows; return how many cells ended in ERROR.
+
+        Args:
+            columns: Only these generated columns (default: every PENDING one).
+        """
+        plan = self.plan(schema)
+        order = [c for c in plan.order if columns is None or c in columns]
+        errors = 0
+        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
+            batch = rows[start:start + MAX_ROWS_PER_CALL]
+            jobs = [_Job(i, row, [c for c in order
+                                  if row.cells.get(c, Cell()).status == CellStatus.PENDING],
+                         regen=False) for i, row in enumerate(batch)]
+            for result in await self._run(plan, jobs, concurrent=True, sink=None,
+                                          deadline=None):
+                errors += sum(1 for cell in result.cells.values()
+                              if cell.status == CellStatus.ERROR)
+        return errors
+
+    async def update_rows(self, schema: TableSchema,
+                          updates: Mapping[str, Mapping[str, Any]]) -> int:
+        """Update stored values (the store's ``update_rows``), then re-embed the embedding
+        columns whose source text changed: batched per column, a failure is an ERROR cell
+        (the row drops out of vector search) rather than a failed update. A vector given in
+        the same update is kept. Returns the rows updated."""
+        count = int(await self.store.update_rows(schema, updates))
+        runs = []
+        for col in schema.columns:
+            config = col.gen_config
+            if not isinstance(config, EmbedGenConfig):
+                continue
+            ids = [row_id for row_id, values in updates.items()
+                   if config.source_column in values and col.id not in values]
+            if ids:
+                runs.append(self.regen_rows(schema, ids, strategy="run_selected",
+                                            output_column=col.id))
+        if runs:
+            await asyncio.gather(*runs)
+        return count
 
     async def regen_rows(self, schema: TableSchema, row_ids: Sequence[str], *,
                          strategy: str = "run_all", output_column: str = "",

@@ -1,5 +1,7 @@
-"""Bulk reads of a knowledge table's rows for its indexes (raw vectors and texts, not
-``Row``s), and the row reads of the search hot path.
+"""The tables domain's reads for derived indexes (the knowledge domain uses these, never the
+tables' SQL layout): bulk reads of a knowledge table's rows (raw vectors and texts, not
+``Row``s), the change feed joined to the rows, the row reads of the search hot path, filters,
+and which knowledge tables exist.
 
 The table store's reads build a ``Row`` with every vector as a list of floats: right for an
 API response, far too slow to load 50,000 vectors into an index. These reads return the stored
@@ -14,9 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rowforge.server.knowledge.changes import text_columns
 from rowforge.server.storage.db import Database
+from rowforge.server.storage.tables_tables import user_tables
 from rowforge.server.tables import layout
+from rowforge.server.tables.change_feed import text_columns
 from rowforge.server.tables.codec import cell_from_stored
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
@@ -24,9 +27,14 @@ from rowforge.server.tables.model import (
     Row,
     TableSchema,
 )
-from rowforge.server.tables.row_store import micros_to_datetime
+from rowforge.server.tables.row_store import micros_to_datetime, select_columns
+from rowforge.server.tables.schema_store import schema_from_row
 from rowforge.server.tables.values import from_stored
 from rowforge.server.tables.where import compile_where
+
+__all__ = ["ID_CHUNK", "Texts", "Vectors", "changed_rows", "check_where", "knowledge_schemas",
+           "knowledge_storage_ids", "matching_ids", "read_rows", "scan_rows", "select_columns",
+           "storage_exists"]
 
 #: Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit).
 ID_CHUNK = 1000
@@ -155,3 +163,35 @@ def read_rows(conn: sa.Connection, schema: TableSchema, row_ids: Sequence[str],
         records = conn.execute(stmt, {"ids": list(row_ids[start:start + ID_CHUNK])}).all()
         out.update((r[0], _to_row(r[0], r[1], r[2:], read)) for r in records)
     return out
+
+
+def check_where(schema: TableSchema, where: str, dialect: str) -> None:
+    """Compile (and so validate) a ``where`` filter without running it.
+
+    Raises:
+        InvalidArgument: the filter does not parse or names unknown columns (field ``where``).
+    """
+    compile_where(where, schema, layout.row_table(schema), dialect)
+
+
+async def storage_exists(db: Database, storage_id: str) -> bool:
+    """Whether a table with this storage id exists (it was not deleted)."""
+    async with db.read() as conn:
+        found = await conn.scalar(sa.select(user_tables.c.storage_id).where(
+            user_tables.c.storage_id == storage_id))
+    return found is not None
+
+
+async def knowledge_storage_ids(db: Database) -> set[str]:
+    """Storage ids of every knowledge table."""
+    async with db.read() as conn:
+        return set(await conn.scalars(sa.select(user_tables.c.storage_id).where(
+            user_tables.c.table_type == "knowledge")))
+
+
+async def knowledge_schemas(db: Database) -> list[TableSchema]:
+    """The current schema of every knowledge table."""
+    async with db.read() as conn:
+        rows = (await conn.execute(sa.select(user_tables).where(
+            user_tables.c.table_type == "knowledge"))).all()
+    return [schema_from_row(row) for row in rows]

@@ -1,0 +1,48 @@
+"""What the row engine consumes from other domains, declared here and satisfied by the
+composition root (``server/app.py``): the engine imports none of the domains behind them, so
+engine -> retriever -> knowledge stays one-way and each port can be replaced by a fake in a
+test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from rowforge.server.providers import ChatResult, Message
+from rowforge.server.tables.model import RAGParams, References
+
+QueryWriter = Callable[[Sequence[Message]], Awaitable[ChatResult]]
+
+
+class FileAccess(Protocol):
+    """The file store as cells use it (``FileStore`` satisfies it)."""
+
+    async def get(self, project_id: str, uri: str, *, field: str = ...) -> Any: ...
+    async def read_bytes(self, project_id: str, uri: str,
+                         max_bytes: int | None = ...) -> bytes: ...
+    async def store_bytes(self, project_id: str, data: bytes, *, name: str,
+                          expected_kind: str | None = ...) -> Any: ...
+    async def validate_uri(self, project_id: str, uri: str, dtype: str) -> Any: ...
+
+
+class Retriever(Protocol):
+    """Finds the references of an LLM column with ``rag_params`` (knowledge's RagRetriever)."""
+
+    async def retrieve(self, project_id: str, params: RAGParams, query: str,
+                       row: dict[str, Any], *,
+                       write_query: QueryWriter | None = None) -> References: ...
+
+
+class SandboxRunner(Protocol):
+    """Runs one Python cell (``SandboxPool`` satisfies it)."""
+
+    async def run(self, code: str, row: dict[str, Any], column: str, *,
+                  timeout_s: float | None = None) -> Any: ...
+
+
+class SandboxSource(Protocol):
+    """Hands out a started sandbox (``LazySandbox``): raises the reason it cannot."""
+
+    async def acquire(self) -> SandboxRunner: ...
+    async def close(self) -> None: ...
