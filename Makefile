@@ -77,6 +77,7 @@ proto-check: install min-venv
 
 lint: install node min-venv
 	$(VENV)/bin/ruff check server fastcore clients tests bench scripts
+	$(PY) scripts/typecheck.py
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
 	@# Never break v1: compare with the last landed main when there is one.
 	@if git rev-parse -q --verify main >/dev/null; then \
@@ -88,4 +89,4 @@ format: install
 	$(VENV)/bin/ruff check --fix server fastcore clients tests bench scripts
 
 clean:
-	rm -rf build $(VENV) $(MIN_VENV) node_modules fastcore/*.so fastcore/*.c
+	rm -rf build .typecheck $(VENV) $(MIN_VENV) node_modules fastcore/*.so fastcore/*.c

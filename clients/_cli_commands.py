@@ -9,7 +9,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from rowforge.clients import types as t
 from rowforge.clients._cli_output import Progress, print_json, print_table
@@ -152,7 +152,7 @@ def tables_add_rows(args: argparse.Namespace) -> int:
     with client_of(args) as client:
         with path.open("rb") as fh:
             result = client.table.import_rows(
-                args.type, args.table_id, _CountingReader(fh, progress),
+                args.type, args.table_id, cast(BinaryIO, _CountingReader(fh, progress)),
                 tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=False)
         progress.close()
         errors = 0
@@ -177,7 +177,7 @@ def _generate_rows(client: Any, args: argparse.Namespace, row_ids: list[str]) ->
     for start in range(0, len(row_ids), MAX_ROWS_PER_CALL):
         chunks = client.table.regen_table_rows(args.type, t.MultiRowRegenRequest(
             table_id=args.table_id, row_ids=row_ids[start:start + MAX_ROWS_PER_CALL],
-            regen_strategy="run_all", stream=True))
+            regen_strategy=t.RegenStrategy.RUN_ALL, stream=True))
         for chunk in chunks:
             if chunk.event == "cell_completed" and chunk.cell is not None and \
                     chunk.cell.status == t.CellStatus.ERROR:

@@ -96,7 +96,7 @@ class Progress:
             try:
                 from tqdm import tqdm
             except ImportError:  # optional (the `client` extra installs it)
-                tqdm = None
+                tqdm = None  # type: ignore[assignment,misc]
             if tqdm is not None:
                 self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale,
                                  file=sys.stderr, leave=True)

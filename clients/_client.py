@@ -34,7 +34,7 @@ class _Client(ModelMethods):
     @property
     def config(self) -> ClientConfig:
         """The resolved configuration (address, project, timeouts ...)."""
-        return self._t.config  # type: ignore[no-any-return]
+        return self._t.config
 
     @property
     def token(self) -> str | None:

@@ -63,10 +63,10 @@ def bad_argument(field: str, description: str) -> InvalidArgumentError:
 
 # -- scalars -----------------------------------------------------------------------------------
 
-def table_type_pb(value: Any) -> int:
+def table_type_pb(value: Any) -> common_pb2.TableType.ValueType:
     """'action' / 'knowledge' / 'chat', a :class:`TableType` or the proto enum value."""
     if isinstance(value, int) and value in _TABLE_TYPE_NAMES:
-        return value
+        return common_pb2.TableType.ValueType(value)
     try:
         return _TABLE_TYPES[t.TableType(str(value).lower())]
     except ValueError:
@@ -74,11 +74,11 @@ def table_type_pb(value: Any) -> int:
                                          f"got {value!r}") from None
 
 
-def table_type_name(value: int) -> t.TableType | None:
+def table_type_name(value: common_pb2.TableType.ValueType) -> t.TableType | None:
     return _TABLE_TYPE_NAMES.get(value)
 
 
-def regen_strategy_pb(value: Any) -> int:
+def regen_strategy_pb(value: Any) -> tpb.RegenStrategy.ValueType:
     try:
         return _REGEN[t.RegenStrategy(str(value).lower())]
     except ValueError:
@@ -86,7 +86,7 @@ def regen_strategy_pb(value: Any) -> int:
                                              f"run_after, got {value!r}") from None
 
 
-def capability_pb(name: str) -> int:
+def capability_pb(name: str) -> common_pb2.Capability.ValueType:
     try:
         return CAPABILITIES[name.lower()]
     except KeyError:
@@ -94,7 +94,7 @@ def capability_pb(name: str) -> int:
                                            f"{', '.join(CAPABILITIES)}") from None
 
 
-def finish_reason(value: int) -> str:
+def finish_reason(value: model_service_pb2.FinishReason.ValueType) -> str:
     return _FINISH.get(value, "")
 
 

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
@@ -26,6 +26,7 @@ IMPORT_CHUNK = 1024 * 1024
 DTYPE_TTL_S = 60.0
 
 TableTypeLike = str | t.TableType | int
+M = TypeVar("M", bound=t._Model)
 
 
 class _DtypeCache:
@@ -50,7 +51,7 @@ class _DtypeCache:
         self._entries.pop(key, None)
 
 
-def _request_of(model: type[t._Model], value: Any, **fields: Any) -> Any:
+def _request_of(model: type[M], value: Any, **fields: Any) -> M:
     """A request model from an instance, a dict, or keyword fields."""
     if isinstance(value, model):
         return value
@@ -75,7 +76,7 @@ class TableClient:
         self._dtypes.put(table)
         return c.table_py(table)
 
-    def _dtypes_for(self, table_type: int, table_id: str,
+    def _dtypes_for(self, table_type: common_pb2.TableType.ValueType, table_id: str,
                     need: Sequence[str] = ()) -> Plan[dict[str, str]]:
         cached = self._dtypes.get((table_type, table_id))
         if cached is not None and all(n in cached for n in need):
@@ -307,7 +308,7 @@ class TableClient:
         if isinstance(request, t.RowRegenRequest):
             request = request.to_multi()
         kind = c.table_type_pb(table_type)
-        fields = {"table_type": kind, "table_id": request.table_id,
+        fields: dict[str, Any] = {"table_type": kind, "table_id": request.table_id,
                   "row_ids": request.row_ids,
                   "regen_strategy": c.regen_strategy_pb(request.regen_strategy),
                   "output_column_id": request.output_column_id or "",
@@ -400,7 +401,7 @@ class TableClient:
         request.limit = page_size
         return self._t.run(self._all_rows(kind, table_id, request, emit=False))
 
-    def _all_rows(self, kind: int, table_id: str, request: tpb.ListRowsRequest, emit: bool
+    def _all_rows(self, kind: common_pb2.TableType.ValueType, table_id: str, request: tpb.ListRowsRequest, emit: bool
                   ) -> Plan[Any]:
         collected: list[dict[str, Any]] = []
         while True:
@@ -414,7 +415,7 @@ class TableClient:
                 return None if emit else collected
             request.page_token = resp.next_page_token
 
-    def _rows_page(self, kind: int, table_id: str, request: tpb.ListRowsRequest
+    def _rows_page(self, kind: common_pb2.TableType.ValueType, table_id: str, request: tpb.ListRowsRequest
                    ) -> Plan[tuple[Any, dict[str, str]]]:
         dtypes = yield from self._dtypes_for(kind, table_id)
         resp = yield Unary(TABLE, "ListRows", request, idempotent=True)
@@ -425,7 +426,7 @@ class TableClient:
         return resp, dtypes
 
     @staticmethod
-    def _list_rows_request(kind: int, table_id: str, where: str | None = None,
+    def _list_rows_request(kind: common_pb2.TableType.ValueType, table_id: str, where: str | None = None,
                            columns: Sequence[str] | None = None, search_query: str = "",
                            search_columns: Sequence[str] | None = None,
                            order_by: str | None = None, order_ascending: bool = True

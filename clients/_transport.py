@@ -297,13 +297,14 @@ class SyncTransport(_Base):
             while not stepper.done:
                 if isinstance(op, Emit):
                     raise TypeError("a plan run with run() must not emit values")
+                assert op is not None
                 try:
                     value = self._perform(op, streams)
                 except RowForgeError as err:
                     op = stepper.step(error=err)
                 else:
                     op = stepper.step(value)
-            return stepper.result  # type: ignore[no-any-return]
+            return stepper.result
         finally:
             _close(stepper, streams)
 
@@ -321,6 +322,7 @@ class SyncTransport(_Base):
                     yield op.value
                     op = stepper.step()
                     continue
+                assert op is not None
                 try:
                     value = self._perform(op, streams)
                 except RowForgeError as err:
@@ -485,13 +487,14 @@ class AsyncTransport(_Base):
             while not stepper.done:
                 if isinstance(op, Emit):
                     raise TypeError("a plan run with run() must not emit values")
+                assert op is not None
                 try:
                     value = await self._perform(op, streams)
                 except RowForgeError as err:
                     op = stepper.step(error=err)
                 else:
                     op = stepper.step(value)
-            return stepper.result  # type: ignore[no-any-return]
+            return stepper.result
         finally:
             _close(stepper, streams)
 
@@ -508,6 +511,7 @@ class AsyncTransport(_Base):
                     yield op.value
                     op = stepper.step()
                     continue
+                assert op is not None
                 try:
                     value = await self._perform(op, streams)
                 except RowForgeError as err:
@@ -544,7 +548,7 @@ class AsyncTransport(_Base):
         def wake(_: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 loop.call_soon_threadsafe(
-                    lambda: finished.done() or finished.set_result(None))
+                    lambda: None if finished.done() else finished.set_result(None))
 
         call.add_done_callback(wake)
         try:

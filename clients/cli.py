@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from rowforge.server.cli import add_server_commands
     except ImportError:  # client-only install
-        add_server_commands = None
+        add_server_commands = None  # type: ignore[assignment]
     if add_server_commands is not None:
         add_server_commands(sub)
     _table_commands(sub, common)

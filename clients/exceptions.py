@@ -243,7 +243,7 @@ def _decode_status(err: grpc.RpcError) -> status_pb2.Status | None:
     from grpc_status import rpc_status
 
     try:
-        return rpc_status.from_call(err)  # type: ignore[arg-type]
+        return rpc_status.from_call(err)
     except (ValueError, AttributeError, TypeError):
         # A status whose details disagree with the trailers' code/message, or an error object
         # without trailers (e.g. a channel that never connected): keep code and message only.

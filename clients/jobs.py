@@ -274,7 +274,7 @@ def event_py(e: bpb.WatchJobResponse) -> JobEvent:
         metrics=metrics_py(e.metrics) if e.HasField("metrics") else None)
 
 
-def job_state_pb(state: JobState | str | None) -> int:
+def job_state_pb(state: JobState | str | None) -> bpb.JobState.ValueType:
     if not state:
         return bpb.JOB_STATE_UNSPECIFIED
     try:

@@ -59,7 +59,7 @@ if COMPILED:
     from rowforge.fastcore._template import Template
 else:
     from rowforge.fastcore._py.rrf import rrf
-    from rowforge.fastcore._py.template import Template
+    from rowforge.fastcore._py.template import Template  # type: ignore[assignment]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from rowforge.server.config import ConfigError, load_settings
 
 
-def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_server_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve", help="start the gRPC server",
         description="Start the rowforge gRPC server. Settings come from defaults, then the TOML "
@@ -47,7 +47,7 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     token.set_defaults(func=_guarded(_create_token))
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace):
     return load_settings(
         args.config,
         host=getattr(args, "host", None),
@@ -170,7 +170,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
-async def _with_db(args: argparse.Namespace, fn):  # type: ignore[no-untyped-def]
+async def _with_db(args: argparse.Namespace, fn):
     from rowforge.server.auth import ensure_default_project
     from rowforge.server.storage.db import Database
 

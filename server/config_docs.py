@@ -121,7 +121,7 @@ def model_field_docs() -> dict[str, str]:
                 entries[name.strip()] = current  # type: ignore[assignment]
         elif line.strip() and current:
             current.append(line.strip())
-    return {k: " ".join(v) for k, v in entries.items()}  # type: ignore[arg-type]
+    return {k: " ".join(v) for k, v in entries.items()}
 
 
 def render() -> str:
@@ -129,7 +129,8 @@ def render() -> str:
     comments, flags = field_comments(), serve_flags()
     rows = []
     for f in dataclasses.fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory())  # type: ignore[operator]
         flag = f"`{flags[f.name]}`" if f.name in flags else ""
         rows.append(f"| `{f.name}` | {_default(default)} | `ROWFORGE_{f.name.upper()}` | {flag} "
                     f"| {_rst_to_md(comments[f.name])} |")

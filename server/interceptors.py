@@ -89,7 +89,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self.auth = authenticator
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
@@ -111,7 +111,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         set_current_project(project)
         return project
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str):  # type: ignore[no-untyped-def]
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             project = "-"
@@ -132,7 +132,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str):  # type: ignore[no-untyped-def]
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
             project = "-"

@@ -22,7 +22,7 @@ MAX_VIOLATIONS = 20
 MAX_STATUS_BYTES = 3072
 
 
-def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
+def _pack(message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

@@ -283,7 +283,9 @@ class AjaxAiBatchJob:
                 model = output_model or self._output_models.get(result.request_id)
                 yield build_result(result, model, model_as_response=output_model is not None)
         finally:
-            stream.close()
+            close = getattr(stream, "close", None)  # a generator (the sync client's)
+            if close is not None:
+                close()
 
     # -- callbacks --------------------------------------------------------------------------
 

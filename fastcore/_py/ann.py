@@ -59,7 +59,7 @@ def to_results(
 ) -> list[Result]:
     """``(row id, distance)`` pairs for parallel label and distance arrays."""
     return [
-        (id_of[label], dist)  # type: ignore[misc]  # labels given here are always live
+        (id_of[label], dist)  # labels given here are always live
         for label, dist in zip(labels.tolist(), distances.tolist(), strict=True)
     ]
 

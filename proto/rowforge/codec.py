@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -100,6 +100,10 @@ def struct_from_pb(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {k: value_from_pb(v) for k, v in struct.fields.items()}
 
 
+@overload
+def timestamp_to_pb(value: dt.datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def timestamp_to_pb(value: None) -> None: ...
 def timestamp_to_pb(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     """A datetime as a ``Timestamp`` (naive means UTC; None stays None)."""
     if value is None:

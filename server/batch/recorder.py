@@ -167,7 +167,9 @@ class ResultRecorder:
             except Exception:
                 log.exception("recording %d batch results failed", len(batch))
                 break
-        recorded, jobs, ended = 0, set(), set()
+        recorded = 0
+        job_ids: set[str] = set()
+        ended_ids: set[str] = set()
         for outcome in batch:
             try:
                 n, j, e = await self.write([outcome])
@@ -176,9 +178,9 @@ class ResultRecorder:
                               outcome.claim.request_id, outcome.claim.job_id)
                 continue
             recorded += n
-            jobs.update(j)
-            ended.update(e)
-        return Flushed(pks, recorded, sorted(jobs), sorted(ended), retries)
+            job_ids.update(j)
+            ended_ids.update(e)
+        return Flushed(pks, recorded, sorted(job_ids), sorted(ended_ids), retries)
 
     async def write(self, batch: Sequence[Outcome]) -> tuple[int, list[str], list[str]]:
         """Record ``batch`` in one transaction; returns ``(results recorded, jobs with new

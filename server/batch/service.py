@@ -165,7 +165,7 @@ class BatchService:
                         "file:// images need the FileService, which this server lacks",
                         reason="FILES_UNAVAILABLE")
                 try:
-                    await files.validate_uri(project_id, part.image_uri, "image")
+                    await files.validate_uri(project_id, part.image_uri or "", "image")
                 except InvalidArgument as exc:  # name the part among up to 100 requests
                     v.add(f"requests[{i}].content_parts[{j}].image.uri", exc.message)
                     reasons.add(exc.reason)

@@ -292,7 +292,7 @@ class BatchStore:
             refs = [{"request_pk": pk, "uri": uri, "job_id": job_id}
                     for pk, r in zip(inserted, requests, strict=True)
                     for uri in sorted({p.image_uri for p in r.parts
-                                       if (p.image_uri or "").startswith("file://")})]
+                                       if p.image_uri and p.image_uri.startswith("file://")})]
             if refs:
                 await conn.execute(batch_file_refs.insert(), refs)
             total = first + len(requests)

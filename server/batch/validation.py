@@ -126,8 +126,10 @@ def raise_for_requests(v: Violations, requests: Sequence[RequestInput],
     mask = sum(1 << i for i in invalid)
     metadata = {"invalidRequestMask": f"{mask:x}",
                 "invalidRequestIds": json.dumps([requests[i].request_id[:64] for i in invalid])}
-    extra = {"reason": reason} if reason else {}
-    raise InvalidArgument(message, field_violations=v.items, metadata=metadata, **extra)
+    if reason:
+        raise InvalidArgument(message, field_violations=v.items, metadata=metadata,
+                              reason=reason)
+    raise InvalidArgument(message, field_violations=v.items, metadata=metadata)
 
 
 def _check_request(v: Violations, request: RequestInput, spec: ModelSpec, where: str) -> None:

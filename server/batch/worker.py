@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -200,7 +201,7 @@ class BatchWorker:
             task = asyncio.create_task(self._run(claim, job, payloads.get(claim.pk)))
             self._tasks[claim.pk] = task
             self._by_job[claim.job_id].add(claim.pk)
-            task.add_done_callback(lambda t, c=claim: self._done(c, t))
+            task.add_done_callback(functools.partial(self._done, claim))
 
     def _done(self, claim: Claim, task: asyncio.Task[None]) -> None:
         if self._tasks.get(claim.pk) is task:
@@ -286,7 +287,8 @@ class BatchWorker:
             except BaseException as exc:
                 throttled = isinstance(exc, ResourceExhausted)
                 limiter.release(permit, throttled=throttled,
-                                retry_after=exc.retry_after if throttled else None)
+                                retry_after=getattr(exc, "retry_after", None)
+                                if throttled else None)
                 raise
             limiter.release(permit, used_tokens=result.usage.total_tokens, succeeded=True)
         except asyncio.CancelledError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
@@ -567,7 +568,7 @@ class FileStore:
         """Ask ``finder`` too before a delete (another domain's references to files)."""
         self.reference_finders.append(finder)
 
-    async def references(self, project_id: str, uri: str) -> list[str]:
+    async def references(self, project_id: str, uri: str) -> builtins.list[str]:
         """Names of the things that reference ``uri`` (asks every reference finder)."""
         found = await asyncio.gather(*(finder(project_id, uri)
                                        for finder in list(self.reference_finders)))

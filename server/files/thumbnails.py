@@ -45,7 +45,8 @@ def render(data: bytes, size: int) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as opened:
+            image: Image.Image = opened
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise InvalidArgument(

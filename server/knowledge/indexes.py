@@ -21,8 +21,9 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -91,8 +92,8 @@ class KnowledgeIndexes:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
-        for task in self._opening.values():
-            task.cancel()
+        for opening in self._opening.values():
+            opening.cancel()
         try:
             await self.sweep()
         except Exception as exc:  # the database may be gone already: save what we have
@@ -103,8 +104,8 @@ class KnowledgeIndexes:
         if self._own_reader:
             self.reader.close()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -332,7 +332,7 @@ class LexicalIndex:
     @staticmethod
     def _hits(searcher: tantivy.Searcher, query: tantivy.Query, limit: int) -> list[Result]:
         found = searcher.search(query, limit, count=False).hits
-        return [(searcher.doc(address).get_first(FIELD_ID), float(score))
+        return [(str(searcher.doc(address).get_first(FIELD_ID)), float(score))
                 for score, address in found]
 
 

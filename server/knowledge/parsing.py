@@ -103,7 +103,7 @@ def parse_document(data: bytes, *, filename: str, content_type: str) -> ParsedDo
     """
     file_type = file_type_for(content_type) or file_type_for_name(filename)
     parser = _PARSERS.get(file_type.extension) if file_type else None
-    if parser is None:
+    if parser is None or file_type is None:
         raise InvalidArgument(
             f"{_display(filename)}: cannot extract text from {content_type or 'this'} files.",
             reason=UNSUPPORTED_FILE_TYPE,
@@ -265,9 +265,8 @@ def _load_json(text: str, line: int | None = None) -> Any:
     except json.JSONDecodeError as exc:
         position = f"column {exc.colno}" if line is not None else \
             f"line {exc.lineno} column {exc.colno}"
-        metadata = {"line": line if line is not None else exc.lineno}
-        raise _ParseFailure(f"{where}invalid JSON at {position}: {exc.msg}.", **metadata) \
-            from None
+        raise _ParseFailure(f"{where}invalid JSON at {position}: {exc.msg}.",
+                            line=line if line is not None else exc.lineno) from None
     except RecursionError:
         raise _ParseFailure(f"{where}JSON nested too deeply.") from None
 
@@ -412,7 +411,7 @@ def _parse_docx(data: bytes, filename: str) -> _Parsed:
     _open_office_zip(data)
     document = docx.Document(io.BytesIO(data))
     title = document.core_properties.title or ""
-    blocks = []
+    blocks: list[Any] = []
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             blocks.extend(" | ".join(_unique_cells(row.cells)) for row in block.rows)

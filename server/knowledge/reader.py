@@ -58,7 +58,8 @@ class Reader:
                   **kwargs: P.kwargs) -> T:
         """``fn(conn, *args, **kwargs)`` on a read connection."""
         if self._engine is not None:
-            return await asyncio.to_thread(self.in_thread, fn, *args, **kwargs)
+            return await asyncio.to_thread(self.in_thread, fn, *args,  # type: ignore[arg-type]
+                                           **kwargs)
         async with self.db.read() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
 

@@ -102,7 +102,7 @@ class SearchOutcome:
     rerank_error: str = ""
 
 
-async def concurrently(*aws: Awaitable[T]) -> list[T]:
+async def concurrently(*aws: Awaitable[Any]) -> list[Any]:
     """``asyncio.gather`` that cancels the others when one fails."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:

@@ -10,7 +10,7 @@ same way on every route: see :mod:`litellm_errors`). Backends never retry (see :
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,7 +60,7 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
 
-    def stream_chat(self, spec: ModelSpec, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream_chat(self, spec: ModelSpec, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         """Text chunks, then one final chunk with ``finish_reason``, ``usage``, ``model``.
         Closing the iterator early closes the upstream stream at once."""
         ...

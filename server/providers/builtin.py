@@ -8,7 +8,7 @@ dominate the table and batch benchmarks they back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ class BuiltinBackend:
         pass
 
     async def stream_chat(self, spec: ModelSpec, request: ChatRequest
-                          ) -> AsyncIterator[ChatChunk]:
+                          ) -> AsyncGenerator[ChatChunk, None]:
         async for chunk in stream_chat(spec, request.messages, max_tokens=request.max_tokens,
                                        stop=request.stop,
                                        response_format=request.response_format):

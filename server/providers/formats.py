@@ -25,9 +25,11 @@ def json_schema_format(schema: Mapping[str, Any] | type, *, name: str | None = N
         if model_json_schema is None:
             raise TypeError("expected a JSON Schema dict or a Pydantic model class")
         name = name or schema.__name__
-        schema = model_json_schema()
+        body: dict[str, Any] = model_json_schema()
+    else:
+        body = dict(schema)
     return {"type": "json_schema",
-            "json_schema": {"name": name or "response", "schema": dict(schema), "strict": strict}}
+            "json_schema": {"name": name or "response", "schema": body, "strict": strict}}
 
 
 def schema_of(response_format: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

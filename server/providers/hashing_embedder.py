@@ -18,7 +18,7 @@ import functools
 import hashlib
 import itertools
 import math
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,11 +52,11 @@ def _chargrams(word: str) -> tuple[str, ...]:
     return tuple(f"#{marked[i:i + n]}" for n in (3, 4, 5) for i in range(len(marked) - n + 1))
 
 
-def features(text: str) -> Counter[str]:
+def features(text: str) -> dict[str, float]:
     """Weighted features of one text (before hashing and tf damping)."""
     words = [w for w in textutil.words(text) if w not in textutil.STOPWORDS]
     stems = [textutil.stem(w) for w in words]
-    counts: Counter[str] = Counter()
+    counts: defaultdict[str, float] = defaultdict(float)
     for s in stems:
         counts[s] += UNIGRAM_WEIGHT
     for a, b in itertools.pairwise(stems):
@@ -75,7 +75,7 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     cols: list[int] = []
     vals: list[float] = []
     for row, text in enumerate(texts):
-        counts = features(text) or Counter({_EMPTY: 1.0})
+        counts = features(text) or {_EMPTY: 1.0}
         for feature, weight in counts.items():
             # Sublinear tf on the weighted count: repeats help, but less and less.
             damped = 1.0 + math.log(weight) if weight >= 1.0 else weight

@@ -24,10 +24,10 @@ from typing import Any
 from rowforge.server.providers import text as textutil
 
 try:  # the private regex parser: fine for a best-effort generator, guarded anyway
-    import re._constants as _sre_c
-    import re._parser as _sre_p
+    import re._constants as _sre_c  # type: ignore[import-not-found]
+    import re._parser as _sre_p  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - other Pythons
-    _sre_p = _sre_c = None  # type: ignore[assignment]
+    _sre_p = _sre_c = None
 
 MAX_DEPTH = 12
 DEFAULT_ITEMS = 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -50,7 +50,7 @@ class LiteLLMBackend:
         return litellm_client.loaded() or await litellm_client.preload()
 
     async def stream_chat(self, spec: ModelSpec, request: ChatRequest
-                          ) -> AsyncIterator[ChatChunk]:
+                          ) -> AsyncGenerator[ChatChunk, None]:
         litellm = await self._litellm()
         kwargs = litellm_client.request_kwargs(spec, messages=request.openai_messages(),
                                                timeout=request.timeout, **request.options())

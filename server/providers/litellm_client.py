@@ -43,7 +43,7 @@ def load() -> ModuleType:
             litellm.turn_off_message_logging = True
             # Retrying is ours (rowforge.server.providers.retry). litellm turns an explicit
             # max_retries=0 for embeddings into this default (`max_retries or DEFAULT`).
-            litellm.DEFAULT_MAX_RETRIES = 0
+            litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]
             # Unsupported optional params (e.g. top_p on some models) are dropped, not errors.
             litellm.drop_params = True
             for name in ("callbacks", "success_callback", "failure_callback",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +156,7 @@ class OpenAIBackend:
         return orjson.dumps(body)
 
     async def stream_chat(self, spec: ModelSpec, request: ChatRequest
-                          ) -> AsyncIterator[ChatChunk]:
+                          ) -> AsyncGenerator[ChatChunk, None]:
         endpoint = await self._endpoint(spec)
         session = self._session(endpoint)
         body = self._chat_body(endpoint, request, stream=True)

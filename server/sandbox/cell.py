@@ -253,7 +253,7 @@ def run(spec: CellSpec, payload: bytearray, result_fd: int) -> NoReturn:
         except MemoryError:
             if os.getpid() != me:
                 os._exit(1)
-            row = message = None  # type: ignore[assignment]  # free what we can
+            row = message = None  # free what we can
             frame = memory_frame
         write_all(RESULT_FD, frame)
     except BaseException:

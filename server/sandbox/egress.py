@@ -145,7 +145,7 @@ def _split_host_port(authority: str, default_port: int | None) -> tuple[str, int
     except ValueError:
         port = None
         default_port = None
-    host = parsed.hostname
+    host = parsed.hostname or ""
     port = port if port is not None else default_port
     if not host or port is None or not 0 < port < 65536:
         raise _Refused(400, "Bad Request", f"not a host:port: {authority[:200]!r}")

@@ -49,7 +49,7 @@ class WorkerProcess:
                                          popen.stdout)
             transport, protocol = await loop.connect_write_pipe(
                 asyncio.streams.FlowControlMixin, popen.stdin)
-            writer = asyncio.StreamWriter(transport, protocol, None, loop)  # type: ignore[arg-type]
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)

@@ -61,7 +61,7 @@ def _libc() -> ctypes.CDLL:
 
 
 @cache
-def _seccomp():  # type: ignore[no-untyped-def]
+def _seccomp():
     import pyseccomp  # a ctypes binding of libseccomp
 
     return pyseccomp

@@ -375,7 +375,7 @@ class Worker:
                                f"output, more than the {size_text(limit)} limit")
         assert result.body is not None
         return (pack({"t": "result", "id": job["id"]}), HEADER.pack(len(result.body)),
-                result.body)
+                bytes(result.body))
 
     def _classify(self, job: dict[str, Any], status: int, usage: Any, result: _ResultReader,
                   oom_before: int) -> tuple[bytes, ...]:

@@ -18,7 +18,7 @@ Contract details the proto leaves open:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
@@ -62,7 +62,7 @@ def upload_chunk(chunk: bytes, field: str = "chunk") -> bytes:
 
 
 async def _parts(requests: AsyncIterator[pb.UploadFileRequest]
-                 ) -> AsyncIterator[UploadMetadata | bytes]:
+                 ) -> AsyncGenerator[UploadMetadata | bytes, None]:
     async for request in requests:
         part = request.WhichOneof("part")
         if part == "metadata":

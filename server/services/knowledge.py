@@ -10,7 +10,7 @@ convert the results.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
@@ -43,7 +43,7 @@ def _content_field(name: str) -> str:
 
 async def _content_parts(meta: pb.EmbedFileContentMetadata,
                          requests: AsyncIterator[pb.EmbedFileContentRequest]
-                         ) -> AsyncIterator[UploadMetadata | bytes]:
+                         ) -> AsyncGenerator[UploadMetadata | bytes, None]:
     """EmbedFileContent's messages as the files domain's upload parts."""
     yield upload_metadata(meta.file)
     async for request in requests:

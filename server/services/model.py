@@ -232,7 +232,7 @@ def _completed(model: str, completion_id: str, text: str, final: ChatChunk | Non
                stop: list[str] | None = None) -> pb.ChatCompleted:
     completed = pb.ChatCompleted(
         message=pb.ChatMessage(role="assistant", chat_role=pb.CHAT_ROLE_ASSISTANT, content=text),
-        finish_reason=FINISH_REASONS.get(final.finish_reason if final else "stop",
+        finish_reason=FINISH_REASONS.get((final.finish_reason if final else None) or "stop",
                                          pb.FINISH_REASON_UNSPECIFIED),
         usage=usage_pb(final.usage if final else None), model=model, id=completion_id)
     if response_format is not None:

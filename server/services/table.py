@@ -37,8 +37,8 @@ from rowforge.server.tables.engine import RowEngine
 from rowforge.server.tables.model import CellStatus, TableSchema
 from rowforge.server.tables.row_store import RowQuery, select_columns
 from rowforge.server.tables.store import TableStore
+from rowforge.v1 import common_pb2, table_service_pb2_grpc
 from rowforge.v1 import table_service_pb2 as pb
-from rowforge.v1 import table_service_pb2_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TableService"].full_name
 
@@ -73,7 +73,7 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         self.engine = engine
         self.idempotency = idempotency
 
-    async def _schema(self, table_type: int, table_id: str,
+    async def _schema(self, table_type: common_pb2.TableType.ValueType, table_id: str,
                       field: str = "table_id") -> TableSchema:
         kind = table_type_from_pb(table_type)
         return await self.store.get_table(current_project(), kind, _required(table_id, field))

@@ -56,7 +56,8 @@ STATUS_FROM_PB = {value: status for status, value in STATUS_TO_PB.items()}
 
 # -- table types ---------------------------------------------------------------------------
 
-def table_type_from_pb(value: int, field: str = "table_type") -> str:
+def table_type_from_pb(value: common_pb2.TableType.ValueType,
+                       field: str = "table_type") -> str:
     """The domain table type; INVALID_ARGUMENT for UNSPECIFIED or unknown values."""
     name = TABLE_TYPE_NAMES.get(value)
     if name is None:
@@ -65,7 +66,7 @@ def table_type_from_pb(value: int, field: str = "table_type") -> str:
     return name
 
 
-def table_type_to_pb(name: str) -> int:
+def table_type_to_pb(name: str) -> common_pb2.TableType.ValueType:
     return TABLE_TYPE_ENUMS[name]
 
 

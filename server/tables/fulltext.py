@@ -28,7 +28,7 @@ from rowforge.server.tables.model import ColumnSchema, TableSchema
 
 _TOKEN = re.compile(r"\w+")
 MAX_TOKENS = 32
-_SIMPLE = sa.literal_column("'simple'::regconfig")
+_SIMPLE: sa.ColumnElement[Any] = sa.literal_column("'simple'::regconfig")
 
 
 def text_columns(schema: TableSchema) -> list[ColumnSchema]:
@@ -179,7 +179,7 @@ def ranked_select(schema: TableSchema, query: str, columns: list[ColumnSchema] |
     # FTS5's ``rank`` column is bm25() with default weights. Ordering by ``rank`` alone lets
     # FTS5 produce rows in rank order itself; ``bm25()`` (computed again for ORDER BY) or any
     # tie-break key makes SQLite score and sort every match: twice as slow on 20,000 rows.
-    rank = sa.literal_column(f'"{fts_table}".rank')
+    rank: sa.ColumnElement[Any] = sa.literal_column(f'"{fts_table}".rank')
     fts = sa.table(fts_table, sa.column("rowid"))
     match = sa.text(f'"{fts_table}" MATCH :fts_query').bindparams(
         fts_query=_fts5_query(words, cols, any_word))

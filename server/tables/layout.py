@@ -123,7 +123,7 @@ def column_index(schema: TableSchema, table: sa.Table, col: ColumnSchema,
     if not is_indexed(col):
         return None
     using = "hash" if dialect == "postgresql" and col.dtype == "str" else None
-    kwargs = {"postgresql_using": using} if using else {}
+    kwargs: dict[str, Any] = {"postgresql_using": using} if using else {}
     return sa.Index(_index_name(schema, col.storage_name), table.c[value_name(col)], **kwargs)
 
 

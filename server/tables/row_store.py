@@ -562,12 +562,12 @@ class RowStore:
                 if row_id not in existing:
                     raise row_not_found(schema, row_id)
             for key, rows in groups.items():
-                values: dict[str, Any] = {layout.UPDATED_AT: sa.bindparam("_now")}
+                assigned: dict[str, Any] = {layout.UPDATED_AT: sa.bindparam("_now")}
                 for col in key:
-                    values[layout.value_name(col)] = sa.bindparam("v_" + col.storage_name)
-                    values[layout.state_name(col)] = None  # set by hand: DONE, no error
+                    assigned[layout.value_name(col)] = sa.bindparam("v_" + col.storage_name)
+                    assigned[layout.state_name(col)] = None  # set by hand: DONE, no error
                 stmt = (table.update().where(table.c[layout.ROW_ID] == sa.bindparam("_row_id"))
-                        .values(values))
+                        .values(assigned))
                 await conn.execute(stmt, rows)
         return len(typed)
 
@@ -581,7 +581,7 @@ class RowStore:
                 f"at most {MAX_DELETE_IDS} ids per call")
         v.raise_if_any()
         table = layout.row_table(schema)
-        conditions = []
+        conditions: list[sa.ColumnElement[bool]] = []
         if row_ids:
             conditions.append(table.c[layout.ROW_ID].in_(list(set(row_ids))))
         if where.strip():

@@ -304,7 +304,7 @@ class SchemaStore:
 
     async def _next_column(self, conn: AsyncConnection, storage_id: str) -> int:
         return int(await conn.scalar(sa.select(user_tables.c.next_column).where(
-            user_tables.c.storage_id == storage_id)))
+            user_tables.c.storage_id == storage_id)) or 0)
 
     # -- tables ----------------------------------------------------------------------------
 

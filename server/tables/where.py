@@ -94,6 +94,7 @@ def parse(where: str) -> exp.Expression:
     if len(statements) != 1:
         raise _bad("must be a single condition (';' is not allowed)")
     tree = statements[0]
+    assert isinstance(tree, exp.Expression)
     for node in tree.walk():
         if node.comments:
             raise _bad("comments are not allowed")
@@ -281,7 +282,7 @@ class _Compiler:
         raise _unsupported(node)
 
     def comparison(self, node: exp.Expression) -> sa.ColumnElement[bool]:
-        op = type(node)
+        op: type[exp.Expression] = type(node)
         left, right = self.operand(node.this), self.operand(node.expression)
         if isinstance(left, _Lit) and isinstance(right, _Col):
             left, right, op = right, left, _FLIPPED[op]
@@ -430,7 +431,7 @@ def _glob_literal(ch: str) -> str:
     return f"[{ch}]" if ch in "*?[" else ch
 
 
-_FLIPPED = {exp.EQ: exp.EQ, exp.NEQ: exp.NEQ, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.GT: exp.LT,
+_FLIPPED: dict[type[exp.Expression], type[exp.Expression]] = {exp.EQ: exp.EQ, exp.NEQ: exp.NEQ, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.GT: exp.LT,
             exp.GTE: exp.LTE}
 _ORDERING = {exp.LT, exp.LTE, exp.GT, exp.GTE}
 _OPS: dict[type, Any] = {
