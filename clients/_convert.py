@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from pydantic import BaseModel
 
 from rowforge import codec
@@ -402,10 +401,3 @@ def response_format_pb(fmt: Any) -> model_service_pb2.ResponseFormat | None:
 def parsed_py(completed: model_service_pb2.ChatCompleted) -> Any:
     return value_py(completed.parsed) if completed.HasField("parsed") else None
 
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def message_json(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -85,11 +86,7 @@ class BatchService:
             InvalidArgument: bad parameters; ``IDEMPOTENCY_KEY_REUSED``.
         """
         spec = self._chat_model(config.model)
-        config = JobConfig(model=spec.id, temperature=config.temperature,
-                           max_output_tokens=config.max_output_tokens,
-                           system_instruction=config.system_instruction,
-                           job_type=config.job_type, metadata=config.metadata,
-                           max_batch_size=config.max_batch_size)
+        config = dataclasses.replace(config, model=spec.id)
         validation.check_job_config(config, spec, idempotency_key)
         job, _ = await self.store.create_job(project_id, config, idempotency_key)
         return job

@@ -43,6 +43,7 @@ from rowforge.server.batch.recorder import (
     ResultRecorder,
 )
 from rowforge.server.batch.signals import JobSignals
+from rowforge.server.batch.store import DAY_S
 from rowforge.server.config import Settings
 from rowforge.server.errors import Internal, ResourceExhausted, RowforgeError, Unavailable
 from rowforge.server.files.store import FileStore
@@ -90,7 +91,7 @@ class BatchWorker:
         self.max_image_bytes = settings.max_image_bytes
         self.queue = WorkQueue(db, worker_id, settings.batch_lease_s)
         self.recorder = ResultRecorder(db, worker_id,
-                                       retention_s=settings.batch_retention_days * 86_400.0,
+                                       retention_s=settings.batch_retention_days * DAY_S,
                                        on_flushed=self._flushed,
                                        flush_at=max(1, self.concurrency // 2))
         self.limiters = Limiters(self.concurrency)

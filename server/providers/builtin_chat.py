@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +112,6 @@ def answer_text(messages: Sequence[Message], response_format: Mapping[str, Any] 
     parts = [_acknowledge(last_user)] if last_user and last_user.attachments else []
     parts.append(_plain_answer(messages, question, prompt))
     return " ".join(p for p in parts if p)
-
-
-def stream_pieces(completion: Completion) -> Iterator[str]:
-    yield from completion.pieces
 
 
 # --- the rules ---------------------------------------------------------------------------

@@ -67,9 +67,6 @@ class ModelSpec:
     transport: str = "litellm"
     max_connections: int = 0
 
-    def has(self, capability: str) -> bool:
-        return capability in self.capabilities
-
 
 class ModelConfig(pydantic.BaseModel):
     """One ``models`` entry of the server config (validated before it becomes a spec)."""

@@ -21,7 +21,6 @@ from rowforge.server.tables.model import (
     Cell,
     CellStatus,
     CellUsage,
-    Chunk,
     ColumnSchema,
     DanglingReference,
     EmbedGenConfig,
@@ -273,20 +272,6 @@ def references_to_pb(refs: References | None) -> pb.References:
     return out
 
 
-def references_from_pb(refs: pb.References) -> References:
-    usage = refs.query_usage if refs.HasField("query_usage") else None
-    return References(table_id=refs.table_id, search_query=refs.search_query, chunks=tuple(
-        Chunk(row_id=c.row_id, title=c.title, text=c.text, page=c.page or None,
-              file_id=c.file_id, score=c.score) for c in refs.chunks),
-        query_model=refs.query_model,
-        query_usage=(CellUsage(usage.prompt_tokens, usage.completion_tokens)
-                     if usage is not None else None))
-
-
-def status_to_pb(status: CellStatus) -> int:
-    return STATUS_TO_PB[status]
-
-
 def cell_to_pb(cell: Cell, *, input_column: bool = False, legacy: bool = True,
                file: bool = False) -> pb.Cell:
     """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated).
@@ -301,13 +286,6 @@ def cell_to_pb(cell: Cell, *, input_column: bool = False, legacy: bool = True,
         out.usage.CopyFrom(usage_to_pb(cell.usage))
     if cell.references is not None:
         out.references.CopyFrom(references_to_pb(cell.references))
-    return out
-
-
-def cell_completion_to_pb(cell: Cell) -> pb.CellCompletion:
-    """A generated cell as AddRows/RegenRows report it (``text`` plus the typed value)."""
-    out = pb.CellCompletion()
-    fill_cell_completion(out, cell)
     return out
 
 

@@ -209,12 +209,6 @@ class TableStore:
         """
         return self.rows.writer.write(schema, row_id, cells)
 
-    async def mark_cells(self, schema: TableSchema, row_id: str, columns: Sequence[str],
-                         status: CellStatus, error: str = "") -> None:
-        """Set the status of some cells (value cleared): e.g. RUNNING, or SKIPPED."""
-        await self.write_cells(schema, row_id, {
-            c: Cell(value=None, status=status, error=error) for c in columns})
-
     async def get_rows(self, schema: TableSchema, row_ids: Sequence[str], *,
                        columns: Sequence[str] | None = None) -> list[Row]:
         """Rows in request order.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowforge.fastcore import Template
 from rowforge.server.errors import FieldViolation, InvalidArgument, NotFound, Violations
 from rowforge.server.providers.registry import model_not_found_message
 from rowforge.server.tables.model import (
@@ -36,11 +37,6 @@ from rowforge.server.tables.model import (
     PythonGenConfig,
     TableSchema,
 )
-
-try:
-    from rowforge.fastcore import Template
-except ImportError:  # pragma: no cover - fastcore is part of the distribution
-    Template = None  # type: ignore[assignment,misc]
 
 MAX_ID_LENGTH = 100
 #: User columns per table (each takes two SQL columns; SQLite allows 2000).
@@ -92,9 +88,7 @@ def check_table_type(value: str, field_name: str = "table_type") -> None:
 
 def references(text: str) -> list[str]:
     """Column names referenced as ``${name}`` in ``text``."""
-    if Template is not None:
-        return Template(text).references
-    return list(dict.fromkeys(re.findall(r"(?<!\\)\$\{([^{}]+)\}", text)))  # pragma: no cover
+    return Template(text).references
 
 
 def knowledge_columns(embedding_model: str, dimension: int = 0) -> list[ColumnSchema]:

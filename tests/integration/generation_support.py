@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -122,11 +122,3 @@ def value(cell: pb.Cell | pb.CellCompletion) -> Any:
     return None if kind in (None, "null_value") else getattr(cell.value, kind)
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    import asyncio
-
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")

@@ -19,7 +19,6 @@ from tests.integration.test_batch_support import (
     add_all,
     check_complete,
     create,
-    eventually,
     get_job,
     project,
     prompts_of,
@@ -28,6 +27,7 @@ from tests.integration.test_batch_support import (
 )
 from tests.support import postgres
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually
 
 N = 300
 

@@ -12,14 +12,14 @@ import pytest
 from rowforge.v1 import batch_job_service_pb2 as pb
 from rowforge.v1 import batch_job_service_pb2_grpc
 from tests.integration.test_batch_support import (
-    eventually,
-    fails,
     get_job,
     project,
     run_job,
     text_request,
 )
 from tests.support.server import ServerProcess
+from tests.support.status import fails
+from tests.support.waiting import eventually
 
 RETENTION_DAYS = 1.0 / 86400  # one second
 

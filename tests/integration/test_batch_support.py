@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import grpc
-import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from rowforge.v1 import batch_job_service_pb2 as pb
 from rowforge.v1 import batch_job_service_pb2_grpc
@@ -40,37 +35,6 @@ def text_request(request_id: str, text: str | None = None, **fields: Any) -> pb.
         if isinstance(fields.get(key), dict):
             fields[key] = struct(fields[key])
     return pb.BatchRequest(request_id=request_id, content_parts=parts, **fields)
-
-
-def error_details(err: grpc.RpcError) -> tuple[str, dict[str, str], list[str]]:
-    """(ErrorInfo reason, ErrorInfo metadata, BadRequest fields) of a failed call."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status: {err}"
-    reason, metadata, fields = "", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, metadata, fields
-
-
-async def fails(call: Callable[[], Any], code: grpc.StatusCode
-                ) -> tuple[str, dict[str, str], list[str]]:
-    """Run a unary or server-streaming call that must fail with ``code``."""
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        result = call()
-        if hasattr(result, "__aiter__"):
-            async for _ in result:
-                pass
-        else:
-            await result
-    assert err.value.code() == code, err.value.details()
-    return error_details(err.value)
 
 
 async def create(stub: Stub, md: Metadata, **fields: Any) -> pb.Job:
@@ -139,18 +103,6 @@ def check_complete(final: pb.Job, found: list[pb.BatchResult], request_ids: Iter
     assert by_state[pb.REQUEST_STATE_SUCCEEDED] == m.successful_requests
     assert by_state[pb.REQUEST_STATE_FAILED] == m.failed_requests
     assert by_state[pb.REQUEST_STATE_CANCELLED] == m.cancelled_requests
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> None:
-    """Wait until ``check()`` (sync or async) is truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            outcome = check()
-            if asyncio.iscoroutine(outcome):
-                outcome = await outcome
-            if outcome:
-                return
-            await asyncio.sleep(every)
 
 
 def prompts_of(fake: Any) -> list[tuple[str, float]]:

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,11 @@ from rowforge.clients import RowForge
 from rowforge.clients import exceptions as ex
 from rowforge.clients.batch import AjaxAiRequestItem, InvalidBatchRequestsError, create_batch_job
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually_sync as eventually
 
 
 def item(rid: str) -> AjaxAiRequestItem:
     return AjaxAiRequestItem(request_id=rid).add_text(f"say {rid}")
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def total(address: str, job_id: str) -> int:

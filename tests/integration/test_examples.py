@@ -16,7 +16,6 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from tests.support.server import ServerProcess
@@ -61,16 +60,6 @@ def run_example(name: str, server: ServerProcess, tmp_path: Path,
     return result
 
 
-def _unimplemented(server: ServerProcess, method: str, request: object) -> bool:
-    with grpc.insecure_channel(server.address) as ch:
-        try:
-            ch.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
-                           response_deserializer=lambda b: b)(request, timeout=10)
-        except grpc.RpcError as err:
-            return err.code() == grpc.StatusCode.UNIMPLEMENTED
-    return False
-
-
 def test_every_example_is_tested() -> None:
     tested = {name for name in re.findall(r'"(\w+\.py)"', Path(__file__).read_text())}
     assert {p.name for p in EXAMPLES.glob("*.py")} <= tested
@@ -106,11 +95,6 @@ def test_tables_chat(seed_server: ServerProcess, tmp_path: Path) -> None:
 
 
 def test_tables_rag(seed_server: ServerProcess, tmp_path: Path) -> None:
-    from rowforge.v1 import knowledge_service_pb2 as kpb
-
-    if _unimplemented(seed_server, "/rowforge.v1.KnowledgeService/HybridSearch",
-                      kpb.HybridSearchRequest(table_id="probe", query="probe")):
-        pytest.skip("KnowledgeService answers UNIMPLEMENTED on this server (not landed yet)")
     # Twice: the second run deletes the knowledge table while the RAG table still uses it
     # (the seed's "delete if it exists, then create" idiom), then recreates both.
     outs = [run_example("tables_rag.py", seed_server, tmp_path).stdout for _ in range(2)]

@@ -10,18 +10,19 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from PIL import Image
 
 from rowforge.v1 import file_service_pb2 as pb
 from rowforge.v1 import file_service_pb2_grpc
 from tests.support.server import ServerProcess
+from tests.support.status import details as error_details
+from tests.support.status import fails
+from tests.support.waiting import eventually
 
 MiB = 1024 * 1024
 IMAGE_LIMIT = 100_000
@@ -43,23 +44,6 @@ def png(width: int = 300, height: int = 150) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (10, 120, 200)).save(out, "PNG")
     return out.getvalue()
-
-
-def error_details(err: grpc.RpcError) -> tuple[str, dict[str, str], list[str]]:
-    """(ErrorInfo reason, ErrorInfo metadata, BadRequest fields) of a failed call."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status: {err}"
-    reason, metadata, fields = "", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, metadata, fields
 
 
 def requests(name: str, data: bytes, *, chunk: int = MiB, content_type: str = "",
@@ -111,32 +95,12 @@ async def upload_fails(address: str, upload_requests: Iterable[pb.UploadFileRequ
     return error_details(err)
 
 
-async def fails(call: Callable[[], object], code: grpc.StatusCode
-                ) -> tuple[str, dict[str, str], list[str]]:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        result = call()
-        if hasattr(result, "__aiter__"):
-            async for _ in result:  # type: ignore[attr-defined]
-                pass
-        else:
-            await result  # type: ignore[misc]
-    assert err.value.code() == code, err.value.details()
-    return error_details(err.value)
-
-
 def temp_files(proc: ServerProcess) -> list[Path]:
     return list((proc.data_dir / "files" / "tmp").iterdir())
 
 
 def blob_path(proc: ServerProcess, sha: str) -> Path:
     return proc.data_dir / "files" / "blobs" / sha[:2] / sha
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` holds (the server cleans up after the client saw the status)."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 - polling the server's directory, no event to await
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,26 +10,15 @@ import jsonschema
 import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from rowforge.v1 import common_pb2, model_service_pb2_grpc
 from rowforge.v1 import model_service_pb2 as pb
+from tests.support.status import detail_of as details
 
 
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> model_service_pb2_grpc.ModelServiceStub:
     return model_service_pb2_grpc.ModelServiceStub(channel)
-
-
-def details(err: grpc.aio.AioRpcError, cls):  # type: ignore[no-untyped-def]
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for d in status.details:
-        if d.Is(cls.DESCRIPTOR):
-            out = cls()
-            d.Unpack(out)
-            return out
-    return None
 
 
 def user(text: str) -> pb.ChatMessage:

@@ -12,7 +12,8 @@ import pytest
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, parse_citations
 from rowforge.v1 import table_service_pb2 as tpb
 from tests.integration import test_knowledge_service as shared
-from tests.integration.test_knowledge_service import ACTION, CORPUS, Client, fails, struct
+from tests.integration.test_knowledge_service import ACTION, CORPUS, Client, struct
+from tests.support.status import fails
 
 # The knowledge tests' server (with a remote reranker) and per-test project client.
 kserver, channel, md, client = shared.kserver, shared.channel, shared.md, shared.client

@@ -26,7 +26,6 @@ from tests.integration.generation_support import (
     SKIPPED,
     add_rows,
     create_table,
-    eventually,
     get_row,
     input_col,
     list_rows,
@@ -40,6 +39,7 @@ from tests.integration.generation_support import (
     value,
 )
 from tests.support.status import fails
+from tests.support.waiting import eventually
 
 __all__ = ["md", "stub"]  # fixtures
 

@@ -21,7 +21,6 @@ from tests.integration.generation_support import (
     SKIPPED,
     add_rows,
     create_table,
-    eventually,
     get_row,
     input_col,
     list_rows,
@@ -32,6 +31,7 @@ from tests.integration.generation_support import (
 )
 from tests.support import postgres
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually
 
 __all__ = ["md"]  # fixture
 

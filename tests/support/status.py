@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+M = TypeVar("M", bound=Message)
 
 
 def details(err: grpc.RpcError) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -27,9 +30,24 @@ def details(err: grpc.RpcError) -> tuple[str, dict[str, str], dict[str, str]]:
     return reason, meta, fields
 
 
+def detail_of(err: grpc.RpcError, cls: type[M]) -> M | None:
+    """The first detail of type ``cls`` (e.g. ``error_details_pb2.RetryInfo``), or None."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status: {err}"
+    for detail in status.details:
+        if detail.Is(cls.DESCRIPTOR):
+            out = cls()
+            detail.Unpack(out)
+            return out
+    return None
+
+
 async def fails(call: Any, code: grpc.StatusCode) -> tuple[str, dict[str, str], dict[str, str]]:
-    """Await a unary call or drain a stream; assert it fails with ``code``; its details."""
+    """Await a unary call or drain a stream (or a zero-argument callable returning either);
+    assert it fails with ``code``; return its :func:`details`."""
     with pytest.raises(grpc.aio.AioRpcError) as err:
+        if callable(call) and not hasattr(call, "__aiter__") and not hasattr(call, "__await__"):
+            call = call()
         if hasattr(call, "__aiter__"):
             async for _ in call:
                 pass

@@ -4,7 +4,6 @@ large payloads."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from rowforge.server.providers import ModelRegistry
 from rowforge.server.storage.batch_tables import batch_requests
 from rowforge.server.storage.db import Database
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.waiting import eventually
 
 P = "proj"
 KEY_ENV = "ROWFORGE_TEST_BATCH_WORKER_KEY"
@@ -84,14 +84,6 @@ async def run(service: BatchService, n: int, *, model: str = "fake/gpt", text: s
     return job.id, found
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> float:
-    started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 - polling another component's counters
-            await asyncio.sleep(0.01)
-    return time.monotonic() - started
-
-
 async def test_a_429_pauses_the_model_until_retry_after(make: Factory, fake: FakeOpenAI) -> None:
     service = make(batch_workers=1)
     await service.start()
@@ -124,10 +116,10 @@ async def test_cancel_stops_calls_in_flight_at_once(make: Factory, fake: FakeOpe
     await service.add_requests(P, job.id, [RequestInput(f"r{i}", (ContentPart(text="x"),))
                                            for i in range(3)])
     await service.submit(P, job.id)
-    await until(lambda: fake.in_flight == 3)
+    await eventually(lambda: fake.in_flight == 3)
     await service.cancel(P, job.id)
-    assert await until(lambda: service.worker.in_flight == 0) < 0.2
-    assert await until(lambda: fake.in_flight == 0) < 2.0
+    assert await eventually(lambda: service.worker.in_flight == 0) < 0.2
+    assert await eventually(lambda: fake.in_flight == 0) < 2.0
     found = [i async for i in service.results(P, job.id) if isinstance(i, Result)]
     assert [r.state for r in found] == [RequestState.CANCELLED] * 3
 
@@ -141,9 +133,9 @@ async def test_a_lease_lost_to_another_replica_stops_the_call(make: Factory, fak
     job = await service.create_job(P, JobConfig(model="fake/gpt"))
     await service.add_requests(P, job.id, [RequestInput("r0", (ContentPart(text="x"),))])
     await service.submit(P, job.id)
-    await until(lambda: fake.in_flight == 1)
+    await eventually(lambda: fake.in_flight == 1)
     await other.store.cancel(P, job.id)  # this process's worker is not told
-    assert await until(lambda: fake.in_flight == 0) < 2.0
+    assert await eventually(lambda: fake.in_flight == 0) < 2.0
     assert service.worker.in_flight == 0
     assert (await service.get_job(P, job.id)).metrics.cancelled == 1
 
@@ -157,7 +149,7 @@ async def test_stop_hands_leases_back_for_the_next_worker(make: Factory, fake: F
     await first.add_requests(P, job.id, [RequestInput(f"r{i}", (ContentPart(text="x"),))
                                          for i in range(3)])
     await first.submit(P, job.id)
-    await until(lambda: fake.in_flight == 3)
+    await eventually(lambda: fake.in_flight == 3)
     started = time.monotonic()
     await first.stop()
     assert time.monotonic() - started < 2.0

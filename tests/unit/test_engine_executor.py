@@ -36,6 +36,7 @@ from rowforge.server.tables.model import (
     References,
 )
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.waiting import eventually
 from tests.unit.engine_memory import MemoryStore, col, llm, make_engine, table
 
 KEY_ENV = "ROWFORGE_TEST_ENGINE_KEY"
@@ -75,14 +76,6 @@ class RecordingBatch(Recording):
     async def run_batch(self, cells: Sequence[CellRun]) -> list[Cell]:
         self.batches.append(len(cells))
         return [Cell(value=[float(i), 1.0]) for i in range(len(cells))]
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -301,7 +294,7 @@ async def test_cancellation_marks_every_unfinished_cell_skipped(concurrent):
     task = asyncio.create_task(engine.add_rows(chain(), [{"a": str(i)} for i in range(4)],
                                                concurrent=concurrent))
     # b and d of each running row have started
-    await until(lambda: hanging.started >= (4 * 2 if concurrent else 2))
+    await eventually(lambda: hanging.started >= (4 * 2 if concurrent else 2))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -335,7 +328,7 @@ async def test_a_cancelled_stream_closes_the_provider_request(fake):
     task = asyncio.create_task(engine.add_rows(
         schema, [{"a": "a long question with many words in it to stream slowly"}],
         sink=deltas.append))
-    await until(lambda: any(isinstance(e, CellDelta) for e in deltas))
+    await eventually(lambda: any(isinstance(e, CellDelta) for e in deltas))
     assert fake.in_flight == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

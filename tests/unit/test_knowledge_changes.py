@@ -4,15 +4,11 @@ they do not), order, compaction, orphan purge, and PostgreSQL's in-order commits
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from rowforge.server.auth import ensure_default_project
-from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, CellStatus, TableSchema
 from rowforge.server.tables.store import TableStore
@@ -21,16 +17,8 @@ P = "default"
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    await ensure_default_project(db)
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
+def store(table_store: TableStore) -> TableStore:
+    return table_store
 
 
 def vec(seed: int) -> bytes:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import InvalidArgument
 from rowforge.server.knowledge import lexical_index
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
@@ -30,7 +29,6 @@ from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, TableSchema
 from rowforge.server.tables.store import TableStore
@@ -238,16 +236,8 @@ def test_a_closed_index_refuses_writes(tmp_path: Path) -> None:
 # -- kept from the change feed (TableIndex) -------------------------------------------------
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    await ensure_default_project(db)
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
+def store(table_store: TableStore) -> TableStore:
+    return table_store
 
 
 @pytest.fixture

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import MANIFEST, TableIndex
-from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables.change_feed import ChangeFeed
 from rowforge.server.tables.model import Cell, TableSchema
 from rowforge.server.tables.store import TableStore
@@ -29,16 +26,8 @@ DIM = 384  # the built-in embedder's size (embedding columns check it)
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    await ensure_default_project(db)
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
+def store(table_store: TableStore) -> TableStore:
+    return table_store
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import jsonschema
 import numpy as np
@@ -47,6 +47,7 @@ from rowforge.server.providers import (
     with_retries,
 )
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.waiting import eventually
 
 KEY_ENV = "ROWFORGE_TEST_PROVIDERS_KEY"
 os.environ[KEY_ENV] = "sk-test-providers"
@@ -394,16 +395,8 @@ async def test_cancelling_a_stream_closes_the_request(fake: FakeOpenAI, transpor
     assert fake.in_flight == 0
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def wait_idle(fake: FakeOpenAI) -> None:
-    await until(lambda: fake.in_flight == 0, "the upstream request to close")
+    await eventually(lambda: fake.in_flight == 0, what="the upstream request to close")
 
 
 async def test_cancelling_the_task_mid_stream_closes_the_upstream(fake: FakeOpenAI,
@@ -417,7 +410,7 @@ async def test_cancelling_the_task_mid_stream_closes_the_upstream(fake: FakeOpen
             got.append(chunk.text)
 
     task = asyncio.create_task(consume())
-    await until(lambda: bool(got), "the first token")
+    await eventually(lambda: bool(got), what="the first token")
     assert fake.in_flight == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -429,7 +422,7 @@ async def test_cancelling_a_whole_call_closes_the_upstream(fake: FakeOpenAI,
                                                             transport: str) -> None:
     fake.latency = 5
     task = asyncio.create_task(chat(gpt(fake, transport), [Message("user", "hello")]))
-    await until(lambda: fake.in_flight > 0, "the request to arrive")
+    await eventually(lambda: fake.in_flight > 0, what="the request to arrive")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 
-from rowforge.server.auth import ensure_default_project
 from rowforge.server.errors import (
     Aborted,
     AlreadyExists,
     InvalidArgument,
     NotFound,
 )
-from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables.model import (
     Cell,
     CellStatus,
@@ -37,16 +33,8 @@ P = "default"
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    await ensure_default_project(db)
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
+def store(table_store: TableStore) -> TableStore:
+    return table_store
 
 
 def llm(prompt: str, **kw: object) -> LLMGenConfig:

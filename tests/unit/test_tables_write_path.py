@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -15,8 +14,6 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rowforge.server.errors import Aborted
-from rowforge.server.providers.registry import ModelRegistry
-from rowforge.server.storage.db import Database
 from rowforge.server.tables import fulltext, write_sql
 from rowforge.server.tables.codec import state_text, state_to_json
 from rowforge.server.tables.model import (
@@ -35,15 +32,8 @@ P = "default"
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[TableStore]:
-    db = Database(database_url)
-    await db.create_schema()
-    tables = TableStore(db, models=ModelRegistry.from_config([]))
-    try:
-        yield tables
-    finally:
-        await tables.close()
-        await db.close()
+def store(table_store: TableStore) -> TableStore:
+    return table_store
 
 
 async def action(store: TableStore, table_id: str = "t") -> TableSchema:
