@@ -15,9 +15,9 @@ from rowforge.clients import types as t
 from rowforge.clients._cli_output import Progress, print_json, print_table
 from rowforge.clients._cli_schema import load_table_schema
 from rowforge.clients._client import RowForge
+from rowforge.clients.batch_jobs import MAX_REQUESTS_PER_MESSAGE as MAX_REQUESTS_PER_CALL
+from rowforge.clients.batch_jobs import BatchRequest, JobState
 from rowforge.clients.exceptions import InvalidArgumentError, UnavailableError
-from rowforge.clients.jobs import MAX_REQUESTS_PER_MESSAGE as MAX_REQUESTS_PER_CALL
-from rowforge.clients.jobs import BatchRequest, JobState
 
 #: Rows per generation call of `tables add-rows` (the server's limit per call).
 MAX_ROWS_PER_CALL = 100

@@ -18,8 +18,8 @@ from rowforge.clients._files import FileClient
 from rowforge.clients._models import ModelMethods
 from rowforge.clients._tables import TableClient
 from rowforge.clients._transport import AsyncTransport, SyncTransport
+from rowforge.clients.batch_jobs import BatchClient
 from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig, load_dotenv_once
-from rowforge.clients.jobs import BatchClient
 
 
 class _Client(ModelMethods):

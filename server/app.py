@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rowforge.server import memory
 from rowforge.server.auth import Authenticator, ensure_default_project
-from rowforge.server.batch.service import BatchService
+from rowforge.server.batch.api import BatchService
 from rowforge.server.config import ConfigError, Settings
 from rowforge.server.files.blobs import LocalBlobStore
 from rowforge.server.files.store import FileStore, Limits

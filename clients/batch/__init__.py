@@ -8,7 +8,7 @@
     for result in job.get_results(output_model=None):
         print(result.response.text)
 
-The RPC-level client is ``RowForge().batch`` (:mod:`rowforge.clients.jobs`).
+The RPC-level client is ``RowForge().batch`` (:mod:`rowforge.clients.batch_jobs`).
 """
 
 from rowforge.clients.batch._job import (
@@ -37,7 +37,7 @@ from rowforge.clients.batch.exceptions import (
     AjaxAiServerError,
     InvalidBatchRequestsError,
 )
-from rowforge.clients.jobs import JobMetrics, JobState, RequestState
+from rowforge.clients.batch_jobs import JobMetrics, JobState, RequestState
 
 #: Short names.
 BatchJob = AjaxAiBatchJob

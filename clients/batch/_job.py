@@ -17,9 +17,9 @@ from rowforge.clients._convert import bad_argument
 from rowforge.clients.batch._queue import DEFAULT_FLUSH_INTERVAL_S, _Queue
 from rowforge.clients.batch._results import BatchRequestResult, RequestRef, build_result
 from rowforge.clients.batch.events import BatchRequestEvent
+from rowforge.clients.batch_jobs import BatchRequest, Job, JobMetrics, JobState, RequestInfo
 from rowforge.clients.config import ClientConfig
 from rowforge.clients.exceptions import RequestCancelledError, RowForgeError
-from rowforge.clients.jobs import BatchRequest, Job, JobMetrics, JobState, RequestInfo
 
 log = logging.getLogger("rowforge.clients.batch")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rowforge.clients.jobs import BatchResult, RequestState
+from rowforge.clients.batch_jobs import BatchResult, RequestState
 
 
 class _Obj(BaseModel):

@@ -18,6 +18,7 @@ Modules: :mod:`.model` (data), :mod:`.validation`, :mod:`.store` (jobs, requests
 :mod:`.signals`, :mod:`.service` (the facade).
 """
 
+from rowforge.server.batch.api import BatchService
 from rowforge.server.batch.model import (
     ContentPart,
     ErrorDetail,
@@ -33,7 +34,6 @@ from rowforge.server.batch.model import (
     Result,
     WatchEvent,
 )
-from rowforge.server.batch.service import BatchService
 
 __all__ = [
     "BatchService",

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rowforge.server.batch.model import JobConfig, JobState, RequestInput, RequestState
-from rowforge.server.batch.store import J, P, R, add_state_event
+from rowforge.server.batch.store import JOB, PAY, REQ, add_state_event
 from rowforge.server.storage.batch_tables import batch_jobs, batch_payloads, batch_requests
 from rowforge.server.storage.db import Database
 
@@ -69,30 +69,31 @@ class WorkQueue:
         Returns the claims and the ids of jobs that moved from READY to PROCESSING.
         """
         now = time.time()
-        due = sa.select(R.id).where(R.due_time <= now).order_by(R.due_time).limit(limit)
+        due = sa.select(REQ.id).where(REQ.due_time <= now).order_by(REQ.due_time).limit(limit)
         values = {"state": RequestState.RUNNING.value, "lease_owner": self.worker_id,
-                  "due_time": now + self.lease_s, "attempts": R.attempts + 1}
-        returning = (R.id, R.job_id, R.request_id, R.attempts)
+                  "due_time": now + self.lease_s, "attempts": REQ.attempts + 1}
+        returning = (REQ.id, REQ.job_id, REQ.request_id, REQ.attempts)
         if self.db.is_postgres:
             picked = due.with_for_update(skip_locked=True).cte("picked")
-            statement = batch_requests.update().where(R.id == picked.c.id)
+            statement = batch_requests.update().where(REQ.id == picked.c.id)
         else:
-            statement = batch_requests.update().where(R.id.in_(due.scalar_subquery()))
+            statement = batch_requests.update().where(REQ.id.in_(due.scalar_subquery()))
         async with self.db.write() as conn:
             rows = (await conn.execute(statement.values(**values).returning(*returning))).all()
             started: list[str] = []
             job_ids = sorted({row.job_id for row in rows})
             if job_ids:
-                ready = sa.select(J.id).where(J.id.in_(job_ids), J.state == JobState.READY.value)
+                ready = sa.select(JOB.id).where(JOB.id.in_(job_ids),
+                                                JOB.state == JobState.READY.value)
                 if self.db.is_postgres:
                     # a READY job's row is locked only by a CancelJob (which then waits for
                     # our request rows) or by another claim doing this very update: never
                     # wait for it
                     ready = ready.with_for_update(skip_locked=True)
                 started = list((await conn.execute(
-                    batch_jobs.update().where(J.id.in_(ready.scalar_subquery()))
+                    batch_jobs.update().where(JOB.id.in_(ready.scalar_subquery()))
                     .values(state=JobState.PROCESSING.value, start_time=now)
-                    .returning(J.id))).scalars())
+                    .returning(JOB.id))).scalars())
                 for job_id in started:
                     await add_state_event(conn, job_id, JobState.PROCESSING, 0, now)
         claims = [Claim(int(r.id), r.job_id, r.request_id, int(r.attempts)) for r in rows]
@@ -104,17 +105,17 @@ class WorkQueue:
         to None (load it with :meth:`payload` when it is about to be used)."""
         if not pks:
             return {}
-        body: Any = P.body
-        metadata: Any = P.metadata
+        body: Any = PAY.body
+        metadata: Any = PAY.metadata
         if max_size is not None:
-            body = sa.case((P.size <= max_size, P.body), else_=sa.null()).label("body")
-            metadata = sa.case((P.size <= max_size, P.metadata), else_=sa.null()
+            body = sa.case((PAY.size <= max_size, PAY.body), else_=sa.null()).label("body")
+            metadata = sa.case((PAY.size <= max_size, PAY.metadata), else_=sa.null()
                                ).label("metadata")
         async with self.db.read() as conn:
             rows = (await conn.execute(
-                sa.select(P.request_pk, R.request_id, body, metadata)
-                .select_from(batch_payloads.join(batch_requests, R.id == P.request_pk))
-                .where(P.request_pk.in_(list(pks))))).all()
+                sa.select(PAY.request_pk, REQ.request_id, body, metadata)
+                .select_from(batch_payloads.join(batch_requests, REQ.id == PAY.request_pk))
+                .where(PAY.request_pk.in_(list(pks))))).all()
         return {int(row.request_pk): _payload(row) if row.body is not None else None
                 for row in rows}
 
@@ -122,9 +123,9 @@ class WorkQueue:
         """One request's input (None if it is gone)."""
         async with self.db.read() as conn:
             row = (await conn.execute(
-                sa.select(P.request_pk, R.request_id, P.body, P.metadata)
-                .select_from(batch_payloads.join(batch_requests, R.id == P.request_pk))
-                .where(P.request_pk == pk))).first()
+                sa.select(PAY.request_pk, REQ.request_id, PAY.body, PAY.metadata)
+                .select_from(batch_payloads.join(batch_requests, REQ.id == PAY.request_pk))
+                .where(PAY.request_pk == pk))).first()
         return _payload(row) if row is not None else None
 
     async def jobs(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
@@ -134,8 +135,9 @@ class WorkQueue:
             return {}
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(
-                J.id, J.project_id, J.model, J.temperature, J.max_output_tokens,
-                J.system_instruction, J.job_type, J.max_batch_size).where(J.id.in_(ids)))).all()
+                JOB.id, JOB.project_id, JOB.model, JOB.temperature, JOB.max_output_tokens,
+                JOB.system_instruction, JOB.job_type, JOB.max_batch_size,
+            ).where(JOB.id.in_(ids)))).all()
         return {row.id: JobInfo(row.project_id, JobConfig(
             model=row.model, temperature=float(row.temperature),
             max_output_tokens=int(row.max_output_tokens),
@@ -153,18 +155,18 @@ class WorkQueue:
             # An expired lease nobody took yet is still ours: extending it is safe (a worker
             # that took it would have put its own name in lease_owner).
             rows = await conn.execute(batch_requests.update().where(
-                R.id.in_(self._mine(ids).scalar_subquery()),
-            ).values(due_time=now + self.lease_s).returning(R.id))
+                REQ.id.in_(self._mine(ids).scalar_subquery()),
+            ).values(due_time=now + self.lease_s).returning(REQ.id))
             return {int(pk) for pk in rows.scalars()}
 
     def _mine(self, ids: list[int] | None) -> Any:
         """This worker's running requests (of ``ids``). On PostgreSQL rows another transaction
         holds are skipped: whoever holds them (a CancelJob, a claim of an expired lease) is
         taking them from us, and waiting could deadlock with it."""
-        query = sa.select(R.id).where(R.lease_owner == self.worker_id,
-                                      R.state == RequestState.RUNNING.value)
+        query = sa.select(REQ.id).where(REQ.lease_owner == self.worker_id,
+                                      REQ.state == RequestState.RUNNING.value)
         if ids is not None:
-            query = query.where(R.id.in_(ids))
+            query = query.where(REQ.id.in_(ids))
         if self.db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         return query
@@ -180,16 +182,16 @@ class WorkQueue:
         mine = self._mine(list(pks) if pks is not None else None)
         async with self.db.write() as conn:
             result = await conn.execute(batch_requests.update().where(
-                R.id.in_(mine.scalar_subquery())).values(
+                REQ.id.in_(mine.scalar_subquery())).values(
                 state=RequestState.PENDING.value, lease_owner=None, due_time=time.time(),
-                attempts=sa.case((R.attempts > 0, R.attempts - 1), else_=0)))
+                attempts=sa.case((REQ.attempts > 0, REQ.attempts - 1), else_=0)))
             return int(result.rowcount or 0)
 
     async def next_due(self) -> float | None:
         """The earliest ``due_time`` of any live request (when to look again), or None."""
         async with self.db.read() as conn:
-            return await conn.scalar(sa.select(R.due_time).where(R.due_time.is_not(None))
-                                     .order_by(R.due_time).limit(1))
+            return await conn.scalar(sa.select(REQ.due_time).where(REQ.due_time.is_not(None))
+                                     .order_by(REQ.due_time).limit(1))
 
 
 def _payload(row: Any) -> Payload:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rowforge.server.batch.model import ErrorDetail, JobState, RequestState
 from rowforge.server.batch.queue import Claim
-from rowforge.server.batch.store import J, R, add_state_event
+from rowforge.server.batch.store import JOB, REQ, add_state_event
 from rowforge.server.storage.batch_tables import batch_jobs, batch_requests, batch_results
 from rowforge.server.storage.db import Database
 
@@ -186,8 +186,8 @@ class ResultRecorder:
         """Record ``batch`` in one transaction; returns ``(results recorded, jobs with new
         results, jobs that ended)``."""
         now = time.time()
-        guard = (R.lease_owner == self.worker_id, R.state == RequestState.RUNNING.value,
-                 R.due_time > now)
+        guard = (REQ.lease_owner == self.worker_id, REQ.state == RequestState.RUNNING.value,
+                 REQ.due_time > now)
         final = [o for o in batch if o.kind != RETRY]
         retries = [o for o in batch if o.kind == RETRY]
         async with self.db.write() as conn:
@@ -196,18 +196,18 @@ class ResultRecorder:
                 # requests, so neither can hold what the other waits for.
                 job_ids = sorted({o.claim.job_id for o in final})
                 if job_ids:
-                    await conn.execute(sa.select(J.id).where(J.id.in_(job_ids))
-                                       .order_by(J.id).with_for_update())
+                    await conn.execute(sa.select(JOB.id).where(JOB.id.in_(job_ids))
+                                       .order_by(JOB.id).with_for_update())
             accepted: set[int] = set()
             for kind in (SUCCEEDED, FAILED):
                 pks = [o.claim.pk for o in final if o.kind == kind]
                 if pks:
                     rows = await conn.execute(batch_requests.update().where(
-                        R.id.in_(pks), *guard).values(
-                        state=kind, due_time=None, lease_owner=None).returning(R.id))
+                        REQ.id.in_(pks), *guard).values(
+                        state=kind, due_time=None, lease_owner=None).returning(REQ.id))
                     accepted.update(int(pk) for pk in rows.scalars())
             for o in retries:
-                await conn.execute(batch_requests.update().where(R.id == o.claim.pk, *guard)
+                await conn.execute(batch_requests.update().where(REQ.id == o.claim.pk, *guard)
                                    .values(state=RequestState.PENDING.value,
                                            due_time=o.retry_at, lease_owner=None,
                                            last_error=o.error.to_json() if o.error else None))
@@ -221,14 +221,14 @@ class ResultRecorder:
                 items = by_job[job_id]
                 ok = sum(1 for o in items if o.kind == SUCCEEDED)
                 cost = sum(o.cost_usd or 0.0 for o in items)
-                job = (await conn.execute(batch_jobs.update().where(J.id == job_id).values(
-                    last_sequence=J.last_sequence + len(items), succeeded=J.succeeded + ok,
-                    failed=J.failed + (len(items) - ok),
-                    input_tokens=J.input_tokens + sum(o.prompt_tokens for o in items),
-                    output_tokens=J.output_tokens + sum(o.completion_tokens for o in items),
-                    cost_usd=J.cost_usd + cost,
-                ).returning(J.last_sequence, J.total_requests, J.succeeded, J.failed,
-                            J.cancelled, J.state))).one()
+                job = (await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(
+                    last_sequence=JOB.last_sequence + len(items), succeeded=JOB.succeeded + ok,
+                    failed=JOB.failed + (len(items) - ok),
+                    input_tokens=JOB.input_tokens + sum(o.prompt_tokens for o in items),
+                    output_tokens=JOB.output_tokens + sum(o.completion_tokens for o in items),
+                    cost_usd=JOB.cost_usd + cost,
+                ).returning(JOB.last_sequence, JOB.total_requests, JOB.succeeded, JOB.failed,
+                            JOB.cancelled, JOB.state))).one()
                 base = int(job.last_sequence) - len(items)
                 rows_out.extend(_result_row(job_id, base + i + 1, o, now)
                                 for i, o in enumerate(items))
@@ -238,7 +238,7 @@ class ResultRecorder:
                     state = JobState.SUCCEEDED if (int(job.succeeded) > 0 or int(job.failed) == 0) \
                         else JobState.FAILED
                     await conn.execute(batch_jobs.update().where(
-                        J.id == job_id, J.state.in_(running)).values(
+                        JOB.id == job_id, JOB.state.in_(running)).values(
                         state=state.value, end_time=now, expire_time=now + self.retention_s))
                     await add_state_event(conn, job_id, state, int(job.last_sequence), now)
                     ended.append(job_id)

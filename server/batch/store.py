@@ -52,17 +52,17 @@ from rowforge.server.storage.db import Database
 MAX_LIST_LIMIT = 100
 DAY_S = 86_400.0
 
-C = batch_call_counts.c
-J = batch_jobs.c
-R = batch_requests.c
-P = batch_payloads.c
-S = batch_results.c
-E = batch_events.c
-F = batch_file_refs.c
+CALLS = batch_call_counts.c
+JOB = batch_jobs.c
+REQ = batch_requests.c
+PAY = batch_payloads.c
+RES = batch_results.c
+EVT = batch_events.c
+REFS = batch_file_refs.c
 
-RESULT_COLUMNS = (S.sequence, S.request_id, S.state, S.response_text, S.response_json,
-                  S.prompt_tokens, S.completion_tokens, S.cost_usd, S.error, S.metadata,
-                  S.attempts, S.complete_time)
+RESULT_COLUMNS = (RES.sequence, RES.request_id, RES.state, RES.response_text, RES.response_json,
+                  RES.prompt_tokens, RES.completion_tokens, RES.cost_usd, RES.error, RES.metadata,
+                  RES.attempts, RES.complete_time)
 
 
 def dumps(value: Any) -> str:
@@ -82,8 +82,8 @@ def config_hash(config: JobConfig) -> str:
 
 def job_select() -> Any:
     """SELECT of a job's row plus its provider call count (``provider_calls``)."""
-    calls = sa.select(sa.func.coalesce(sa.func.max(C.calls), 0)).where(
-        C.job_id == J.id).scalar_subquery()
+    calls = sa.select(sa.func.coalesce(sa.func.max(CALLS.calls), 0)).where(
+        CALLS.job_id == JOB.id).scalar_subquery()
     return sa.select(batch_jobs, calls.label("provider_calls"))
 
 
@@ -158,7 +158,7 @@ class BatchStore:
             if key is not None:
                 async with self.db.read() as conn:
                     row = (await conn.execute(job_select().where(
-                        J.project_id == project_id, J.idempotency_key == key))).first()
+                        JOB.project_id == project_id, JOB.idempotency_key == key))).first()
                 if row is not None:
                     if row.request_hash != digest:
                         raise InvalidArgument.field(
@@ -193,13 +193,13 @@ class BatchStore:
         """Raises ``NotFound`` for an unknown job or another project's."""
         async with self.db.read() as conn:
             row = (await conn.execute(job_select().where(
-                J.id == job_id, J.project_id == project_id))).first()
+                JOB.id == job_id, JOB.project_id == project_id))).first()
         if row is None:
             raise job_not_found(job_id)
         return job_from_row(row)
 
     async def _locked_job(self, conn: AsyncConnection, project_id: str, job_id: str) -> Any:
-        query = sa.select(batch_jobs).where(J.id == job_id, J.project_id == project_id)
+        query = sa.select(batch_jobs).where(JOB.id == job_id, JOB.project_id == project_id)
         if self.db.is_postgres:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
@@ -221,20 +221,20 @@ class BatchStore:
                 f"must be between 1 and {MAX_LIST_LIMIT} (0: {MAX_LIST_LIMIT})")
         v.raise_if_any()
         limit = limit or MAX_LIST_LIMIT
-        where = [J.project_id == project_id]
+        where = [JOB.project_id == project_id]
         if state is not None:
-            where.append(J.state == state.value)
+            where.append(JOB.state == state.value)
         if job_type:
-            where.append(J.job_type == job_type)
+            where.append(JOB.job_type == job_type)
         tag = _listing_tag(project_id, state, job_type)
         query = job_select().where(*where)
         if page_token:
             after_time, after_id = _decode_token(page_token, tag)
-            query = query.where(sa.or_(J.create_time < after_time,
-                                       sa.and_(J.create_time == after_time, J.id < after_id)))
+            query = query.where(sa.or_(JOB.create_time < after_time,
+                                       sa.and_(JOB.create_time == after_time, JOB.id < after_id)))
         elif offset:
             query = query.offset(offset)
-        query = query.order_by(J.create_time.desc(), J.id.desc()).limit(limit + 1)
+        query = query.order_by(JOB.create_time.desc(), JOB.id.desc()).limit(limit + 1)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
             total = await conn.scalar(sa.select(sa.func.count()).select_from(batch_jobs)
@@ -268,14 +268,14 @@ class BatchStore:
                     metadata={"jobId": job_id, "state": state.value},
                     resource_type="batch_job", resource_name=job_id)
             ids = [r.request_id for r in requests]
-            taken = (await conn.execute(sa.select(R.request_id).where(
-                R.job_id == job_id, R.request_id.in_(ids)).limit(1))).scalar()
+            taken = (await conn.execute(sa.select(REQ.request_id).where(
+                REQ.job_id == job_id, REQ.request_id.in_(ids)).limit(1))).scalar()
             if taken is not None:
                 raise _duplicate(taken)
             first = int(job.total_requests)
             try:
                 inserted = (await conn.execute(
-                    batch_requests.insert().returning(R.id, sort_by_parameter_order=True),
+                    batch_requests.insert().returning(REQ.id, sort_by_parameter_order=True),
                     [{"job_id": job_id, "request_id": r.request_id, "position": first + i + 1,
                       "state": RequestState.PENDING.value, "attempts": 0}
                      for i, r in enumerate(requests)])).scalars().all()
@@ -296,7 +296,7 @@ class BatchStore:
             if refs:
                 await conn.execute(batch_file_refs.insert(), refs)
             total = first + len(requests)
-            await conn.execute(batch_jobs.update().where(J.id == job_id).values(
+            await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(
                 total_requests=total, state=JobState.POPULATING.value))
             if state is JobState.CREATED:
                 await add_state_event(conn, job_id, JobState.POPULATING, 0, now)
@@ -312,17 +312,17 @@ class BatchStore:
             removed = 0
             for start in range(0, len(pks), 1000):
                 chunk = list(pks[start:start + 1000])
-                await conn.execute(batch_payloads.delete().where(P.request_pk.in_(chunk)))
-                await conn.execute(batch_file_refs.delete().where(F.request_pk.in_(chunk)))
+                await conn.execute(batch_payloads.delete().where(PAY.request_pk.in_(chunk)))
+                await conn.execute(batch_file_refs.delete().where(REFS.request_pk.in_(chunk)))
                 removed += (await conn.execute(batch_requests.delete().where(
-                    R.job_id == job_id, R.id.in_(chunk)))).rowcount
+                    REQ.job_id == job_id, REQ.id.in_(chunk)))).rowcount
             total = max(int(job.total_requests) - removed, 0)
             values: dict[str, Any] = {"total_requests": total}
             if total == 0:
                 values["state"] = JobState.CREATED.value
                 await conn.execute(batch_events.delete().where(
-                    E.job_id == job_id, E.state == JobState.POPULATING.value))
-            await conn.execute(batch_jobs.update().where(J.id == job_id).values(**values))
+                    EVT.job_id == job_id, EVT.state == JobState.POPULATING.value))
+            await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(**values))
         return True
 
     async def submit(self, project_id: str, job_id: str) -> tuple[Job, bool]:
@@ -349,10 +349,10 @@ class BatchStore:
                                          resource_type="batch_job", resource_name=job_id)
             submitted = state is JobState.POPULATING
             if submitted:
-                await conn.execute(batch_jobs.update().where(J.id == job_id).values(
+                await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(
                     state=JobState.READY.value, submit_time=now))
                 await conn.execute(batch_requests.update().where(
-                    R.job_id == job_id, R.state == RequestState.PENDING.value
+                    REQ.job_id == job_id, REQ.state == RequestState.PENDING.value
                 ).values(due_time=now))
                 await add_state_event(conn, job_id, JobState.READY, 0, now)
         return await self.get_job(project_id, job_id), submitted
@@ -376,25 +376,25 @@ class BatchStore:
                                                           "state": state.value},
                     resource_type="batch_job", resource_name=job_id)
             count = (await conn.execute(batch_requests.update().where(
-                R.job_id == job_id,
-                R.state.in_((RequestState.PENDING.value, RequestState.RUNNING.value)),
+                REQ.job_id == job_id,
+                REQ.state.in_((RequestState.PENDING.value, RequestState.RUNNING.value)),
             ).values(state=RequestState.CANCELLED.value, due_time=None,
                      lease_owner=None))).rowcount
             base = int(job.last_sequence)
             if count:
                 numbered = sa.select(
-                    R.job_id, (sa.literal(base) + sa.func.row_number().over(
-                        order_by=R.position)).label("sequence"),
-                    R.request_id, sa.literal(RequestState.CANCELLED.value), P.metadata,
-                    R.attempts, sa.literal(now), sa.literal(0), sa.literal(0),
-                ).select_from(batch_requests.join(batch_payloads, P.request_pk == R.id)).where(
-                    R.job_id == job_id, R.state == RequestState.CANCELLED.value)
+                    REQ.job_id, (sa.literal(base) + sa.func.row_number().over(
+                        order_by=REQ.position)).label("sequence"),
+                    REQ.request_id, sa.literal(RequestState.CANCELLED.value), PAY.metadata,
+                    REQ.attempts, sa.literal(now), sa.literal(0), sa.literal(0),
+                ).select_from(batch_requests.join(batch_payloads, PAY.request_pk == REQ.id)).where(
+                    REQ.job_id == job_id, REQ.state == RequestState.CANCELLED.value)
                 await conn.execute(batch_results.insert().from_select(
-                    [S.job_id, S.sequence, S.request_id, S.state, S.metadata, S.attempts,
-                     S.complete_time, S.prompt_tokens, S.completion_tokens], numbered))
+                    [RES.job_id, RES.sequence, RES.request_id, RES.state, RES.metadata,
+                     RES.attempts, RES.complete_time, RES.prompt_tokens, RES.completion_tokens], numbered))
             last = base + count
-            await conn.execute(batch_jobs.update().where(J.id == job_id).values(
-                state=JobState.CANCELLED.value, cancelled=J.cancelled + count,
+            await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(
+                state=JobState.CANCELLED.value, cancelled=JOB.cancelled + count,
                 last_sequence=last, end_time=now, expire_time=now + self.retention_s))
             await add_state_event(conn, job_id, JobState.CANCELLED, last, now)
         return await self.get_job(project_id, job_id)
@@ -409,13 +409,14 @@ class BatchStore:
         job = await self.get_job(project_id, job_id)
         async with self.db.read() as conn:
             row = (await conn.execute(
-                sa.select(R.request_id, R.state, R.attempts, R.last_error, P.body, P.metadata)
-                .select_from(batch_requests.join(batch_payloads, P.request_pk == R.id))
-                .where(R.job_id == job_id, R.request_id == request_id))).first()
+                sa.select(REQ.request_id, REQ.state, REQ.attempts, REQ.last_error, PAY.body,
+                          PAY.metadata)
+                .select_from(batch_requests.join(batch_payloads, PAY.request_pk == REQ.id))
+                .where(REQ.job_id == job_id, REQ.request_id == request_id))).first()
             result_row = None
             if row is not None:
                 result_row = (await conn.execute(sa.select(*RESULT_COLUMNS).where(
-                    S.job_id == job_id, S.request_id == request_id))).first()
+                    RES.job_id == job_id, RES.request_id == request_id))).first()
         if row is None:
             if job.purged:
                 raise NotFound(f"the requests of batch job {job_id!r} expired and were "
@@ -445,10 +446,10 @@ class BatchStore:
         open_states = [s.value for s in JobState if not s.is_terminal]
         async with self.db.read() as conn:
             ids = (await conn.execute(
-                sa.select(F.job_id).distinct()
-                .select_from(batch_file_refs.join(batch_jobs, J.id == F.job_id))
-                .where(F.uri == uri, J.project_id == project_id, J.state.in_(open_states))
-                .order_by(F.job_id))).scalars().all()
+                sa.select(REFS.job_id).distinct()
+                .select_from(batch_file_refs.join(batch_jobs, JOB.id == REFS.job_id))
+                .where(REFS.uri == uri, JOB.project_id == project_id, JOB.state.in_(open_states))
+                .order_by(REFS.job_id))).scalars().all()
         return [f"batch job {job_id}" for job_id in ids]
 
     # --- results and events --------------------------------------------------------------
@@ -457,16 +458,16 @@ class BatchStore:
         """Results with ``sequence > cursor``, in order (at most ``limit``)."""
         async with self.db.read() as conn:
             rows = (await conn.execute(
-                sa.select(*RESULT_COLUMNS).where(S.job_id == job_id, S.sequence > cursor)
-                .order_by(S.sequence).limit(limit))).all()
+                sa.select(*RESULT_COLUMNS).where(RES.job_id == job_id, RES.sequence > cursor)
+                .order_by(RES.sequence).limit(limit))).all()
         return [result_from_row(row) for row in rows]
 
     async def state_events(self, job_id: str) -> list[StateEvent]:
         """Every state change of a job, oldest first."""
         async with self.db.read() as conn:
             rows = (await conn.execute(
-                sa.select(E.after_sequence, E.state, E.time).where(E.job_id == job_id)
-                .order_by(E.id))).all()
+                sa.select(EVT.after_sequence, EVT.state, EVT.time).where(EVT.job_id == job_id)
+                .order_by(EVT.id))).all()
         return [StateEvent(int(r.after_sequence), JobState(r.state), r.time) for r in rows]
 
     # --- retention -----------------------------------------------------------------------
@@ -477,13 +478,13 @@ class BatchStore:
         Returns how many jobs were purged."""
         now = time.time() if now is None else now
         async with self.db.read() as conn:
-            job_ids = (await conn.execute(sa.select(J.id).where(
-                J.expire_time < now, J.purged.is_(False)).limit(100))).scalars().all()
+            job_ids = (await conn.execute(sa.select(JOB.id).where(
+                JOB.expire_time < now, JOB.purged.is_(False)).limit(100))).scalars().all()
         for job_id in job_ids:
-            for table, key, column in ((batch_results, S.sequence, S.job_id),
-                                       (batch_file_refs, F.request_pk, F.job_id),
-                                       (batch_payloads, P.request_pk, P.job_id),
-                                       (batch_requests, R.id, R.job_id)):
+            for table, key, column in ((batch_results, RES.sequence, RES.job_id),
+                                       (batch_file_refs, REFS.request_pk, REFS.job_id),
+                                       (batch_payloads, PAY.request_pk, PAY.job_id),
+                                       (batch_requests, REQ.id, REQ.job_id)):
                 while True:
                     picked = sa.select(key).where(column == job_id).limit(chunk)
                     async with self.db.write() as conn:
@@ -492,7 +493,7 @@ class BatchStore:
                     if gone < chunk:
                         break
             async with self.db.write() as conn:
-                await conn.execute(batch_jobs.update().where(J.id == job_id).values(purged=True))
+                await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(purged=True))
         return len(job_ids)
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rowforge.server.storage.db import Database
 from rowforge.server.storage.knowledge_tables import knowledge_changes
-from rowforge.server.storage.tables_tables import user_tables
+from rowforge.server.storage.user_tables import user_tables
 from rowforge.server.tables.layout import value_name
 from rowforge.server.tables.model import EMBEDDING_DTYPE, KT_TEXT, KT_TITLE, TableSchema
 

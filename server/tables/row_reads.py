@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rowforge.server.storage.db import Database
-from rowforge.server.storage.tables_tables import user_tables
+from rowforge.server.storage.user_tables import user_tables
 from rowforge.server.tables import layout
 from rowforge.server.tables.change_feed import text_columns
 from rowforge.server.tables.codec import cell_from_stored

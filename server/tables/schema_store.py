@@ -35,7 +35,7 @@ from rowforge.server.errors import (
     Violations,
 )
 from rowforge.server.storage.db import Database
-from rowforge.server.storage.tables_tables import user_tables
+from rowforge.server.storage.user_tables import user_tables
 from rowforge.server.tables import fulltext, layout, page_tokens
 from rowforge.server.tables.codec import column_from_json, column_to_json
 from rowforge.server.tables.fulltext_indexes import FulltextIndexes

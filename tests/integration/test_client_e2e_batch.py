@@ -18,7 +18,7 @@ from rowforge.clients import exceptions as ex
 from rowforge.clients.batch import AjaxAiRequestItem, create_batch_job, get_batch_job
 from rowforge.clients.batch.events import BatchRequestEvent
 from rowforge.clients.batch.exceptions import AjaxAiJobNotFoundError
-from rowforge.clients.jobs import BatchRequest
+from rowforge.clients.batch_jobs import BatchRequest
 from tests.conftest import server_env
 from tests.support.server import ServerProcess
 

@@ -17,7 +17,7 @@ import pytest
 import rowforge.clients.types as t
 from rowforge.clients import AsyncRowForge, RowForge
 from rowforge.clients import exceptions as ex
-from rowforge.clients.jobs import BatchRequest
+from rowforge.clients.batch_jobs import BatchRequest
 from tests.support.server import ServerProcess
 
 IMAGE_LIMIT = 64 * 1024

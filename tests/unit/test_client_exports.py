@@ -38,7 +38,7 @@ PUBLIC = {
         "AjaxAiRateLimitError", "AjaxAiServerError", "InvalidBatchRequestsError",
     ],
     "rowforge.clients.batch.events": ["BatchRequestEvent"],
-    "rowforge.clients.jobs": [
+    "rowforge.clients.batch_jobs": [
         "AddRequestsResponse", "BatchClient", "BatchRequest", "BatchResult", "ItemError", "Job",
         "JobEvent", "JobMetrics", "JobState", "RequestInfo", "RequestState",
     ],

@@ -1,4 +1,4 @@
-"""The row engine: column DAG, cell executors, events, history (see :mod:`.executor`).
+"""The row engine: column DAG, cell executors, events, history (see :mod:`.row_engine`).
 
 Public API::
 
@@ -30,18 +30,18 @@ from rowforge.server.tables.engine.events import (
     RowCreated,
     RowResult,
 )
-from rowforge.server.tables.engine.executor import (
-    MAX_ROWS_PER_CALL,
-    STRATEGIES,
-    RowEngine,
-    check_row_count,
-    regen_targets,
-)
 from rowforge.server.tables.engine.ports import (
     FileAccess,
     Retriever,
     SandboxRunner,
     SandboxSource,
+)
+from rowforge.server.tables.engine.row_engine import (
+    MAX_ROWS_PER_CALL,
+    STRATEGIES,
+    RowEngine,
+    check_row_count,
+    regen_targets,
 )
 from rowforge.server.tables.engine.sandbox_source import LazySandbox
 
