@@ -11,6 +11,10 @@ MIN_STAMP := $(MIN_VENV)/.installed
 MIN_TESTS := tests/unit/test_client_*.py tests/integration/test_client_e2e_tables.py \
   tests/integration/test_client_e2e_files.py tests/integration/test_client_e2e_batch.py \
   tests/integration/test_client_e2e_batch_queue.py tests/integration/test_client_e2e_refusals.py
+# Units run a second time on fastcore's pure-Python twins (the hot path's callers included).
+PURE_UNITS := fastcore or engine or tables or knowledge
+# Units run under asyncio's debug mode (never-awaited coroutines are errors) by `make lint`.
+ASYNCIO_DEBUG_UNITS := engine or batch_worker or batch_store or knowledge_search or providers_routes
 NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 HOST ?= 127.0.0.1
@@ -56,7 +60,7 @@ serve: install node
 test: install node min-venv
 	@status=0; \
 	$(PY) -m pytest $(PYTEST_ARGS) || status=1; \
-	ROWFORGE_PUREPYTHON=1 $(PY) -m pytest -q tests/unit -k "fastcore" $(PYTEST_ARGS) || status=1; \
+	ROWFORGE_PUREPYTHON=1 $(PY) -m pytest -q tests/unit -k "$(PURE_UNITS)" $(PYTEST_ARGS) || status=1; \
 	$(MAKE) --no-print-directory test-client-min || status=1; \
 	exit $$status
 
@@ -78,6 +82,8 @@ proto-check: install min-venv
 lint: install node min-venv
 	$(VENV)/bin/ruff check server fastcore clients tests bench scripts
 	$(PY) scripts/typecheck.py
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -p no:cacheprovider -W error::RuntimeWarning \
+	  tests/unit -k "$(ASYNCIO_DEBUG_UNITS)"
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
 	@# Never break v1: compare with the last landed main when there is one.
 	@if git rev-parse -q --verify main >/dev/null; then \
