@@ -131,11 +131,12 @@ class App:
         await self.search.start()
         await self.files.start()
         await self.batch.start()
+        await self.auth.start()
 
     async def stop(self) -> None:
         # The engine's clean-up writes finish before the store closes.
-        for step in (self.batch.stop, self.search.stop, self.engine.close, self.sandbox.close,
-                     self.tables.close, self.providers.aclose):
+        for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
+                     self.sandbox.close, self.tables.close, self.providers.aclose):
             try:
                 await step()
             except Exception:

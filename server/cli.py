@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import functools
+import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
 
 from rowforge.server.config import ConfigError, load_settings
+from rowforge.server.scopes import SCOPES as SCOPE_CHOICES
 
 
 def add_server_commands(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +45,28 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
     project.add_argument("name")
     project.add_argument("--id", dest="project_id")
     project.set_defaults(func=_guarded(_create_project))
-    token = admin_sub.add_parser("create-token", help="create a token (printed once)")
+    token = admin_sub.add_parser(
+        "create-token", help="create a token (printed once)",
+        description="Create a personal access token for a project and print it (only its "
+                    "hash is stored: it cannot be shown again). read tokens may only call "
+                    "what changes no stored state; write tokens may call every RPC.")
     token.add_argument("--project", required=True)
     token.add_argument("--name", default="")
+    token.add_argument("--scope", choices=SCOPE_CHOICES, default="write",
+                       help="what the token may do (default write)")
+    token.add_argument("--expires-in", type=duration_s, metavar="DURATION",
+                       help="lifetime: 90d, 12h, 30m, 45s or seconds (default: no expiry)")
     token.set_defaults(func=_guarded(_create_token))
+    listing = admin_sub.add_parser("list-tokens", help="list tokens (never their secrets)")
+    listing.add_argument("--project", help="only this project's tokens")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=_guarded(_list_tokens))
+    revoke = admin_sub.add_parser(
+        "revoke-token", help="revoke a token by id",
+        description="Revoke a token by its id (the part after rf_, as list-tokens shows it). "
+                    "Servers refuse it within 30 s (their token cache).")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=_guarded(_revoke_token))
 
 
 def _settings(args: argparse.Namespace):
@@ -196,9 +218,51 @@ def _create_project(args: argparse.Namespace) -> int:
 def _create_token(args: argparse.Namespace) -> int:
     from rowforge.server.auth import create_token
 
-    token = asyncio.run(_with_db(args, lambda db: create_token(db, args.project, args.name)))
+    token = asyncio.run(_with_db(args, lambda db: create_token(
+        db, args.project, args.name, scope=args.scope, expires_in_s=args.expires_in)))
     print(token)
     return 0
+
+
+def _list_tokens(args: argparse.Namespace) -> int:
+    from rowforge.server.auth import list_tokens
+
+    found = asyncio.run(_with_db(args, lambda db: list_tokens(db, args.project)))
+
+    def when(value: dt.datetime | None) -> str | None:
+        return value.isoformat(timespec="seconds") if value is not None else None
+
+    for info in found:
+        row = {"id": info.id, "project": info.project_id, "name": info.name,
+               "scope": info.scope, "state": info.state, "created": when(info.create_time),
+               "expires": when(info.expire_time), "lastUsed": when(info.last_used_time)}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print("  ".join(f"{key}={value if value is not None else '-'}"
+                            for key, value in row.items()))
+    return 0
+
+
+def _revoke_token(args: argparse.Namespace) -> int:
+    from rowforge.server.auth import revoke_token
+
+    asyncio.run(_with_db(args, lambda db: revoke_token(db, args.token_id)))
+    print(f"revoked {args.token_id}")
+    return 0
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(text: str) -> float:
+    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds, as seconds (positive)."""
+    match = _DURATION.match(text.lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 90d, 12h, 30m, 45s or seconds")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def main(argv: list[str] | None = None) -> int:

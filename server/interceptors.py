@@ -104,10 +104,10 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
         return handler._replace(stream_stream=self._stream(handler.stream_stream, method))
 
-    async def _enter(self, context: grpc.aio.ServicerContext) -> str:
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> str:
         metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
                     if isinstance(v, str)}
-        project = await self.auth.project_for(metadata)
+        project = await self.auth.project_for(metadata, method)
         set_current_project(project)
         return project
 
@@ -117,7 +117,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             project = "-"
             code = "OK"
             try:
-                project = await self._enter(context)
+                project = await self._enter(context, method)
                 result = behavior(_checked_request(request), context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
@@ -138,7 +138,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             project = "-"
             code = "OK"
             try:
-                project = await self._enter(context)
+                project = await self._enter(context, method)
                 async for item in behavior(_checked_request(request), context):
                     yield item
             except BaseException as exc:

@@ -45,6 +45,13 @@ tokens = Table(
     Column("name", String(200), nullable=False, default=""),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    # read | write | admin (server/scopes.py). Tokens made before scopes existed could do
+    # everything, so they keep admin.
+    Column("scope", String(16), nullable=False, server_default="admin"),
+    Column("expire_time", DateTime(timezone=True), nullable=True),
+    Column("revoke_time", DateTime(timezone=True), nullable=True),
+    # Recorded in batches (Authenticator.flush_last_used), not on every call.
+    Column("last_used_time", DateTime(timezone=True), nullable=True),
 )
 
 idempotency_keys = Table(
