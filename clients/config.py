@@ -17,6 +17,8 @@ Environment variables:
                               ``JAMAI_FILE_UPLOAD_TIMEOUT_SEC`` too)
 ``ROWFORGE_TLS``              ``true`` to use TLS with the system roots
 ``ROWFORGE_ROOT_CERTS``       path of a PEM bundle of root certificates (implies TLS)
+``ROWFORGE_CLIENT_CERT``      path of a PEM client certificate chain, for mutual TLS (with
+                              ``ROWFORGE_CLIENT_KEY``, the path of its key; implies TLS)
 ``ROWFORGE_MAX_RETRIES``      attempts of idempotent calls on UNAVAILABLE (default 5)
 ============================  =================================================================
 """
@@ -157,15 +159,24 @@ class ClientConfig:
             root_certificates = Path(env["ROWFORGE_ROOT_CERTS"])
         if isinstance(root_certificates, (str, Path)):
             root_certificates = Path(root_certificates).expanduser().read_bytes()
+        client_cert = client_key = None
+        if env.get("ROWFORGE_CLIENT_CERT") or env.get("ROWFORGE_CLIENT_KEY"):
+            if not (env.get("ROWFORGE_CLIENT_CERT") and env.get("ROWFORGE_CLIENT_KEY")):
+                raise ValueError("ROWFORGE_CLIENT_CERT and ROWFORGE_CLIENT_KEY: set both (a "
+                                 "client certificate chain and its key) or neither")
+            client_cert = Path(env["ROWFORGE_CLIENT_CERT"]).expanduser().read_bytes()
+            client_key = Path(env["ROWFORGE_CLIENT_KEY"]).expanduser().read_bytes()
         tls_config: TLSConfig | None
         if isinstance(tls, TLSConfig):
             tls_config = tls
         elif tls is None:
-            wanted = (scheme_tls or root_certificates is not None
+            wanted = (scheme_tls or root_certificates is not None or client_cert is not None
                       or _env_bool(env, "ROWFORGE_TLS"))
-            tls_config = TLSConfig(root_certificates=root_certificates) if wanted else None
+            tls_config = TLSConfig(root_certificates=root_certificates, private_key=client_key,
+                                   certificate_chain=client_cert) if wanted else None
         else:
-            tls_config = TLSConfig(root_certificates=root_certificates) if tls else None
+            tls_config = TLSConfig(root_certificates=root_certificates, private_key=client_key,
+                                   certificate_chain=client_cert) if tls else None
         if timeout is None:
             timeout = _env_float(env, ("ROWFORGE_TIMEOUT_SEC", "JAMAI_TIMEOUT_SEC"),
                                  DEFAULT_TIMEOUT_S)

@@ -38,6 +38,7 @@ from rowforge.server.services.table import TableServicer
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.engine import LazySandbox, RowEngine
 from rowforge.server.tables.store import TableStore
+from rowforge.server.tls import ServerTLS
 from rowforge.v1 import (
     batch_job_service_pb2_grpc,
     file_service_pb2_grpc,
@@ -189,6 +190,7 @@ class Server:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
+        self.tls = ServerTLS.from_settings(settings)
         self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(app.auth)], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -204,7 +206,9 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.app.start()
         try:
-            self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+            address = f"{settings.host}:{settings.port}"
+            self.port = (self.grpc.add_secure_port(address, self.tls.credentials())
+                         if self.tls is not None else self.grpc.add_insecure_port(address))
         except RuntimeError:  # grpc raises this (or returns 0) when it cannot bind
             self.port = 0
         if not self.port:
@@ -238,6 +242,8 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
     frozen = freeze_startup_heap() if settings.gc_freeze else 0
     log.info("listening", extra={"address": f"{settings.host}:{port}",
                                  "database": server.app.db.dialect, "auth": settings.auth,
+                                 "tls": "mutual" if server.tls and server.tls.mutual
+                                 else bool(server.tls),
                                  "loop": loop_name(), "gcFrozen": frozen})
     if ready:
         ready(port)
@@ -249,6 +255,8 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if server.tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.tls.reload)
     await stop.wait()
     if trimmer is not None:
         trimmer.cancel()

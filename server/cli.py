@@ -34,6 +34,10 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--auth", action="store_true", default=None, help="require tokens")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow a non-loopback address with auth off")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (SIGHUP reloads)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--client-ca", dest="tls_client_ca",
+                       help="PEM CA bundle: require client certificates it signed (mTLS)")
     serve.set_defaults(func=_guarded(_serve))
 
     admin = sub.add_parser("admin", help="manage projects and tokens")
@@ -78,6 +82,9 @@ def _settings(args: argparse.Namespace):
         database_url=args.database_url,
         auth=getattr(args, "auth", None),
         insecure=getattr(args, "insecure", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        tls_client_ca=getattr(args, "tls_client_ca", None),
     )
 
 

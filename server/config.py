@@ -35,6 +35,14 @@ class Settings:
     auth: bool = False
     #: Allow listening on a non-loopback address with auth off.
     insecure: bool = False
+    #: PEM certificate chain to serve TLS with (with ``tls_key``; reloaded on SIGHUP). Empty:
+    #: plaintext.
+    tls_cert: str = ""
+    #: PEM private key of ``tls_cert``.
+    tls_key: str = ""
+    #: PEM CA bundle for mutual TLS: clients must present a certificate it signed (refused at
+    #: the handshake otherwise). Needs ``tls_cert``.
+    tls_client_ca: str = ""
     #: Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
     grace_period_s: float = 10.0
     #: Largest gRPC message accepted or sent (a batch request may carry 32 MB of content).
@@ -105,6 +113,11 @@ class Settings:
         if self.sandbox_network not in SANDBOX_NETWORK_MODES:
             raise ValueError(f"sandbox_network: expected \"off\" or \"public\", got "
                              f"{self.sandbox_network!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key: give both (a certificate chain and its key) "
+                             "or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
 
     @property
     def effective_sandbox_network(self) -> str:
@@ -227,7 +240,10 @@ def load_settings(
             except ValueError as exc:
                 raise ConfigError(f"--{key.replace('_', '-')}: {exc}") from None
             source[key] = f"--{key.replace('_', '-')}"
-    settings = Settings(**values)
+    try:
+        settings = Settings(**values)
+    except ValueError as exc:  # settings that do not fit together (__post_init__)
+        raise ConfigError(str(exc)) from None
     _check_models(settings, source)
     return settings
 

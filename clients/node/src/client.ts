@@ -30,7 +30,8 @@ export interface RowForgeOptions {
   /** Project id sent as x-project-id (default ROWFORGE_PROJECT_ID). */
   projectId?: string;
   /** TLS: true, or its settings (default: on for https:// addresses or ROWFORGE_TLS=1;
-   * ROWFORGE_ROOT_CERTS names a PEM file of roots to trust). */
+   * ROWFORGE_ROOT_CERTS names a PEM file of roots to trust; ROWFORGE_CLIENT_CERT and
+   * ROWFORGE_CLIENT_KEY a client certificate and key for mutual TLS). */
   tls?: boolean | TLSOptions;
   /** Default deadline of a call in milliseconds (default 300 000); per call: { timeoutMs }. */
   timeoutMs?: number;
@@ -58,8 +59,13 @@ export class RowForge {
     } else if (address.startsWith("http://")) {
       address = address.slice("http://".length);
     }
+    if (env.ROWFORGE_CLIENT_CERT && env.ROWFORGE_CLIENT_KEY) tls = tls || true;
     const settings: TLSOptions = typeof tls === "object" ? tls
-      : { rootCerts: env.ROWFORGE_ROOT_CERTS || undefined };
+      : {
+        rootCerts: env.ROWFORGE_ROOT_CERTS || undefined,
+        certChain: env.ROWFORGE_CLIENT_CERT || undefined,
+        privateKey: env.ROWFORGE_CLIENT_KEY || undefined,
+      };
     const token = options.token ?? env.ROWFORGE_TOKEN;
     const projectId = options.projectId ?? env.ROWFORGE_PROJECT_ID;
     const auth: Interceptor = (next) => (request) => {
