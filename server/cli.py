@@ -34,6 +34,8 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--auth", action="store_true", default=None, help="require tokens")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow a non-loopback address with auth off")
+    serve.add_argument("--log-format", choices=("json", "text"),
+                       help="log lines as JSON objects (default) or human text")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (SIGHUP reloads)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--client-ca", dest="tls_client_ca",
@@ -85,6 +87,7 @@ def _settings(args: argparse.Namespace):
         tls_cert=getattr(args, "tls_cert", None),
         tls_key=getattr(args, "tls_key", None),
         tls_client_ca=getattr(args, "tls_client_ca", None),
+        log_json=None if getattr(args, "log_format", None) is None else args.log_format == "json",
     )
 
 

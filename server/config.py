@@ -51,7 +51,7 @@ class Settings:
     reflection: bool = True
     #: Log level: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
-    #: Logs as JSON lines on stderr (false: plain text).
+    #: Logs as JSON lines on stderr (false: plain text; ``rowforge serve --log-format``).
     log_json: bool = True
     #: Models added to the built-in ones: ``[[models]]`` tables in TOML, a JSON list in
     #: ``ROWFORGE_MODELS`` (fields below).

@@ -32,6 +32,7 @@ from rowforge.server.errors import (
     RowforgeError,
     Unimplemented,
 )
+from rowforge.server.request_ids import HEADER, request_id_for, set_request_id
 from rowforge.server.status import to_grpc_status
 
 log = logging.getLogger("rowforge.rpc")
@@ -104,9 +105,18 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
         return handler._replace(stream_stream=self._stream(handler.stream_stream, method))
 
-    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> str:
+    @staticmethod
+    async def _identify(context: grpc.aio.ServicerContext) -> tuple[dict[str, str], str]:
+        """The call's metadata and its request id, sent back at once in the initial
+        metadata (errors carry it too: google.rpc.RequestInfo)."""
         metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
                     if isinstance(v, str)}
+        request_id = request_id_for(metadata)
+        set_request_id(request_id)
+        await context.send_initial_metadata(((HEADER, request_id),))
+        return metadata, request_id
+
+    async def _enter(self, metadata: dict[str, str], method: str) -> str:
         project = await self.auth.project_for(metadata, method)
         set_current_project(project)
         return project
@@ -116,8 +126,10 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             project = "-"
             code = "OK"
+            request_id = ""
             try:
-                project = await self._enter(context, method)
+                metadata, request_id = await self._identify(context)
+                project = await self._enter(metadata, method)
                 result = behavior(_checked_request(request), context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
@@ -126,7 +138,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
                     code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
                     raise
                 code = err.code
-                await context.abort_with_status(to_grpc_status(err))
+                await context.abort_with_status(to_grpc_status(err, request_id))
             finally:
                 _log_call(method, project, code, start)
 
@@ -137,8 +149,10 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             project = "-"
             code = "OK"
+            request_id = ""
             try:
-                project = await self._enter(context, method)
+                metadata, request_id = await self._identify(context)
+                project = await self._enter(metadata, method)
                 async for item in behavior(_checked_request(request), context):
                     yield item
             except BaseException as exc:
@@ -147,7 +161,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
                     code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
                     raise
                 code = err.code
-                await context.abort_with_status(to_grpc_status(err))
+                await context.abort_with_status(to_grpc_status(err, request_id))
             finally:
                 _log_call(method, project, code, start)
 

@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from rowforge.server.request_ids import RequestIdFilter
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -19,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and value != "":
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -28,8 +30,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", *, as_json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())  # every line of a request carries its id
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        "%(asctime)s %(levelname)s %(name)s [%(requestId)s]: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

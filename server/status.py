@@ -28,17 +28,19 @@ def _pack(message) -> any_pb2.Any:
     return packed
 
 
-def to_rpc_status(err: RowforgeError) -> status_pb2.Status:
+def to_rpc_status(err: RowforgeError, request_id: str = "") -> status_pb2.Status:
     """A ``google.rpc.Status`` with ErrorInfo always, plus BadRequest / RetryInfo /
-    ResourceInfo when the error carries them, within :data:`MAX_STATUS_BYTES`."""
+    ResourceInfo when the error carries them and RequestInfo when ``request_id`` is given,
+    within :data:`MAX_STATUS_BYTES`."""
     keep = min(len(err.field_violations), MAX_VIOLATIONS)
     while True:
-        status = _build(err, _shown(err.field_violations, keep))
+        status = _build(err, _shown(err.field_violations, keep), request_id=request_id)
         if status.ByteSize() <= MAX_STATUS_BYTES or keep == 0:
             break
         keep //= 2
     if status.ByteSize() > MAX_STATUS_BYTES:  # pathological metadata: keep reason and domain
-        status = _build(err, _shown(err.field_violations, 0), metadata=False)
+        status = _build(err, _shown(err.field_violations, 0), metadata=False,
+                        request_id=request_id)
     return status
 
 
@@ -51,7 +53,7 @@ def _shown(violations: list[FieldViolation], keep: int) -> list[FieldViolation]:
 
 
 def _build(err: RowforgeError, violations: list[FieldViolation], *,
-           metadata: bool = True) -> status_pb2.Status:
+           metadata: bool = True, request_id: str = "") -> status_pb2.Status:
     details = [_pack(error_details_pb2.ErrorInfo(
         reason=err.reason, domain=DOMAIN, metadata=err.metadata if metadata else {}))]
     if violations:
@@ -67,9 +69,11 @@ def _build(err: RowforgeError, violations: list[FieldViolation], *,
         details.append(_pack(error_details_pb2.ResourceInfo(
             resource_type=err.resource_type, resource_name=err.resource_name,
             description=err.message)))
+    if request_id:
+        details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
     return status_pb2.Status(code=getattr(code_pb2, err.code), message=err.message,
                              details=details)
 
 
-def to_grpc_status(err: RowforgeError) -> grpc.Status:
-    return rpc_status.to_status(to_rpc_status(err))
+def to_grpc_status(err: RowforgeError, request_id: str = "") -> grpc.Status:
+    return rpc_status.to_status(to_rpc_status(err, request_id))
