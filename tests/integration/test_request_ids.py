@@ -57,9 +57,9 @@ def test_errors_carry_the_id_and_one_is_made_when_none_or_a_bad_one_is_sent(
 
 
 def test_text_logs_show_the_id(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path, env={"ROWFORGE_LOG_LEVEL": "INFO"},
-                       args=["--log-format", "text"]).start() as proc:
-        with grpc.insecure_channel(proc.address) as channel:
-            model_service_pb2_grpc.ModelServiceStub(channel).ListModels(
-                mpb.ListModelsRequest(), timeout=10, metadata=(("x-request-id", "txt-1"),))
+    proc = ServerProcess(tmp_path, env={"ROWFORGE_LOG_LEVEL": "INFO"},
+                         args=["--log-format", "text"])
+    with proc.start(), grpc.insecure_channel(proc.address) as channel:
+        model_service_pb2_grpc.ModelServiceStub(channel).ListModels(
+            mpb.ListModelsRequest(), timeout=10, metadata=(("x-request-id", "txt-1"),))
     assert any("[txt-1]" in line and "rpc" in line for line in proc.output)
