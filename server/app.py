@@ -189,9 +189,17 @@ class Server:
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
         ]
+        if settings.max_connection_age_s > 0:
+            options += [
+                ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms",
+                 int(settings.max_connection_age_grace_s * 1000)),
+            ]
         self.tls = ServerTLS.from_settings(settings)
-        self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(app.auth)], options=options)
+        self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(
+            app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs)], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = add_services(self.grpc, app)

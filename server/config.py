@@ -43,6 +43,17 @@ class Settings:
     #: PEM CA bundle for mutual TLS: clients must present a certificate it signed (refused at
     #: the handshake otherwise). Needs ``tls_cert``.
     tls_client_ca: str = ""
+    #: RPCs served at once (streams included); beyond it calls are refused at once with
+    #: RESOURCE_EXHAUSTED ``SERVER_OVERLOADED`` and a retry delay, instead of queueing.
+    #: 0: no cap.
+    max_concurrent_rpcs: int = 4096
+    #: Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived
+    #: HTTP/2 connections spread again over the replicas behind a load balancer. 0: never.
+    max_connection_age_s: float = 1800.0
+    #: Seconds the calls of a connection past its age get to finish before it is closed.
+    max_connection_age_grace_s: float = 300.0
+    #: Seconds between the server's keepalive pings on an idle connection (finds dead peers).
+    keepalive_time_s: float = 7200.0
     #: Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
     grace_period_s: float = 10.0
     #: Largest gRPC message accepted or sent (a batch request may carry 32 MB of content).

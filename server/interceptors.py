@@ -29,6 +29,7 @@ from rowforge.server.errors import (
     DeadlineExceeded,
     Internal,
     InvalidArgument,
+    ResourceExhausted,
     RowforgeError,
     Unimplemented,
 )
@@ -87,8 +88,22 @@ def _checked_request(request: Any) -> Any:
 class RowforgeInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each rowforge handler: authenticate, set the project, map errors, log."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    #: The retry delay a refused call is told (RetryInfo) when the server is at its cap.
+    OVERLOAD_RETRY_S = 1.0
+
+    def __init__(self, authenticator: Authenticator, *, max_concurrent_rpcs: int = 0) -> None:
         self.auth = authenticator
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.in_flight = 0
+
+    def _admit(self) -> None:
+        """Count the call in, or refuse it when the server is at ``max_concurrent_rpcs``."""
+        if self.max_concurrent_rpcs and self.in_flight >= self.max_concurrent_rpcs:
+            raise ResourceExhausted(
+                f"the server is serving its maximum of {self.max_concurrent_rpcs} calls; "
+                "retry shortly", reason="SERVER_OVERLOADED", retry_after=self.OVERLOAD_RETRY_S,
+                metadata={"maxConcurrentRpcs": self.max_concurrent_rpcs})
+        self.in_flight += 1
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -127,8 +142,11 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             project = "-"
             code = "OK"
             request_id = ""
+            admitted = False
             try:
                 metadata, request_id = await self._identify(context)
+                self._admit()
+                admitted = True
                 project = await self._enter(metadata, method)
                 result = behavior(_checked_request(request), context)
                 return await result if inspect.isawaitable(result) else result
@@ -140,6 +158,8 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
                 code = err.code
                 await context.abort_with_status(to_grpc_status(err, request_id))
             finally:
+                if admitted:
+                    self.in_flight -= 1
                 _log_call(method, project, code, start)
 
         return wrapper
@@ -150,8 +170,11 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             project = "-"
             code = "OK"
             request_id = ""
+            admitted = False
             try:
                 metadata, request_id = await self._identify(context)
+                self._admit()
+                admitted = True
                 project = await self._enter(metadata, method)
                 async for item in behavior(_checked_request(request), context):
                     yield item
@@ -163,6 +186,8 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
                 code = err.code
                 await context.abort_with_status(to_grpc_status(err, request_id))
             finally:
+                if admitted:
+                    self.in_flight -= 1
                 _log_call(method, project, code, start)
 
         return wrapper
