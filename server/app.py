@@ -26,6 +26,7 @@ from rowforge.server.interceptors import RowforgeInterceptor
 from rowforge.server.knowledge.base import Knowledge, KnowledgeSearch
 from rowforge.server.knowledge.embed_file import FileEmbedder
 from rowforge.server.loop import freeze_startup_heap, loop_name
+from rowforge.server.metrics import Metrics
 from rowforge.server.providers import ModelRegistry, default_providers
 from rowforge.server.reflection import enable_reflection
 from rowforge.server.sandbox import SandboxLimits, SandboxPool
@@ -91,7 +92,9 @@ class App:
         })
         # Every model call of this process goes through these backends: the openai
         # transport's pools hold as many connections per upstream as calls may be in flight.
+        self.metrics = Metrics(settings.metrics)
         self.providers = default_providers()
+        self.providers.metrics = self.metrics
         self.providers.configure(connections=settings.model_concurrency
                                  + settings.batch_workers)
         self.idempotency = IdempotencyKeys(self.db)
@@ -102,12 +105,12 @@ class App:
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
         self.engine = RowEngine(store=self.tables, models=self.models, settings=settings,
                                 files=self.files, retriever=self.search.rag,
-                                sandbox=self.sandbox)
+                                sandbox=self.sandbox, metrics=self.metrics)
         self.knowledge = Knowledge(
             self.search, FileEmbedder(tables=self.tables, models=self.models, files=self.files,
-                                      generator=self.engine), self.tables)
+                                      generator=self.engine), self.tables, self.metrics)
         self.batch = BatchService(self.db, self.models, settings, worker_id=self.worker_id,
-                                  files=self.files)
+                                  files=self.files, metrics=self.metrics)
         self.files.add_reference_finder(self.tables.file_references)
         self.files.add_reference_finder(self.batch.store.file_references)
 
@@ -133,6 +136,8 @@ class App:
         await self.files.start()
         await self.batch.start()
         await self.auth.start()
+        if self.metrics.enabled:
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
 
     async def stop(self) -> None:
         # The engine's clean-up writes finish before the store closes.
@@ -143,6 +148,7 @@ class App:
             except Exception:
                 log.exception("error while stopping")
         await self.db.close()
+        self.metrics.close()
 
 
 def _file_store(settings: Settings, db: Database, root: Path) -> FileStore:
@@ -199,7 +205,8 @@ class Server:
             ]
         self.tls = ServerTLS.from_settings(settings)
         self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(
-            app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs)], options=options)
+            app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs, metrics=app.metrics)],
+            options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = add_services(self.grpc, app)

@@ -43,6 +43,12 @@ class Settings:
     #: PEM CA bundle for mutual TLS: clients must present a certificate it signed (refused at
     #: the handshake otherwise). Needs ``tls_cert``.
     tls_client_ca: str = ""
+    #: Serve Prometheus metrics over HTTP at ``metrics_host:metrics_port`` ``/metrics``.
+    metrics: bool = False
+    #: Address of the metrics endpoint (keep it private: it is not authenticated).
+    metrics_host: str = "127.0.0.1"
+    #: Port of the metrics endpoint (0 picks a free one, logged as "metrics served").
+    metrics_port: int = 9464
     #: RPCs served at once (streams included); beyond it calls are refused at once with
     #: RESOURCE_EXHAUSTED ``SERVER_OVERLOADED`` and a retry delay, instead of queueing.
     #: 0: no cap.

@@ -33,6 +33,7 @@ from rowforge.server.errors import (
     RowforgeError,
     Unimplemented,
 )
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.request_ids import HEADER, request_id_for, set_request_id
 from rowforge.server.status import to_grpc_status
 
@@ -91,8 +92,10 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
     #: The retry delay a refused call is told (RetryInfo) when the server is at its cap.
     OVERLOAD_RETRY_S = 1.0
 
-    def __init__(self, authenticator: Authenticator, *, max_concurrent_rpcs: int = 0) -> None:
+    def __init__(self, authenticator: Authenticator, *, max_concurrent_rpcs: int = 0,
+                 metrics: Metrics = DISABLED) -> None:
         self.auth = authenticator
+        self.metrics = metrics
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.in_flight = 0
 
@@ -113,12 +116,13 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         handler = handler._replace(
             request_deserializer=_tolerant(handler.request_deserializer, method))
         if handler.unary_unary:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, method, False))
         if handler.stream_unary:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, method, True))
         if handler.unary_stream:
-            return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
-        return handler._replace(stream_stream=self._stream(handler.stream_stream, method))
+            return handler._replace(unary_stream=self._stream(handler.unary_stream, method,
+                                                              False))
+        return handler._replace(stream_stream=self._stream(handler.stream_stream, method, True))
 
     @staticmethod
     async def _identify(context: grpc.aio.ServicerContext) -> tuple[dict[str, str], str]:
@@ -136,9 +140,11 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         set_current_project(project)
         return project
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str):
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str,
+               client_streaming: bool):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
+            observed = self.metrics.rpc_started(method, client_streaming, False)
             project = "-"
             code = "OK"
             request_id = ""
@@ -160,13 +166,16 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if admitted:
                     self.in_flight -= 1
+                self.metrics.rpc_handled(method, code, observed)
                 _log_call(method, project, code, start)
 
         return wrapper
 
-    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str):
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str,
+                client_streaming: bool):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
+            observed = self.metrics.rpc_started(method, client_streaming, True)
             project = "-"
             code = "OK"
             request_id = ""
@@ -188,6 +197,7 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if admitted:
                     self.in_flight -= 1
+                self.metrics.rpc_handled(method, code, observed)
                 _log_call(method, project, code, start)
 
         return wrapper

@@ -33,6 +33,7 @@ from rowforge.server.batch.worker import BatchWorker
 from rowforge.server.config import Settings
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError, Violations
 from rowforge.server.files.store import FileStore
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry, ModelSpec
 from rowforge.server.storage.db import Database
 
@@ -49,14 +50,16 @@ class BatchService:
     """
 
     def __init__(self, db: Database, models: ModelRegistry, settings: Settings, *,
-                 worker_id: str, files: FileStore | None = None) -> None:
+                 worker_id: str, files: FileStore | None = None,
+                 metrics: Metrics = DISABLED) -> None:
         self.models = models
         self.files = files
         self.retention_s = settings.batch_retention_days * DAY_S
         self.store = BatchStore(db, retention_s=self.retention_s)
         self.signals = JobSignals()
         self.worker = BatchWorker(db, models, settings, worker_id=worker_id,
-                                  signals=self.signals, files=self.files)
+                                  signals=self.signals, files=self.files,
+                                  metrics=metrics)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

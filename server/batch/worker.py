@@ -47,6 +47,7 @@ from rowforge.server.batch.store import DAY_S
 from rowforge.server.config import Settings
 from rowforge.server.errors import Internal, ResourceExhausted, RowforgeError, Unavailable
 from rowforge.server.files.store import FileStore
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry
 from rowforge.server.storage.db import Database
 
@@ -77,8 +78,9 @@ class BatchWorker:
 
     def __init__(self, db: Database, models: ModelRegistry, settings: Settings, *,
                  worker_id: str, signals: JobSignals,
-                 files: FileStore | None = None) -> None:
+                 files: FileStore | None = None, metrics: Metrics = DISABLED) -> None:
         self.models = models
+        self.metrics = metrics
         self.signals = signals
         self.files = files
         self.concurrency = max(1, settings.batch_workers)
@@ -217,6 +219,7 @@ class BatchWorker:
                       exc_info=task.exception())
 
     def _flushed(self, flushed: Flushed) -> None:
+        self.metrics.batch_flushed(flushed.recorded, flushed.retries)
         for pk in flushed.pks:
             self._held.discard(pk)
         for job_id in flushed.jobs:

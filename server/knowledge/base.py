@@ -9,6 +9,7 @@ row engine's (:meth:`RowEngine.update_rows`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.rag import RagRetriever
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.search import HybridSearcher, SearchOutcome
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.model import TABLE_TYPES, TableSchema
@@ -71,7 +73,8 @@ class Knowledge:
     """
 
     def __init__(self, search: KnowledgeSearch, embedder: FileEmbedder,
-                 tables: TableStore) -> None:
+                 tables: TableStore, metrics: Metrics = DISABLED) -> None:
+        self.metrics = metrics
         self.search_side = search
         self.searcher = search.searcher
         self.files = embedder
@@ -111,8 +114,11 @@ class Knowledge:
                      reranking_model: str = "",
                      columns: Sequence[str] | None = None) -> SearchOutcome:
         """Hybrid search; see :meth:`HybridSearcher.search`."""
-        return await self.searcher.search(schema, query, k=k, where=where,
-                                          reranking_model=reranking_model, columns=columns)
+        started = time.perf_counter()
+        outcome = await self.searcher.search(schema, query, k=k, where=where,
+                                             reranking_model=reranking_model, columns=columns)
+        self.metrics.search(time.perf_counter() - started)
+        return outcome
 
     def embed_file(self, schema: TableSchema, file_uri: str, *, chunk_size: int = 0,
                    chunk_overlap: int = 0) -> AsyncIterator[EmbedFileEvent]:

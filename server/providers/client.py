@@ -13,13 +13,15 @@ event loop) and closes it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from rowforge.server.errors import Internal
+from rowforge.server.errors import Internal, RowforgeError
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers.backend import Backend, TextSink
 from rowforge.server.providers.builtin import BuiltinBackend
 from rowforge.server.providers.chat import DEFAULT_TIMEOUT, MessageLike, chat_request
@@ -47,6 +49,8 @@ class Providers:
 
     def __init__(self, backends: Mapping[str, Backend] | None = None) -> None:
         self.backends: dict[str, Backend] = dict(backends or standard_backends())
+        #: Where calls are counted (the server's metrics; disabled by default).
+        self.metrics: Metrics = DISABLED
 
     def configure(self, *, connections: int) -> None:
         """Size the ``openai`` transport's pools (before the first call)."""
@@ -84,11 +88,18 @@ class Providers:
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
         stream = self.backend(spec).stream_chat(spec, request)
+        started, outcome, usage, cost = time.perf_counter(), "ok", None, None
         try:
             async for chunk in stream:
+                if chunk.usage is not None:
+                    usage, cost = chunk.usage, chunk.cost_usd
                 yield chunk
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
         finally:
             await stream.aclose()  # at once, also when our consumer stops early
+            self._observe(spec, "chat", outcome, started, usage, cost)
 
     async def chat(self, spec: ModelSpec, messages: Iterable[MessageLike], *,
                    temperature: float | None = None, max_tokens: int | None = None,
@@ -99,7 +110,13 @@ class Providers:
         request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
-        result = await self.backend(spec).chat(spec, request, on_text=on_text)
+        started = time.perf_counter()
+        try:
+            result = await self.backend(spec).chat(spec, request, on_text=on_text)
+        except BaseException as exc:
+            self._observe(spec, "chat", _outcome(exc), started)
+            raise
+        self._observe(spec, "chat", "ok", started, result.usage, result.cost_usd)
         parsed = parse_json_output(result.text, response_format,
                                    finish_reason=result.finish_reason, stop=stop)
         if parsed is None:
@@ -116,8 +133,14 @@ class Providers:
         check_embed_call(spec, texts)
         if not texts:
             return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
-        result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
-                                                timeout=timeout or DEFAULT_TIMEOUT)
+        started = time.perf_counter()
+        try:
+            result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
+                                                    timeout=timeout or DEFAULT_TIMEOUT)
+        except BaseException as exc:
+            self._observe(spec, "embed", _outcome(exc), started)
+            raise
+        self._observe(spec, "embed", "ok", started, result.usage)
         return check_embedding_size(spec, result)
 
     async def rerank(self, spec: ModelSpec, query: str, documents: Sequence[str],
@@ -128,8 +151,15 @@ class Providers:
         if not documents:
             return []
         if "rerank" in spec.capabilities:
-            ranked = await self.backend(spec).rerank(spec, query, list(documents), top_n=top_n,
-                                                     timeout=timeout or DEFAULT_TIMEOUT)
+            started = time.perf_counter()
+            try:
+                ranked = await self.backend(spec).rerank(spec, query, list(documents),
+                                                         top_n=top_n,
+                                                         timeout=timeout or DEFAULT_TIMEOUT)
+            except BaseException as exc:
+                self._observe(spec, "rerank", _outcome(exc), started)
+                raise
+            self._observe(spec, "rerank", "ok", started)
             return best_first(spec, ranked, len(documents), top_n)
         if "chat" in spec.capabilities:
             messages, fmt = chat_rerank_call(query, documents)
@@ -139,6 +169,25 @@ class Providers:
             return best_first(spec, [(i, float(s)) for i, s in enumerate(scores)],
                               len(documents), top_n)
         raise capability_missing(spec, "rerank")
+
+
+    def _observe(self, spec: ModelSpec, op: str, outcome: str, started: float,
+                 usage: Usage | None = None, cost: float | None = None) -> None:
+        if not self.metrics.enabled:
+            return
+        self.metrics.provider_call(
+            spec.id, op, outcome, time.perf_counter() - started,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0, cost_usd=cost)
+
+
+def _outcome(exc: BaseException) -> str:
+    """A call's failure as a bounded label: the error's gRPC code, or its kind."""
+    if isinstance(exc, RowforgeError):
+        return exc.code
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"
+    return "ERROR"
 
 
 _default: Providers | None = None

@@ -319,7 +319,7 @@ class Worker:
         return (pack({"t": "error", "id": job["id"], "kind": kind, "message": message}),)
 
     def _supervise(self, job: dict[str, Any], pid: int, read_end: int,
-                   oom_before: int) -> tuple[bytes, ...]:
+                   oom_before: int) -> tuple[bytes | bytearray, ...]:
         limits = job["limits"]
         timeout = float(job["timeout_s"])
         deadline = time.monotonic() + timeout
@@ -368,14 +368,17 @@ class Worker:
     def reader_fd(self) -> int:
         return self.reader.fd
 
-    def _finish(self, job: dict[str, Any], result: _ResultReader, state: str) -> tuple[bytes, ...]:
+    def _finish(self, job: dict[str, Any], result: _ResultReader, state: str
+                ) -> tuple[bytes | bytearray, ...]:
         if state == "too_large":
             limit = job["limits"]["max_output_bytes"]
             return self._error(job, "output_too_large", f"produced {size_text(result.size)} of "
                                f"output, more than the {size_text(limit)} limit")
         assert result.body is not None
+        # The body as it is (no copy: the worker must keep no cell data; it is wiped after
+        # it was sent).
         return (pack({"t": "result", "id": job["id"]}), HEADER.pack(len(result.body)),
-                bytes(result.body))
+                result.body)
 
     def _classify(self, job: dict[str, Any], status: int, usage: Any, result: _ResultReader,
                   oom_before: int) -> tuple[bytes, ...]:

@@ -29,8 +29,8 @@ from tests.integration.test_batch_support import (
     run_job,
     text_request,
 )
-from tests.support.status import details as error_details
-from tests.support.status import fails
+from tests.support.status import fails_on_fields as fails
+from tests.support.status import violated_fields as error_details
 from tests.support.waiting import eventually
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -468,7 +468,7 @@ async def test_a_32_mb_request_fits_and_a_larger_one_does_not(stub, server) -> N
     assert reply.total_requests == 1
     _, _, fields = await fails(lambda: add(stub, md, job.job_id, [
         text_request("too_big", big + "b" * 2000)]), INVALID)
-    assert list(fields) == ["requests[0]"]
+    assert fields == ["requests[0]"]
     options = [("grpc.max_receive_message_length", 40 * MiB)]
     async with grpc.aio.insecure_channel(server.address, options=options) as big_channel:
         stored = await batch_job_service_pb2_grpc.BatchJobServiceStub(big_channel).GetRequest(
@@ -531,7 +531,7 @@ async def test_submit_rules(stub) -> None:
 ])
 async def test_list_jobs_refuses_bad_input(stub, request_, field) -> None:
     _, _, fields = await fails(lambda: stub.ListJobs(request_, metadata=project()), INVALID)
-    assert list(fields) == [field]
+    assert fields == [field]
 
 
 async def test_streams_refuse_a_negative_cursor(stub) -> None:
@@ -542,7 +542,7 @@ async def test_streams_refuse_a_negative_cursor(stub) -> None:
                  lambda: stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id, cursor=-1),
                                        metadata=md)):
         _, _, fields = await fails(call, INVALID)
-        assert list(fields) == ["cursor"]
+        assert fields == ["cursor"]
 
 
 # --- StreamAddRequests --------------------------------------------------------------------------

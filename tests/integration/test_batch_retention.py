@@ -18,7 +18,7 @@ from tests.integration.test_batch_support import (
     text_request,
 )
 from tests.support.server import ServerProcess
-from tests.support.status import fails
+from tests.support.status import fails_on_fields as fails
 from tests.support.waiting import eventually
 
 RETENTION_DAYS = 1.0 / 86400  # one second

@@ -20,8 +20,8 @@ from PIL import Image
 from rowforge.v1 import file_service_pb2 as pb
 from rowforge.v1 import file_service_pb2_grpc
 from tests.support.server import ServerProcess
-from tests.support.status import details as error_details
-from tests.support.status import fails
+from tests.support.status import fails_on_fields as fails
+from tests.support.status import violated_fields as error_details
 from tests.support.waiting import eventually
 
 MiB = 1024 * 1024

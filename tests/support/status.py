@@ -55,3 +55,16 @@ async def fails(call: Any, code: grpc.StatusCode) -> tuple[str, dict[str, str], 
             await call
     assert err.value.code() == code, err.value.details()
     return details(err.value)
+
+
+def violated_fields(err: grpc.RpcError) -> tuple[str, dict[str, str], list[str]]:
+    """:func:`details` with the violated fields as a list, in the server's order."""
+    reason, meta, fields = details(err)
+    return reason, meta, list(fields)
+
+
+async def fails_on_fields(call: Any, code: grpc.StatusCode
+                          ) -> tuple[str, dict[str, str], list[str]]:
+    """:func:`fails` with the violated fields as a list, in the server's order."""
+    reason, meta, fields = await fails(call, code)
+    return reason, meta, list(fields)

@@ -30,6 +30,7 @@ from rowforge.server.errors import (
     RowforgeError,
     Unavailable,
 )
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry
 from rowforge.server.tables.engine.cells import (
     BatchColumnExecutor,
@@ -59,6 +60,8 @@ from rowforge.server.tables.model import (
     CellStatus,
     ColumnSchema,
     EmbedGenConfig,
+    LLMGenConfig,
+    PythonGenConfig,
     Row,
     TableSchema,
 )
@@ -75,6 +78,11 @@ INTERNAL_MESSAGE = "internal error while generating this cell; the server logged
 #: A batch executor waits at most this long for the other rows of its call.
 BATCH_WINDOW_S = 0.005
 MAX_BATCH = 256
+
+
+#: Column kinds as metrics label them.
+_KINDS: dict[type, str] = {LLMGenConfig: "llm", PythonGenConfig: "python",
+                           EmbedGenConfig: "embed"}
 
 
 def check_row_count(count: int, field_name: str) -> None:
@@ -272,6 +280,7 @@ class RowEngine:
                  files: FileAccess | None = None, retriever: Retriever | None = None,
                  sandbox: SandboxSource | None = None,
                  executors: ExecutorRegistry | None = None,
+                 metrics: Metrics = DISABLED,
                  plan_cache_size: int = 256) -> None:
         self.store = store
         self.models = models
@@ -279,6 +288,7 @@ class RowEngine:
         self.files = files
         self.rag = retriever
         self.sandbox_source = sandbox
+        self.metrics = metrics
         self.executors = executors or default_executors()
         self._plans: OrderedDict[tuple[str, str, str, str, int], TablePlan] = OrderedDict()
         self._plan_cache_size = plan_cache_size
@@ -580,6 +590,9 @@ class RowEngine:
                           call.deadline)
             cell = await self._execute(run, batcher, call.table_slot)
         cell = _typed(column_plan.column, cell)
+        if self.metrics.enabled:
+            self.metrics.cell(_KINDS.get(type(column_plan.column.gen_config), "other"),
+                              cell.status.name.lower())
         job.finish(name, cell)  # before the write: a cancellation now must not skip it
         await self.store.write_cells(plan.schema, job.row_id, {name: cell})
         if call.sink is not None:

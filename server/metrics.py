@@ -1,0 +1,158 @@
+"""Prometheus metrics of one server process, served on a port of their own (``metrics_port``).
+
+gRPC server metrics carry the names and labels of grpc-ecosystem's go-grpc-prometheus
+interceptors (``grpc_server_started_total``, ``grpc_server_handled_total``,
+``grpc_server_handling_seconds``), so existing dashboards work; domain metrics are prefixed
+``rowforge_``. Labels are bounded: services, methods, codes, model ids (from the config),
+column kinds and outcomes; never table, row, job or project ids.
+
+A disabled :class:`Metrics` (the default) records nothing: every method returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("rowforge.server")
+
+#: Histogram buckets (seconds) of RPCs and model calls.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0, 60.0, 120.0)
+_TYPES = {(False, False): "unary", (True, False): "client_stream",
+          (False, True): "server_stream", (True, True): "bidi_stream"}
+
+
+class Metrics:
+    """The process's metrics (see the module docstring).
+
+    Args:
+        enabled: Record and serve metrics (False: every method is a no-op).
+    """
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+        self._rpc: dict[str, tuple[Any, Any, dict[str, Any], str, str, str]] = {}
+        self._server: Any = None
+        if not enabled:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter("grpc_server_started_total",
+                               "RPCs started on the server.", rpc, registry=self.registry)
+        self.handled = Counter("grpc_server_handled_total",
+                               "RPCs completed on the server, regardless of success or failure.",
+                               [*rpc, "grpc_code"], registry=self.registry)
+        self.handling = Histogram("grpc_server_handling_seconds",
+                                  "Response latency of RPCs handled by the server.", rpc,
+                                  buckets=BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("rowforge_rpcs_in_flight", "RPCs being served.",
+                               registry=self.registry)
+        self.provider_calls = Counter("rowforge_provider_calls_total",
+                                      "Model calls by model, operation and outcome.",
+                                      ["model", "op", "outcome"], registry=self.registry)
+        self.provider_seconds = Histogram("rowforge_provider_call_seconds",
+                                          "Model call latency.", ["model", "op"],
+                                          buckets=BUCKETS, registry=self.registry)
+        self.provider_tokens = Counter("rowforge_provider_tokens_total",
+                                       "Tokens of model calls.", ["model", "kind"],
+                                       registry=self.registry)
+        self.provider_cost = Counter("rowforge_provider_cost_usd_total",
+                                     "Cost of model calls in US dollars (litellm's price map).",
+                                     ["model"], registry=self.registry)
+        self.cells = Counter("rowforge_cells_total", "Generated cells by column kind and status.",
+                             ["kind", "status"], registry=self.registry)
+        self.batch_recorded = Counter("rowforge_batch_results_recorded_total",
+                                      "Batch request outcomes recorded.",
+                                      registry=self.registry)
+        self.batch_retries = Counter("rowforge_batch_retries_total",
+                                     "Batch requests put back for a retry.",
+                                     registry=self.registry)
+        self.search_seconds = Histogram("rowforge_knowledge_search_seconds",
+                                        "Hybrid search latency.", buckets=BUCKETS,
+                                        registry=self.registry)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` over HTTP on ``host:port`` (a thread); return the bound port."""
+        if not self.enabled:
+            return 0
+        from prometheus_client import start_http_server
+
+        self._server, thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = int(self._server.server_address[1])
+        log.info("metrics served", extra={"address": f"{host}:{bound}"})
+        del thread
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- gRPC ------------------------------------------------------------------------------
+
+    def rpc_started(self, method: str, client_streaming: bool, server_streaming: bool) -> float:
+        """Count an RPC in; returns its start time (0.0 when disabled)."""
+        if not self.enabled:
+            return 0.0
+        entry = self._rpc.get(method)
+        if entry is None:
+            _, service, name = method.split("/", 2)
+            kind = _TYPES[(client_streaming, server_streaming)]
+            entry = (self.started.labels(kind, service, name),
+                     self.handling.labels(kind, service, name), {}, kind, service, name)
+            self._rpc[method] = entry
+        entry[0].inc()
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def rpc_handled(self, method: str, code: str, started: float) -> None:
+        if not self.enabled:
+            return
+        _, histogram, by_code, kind, service, name = self._rpc[method]
+        counter = by_code.get(code)
+        if counter is None:
+            counter = by_code[code] = self.handled.labels(kind, service, name, code)
+        counter.inc()
+        histogram.observe(time.perf_counter() - started)
+        self.in_flight.dec()
+
+    # -- domains ---------------------------------------------------------------------------
+
+    def provider_call(self, model: str, op: str, outcome: str, seconds: float, *,
+                      prompt_tokens: int = 0, completion_tokens: int = 0,
+                      cost_usd: float | None = None) -> None:
+        """One model call (``op``: chat, embed, rerank; ``outcome``: ok or an error code)."""
+        if not self.enabled:
+            return
+        self.provider_calls.labels(model, op, outcome).inc()
+        self.provider_seconds.labels(model, op).observe(seconds)
+        if prompt_tokens:
+            self.provider_tokens.labels(model, "prompt").inc(prompt_tokens)
+        if completion_tokens:
+            self.provider_tokens.labels(model, "completion").inc(completion_tokens)
+        if cost_usd:
+            self.provider_cost.labels(model).inc(cost_usd)
+
+    def cell(self, kind: str, status: str) -> None:
+        if self.enabled:
+            self.cells.labels(kind, status).inc()
+
+    def batch_flushed(self, recorded: int, retries: int) -> None:
+        if self.enabled:
+            self.batch_recorded.inc(recorded)
+            self.batch_retries.inc(retries)
+
+    def search(self, seconds: float) -> None:
+        if self.enabled:
+            self.search_seconds.observe(seconds)
+
+
+#: The metrics of code that was not given any (records nothing).
+DISABLED = Metrics(False)
