@@ -1,0 +1,140 @@
+"""What metrics cost: StreamAddRows throughput and HybridSearch latency with ``metrics`` off
+and on, on the same machine in the same run (rounds alternate the order; medians).
+
+Each round starts a fresh server subprocess per mode (SQLite, built-in models): 3,000 rows
+through StreamAddRows (100 per call, 2 calls in flight) into a table with one LLM column, then
+300 sequential HybridSearch calls over a 300-chunk knowledge table.
+
+Run: ``.venv/bin/python bench/bench_metrics.py [--rounds 3] [--rows 3000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _machine import print_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+from google.protobuf import struct_pb2
+
+from rowforge.v1 import (
+    common_pb2,
+    knowledge_service_pb2,
+    knowledge_service_pb2_grpc,
+    table_service_pb2_grpc,
+)
+from rowforge.v1 import table_service_pb2 as pb
+from tests.support.server import ServerProcess
+
+MD = (("x-project-id", "bench"),)
+WORDS = ["gRPC", "streams", "rows", "through", "tables", "whose", "columns", "fill",
+         "themselves", "with", "models", "knowledge", "holds", "chunks", "searched", "by",
+         "vectors", "and", "BM25", "fusion"]
+
+
+def _row(i: int) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update({"q": f"question {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(8))})
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _measure(address: str, rows: int) -> tuple[float, float]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        tables = table_service_pb2_grpc.TableServiceStub(channel)
+        cols = [pb.Column(id="q", dtype="str"), pb.Column(id="a", dtype="str", gen_config=
+                pb.GenConfig(llm=pb.LLMGenConfig(prompt="Answer ${q}")))]
+        for name in ("t", "warm"):
+            await tables.CreateTable(pb.CreateTableRequest(
+                table_type=common_pb2.TABLE_TYPE_ACTION, table_id=name, cols=cols), metadata=MD)
+        batches = [[_row(i) for i in range(s, min(s + 100, rows))] for s in range(0, rows, 100)]
+
+        async def stream(table: str, batch: list[struct_pb2.Struct]) -> None:
+            async for _ in tables.StreamAddRows(pb.StreamAddRowsRequest(
+                    table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch),
+                    metadata=MD):
+                pass
+
+        for batch in batches[:3]:
+            await stream("warm", batch)
+        queue = list(batches)
+
+        async def worker() -> None:
+            while queue:
+                await stream("t", queue.pop())
+
+        start = time.perf_counter()
+        await asyncio.gather(worker(), worker())
+        rows_s = rows / (time.perf_counter() - start)
+
+        await tables.CreateTable(pb.CreateTableRequest(
+            table_type=common_pb2.TABLE_TYPE_KNOWLEDGE, table_id="kb"), metadata=MD)
+        for s in range(0, 300, 100):
+            data = []
+            for i in range(s, s + 100):
+                chunk = struct_pb2.Struct()
+                chunk.update({"Title": f"doc {i}", "Text": " ".join(
+                    WORDS[(i * 7 + k) % len(WORDS)] for k in range(30))})
+                data.append(chunk)
+            await tables.AddRows(pb.AddRowsRequest(
+                table_type=common_pb2.TABLE_TYPE_KNOWLEDGE, table_id="kb", data=data),
+                metadata=MD)
+        search = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        times = []
+        for i in range(330):
+            started = time.perf_counter()
+            await search.HybridSearch(knowledge_service_pb2.HybridSearchRequest(
+                table_id="kb", query=" ".join(WORDS[i % len(WORDS):][:4]), k=10), metadata=MD)
+            if i >= 30:  # the first calls open the index
+                times.append(time.perf_counter() - started)
+        return rows_s, statistics.median(times) * 1000
+
+
+def run_mode(metrics: bool, rows: int) -> tuple[float, float]:
+    env = {"ROWFORGE_METRICS": "true" if metrics else "false",
+           "ROWFORGE_METRICS_PORT": str(_free_port())}
+    server = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-metrics-")), env=env)
+    with server.start():
+        return asyncio.run(_measure(server.address, rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=3000)
+    args = parser.parse_args()
+    print_machine("grpcio", "prometheus-client")
+    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for r in range(args.rounds):
+        for mode in ((False, True) if r % 2 == 0 else (True, False)):
+            results[mode].append(run_mode(mode, args.rows))
+            rows_s, p50 = results[mode][-1]
+            print(f"round {r + 1} metrics {'on ' if mode else 'off'}: {rows_s:7.0f} rows/s "
+                  f"StreamAddRows, HybridSearch p50 {p50:.2f} ms", flush=True)
+    off_rows = statistics.median(x[0] for x in results[False])
+    on_rows = statistics.median(x[0] for x in results[True])
+    off_p50 = statistics.median(x[1] for x in results[False])
+    on_p50 = statistics.median(x[1] for x in results[True])
+    print(f"\nmedians of {args.rounds} rounds:")
+    print(f"  StreamAddRows  off {off_rows:7.0f} rows/s  on {on_rows:7.0f} rows/s  "
+          f"on/off {on_rows / off_rows:.3f}")
+    print(f"  HybridSearch   off {off_p50:7.2f} ms p50  on {on_p50:7.2f} ms p50  "
+          f"on/off {on_p50 / off_p50:.3f}")
+
+
+if __name__ == "__main__":
+    main()
