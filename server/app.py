@@ -71,7 +71,8 @@ class App:
         files     = FileStore(db, blobs, thumbnails)
         tables    = TableStore(db, models, files)
         search    = KnowledgeSearch(db, indexes dir, tables, models)      # indexes, RAG
-        engine    = RowEngine(tables, models, files, retriever=search.rag, sandbox=LazySandbox)
+        engine    = RowEngine(tables, models, providers, files, retriever=search.rag,
+                              sandbox=LazySandbox)
         knowledge = Knowledge(search, FileEmbedder(tables, models, files, generator=engine))
         batch     = BatchService(db, models, settings, files)
         files asks tables and batch before a delete (reference finders)
@@ -103,7 +104,8 @@ class App:
         self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
                                       tables=self.tables, models=self.models)
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
-        self.engine = RowEngine(store=self.tables, models=self.models, settings=settings,
+        self.engine = RowEngine(store=self.tables, models=self.models,
+                                providers=self.providers, settings=settings,
                                 files=self.files, retriever=self.search.rag,
                                 sandbox=self.sandbox, metrics=self.metrics)
         self.knowledge = Knowledge(

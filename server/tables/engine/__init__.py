@@ -32,6 +32,7 @@ from rowforge.server.tables.engine.events import (
 )
 from rowforge.server.tables.engine.ports import (
     FileAccess,
+    ModelAccess,
     Retriever,
     SandboxRunner,
     SandboxSource,
@@ -62,6 +63,7 @@ __all__ = [
     "ExecutorRegistry",
     "FileAccess",
     "LazySandbox",
+    "ModelAccess",
     "Retriever",
     "RetryPolicy",
     "RowCompleted",

@@ -28,8 +28,6 @@ from rowforge.server.providers import (
     ModelRegistry,
     ModelSpec,
     Usage,
-    chat,
-    embed,
     with_retries,
 )
 from rowforge.server.providers.prompts import CITATION_INSTRUCTION, format_references
@@ -39,7 +37,12 @@ from rowforge.server.tables.engine.deltas import DeltaCoalescer
 from rowforge.server.tables.engine.events import CellReferences, EventSink
 from rowforge.server.tables.engine.history import HistorySource, conversation
 from rowforge.server.tables.engine.plan import ColumnPlan
-from rowforge.server.tables.engine.ports import FileAccess, Retriever, SandboxRunner
+from rowforge.server.tables.engine.ports import (
+    FileAccess,
+    ModelAccess,
+    Retriever,
+    SandboxRunner,
+)
 from rowforge.server.tables.model import (
     EMBEDDING_DTYPE,
     FILE_DTYPES,
@@ -73,6 +76,8 @@ class EngineServices(Protocol):
     def models(self) -> ModelRegistry: ...
     @property
     def store(self) -> HistorySource: ...
+    @property
+    def providers(self) -> ModelAccess: ...
     @property
     def files(self) -> FileAccess | None: ...
     @property
@@ -239,7 +244,7 @@ class LLMExecutor:
                     "top_p": config.top_p, "timeout": min(timeout, DEFAULT_MODEL_TIMEOUT_S)}
 
         async def whole() -> tuple[str, Usage]:
-            result = await chat(spec, messages, **options())
+            result = await cell.services.providers.chat(spec, messages, **options())
             return result.text, result.usage
 
         if cell.sink is None:  # nobody listens to deltas: the whole answer at once
@@ -249,7 +254,8 @@ class LLMExecutor:
 
         async def streamed() -> tuple[str, Usage]:
             try:
-                result = await chat(spec, messages, on_text=deltas.push, **options())
+                result = await cell.services.providers.chat(spec, messages, on_text=deltas.push,
+                                                            **options())
             except RowforgeError as exc:
                 if deltas.emitted:
                     raise _StreamBroken(exc) from exc
@@ -300,7 +306,7 @@ class LLMExecutor:
 
         async with cell.services.model_slot(spec.id):
             result: ChatResult = await self.retry.call(
-                cell, lambda: chat(spec, list(messages), **options()))
+                cell, lambda: cell.services.providers.chat(spec, list(messages), **options()))
         return dataclasses.replace(result, model=spec.id)
 
     async def _attachments(self, cell: CellRun) -> tuple[Attachment, ...]:
@@ -428,7 +434,8 @@ class EmbedExecutor:
         check_embedding_model(first.schema, first.column, spec)
         texts = [_source_text(c) for _, c in todo]
         async with first.services.model_slot(spec.id):
-            result = await self.retry.call(first, lambda: embed(spec, texts))
+            result = await self.retry.call(
+                first, lambda: first.services.providers.embed(spec, texts))
         for (i, _), vector in zip(todo, result.vectors, strict=True):
             out[i] = Cell(value=vector.tolist())
         return out

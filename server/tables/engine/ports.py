@@ -9,10 +9,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from rowforge.server.providers import ChatResult, Message
+from rowforge.server.providers import ChatResult, EmbedResult, Message, ModelSpec
+from rowforge.server.providers.backend import TextSink
 from rowforge.server.tables.model import RAGParams, References
 
 QueryWriter = Callable[[Sequence[Message]], Awaitable[ChatResult]]
+
+
+class ModelAccess(Protocol):
+    """Model calls (the server's ``Providers`` satisfies it)."""
+
+    async def chat(self, spec: ModelSpec, messages: Sequence[Message], *,
+                   temperature: float | None = ..., max_tokens: int | None = ...,
+                   top_p: float | None = ..., timeout: float | None = ...,
+                   on_text: TextSink | None = ...) -> ChatResult: ...
+    async def embed(self, spec: ModelSpec, texts: Sequence[str], *, is_query: bool = ...,
+                    timeout: float | None = ...) -> EmbedResult: ...
 
 
 class FileAccess(Protocol):

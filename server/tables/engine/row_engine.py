@@ -31,7 +31,7 @@ from rowforge.server.errors import (
     Unavailable,
 )
 from rowforge.server.metrics import DISABLED, Metrics
-from rowforge.server.providers import ModelRegistry
+from rowforge.server.providers import ModelRegistry, default_providers
 from rowforge.server.tables.engine.cells import (
     BatchColumnExecutor,
     CellRun,
@@ -50,6 +50,7 @@ from rowforge.server.tables.engine.events import (
 from rowforge.server.tables.engine.plan import ColumnPlan, TablePlan, build_plan
 from rowforge.server.tables.engine.ports import (
     FileAccess,
+    ModelAccess,
     Retriever,
     SandboxRunner,
     SandboxSource,
@@ -267,6 +268,7 @@ class RowEngine:
         store: The rows (the :class:`TableStore`, or any object with its
             ``insert_rows``/``write_cells``/``get_rows``/``history``/``update_rows``).
         models: The model registry.
+        providers: Makes the model calls (None: the process's ``default_providers()``).
         settings: Bounds and timeouts (default: the defaults).
         files: The file store cells read and write (None: file cells fail
             ``FILES_UNAVAILABLE``).
@@ -276,7 +278,8 @@ class RowEngine:
         executors: Column executors by gen-config type (default: LLM, Python, embedding).
     """
 
-    def __init__(self, *, store: Any, models: ModelRegistry, settings: Settings | None = None,
+    def __init__(self, *, store: Any, models: ModelRegistry, providers: ModelAccess | None = None,
+                 settings: Settings | None = None,
                  files: FileAccess | None = None, retriever: Retriever | None = None,
                  sandbox: SandboxSource | None = None,
                  executors: ExecutorRegistry | None = None,
@@ -284,6 +287,7 @@ class RowEngine:
                  plan_cache_size: int = 256) -> None:
         self.store = store
         self.models = models
+        self.providers: ModelAccess = providers or default_providers()
         self.settings = settings or Settings()
         self.files = files
         self.rag = retriever
