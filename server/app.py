@@ -10,11 +10,12 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from rowforge.server import memory
+from rowforge.server import memory, tracing
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.batch.api import BatchService
 from rowforge.server.config import ConfigError, Settings
@@ -94,6 +95,7 @@ class App:
         # Every model call of this process goes through these backends: the openai
         # transport's pools hold as many connections per upstream as calls may be in flight.
         self.metrics = Metrics(settings.metrics)
+        self.tracer_provider = tracing.configure(settings.tracing)
         self.providers = default_providers()
         self.providers.metrics = self.metrics
         self.providers.configure(connections=settings.model_concurrency
@@ -151,6 +153,7 @@ class App:
                 log.exception("error while stopping")
         await self.db.close()
         self.metrics.close()
+        tracing.shutdown(self.tracer_provider)
 
 
 def _file_store(settings: Settings, db: Database, root: Path) -> FileStore:
@@ -206,9 +209,11 @@ class Server:
                  int(settings.max_connection_age_grace_s * 1000)),
             ]
         self.tls = ServerTLS.from_settings(settings)
-        self.grpc = grpc.aio.server(interceptors=[RowforgeInterceptor(
-            app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs, metrics=app.metrics)],
-            options=options)
+        interceptors: list[Any] = [RowforgeInterceptor(
+            app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs, metrics=app.metrics)]
+        if app.tracer_provider is not None:  # outermost: our handling runs inside its span
+            interceptors.insert(0, tracing.server_interceptor(app.tracer_provider))
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = add_services(self.grpc, app)

@@ -43,6 +43,10 @@ class Settings:
     #: PEM CA bundle for mutual TLS: clients must present a certificate it signed (refused at
     #: the handshake otherwise). Needs ``tls_cert``.
     tls_client_ca: str = ""
+    #: OpenTelemetry traces: a span per RPC with children for model calls, database
+    #: transactions, sandbox runs and searches, exported as the ``OTEL_*`` variables say
+    #: (``OTEL_TRACES_EXPORTER`` otlp/console/none, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ...).
+    tracing: bool = False
     #: Serve Prometheus metrics over HTTP at ``metrics_host:metrics_port`` ``/metrics``.
     metrics: bool = False
     #: Address of the metrics endpoint (keep it private: it is not authenticated).

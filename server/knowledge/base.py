@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 
+from rowforge.server import tracing
 from rowforge.server.errors import NotFound, RowforgeError
 from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.dimensions import check_embedding_dimensions
@@ -115,8 +116,10 @@ class Knowledge:
                      columns: Sequence[str] | None = None) -> SearchOutcome:
         """Hybrid search; see :meth:`HybridSearcher.search`."""
         started = time.perf_counter()
-        outcome = await self.searcher.search(schema, query, k=k, where=where,
-                                             reranking_model=reranking_model, columns=columns)
+        with tracing.span("knowledge.search", k=k, filtered=bool(where)):
+            outcome = await self.searcher.search(schema, query, k=k, where=where,
+                                                 reranking_model=reranking_model,
+                                                 columns=columns)
         self.metrics.search(time.perf_counter() - started)
         return outcome
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rowforge.server import tracing
 from rowforge.server.errors import Internal, RowforgeError
 from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers.backend import Backend, TextSink
@@ -89,6 +90,8 @@ class Providers:
                                timeout=timeout)
         stream = self.backend(spec).stream_chat(spec, request)
         started, outcome, usage, cost = time.perf_counter(), "ok", None, None
+        # Not the current span: the consumer runs between chunks, outside this call.
+        span = tracing.start_span("provider.chat", model=spec.id, streamed=True)
         try:
             async for chunk in stream:
                 if chunk.usage is not None:
@@ -100,6 +103,7 @@ class Providers:
         finally:
             await stream.aclose()  # at once, also when our consumer stops early
             self._observe(spec, "chat", outcome, started, usage, cost)
+            tracing.end_span(span, outcome)
 
     async def chat(self, spec: ModelSpec, messages: Iterable[MessageLike], *,
                    temperature: float | None = None, max_tokens: int | None = None,
@@ -112,7 +116,8 @@ class Providers:
                                timeout=timeout)
         started = time.perf_counter()
         try:
-            result = await self.backend(spec).chat(spec, request, on_text=on_text)
+            with tracing.span("provider.chat", model=spec.id):
+                result = await self.backend(spec).chat(spec, request, on_text=on_text)
         except BaseException as exc:
             self._observe(spec, "chat", _outcome(exc), started)
             raise
@@ -135,8 +140,9 @@ class Providers:
             return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
         started = time.perf_counter()
         try:
-            result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
-                                                    timeout=timeout or DEFAULT_TIMEOUT)
+            with tracing.span("provider.embed", model=spec.id, texts=len(texts)):
+                result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
+                                                        timeout=timeout or DEFAULT_TIMEOUT)
         except BaseException as exc:
             self._observe(spec, "embed", _outcome(exc), started)
             raise
@@ -153,9 +159,10 @@ class Providers:
         if "rerank" in spec.capabilities:
             started = time.perf_counter()
             try:
-                ranked = await self.backend(spec).rerank(spec, query, list(documents),
-                                                         top_n=top_n,
-                                                         timeout=timeout or DEFAULT_TIMEOUT)
+                with tracing.span("provider.rerank", model=spec.id, documents=len(documents)):
+                    ranked = await self.backend(spec).rerank(spec, query, list(documents),
+                                                             top_n=top_n,
+                                                             timeout=timeout or DEFAULT_TIMEOUT)
             except BaseException as exc:
                 self._observe(spec, "rerank", _outcome(exc), started)
                 raise

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from rowforge.server import tracing
 from rowforge.server.storage.schema import metadata
 
 
@@ -63,18 +64,20 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autocommit-free; nothing is written)."""
-        async with self.engine.connect() as conn:
-            yield conn
+        with tracing.span("db.read", **{"db.system": self.dialect}):
+            async with self.engine.connect() as conn:
+                yield conn
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction, committed on exit. Serialised in-process on SQLite."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
+        with tracing.span("db.write", **{"db.system": self.dialect}):
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, self.engine.begin() as conn:
                 yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from rowforge.server import tracing
 from rowforge.server.config import Settings
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, RowforgeError
 from rowforge.server.providers import (
@@ -360,7 +361,9 @@ class PythonExecutor:
         if left is not None:
             timeout = max(0.05, min(timeout, left))
         try:
-            value = await pool.run(config.python_code, row, cell.column.id, timeout_s=timeout)
+            with tracing.span("sandbox.run", column=cell.column.id):
+                value = await pool.run(config.python_code, row, cell.column.id,
+                                       timeout_s=timeout)
         except SandboxError as exc:
             return Cell(value=None, status=CellStatus.ERROR, error=exc.message)
         return Cell(value=await self._output(cell, value))
