@@ -29,6 +29,7 @@ from rowforge.server.knowledge.embed_file import FileEmbedder
 from rowforge.server.loop import freeze_startup_heap, loop_name
 from rowforge.server.metrics import Metrics
 from rowforge.server.providers import ModelRegistry, default_providers
+from rowforge.server.quotas import Quotas
 from rowforge.server.reflection import enable_reflection
 from rowforge.server.sandbox import SandboxLimits, SandboxPool
 from rowforge.server.services import batch_job, file, knowledge, model, table
@@ -101,8 +102,10 @@ class App:
         self.providers.configure(connections=settings.model_concurrency
                                  + settings.batch_workers)
         self.idempotency = IdempotencyKeys(self.db)
-        self.files = _file_store(settings, self.db, self.data_dir / "files")
-        self.tables = TableStore(self.db, models=self.models, files=self.files)
+        self.quotas = Quotas.from_settings(settings)
+        self.files = _file_store(settings, self.db, self.data_dir / "files", self.quotas)
+        self.tables = TableStore(self.db, models=self.models, files=self.files,
+                                 quotas=self.quotas)
         self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
                                       tables=self.tables, models=self.models)
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
@@ -114,7 +117,7 @@ class App:
             self.search, FileEmbedder(tables=self.tables, models=self.models, files=self.files,
                                       generator=self.engine), self.tables, self.metrics)
         self.batch = BatchService(self.db, self.models, settings, worker_id=self.worker_id,
-                                  files=self.files, metrics=self.metrics)
+                                  files=self.files, metrics=self.metrics, quotas=self.quotas)
         self.files.add_reference_finder(self.tables.file_references)
         self.files.add_reference_finder(self.batch.store.file_references)
 
@@ -156,11 +159,11 @@ class App:
         tracing.shutdown(self.tracer_provider)
 
 
-def _file_store(settings: Settings, db: Database, root: Path) -> FileStore:
+def _file_store(settings: Settings, db: Database, root: Path, quotas: Quotas) -> FileStore:
     idle = settings.upload_idle_timeout_s
     return FileStore(db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
                      ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(settings),
-                     idle_timeout_s=idle)
+                     idle_timeout_s=idle, quotas=quotas)
 
 
 def _sandbox_pool(settings: Settings, data_dir: Path) -> SandboxPool:

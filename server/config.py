@@ -43,6 +43,15 @@ class Settings:
     #: PEM CA bundle for mutual TLS: clients must present a certificate it signed (refused at
     #: the handshake otherwise). Needs ``tls_cert``.
     tls_client_ca: str = ""
+    #: Per-project quota: tables (of all types). 0: no limit.
+    quota_tables: int = 0
+    #: Per-project quota: rows in one table. 0: no limit.
+    quota_rows_per_table: int = 0
+    #: Per-project quota: bytes of stored files. 0: no limit.
+    quota_stored_bytes: int = 0
+    #: Per-project quota: batch requests in the jobs created in the last 24 hours. 0: no
+    #: limit.
+    quota_batch_requests_per_day: int = 0
     #: OpenTelemetry traces: a span per RPC with children for model calls, database
     #: transactions, sandbox runs and searches, exported as the ``OTEL_*`` variables say
     #: (``OTEL_TRACES_EXPORTER`` otlp/console/none, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ...).

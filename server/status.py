@@ -69,6 +69,11 @@ def _build(err: RowforgeError, violations: list[FieldViolation], *,
         details.append(_pack(error_details_pb2.ResourceInfo(
             resource_type=err.resource_type, resource_name=err.resource_name,
             description=err.message)))
+    subject, description = getattr(err, "subject", ""), getattr(err, "description", "")
+    if subject:  # a QuotaExceeded: which quota
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=subject,
+                                                     description=description)])))
     if request_id:
         details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
     return status_pb2.Status(code=getattr(code_pb2, err.code), message=err.message,

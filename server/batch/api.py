@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +36,7 @@ from rowforge.server.errors import FailedPrecondition, InvalidArgument, Rowforge
 from rowforge.server.files.store import FileStore
 from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry, ModelSpec
+from rowforge.server.quotas import NO_QUOTAS, Quotas
 from rowforge.server.storage.db import Database
 
 log = logging.getLogger("rowforge.server.batch")
@@ -51,8 +53,9 @@ class BatchService:
 
     def __init__(self, db: Database, models: ModelRegistry, settings: Settings, *,
                  worker_id: str, files: FileStore | None = None,
-                 metrics: Metrics = DISABLED) -> None:
+                 metrics: Metrics = DISABLED, quotas: Quotas = NO_QUOTAS) -> None:
         self.models = models
+        self.quotas = quotas
         self.files = files
         self.retention_s = settings.batch_retention_days * DAY_S
         self.store = BatchStore(db, retention_s=self.retention_s)
@@ -113,6 +116,10 @@ class BatchService:
         spec = self.models.get(job.config.model)
         validation.check_requests(requests, spec)
         await self._check_files(project_id, requests)
+        if self.quotas.batch_requests_per_day:
+            used = await self.store.requests_created_since(project_id, time.time() - DAY_S)
+            self.quotas.check("batch_requests_per_day", self.quotas.batch_requests_per_day,
+                              project_id, used, len(requests), "requests")
         return await self.store.add_requests(project_id, job_id, requests)
 
     async def add_request_stream(

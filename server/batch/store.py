@@ -440,6 +440,14 @@ class BatchStore:
                              request=RequestInput.from_body(row.request_id, body),
                              result=result)
 
+    async def requests_created_since(self, project_id: str, since: float) -> int:
+        """Requests in the project's jobs created at or after ``since`` (epoch seconds)."""
+        async with self.db.read() as conn:
+            return int(await conn.scalar(
+                sa.select(sa.func.count()).select_from(batch_requests.join(
+                    batch_jobs, REQ.job_id == JOB.id))
+                .where(JOB.project_id == project_id, JOB.create_time >= since)) or 0)
+
     async def file_references(self, project_id: str, uri: str) -> list[str]:
         """Names of the project's jobs that have not ended and still need file ``uri``
         (a file reference finder of the FileService)."""

@@ -49,6 +49,7 @@ from rowforge.server.errors import (
 from rowforge.server.files import names, thumbnails
 from rowforge.server.files.blobs import CHUNK_BYTES, BlobStore, BlobWriter
 from rowforge.server.files.sniff import SNIFF_BYTES, Kind, Sniffed, sniff
+from rowforge.server.quotas import NO_QUOTAS, Quotas
 from rowforge.server.storage.db import Database
 from rowforge.server.storage.files_tables import files as files_table
 
@@ -209,8 +210,10 @@ class FileStore:
 
     def __init__(self, db: Database, blobs: BlobStore, thumbs: thumbnails.ThumbnailCache, *,
                  limits: Limits, idle_timeout_s: float = 60.0,
-                 reference_finders: list[ReferenceFinder] | None = None) -> None:
+                 reference_finders: list[ReferenceFinder] | None = None,
+                 quotas: Quotas = NO_QUOTAS) -> None:
         self.db = db
+        self.quotas = quotas
         self.blobs = blobs
         self.thumbs = thumbs
         self.limits = limits
@@ -357,6 +360,13 @@ class FileStore:
 
     async def _record(self, project_id: str, writer: BlobWriter, name: str, sniffed: Sniffed,
                       sha: str) -> FileInfo:
+        if self.quotas.stored_bytes:
+            async with self.db.read() as conn:
+                used = int(await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(
+                    files_table.c.size), 0)).where(files_table.c.project_id == project_id))
+                    or 0)
+            self.quotas.check("stored_bytes", self.quotas.stored_bytes, project_id, used,
+                              writer.size, "bytes")
         file_id = uuid.uuid4().hex
         info = FileInfo(uri=names.build_uri(project_id, file_id, name), id=file_id,
                         project_id=project_id, name=name, content_type=sniffed.content_type,

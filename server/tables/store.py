@@ -11,9 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 
+from rowforge.server.quotas import NO_QUOTAS, Quotas
 from rowforge.server.storage.db import Database
+from rowforge.server.storage.user_tables import user_tables
 from rowforge.server.tables.model import (
     Cell,
     CellStatus,
@@ -54,8 +57,10 @@ class TableStore:
             scheme).
     """
 
-    def __init__(self, db: Database, *, models: Any = None, files: Any = None) -> None:
+    def __init__(self, db: Database, *, models: Any = None, files: Any = None,
+                 quotas: Quotas = NO_QUOTAS) -> None:
         self.db = db
+        self.quotas = quotas
         if db.is_sqlite:
             event.listen(db.engine.sync_engine, "connect", _sqlite_read_tuning)
         self.schemas = SchemaStore(db, models)
@@ -110,7 +115,9 @@ class TableStore:
 
         Raises:
             InvalidArgument, NotFound (unknown model / knowledge table), AlreadyExists.
+            QuotaExceeded: the project has its ``quota_tables`` tables.
         """
+        await self._check_table_quota(project_id)
         return await self.schemas.create_table(project_id, table_type, table_id, columns,
                                                embedding_model=embedding_model,
                                                text_analyzer=text_analyzer,
@@ -149,6 +156,7 @@ class TableStore:
     async def duplicate_table(self, project_id: str, table_type: str, src: str, dst: str = "",
                               *, include_data: bool = True) -> TableSchema:
         """Copy a table (``dst`` empty: ``<src>_copy_<n>``)."""
+        await self._check_table_quota(project_id)
         return await self.schemas.duplicate_table(project_id, table_type, src, dst,
                                                   include_data=include_data)
 
@@ -177,6 +185,14 @@ class TableStore:
                                 configs: Mapping[str, GenConfig | None]) -> TableSchema:
         return await self.schemas.update_gen_config(project_id, table_type, table_id, configs)
 
+    async def _check_table_quota(self, project_id: str) -> None:
+        if not self.quotas.tables:
+            return
+        async with self.db.read() as conn:
+            used = int(await conn.scalar(sa.select(sa.func.count()).select_from(
+                user_tables).where(user_tables.c.project_id == project_id)) or 0)
+        self.quotas.check("tables", self.quotas.tables, project_id, used, 1, "tables")
+
     async def count_rows(self, schema: TableSchema) -> int:
         return await self.rows.count_rows(schema)
 
@@ -194,7 +210,11 @@ class TableStore:
 
         Raises:
             InvalidArgument: naming ``data[i].<column>`` (unknown column, wrong type, bad URI).
+            QuotaExceeded: the table would pass ``quota_rows_per_table``.
         """
+        if self.quotas.rows_per_table:
+            self.quotas.check("rows_per_table", self.quotas.rows_per_table, schema.project_id,
+                              await self.count_rows(schema), len(rows), "rows")
         return await self.rows.insert_rows(schema, rows, generated_status=generated_status,
                                            field_name=field_name)
 
