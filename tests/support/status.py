@@ -34,6 +34,11 @@ def detail_of(err: grpc.RpcError, cls: type[M]) -> M | None:
     """The first detail of type ``cls`` (e.g. ``error_details_pb2.RetryInfo``), or None."""
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None, f"no rich status: {err}"
+    return unpack(status, cls)
+
+
+def unpack(status: Any, cls: type[M]) -> M | None:
+    """The first detail of type ``cls`` in a ``google.rpc.Status``, or None."""
     for detail in status.details:
         if detail.Is(cls.DESCRIPTOR):
             out = cls()

@@ -16,15 +16,7 @@ from rowforge.server.errors import (
     shown,
 )
 from rowforge.server.status import MAX_STATUS_BYTES, MAX_VIOLATIONS, to_rpc_status
-
-
-def unpack(status, cls):  # type: ignore[no-untyped-def]
-    for detail in status.details:
-        if detail.Is(cls.DESCRIPTOR):
-            out = cls()
-            detail.Unpack(out)
-            return out
-    return None
+from tests.support.status import unpack
 
 
 def test_invalid_argument_carries_field_violations() -> None:
@@ -107,3 +99,16 @@ def test_few_small_violations_are_all_sent() -> None:
                                                    for i in range(MAX_VIOLATIONS)])
     bad = unpack(to_rpc_status(err), error_details_pb2.BadRequest)
     assert [v.field for v in bad.field_violations] == [f"f{i}" for i in range(MAX_VIOLATIONS)]
+
+
+def test_quota_failures_and_request_ids_are_details() -> None:
+    from rowforge.server.quotas import QuotaExceeded
+
+    status = to_rpc_status(QuotaExceeded("tables", "p1", 2, 2, 1, "tables"), "req-1")
+    assert status.code == code_pb2.RESOURCE_EXHAUSTED
+    failure = unpack(status, error_details_pb2.QuotaFailure)
+    assert failure is not None and failure.violations[0].subject == "project:p1"
+    assert unpack(status, error_details_pb2.ErrorInfo).reason == "QUOTA_EXCEEDED"
+    assert unpack(status, error_details_pb2.RequestInfo).request_id == "req-1"
+    assert unpack(to_rpc_status(QuotaExceeded("tables", "p1", 2, 2, 1, "tables")),
+                  error_details_pb2.RequestInfo) is None
