@@ -1,7 +1,9 @@
-"""What metrics cost: StreamAddRows throughput and HybridSearch latency with ``metrics`` off
-and on, on the same machine in the same run (rounds alternate the order; medians).
+"""What observability costs: StreamAddRows throughput and HybridSearch latency with metrics and
+tracing off, and with both on (spans made but not exported: ``OTEL_TRACES_EXPORTER=none``, no
+collector here), on the same machine in the same run (rounds alternate the order; medians).
 
-Each round starts a fresh server subprocess per mode (SQLite, built-in models): 3,000 rows
+Modes: ``off``, ``metrics``, ``metrics+tracing``. Each round starts a fresh server subprocess
+per mode (SQLite, built-in models): 3,000 rows
 through StreamAddRows (100 per call, 2 calls in flight) into a table with one LLM column, then
 300 sequential HybridSearch calls over a 300-chunk knowledge table.
 
@@ -104,9 +106,13 @@ async def _measure(address: str, rows: int) -> tuple[float, float]:
         return rows_s, statistics.median(times) * 1000
 
 
-def run_mode(metrics: bool, rows: int) -> tuple[float, float]:
-    env = {"ROWFORGE_METRICS": "true" if metrics else "false",
-           "ROWFORGE_METRICS_PORT": str(_free_port())}
+MODES = {"off": {}, "metrics": {"ROWFORGE_METRICS": "true"},
+         "metrics+tracing": {"ROWFORGE_METRICS": "true", "ROWFORGE_TRACING": "true",
+                             "OTEL_TRACES_EXPORTER": "none"}}
+
+
+def run_mode(mode: str, rows: int) -> tuple[float, float]:
+    env = {"ROWFORGE_METRICS_PORT": str(_free_port()), **MODES[mode]}
     server = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-metrics-")), env=env)
     with server.start():
         return asyncio.run(_measure(server.address, rows))
@@ -117,23 +123,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rows", type=int, default=3000)
     args = parser.parse_args()
-    print_machine("grpcio", "prometheus-client")
-    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    print_machine("grpcio", "prometheus-client", "opentelemetry-sdk")
+    results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     for r in range(args.rounds):
-        for mode in ((False, True) if r % 2 == 0 else (True, False)):
+        order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
+        for mode in order:
             results[mode].append(run_mode(mode, args.rows))
             rows_s, p50 = results[mode][-1]
-            print(f"round {r + 1} metrics {'on ' if mode else 'off'}: {rows_s:7.0f} rows/s "
-                  f"StreamAddRows, HybridSearch p50 {p50:.2f} ms", flush=True)
-    off_rows = statistics.median(x[0] for x in results[False])
-    on_rows = statistics.median(x[0] for x in results[True])
-    off_p50 = statistics.median(x[1] for x in results[False])
-    on_p50 = statistics.median(x[1] for x in results[True])
-    print(f"\nmedians of {args.rounds} rounds:")
-    print(f"  StreamAddRows  off {off_rows:7.0f} rows/s  on {on_rows:7.0f} rows/s  "
-          f"on/off {on_rows / off_rows:.3f}")
-    print(f"  HybridSearch   off {off_p50:7.2f} ms p50  on {on_p50:7.2f} ms p50  "
-          f"on/off {on_p50 / off_p50:.3f}")
+            print(f"round {r + 1} {mode:16}: {rows_s:6.0f} rows/s StreamAddRows, "
+                  f"HybridSearch p50 {p50:.2f} ms", flush=True)
+    base_rows = statistics.median(x[0] for x in results["off"])
+    base_p50 = statistics.median(x[1] for x in results["off"])
+    print(f"\nmedians of {args.rounds} rounds; ratios to off: of the medians, and the median "
+          "of each round's own ratio (steadier on a noisy machine):")
+    for mode in MODES:
+        rows_s = statistics.median(x[0] for x in results[mode])
+        p50 = statistics.median(x[1] for x in results[mode])
+        paired_rows = statistics.median(m[0] / o[0] for m, o in zip(
+            results[mode], results["off"], strict=True))
+        paired_p50 = statistics.median(m[1] / o[1] for m, o in zip(
+            results[mode], results["off"], strict=True))
+        print(f"  {mode:16} StreamAddRows {rows_s:6.0f} rows/s ({rows_s / base_rows:.3f}x, "
+              f"paired {paired_rows:.3f}x)  HybridSearch p50 {p50:.2f} ms "
+              f"({p50 / base_p50:.3f}x, paired {paired_p50:.3f}x)")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class Settings:
     #: limit.
     quota_batch_requests_per_day: int = 0
     #: OpenTelemetry traces: a span per RPC with children for model calls, database
-    #: transactions, sandbox runs and searches, exported as the ``OTEL_*`` variables say
+    #: writes, sandbox runs and searches, exported as the ``OTEL_*`` variables say
     #: (``OTEL_TRACES_EXPORTER`` otlp/console/none, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ...).
     tracing: bool = False
     #: Serve Prometheus metrics over HTTP at ``metrics_host:metrics_port`` ``/metrics``.

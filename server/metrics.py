@@ -34,6 +34,8 @@ class Metrics:
     def __init__(self, enabled: bool = False) -> None:
         self.enabled = enabled
         self._rpc: dict[str, tuple[Any, Any, dict[str, Any], str, str, str]] = {}
+        # Label children looked up once (prometheus_client's labels() costs microseconds).
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._server: Any = None
         if not enabled:
             return
@@ -131,18 +133,32 @@ class Metrics:
         """One model call (``op``: chat, embed, rerank; ``outcome``: ok or an error code)."""
         if not self.enabled:
             return
-        self.provider_calls.labels(model, op, outcome).inc()
-        self.provider_seconds.labels(model, op).observe(seconds)
+        key = ("provider", model, op, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.provider_calls.labels(model, op, outcome),
+                self.provider_seconds.labels(model, op),
+                self.provider_tokens.labels(model, "prompt"),
+                self.provider_tokens.labels(model, "completion"),
+                self.provider_cost.labels(model))
+        calls, latency, prompt, completion, cost = children
+        calls.inc()
+        latency.observe(seconds)
         if prompt_tokens:
-            self.provider_tokens.labels(model, "prompt").inc(prompt_tokens)
+            prompt.inc(prompt_tokens)
         if completion_tokens:
-            self.provider_tokens.labels(model, "completion").inc(completion_tokens)
+            completion.inc(completion_tokens)
         if cost_usd:
-            self.provider_cost.labels(model).inc(cost_usd)
+            cost.inc(cost_usd)
 
     def cell(self, kind: str, status: str) -> None:
-        if self.enabled:
-            self.cells.labels(kind, status).inc()
+        if not self.enabled:
+            return
+        child = self._children.get(("cell", kind, status))
+        if child is None:
+            child = self._children[("cell", kind, status)] = self.cells.labels(kind, status)
+        child.inc()
 
     def batch_flushed(self, recorded: int, retries: int) -> None:
         if self.enabled:

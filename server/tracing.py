@@ -1,6 +1,6 @@
 """OpenTelemetry tracing: a span per RPC (grpc's own OpenTelemetry instrumentation, which
 continues a caller's W3C ``traceparent``), with child spans for model calls, database
-transactions, sandbox runs and index searches.
+write transactions, sandbox runs and index searches.
 
 Off by default, and then free: the SDK is never imported and :func:`span` hands back one shared
 no-op context manager. On (``tracing = true``), spans are exported as the standard ``OTEL_*``

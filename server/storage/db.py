@@ -64,9 +64,8 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autocommit-free; nothing is written)."""
-        with tracing.span("db.read", **{"db.system": self.dialect}):
-            async with self.engine.connect() as conn:
-                yield conn
+        async with self.engine.connect() as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
