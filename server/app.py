@@ -93,10 +93,10 @@ class App:
             "embed": settings.default_embed_model,
             "rerank": settings.default_rerank_model,
         })
-        # Every model call of this process goes through these backends: the openai
-        # transport's pools hold as many connections per upstream as calls may be in flight.
         self.metrics = Metrics(settings.metrics)
         self.tracer_provider = tracing.configure(settings.tracing)
+        # Every model call of this process goes through these backends: the openai
+        # transport's pools hold as many connections per upstream as calls may be in flight.
         self.providers = default_providers()
         self.providers.metrics = self.metrics
         self.providers.configure(connections=settings.model_concurrency

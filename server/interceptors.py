@@ -97,7 +97,9 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         self.auth = authenticator
         self.metrics = metrics
         self.max_concurrent_rpcs = max_concurrent_rpcs
+        #: RPCs admitted and not finished (health and reflection are not counted).
         self.in_flight = 0
+        metrics.count_in_flight(lambda: self.in_flight)
 
     def _admit(self) -> None:
         """Count the call in, or refuse it when the server is at ``max_concurrent_rpcs``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("rowforge.server")
@@ -99,6 +100,12 @@ class Metrics:
 
     # -- gRPC ------------------------------------------------------------------------------
 
+    def count_in_flight(self, count: Callable[[], int]) -> None:
+        """Read ``rowforge_rpcs_in_flight`` from ``count`` at each scrape (the interceptor
+        keeps that count for its cap anyway)."""
+        if self.enabled:
+            self.in_flight.set_function(count)
+
     def rpc_started(self, method: str, client_streaming: bool, server_streaming: bool) -> float:
         """Count an RPC in; returns its start time (0.0 when disabled)."""
         if not self.enabled:
@@ -111,7 +118,6 @@ class Metrics:
                      self.handling.labels(kind, service, name), {}, kind, service, name)
             self._rpc[method] = entry
         entry[0].inc()
-        self.in_flight.inc()
         return time.perf_counter()
 
     def rpc_handled(self, method: str, code: str, started: float) -> None:
@@ -123,7 +129,6 @@ class Metrics:
             counter = by_code[code] = self.handled.labels(kind, service, name, code)
         counter.inc()
         histogram.observe(time.perf_counter() - started)
-        self.in_flight.dec()
 
     # -- domains ---------------------------------------------------------------------------
 

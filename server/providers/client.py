@@ -13,9 +13,11 @@ event loop) and closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,14 +116,9 @@ class Providers:
         request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
-        started = time.perf_counter()
-        try:
-            with tracing.span("provider.chat", model=spec.id):
-                result = await self.backend(spec).chat(spec, request, on_text=on_text)
-        except BaseException as exc:
-            self._observe(spec, "chat", _outcome(exc), started)
-            raise
-        self._observe(spec, "chat", "ok", started, result.usage, result.cost_usd)
+        with self._observed(spec, "chat") as call:
+            result = await self.backend(spec).chat(spec, request, on_text=on_text)
+            call.usage, call.cost_usd = result.usage, result.cost_usd
         parsed = parse_json_output(result.text, response_format,
                                    finish_reason=result.finish_reason, stop=stop)
         if parsed is None:
@@ -138,15 +135,10 @@ class Providers:
         check_embed_call(spec, texts)
         if not texts:
             return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
-        started = time.perf_counter()
-        try:
-            with tracing.span("provider.embed", model=spec.id, texts=len(texts)):
-                result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
-                                                        timeout=timeout or DEFAULT_TIMEOUT)
-        except BaseException as exc:
-            self._observe(spec, "embed", _outcome(exc), started)
-            raise
-        self._observe(spec, "embed", "ok", started, result.usage)
+        with self._observed(spec, "embed", texts=len(texts)) as call:
+            result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
+                                                    timeout=timeout or DEFAULT_TIMEOUT)
+            call.usage = result.usage
         return check_embedding_size(spec, result)
 
     async def rerank(self, spec: ModelSpec, query: str, documents: Sequence[str],
@@ -157,16 +149,10 @@ class Providers:
         if not documents:
             return []
         if "rerank" in spec.capabilities:
-            started = time.perf_counter()
-            try:
-                with tracing.span("provider.rerank", model=spec.id, documents=len(documents)):
-                    ranked = await self.backend(spec).rerank(spec, query, list(documents),
-                                                             top_n=top_n,
-                                                             timeout=timeout or DEFAULT_TIMEOUT)
-            except BaseException as exc:
-                self._observe(spec, "rerank", _outcome(exc), started)
-                raise
-            self._observe(spec, "rerank", "ok", started)
+            with self._observed(spec, "rerank", documents=len(documents)):
+                ranked = await self.backend(spec).rerank(spec, query, list(documents),
+                                                         top_n=top_n,
+                                                         timeout=timeout or DEFAULT_TIMEOUT)
             return best_first(spec, ranked, len(documents), top_n)
         if "chat" in spec.capabilities:
             messages, fmt = chat_rerank_call(query, documents)
@@ -178,6 +164,19 @@ class Providers:
         raise capability_missing(spec, "rerank")
 
 
+    @contextlib.contextmanager
+    def _observed(self, spec: ModelSpec, op: str, **attributes: Any) -> Iterator[_Call]:
+        """Time, trace (``provider.<op>`` span) and count one whole model call; the body
+        fills in the call's usage and cost."""
+        call, started = _Call(), time.perf_counter()
+        with tracing.span(f"provider.{op}", model=spec.id, **attributes):
+            try:
+                yield call
+            except BaseException as exc:
+                self._observe(spec, op, _outcome(exc), started)
+                raise
+        self._observe(spec, op, "ok", started, call.usage, call.cost_usd)
+
     def _observe(self, spec: ModelSpec, op: str, outcome: str, started: float,
                  usage: Usage | None = None, cost: float | None = None) -> None:
         if not self.metrics.enabled:
@@ -186,6 +185,14 @@ class Providers:
             spec.id, op, outcome, time.perf_counter() - started,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0, cost_usd=cost)
+
+
+@dataclass
+class _Call:
+    """What a model call reports for metrics."""
+
+    usage: Usage | None = None
+    cost_usd: float | None = None
 
 
 def _outcome(exc: BaseException) -> str:
