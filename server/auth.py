@@ -114,7 +114,7 @@ class TokenInfo:
     def state(self) -> str:
         if self.revoked:
             return "revoked"
-        if self.expire_time is not None and _aware(self.expire_time) <= _now():
+        if self.expire_time is not None and self.expire_time <= _now():
             return "expired"
         return "active"
 
