@@ -54,6 +54,6 @@ setup(
     package_dir=ROOTS,
     packages=_packages(),
     package_data={"rowforge": ["py.typed"], "rowforge.v1": ["*.pyi", "*.proto"],
-                  "rowforge.fastcore": ["*.pyi", "*.pxd"], "rowforge.clients": ["py.typed"]},
+                  "rowforge.fastcore": ["*.pyi", "*.pxd"], "rowforge.clients": ["py.typed", "*.pyi"]},
     ext_modules=_extensions(),
 )

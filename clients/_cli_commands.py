@@ -337,14 +337,13 @@ def chat(args: argparse.Namespace) -> int:
         raise _usage_error("message", "give a message (or pipe one on stdin)")
     messages = ([t.ChatEntry.system(args.system)] if args.system else []) + [
         t.ChatEntry.user(message, attachments=args.attach or [])]
-    request = t.ChatRequest(model=args.model or "", messages=messages,
-                            max_tokens=args.max_tokens, temperature=args.temperature,
-                            stream=not args.json)
+    fields = {"model": args.model or "", "messages": messages,
+              "max_tokens": args.max_tokens, "temperature": args.temperature}
     with client_of(args) as client:
         if args.json:
-            print_json(client.generate_chat_completions(request))
+            print_json(client.generate_chat_completions(t.ChatRequest(**fields, stream=False)))
             return 0
-        for chunk in client.generate_chat_completions(request):
+        for chunk in client.generate_chat_completions(t.ChatRequest(**fields)):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
     sys.stdout.write("\n")

@@ -10,26 +10,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import grpc
 
 from rowforge.clients._files import FileClient
 from rowforge.clients._models import ModelMethods
 from rowforge.clients._tables import TableClient
-from rowforge.clients._transport import AsyncTransport, SyncTransport
+from rowforge.clients._transport import AsyncTransport, SyncTransport, Transport
 from rowforge.clients.batch_jobs import BatchClient
 from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig, load_dotenv_once
 
+if TYPE_CHECKING:
+    from rowforge.clients._async_api import (
+        AsyncBatchClient,
+        AsyncFileClient,
+        AsyncModelMethods,
+        AsyncTableClient,
+    )
+else:
+    AsyncModelMethods = ModelMethods
 
-class _Client(ModelMethods):
-    _t: Any
 
-    def __init__(self, transport: Any) -> None:
+class _Client:
+    _t: Transport
+
+    def __init__(self, transport: Transport) -> None:
         self._t = transport
-        self.file = FileClient(transport)
-        self.table = TableClient(transport, self.file)
-        self.batch = BatchClient(transport, self.file)
 
     @property
     def config(self) -> ClientConfig:
@@ -101,7 +108,7 @@ _ARGS_DOC = """
 """
 
 
-class RowForge(_Client):
+class RowForge(_Client, ModelMethods):
     """Synchronous client.
 
     >>> from rowforge.clients import RowForge
@@ -110,6 +117,7 @@ class RowForge(_Client):
     """
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
+    _t: SyncTransport
 
     def __init__(
         self,
@@ -131,7 +139,12 @@ class RowForge(_Client):
             root_certificates=root_certificates, timeout=timeout,
             file_upload_timeout=file_upload_timeout, retry=retry,
             channel_options=channel_options)
-        super().__init__(SyncTransport(config, channel))
+        transport = SyncTransport(config, channel)
+        super().__init__(transport)
+        self._t = transport
+        self.file = FileClient(transport)
+        self.table = TableClient(transport, self.file)
+        self.batch = BatchClient(transport, self.file)
 
     def with_options(self, *, timeout: float | _Unset | None = UNSET,
                      retry: RetryConfig | None = None,
@@ -153,7 +166,7 @@ class RowForge(_Client):
         self.close()
 
 
-class AsyncRowForge(_Client):
+class AsyncRowForge(_Client, AsyncModelMethods):
     """Asyncio client: the same methods as :class:`RowForge`, awaited; streaming methods
     return async iterators (``async for chunk in client.table.add_table_rows(...)``; awaiting
     them first works too).
@@ -163,6 +176,7 @@ class AsyncRowForge(_Client):
     """
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
+    _t: AsyncTransport
 
     def __init__(
         self,
@@ -184,7 +198,15 @@ class AsyncRowForge(_Client):
             root_certificates=root_certificates, timeout=timeout,
             file_upload_timeout=file_upload_timeout, retry=retry,
             channel_options=channel_options)
-        super().__init__(AsyncTransport(config, channel))
+        transport = AsyncTransport(config, channel)
+        super().__init__(transport)
+        self._t = transport
+        # The same classes as the sync client's, typed as awaitables and async iterators
+        # (_async_api.pyi is generated from them).
+        files = FileClient(transport)
+        self.file = cast("AsyncFileClient", files)
+        self.table = cast("AsyncTableClient", TableClient(transport, files))
+        self.batch = cast("AsyncBatchClient", BatchClient(transport, files))
 
     def with_options(self, *, timeout: float | _Unset | None = UNSET,
                      retry: RetryConfig | None = None,

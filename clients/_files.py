@@ -10,7 +10,17 @@ from typing import Any, BinaryIO
 
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
-from rowforge.clients._transport import Emit, Next, Open, Plan, Unary, Upload
+from rowforge.clients._transport import (
+    Emit,
+    Next,
+    Open,
+    Plan,
+    Transport,
+    Unary,
+    Upload,
+    one_call,
+    sync_view,
+)
 from rowforge.v1 import file_service_pb2 as fpb
 
 FILE = "FileService"
@@ -85,8 +95,8 @@ def upload_plan(source: FileSource, name: str | None = None, content_type: str |
 class FileClient:
     """Stored files (documents, images, audio). Reached as ``client.file``."""
 
-    def __init__(self, transport: Any) -> None:
-        self._t = transport
+    def __init__(self, transport: Transport) -> None:
+        self._t = sync_view(transport)
 
     def upload_file(self, file_path: FileSource, *, name: str | None = None,
                     content_type: str | None = None) -> t.FileInfo:
@@ -101,14 +111,14 @@ class FileClient:
 
     def get_file(self, uri: str) -> t.FileInfo:
         """A stored file's metadata."""
-        return self._t.run(_unary(Unary(FILE, "GetFile", fpb.GetFileRequest(uri=uri),
+        return self._t.run(one_call(Unary(FILE, "GetFile", fpb.GetFileRequest(uri=uri),
                                         idempotent=True), lambda r: c.file_py(r.file)))
 
     def list_files(self, offset: int = 0, limit: int = 100, *, page_token: str = ""
                    ) -> t.Page[t.FileInfo]:
         """One page of the project's files, newest first."""
         request = fpb.ListFilesRequest(offset=offset, limit=limit, page_token=page_token)
-        return self._t.run(_unary(
+        return self._t.run(one_call(
             Unary(FILE, "ListFiles", request, idempotent=True),
             lambda r: t.Page[t.FileInfo](items=[c.file_py(f) for f in r.items], offset=offset,
                                          limit=limit, total=r.total,
@@ -132,7 +142,7 @@ class FileClient:
 
     def delete_file(self, uri: str, *, force: bool = False) -> t.OkResponse:
         """Delete a file; refused (FAILED_PRECONDITION) while rows use it unless ``force``."""
-        return self._t.run(_unary(Unary(FILE, "DeleteFile",
+        return self._t.run(one_call(Unary(FILE, "DeleteFile",
                                         fpb.DeleteFileRequest(uri=uri, force=force)),
                                   lambda r: t.OkResponse()))
 
@@ -182,10 +192,7 @@ class FileClient:
 
     def get_thumbnail(self, uri: str, size: int = 256) -> bytes:
         """A small PNG preview of an image."""
-        return self._t.run(_unary(Unary(FILE, "GetThumbnail", fpb.GetThumbnailRequest(
-            uri=uri, size=size), idempotent=True), lambda r: r.content))
+        return self._t.run(one_call(Unary(FILE, "GetThumbnail", fpb.GetThumbnailRequest(
+            uri=uri, size=size), idempotent=True), lambda r: bytes(r.content)))
 
 
-def _unary(op: Unary, parse: Any) -> Plan[Any]:
-    resp = yield op
-    return parse(resp)

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
-from rowforge.clients._transport import Emit, Next, Open, Plan, Unary
+from rowforge.clients._transport import (
+    Emit,
+    Next,
+    Open,
+    Plan,
+    SyncStream,
+    SyncTransport,
+    Unary,
+    one_call,
+)
 from rowforge.v1 import model_service_pb2 as mpb
 
 MODEL = "ModelService"
@@ -57,17 +66,25 @@ def _chat_stream(request: mpb.ChatCompletionRequest) -> Plan[None]:
                 usage=c.usage_py(done.usage), parsed=c.parsed_py(done)))
 
 
-def _unary(op: Unary, parse: Any) -> Plan[Any]:
-    resp = yield op
-    return parse(resp)
-
-
 class ModelMethods:
     """Mixed into :class:`RowForge` and :class:`AsyncRowForge`; needs ``self._t``."""
 
-    _t: Any
+    _t: SyncTransport
 
-    def generate_chat_completions(self, request: t.ChatRequest) -> Any:
+    @overload
+    def generate_chat_completions(self, request: t.ChatRequest[Literal[True]]
+                                  ) -> SyncStream[t.ChatCompletionChunk]: ...
+
+    @overload
+    def generate_chat_completions(self, request: t.ChatRequest[Literal[False]]
+                                  ) -> t.ChatCompletionResponse: ...
+
+    @overload
+    def generate_chat_completions(self, request: t.ChatRequest[bool]
+                                  ) -> t.ChatCompletionResponse | SyncStream[t.ChatCompletionChunk]:
+        ...
+
+    def generate_chat_completions(self, request: t.ChatRequest[Any]) -> Any:
         """A chat completion.
 
         Returns:
@@ -78,7 +95,7 @@ class ModelMethods:
         fields = _chat_fields(request)
         if request.stream:
             return self._t.iterate(_chat_stream(mpb.ChatCompletionRequest(**fields)))
-        return self._t.run(_unary(
+        return self._t.run(one_call(
             Unary(MODEL, "CreateChatCompletion", mpb.CreateChatCompletionRequest(**fields)),
             lambda r: _completed(r.completion)))
 
@@ -86,7 +103,7 @@ class ModelMethods:
         """Embed texts; ``.data[i].embedding`` is the vector of ``input[i]``."""
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         pb = mpb.EmbedRequest(model=request.model, input=texts, is_query=request.type == "query")
-        return self._t.run(_unary(Unary(MODEL, "Embed", pb), lambda r: t.EmbeddingResponse(
+        return self._t.run(one_call(Unary(MODEL, "Embed", pb), lambda r: t.EmbeddingResponse(
             data=[t.EmbeddingData(index=e.index, embedding=list(e.embedding)) for e in r.data],
             model=r.model, usage=c.usage_py(r.usage))))
 
@@ -94,7 +111,7 @@ class ModelMethods:
                ) -> t.RerankResponse:
         """Score ``documents`` against ``query``, best first."""
         pb = mpb.RerankRequest(model=model, query=query, documents=list(documents), top_n=top_n)
-        return self._t.run(_unary(Unary(MODEL, "Rerank", pb), lambda r: t.RerankResponse(
+        return self._t.run(one_call(Unary(MODEL, "Rerank", pb), lambda r: t.RerankResponse(
             results=[t.RerankResult(index=x.index, relevance_score=x.relevance_score)
                      for x in r.results], model=r.model)))
 
@@ -108,7 +125,7 @@ class ModelMethods:
             items = [c.model_py(m) for m in resp.items if not model or m.id == model]
             return t.ModelInfoResponse(data=items)
 
-        return self._t.run(_unary(Unary(MODEL, "ListModels", pb, idempotent=True), parse))
+        return self._t.run(one_call(Unary(MODEL, "ListModels", pb, idempotent=True), parse))
 
     def model_ids(self, prefer: str = "", capabilities: Sequence[str] | None = None) -> list[str]:
         """Model ids with all ``capabilities`` (``prefer`` first when present)."""
@@ -121,7 +138,7 @@ class ModelMethods:
                 ids.insert(0, prefer)
             return ids
 
-        return self._t.run(_unary(Unary(MODEL, "ListModels", pb, idempotent=True), parse))
+        return self._t.run(one_call(Unary(MODEL, "ListModels", pb, idempotent=True), parse))
 
     def model_names(self, prefer: str = "", capabilities: Sequence[str] | None = None
                     ) -> list[str]:

@@ -7,12 +7,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar, overload
 
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
 from rowforge.clients._files import FileSource, file_source
-from rowforge.clients._transport import Emit, Next, Open, Plan, Unary, Upload
+from rowforge.clients._transport import (
+    Emit,
+    Next,
+    Open,
+    Plan,
+    SyncStream,
+    Transport,
+    Unary,
+    Upload,
+    one_call,
+    sync_view,
+)
 from rowforge.clients.exceptions import NotFoundError
 from rowforge.v1 import common_pb2
 from rowforge.v1 import knowledge_service_pb2 as kpb
@@ -65,8 +76,8 @@ class TableClient:
     client (returns the value) and on the async one (returns an awaitable, or an async
     iterator for streams)."""
 
-    def __init__(self, transport: Any, files: Any) -> None:
-        self._t = transport
+    def __init__(self, transport: Transport, files: Any) -> None:
+        self._t = sync_view(transport)
         self._files = files
         self._dtypes = _DtypeCache()
 
@@ -116,7 +127,7 @@ class TableClient:
             table_type=kind, table_id=schema.id, cols=[c.column_pb(col) for col in schema.cols],
             embedding_model=getattr(schema, "embedding_model", "") or "",
             text_analyzer=getattr(schema, "text_analyzer", "") or "")
-        return self._t.run(self._call(Unary(TABLE, "CreateTable", request), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "CreateTable", request), self._table_of))
 
     def get_table(self, table_type: TableTypeLike, table_id: str) -> t.TableMetaResponse:
         """A table's schema and row count.
@@ -125,7 +136,7 @@ class TableClient:
             TableNotFoundError: no such table of that type.
         """
         request = tpb.GetTableRequest(table_type=c.table_type_pb(table_type), table_id=table_id)
-        return self._t.run(self._call(Unary(TABLE, "GetTable", request, idempotent=True),
+        return self._t.run(one_call(Unary(TABLE, "GetTable", request, idempotent=True),
                                       self._table_of))
 
     def list_tables(self, table_type: TableTypeLike, offset: int = 0, limit: int = MAX_PAGE,
@@ -141,7 +152,7 @@ class TableClient:
                 items=[c.table_py(x) for x in resp.items], offset=offset, limit=limit,
                 total=resp.total, next_page_token=resp.next_page_token)
 
-        return self._t.run(self._call(Unary(TABLE, "ListTables", request, idempotent=True),
+        return self._t.run(one_call(Unary(TABLE, "ListTables", request, idempotent=True),
                                       parse))
 
     def iter_tables(self, table_type: TableTypeLike, search_query: str = "",
@@ -189,7 +200,7 @@ class TableClient:
         request = tpb.DuplicateTableRequest(
             table_type=c.table_type_pb(table_type), table_id_src=table_id_src,
             table_id_dst=table_id_dst or "", include_data=include_data)
-        return self._t.run(self._call(Unary(TABLE, "DuplicateTable", request), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "DuplicateTable", request), self._table_of))
 
     def rename_table(self, table_type: TableTypeLike, table_id_src: str, table_id_dst: str
                      ) -> t.TableMetaResponse:
@@ -198,7 +209,7 @@ class TableClient:
         self._dtypes.drop((kind, table_id_src))
         request = tpb.RenameTableRequest(table_type=kind, table_id_src=table_id_src,
                                          table_id_dst=table_id_dst)
-        return self._t.run(self._call(Unary(TABLE, "RenameTable", request), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "RenameTable", request), self._table_of))
 
     # -- columns ----------------------------------------------------------------------------
 
@@ -211,7 +222,7 @@ class TableClient:
         request = tpb.AddColumnsRequest(table_type=c.table_type_pb(table_type),
                                         table_id=table_id,
                                         cols=[c.column_pb(col) for col in parsed])
-        return self._t.run(self._call(Unary(TABLE, "AddColumns", request), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "AddColumns", request), self._table_of))
 
     def add_action_columns(self, request: t.AddActionColumnSchema | Mapping[str, Any]
                            ) -> t.TableMetaResponse:
@@ -240,7 +251,7 @@ class TableClient:
                           column_names=list(column_names or []))
         pb = tpb.DropColumnsRequest(table_type=c.table_type_pb(table_type),
                                     table_id=req.table_id, column_names=req.column_names)
-        return self._t.run(self._call(Unary(TABLE, "DropColumns", pb), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "DropColumns", pb), self._table_of))
 
     def rename_columns(self, table_type: TableTypeLike,
                        request: t.ColumnRenameRequest | Mapping[str, Any] | str,
@@ -250,7 +261,7 @@ class TableClient:
                           column_map=dict(column_map or {}))
         pb = tpb.RenameColumnsRequest(table_type=c.table_type_pb(table_type),
                                       table_id=req.table_id, column_map=req.column_map)
-        return self._t.run(self._call(Unary(TABLE, "RenameColumns", pb), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "RenameColumns", pb), self._table_of))
 
     def reorder_columns(self, table_type: TableTypeLike,
                         request: t.ColumnReorderRequest | Mapping[str, Any] | str,
@@ -260,7 +271,7 @@ class TableClient:
                           column_names=list(column_names or []))
         pb = tpb.ReorderColumnsRequest(table_type=c.table_type_pb(table_type),
                                        table_id=req.table_id, column_names=req.column_names)
-        return self._t.run(self._call(Unary(TABLE, "ReorderColumns", pb), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "ReorderColumns", pb), self._table_of))
 
     def update_gen_config(self, table_type: TableTypeLike,
                           request: t.GenConfigUpdateRequest | Mapping[str, Any] | str,
@@ -272,12 +283,28 @@ class TableClient:
                                         table_id=req.table_id)
         for name, config in req.column_map.items():
             pb.column_map[name].CopyFrom(c.gen_config_pb(config))
-        return self._t.run(self._call(Unary(TABLE, "UpdateGenConfig", pb), self._table_of))
+        return self._t.run(one_call(Unary(TABLE, "UpdateGenConfig", pb), self._table_of))
 
     # -- rows -------------------------------------------------------------------------------
 
+    @overload
     def add_table_rows(self, table_type: TableTypeLike,
-                       request: t.MultiRowAddRequest | t.RowAddRequest) -> Any:
+                       request: t.MultiRowAddRequest[Literal[True]] | t.RowAddRequest[Literal[True]]
+                       ) -> SyncStream[t.RowStreamChunk]: ...
+
+    @overload
+    def add_table_rows(
+        self, table_type: TableTypeLike,
+        request: t.MultiRowAddRequest[Literal[False]] | t.RowAddRequest[Literal[False]]
+    ) -> t.MultiRowCompletionResponse: ...
+
+    @overload
+    def add_table_rows(self, table_type: TableTypeLike,
+                       request: t.MultiRowAddRequest[bool] | t.RowAddRequest[bool]
+                       ) -> t.MultiRowCompletionResponse | SyncStream[t.RowStreamChunk]: ...
+
+    def add_table_rows(self, table_type: TableTypeLike,
+                       request: t.MultiRowAddRequest[Any] | t.RowAddRequest[Any]) -> Any:
         """Add rows and generate their LLM/Python columns.
 
         Returns:
@@ -298,11 +325,28 @@ class TableClient:
         pb2 = tpb.AddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
                                  concurrent=request.concurrent, legacy_values=False,
                                  idempotency_key=request.idempotency_key or uuid.uuid4().hex)
-        return self._t.run(self._call(Unary(TABLE, "AddRows", pb2, idempotent=True),
+        return self._t.run(one_call(Unary(TABLE, "AddRows", pb2, idempotent=True),
                                       self._completions(kind, request.table_id)))
 
+    @overload
+    def regen_table_rows(
+        self, table_type: TableTypeLike,
+        request: t.MultiRowRegenRequest[Literal[True]] | t.RowRegenRequest[Literal[True]]
+    ) -> SyncStream[t.RowStreamChunk]: ...
+
+    @overload
+    def regen_table_rows(
+        self, table_type: TableTypeLike,
+        request: t.MultiRowRegenRequest[Literal[False]] | t.RowRegenRequest[Literal[False]]
+    ) -> t.MultiRowCompletionResponse: ...
+
+    @overload
     def regen_table_rows(self, table_type: TableTypeLike,
-                         request: t.MultiRowRegenRequest | t.RowRegenRequest) -> Any:
+                         request: t.MultiRowRegenRequest[bool] | t.RowRegenRequest[bool]
+                         ) -> t.MultiRowCompletionResponse | SyncStream[t.RowStreamChunk]: ...
+
+    def regen_table_rows(self, table_type: TableTypeLike,
+                         request: t.MultiRowRegenRequest[Any] | t.RowRegenRequest[Any]) -> Any:
         """Regenerate rows' generated columns (``regen_strategy`` picks which); returns like
         :meth:`add_table_rows`."""
         if isinstance(request, t.RowRegenRequest):
@@ -316,7 +360,7 @@ class TableClient:
         if request.stream:
             return self._t.iterate(self._row_stream(
                 kind, request.table_id, "StreamRegenRows", tpb.StreamRegenRowsRequest(**fields)))
-        return self._t.run(self._call(Unary(TABLE, "RegenRows", tpb.RegenRowsRequest(**fields)),
+        return self._t.run(one_call(Unary(TABLE, "RegenRows", tpb.RegenRowsRequest(**fields)),
                                       self._completions(kind, request.table_id)))
 
     def _completions(self, kind: int, table_id: str
@@ -464,7 +508,7 @@ class TableClient:
                                    table_id=request.table_id)
         for row_id, values in request.data.items():
             pb.rows[row_id].CopyFrom(c.row_values_pb(c.unwrap_row(values), f"data[{row_id}]"))
-        return self._t.run(self._call(Unary(TABLE, "UpdateRows", pb),
+        return self._t.run(one_call(Unary(TABLE, "UpdateRows", pb),
                                       lambda r: t.OkResponse(count=r.updated_count)))
 
     def delete_table_rows(self, table_type: TableTypeLike,
@@ -478,7 +522,7 @@ class TableClient:
         pb = tpb.DeleteRowsRequest(table_type=c.table_type_pb(table_type),
                                    table_id=request.table_id, row_ids=request.row_ids or [],
                                    where=request.where or "")
-        return self._t.run(self._call(Unary(TABLE, "DeleteRows", pb),
+        return self._t.run(one_call(Unary(TABLE, "DeleteRows", pb),
                                       lambda r: t.OkResponse(count=r.deleted_count)))
 
     # -- import / export --------------------------------------------------------------------
@@ -505,7 +549,7 @@ class TableClient:
             for chunk in _chunks(source, IMPORT_CHUNK):
                 yield tpb.ImportRowsRequest(chunk=chunk)
 
-        return self._t.run(self._call(
+        return self._t.run(one_call(
             Upload(TABLE, "ImportRows", requests()),
             lambda r: t.ImportResponse(row_count=r.row_count, error_count=r.error_count,
                                        row_ids=list(r.row_ids))))
@@ -637,11 +681,6 @@ class TableClient:
 
     def _table_of(self, resp: Any) -> t.TableMetaResponse:
         return self._table_changed(resp.table)
-
-    @staticmethod
-    def _call(op: Unary | Upload, parse: Callable[[Any], Any]) -> Plan[Any]:
-        resp = yield op
-        return parse(resp)
 
 
 def _chunks(source: str | Path | BinaryIO | bytes, size: int) -> Iterator[bytes]:

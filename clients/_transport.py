@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import grpc
 
@@ -115,6 +115,12 @@ class Emit:
 
 Op = Unary | Open | Next | Upload | Sleep | Emit
 Plan = Generator[Op, Any, T]
+
+
+def one_call(op: Unary | Upload, parse: Callable[[Any], T]) -> Plan[T]:
+    """The plan of a single call: its response, turned into the result by ``parse``."""
+    resp = yield op
+    return parse(resp)
 
 
 class _Stepper:
@@ -304,7 +310,7 @@ class SyncTransport(_Base):
                     op = stepper.step(error=err)
                 else:
                     op = stepper.step(value)
-            return stepper.result
+            return cast(T, stepper.result)
         finally:
             _close(stepper, streams)
 
@@ -494,7 +500,7 @@ class AsyncTransport(_Base):
                     op = stepper.step(error=err)
                 else:
                     op = stepper.step(value)
-            return stepper.result
+            return cast(T, stepper.result)
         finally:
             _close(stepper, streams)
 
@@ -606,3 +612,14 @@ def _async_channel(config: ClientConfig) -> grpc.aio.Channel:
     if creds is None:
         return grpc.aio.insecure_channel(config.address, options=options)
     return grpc.aio.secure_channel(config.address, creds, options=options)
+
+
+#: Either driver; the client classes are built over one.
+Transport = SyncTransport | AsyncTransport
+
+
+def sync_view(transport: Transport) -> SyncTransport:
+    """The transport as the client methods are typed: they are written once, against the
+    sync driver's signatures; the asyncio client's types are generated from them
+    (``_async_api.pyi``, see ``scripts/gen_async_api.py``)."""
+    return cast(SyncTransport, transport)

@@ -16,7 +16,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rowforge.clients import _convert as c
-from rowforge.clients._transport import Emit, Next, Open, Plan, Sleep, Unary, Upload
+from rowforge.clients._transport import (
+    Emit,
+    Next,
+    Open,
+    Plan,
+    Sleep,
+    Transport,
+    Unary,
+    Upload,
+    one_call,
+    sync_view,
+)
 from rowforge.clients.exceptions import UnavailableError
 from rowforge.v1 import batch_job_service_pb2 as bpb
 
@@ -285,10 +296,6 @@ def job_state_pb(state: JobState | str | None) -> bpb.JobState.ValueType:
 
 # -- the client --------------------------------------------------------------------------------
 
-def _unary(op: Unary | Upload, parse: Any) -> Plan[Any]:
-    resp = yield op
-    return parse(resp)
-
 
 def _resumable(open_op: Any, handle: Any, max_reconnects: int) -> Plan[None]:
     """Follow a stream, reopening it after the last sequence seen on UNAVAILABLE.
@@ -324,8 +331,8 @@ def _resumable(open_op: Any, handle: Any, max_reconnects: int) -> Plan[None]:
 class BatchClient:
     """Batch jobs over the BatchJobService RPCs. Reached as ``client.batch``."""
 
-    def __init__(self, transport: Any, files: Any = None) -> None:
-        self._t = transport
+    def __init__(self, transport: Transport, files: Any = None) -> None:
+        self._t = sync_view(transport)
         self._files = files
 
     def create_job(self, model: str = "", *, temperature: float | None = None,
@@ -345,14 +352,14 @@ class BatchClient:
             request.temperature = temperature
         if max_output_tokens is not None:
             request.max_output_tokens = max_output_tokens
-        return self._t.run(_unary(Unary(BATCH, "CreateJob", request, idempotent=True),
+        return self._t.run(one_call(Unary(BATCH, "CreateJob", request, idempotent=True),
                                   lambda r: job_py(r.job)))
 
     def add_requests(self, job_id: str, requests: Sequence[BatchRequest | Mapping[str, Any]]
                      ) -> AddRequestsResponse:
         """Add 1 to 100 requests to a job not yet submitted."""
         pb = bpb.AddRequestsRequest(job_id=job_id, requests=[request_pb(r) for r in requests])
-        return self._t.run(_unary(Unary(BATCH, "AddRequests", pb), lambda r: AddRequestsResponse(
+        return self._t.run(one_call(Unary(BATCH, "AddRequests", pb), lambda r: AddRequestsResponse(
             added_count=r.added_count, total_requests=r.total_requests)))
 
     def add_many(self, job_id: str, requests: Iterable[BatchRequest | Mapping[str, Any]]
@@ -369,19 +376,19 @@ class BatchClient:
             if batch:
                 yield bpb.StreamAddRequestsRequest(job_id=job_id, requests=batch)
 
-        return self._t.run(_unary(
+        return self._t.run(one_call(
             Upload(BATCH, "StreamAddRequests", messages(), deadline="call"),
             lambda r: AddRequestsResponse(added_count=r.added_count,
                                           total_requests=r.total_requests)))
 
     def submit_job(self, job_id: str) -> Job:
         """Start processing a job."""
-        return self._t.run(_unary(Unary(BATCH, "SubmitJob", bpb.SubmitJobRequest(job_id=job_id)),
+        return self._t.run(one_call(Unary(BATCH, "SubmitJob", bpb.SubmitJobRequest(job_id=job_id)),
                                   lambda r: job_py(r.job)))
 
     def get_job(self, job_id: str) -> Job:
         """A job's state and live metrics."""
-        return self._t.run(_unary(Unary(BATCH, "GetJob", bpb.GetJobRequest(job_id=job_id),
+        return self._t.run(one_call(Unary(BATCH, "GetJob", bpb.GetJobRequest(job_id=job_id),
                                         idempotent=True), lambda r: job_py(r.job)))
 
     def list_jobs(self, offset: int = 0, limit: int = 100, state: JobState | str | None = None,
@@ -391,14 +398,14 @@ class BatchClient:
 
         pb = bpb.ListJobsRequest(offset=offset, limit=limit, page_token=page_token,
                                  state=job_state_pb(state), job_type=job_type)
-        return self._t.run(_unary(
+        return self._t.run(one_call(
             Unary(BATCH, "ListJobs", pb, idempotent=True),
             lambda r: Page[Job](items=[job_py(j) for j in r.items], offset=offset, limit=limit,
                                 total=r.total, next_page_token=r.next_page_token)))
 
     def cancel_job(self, job_id: str) -> Job:
         """Cancel a job: in-flight calls stop, finished results stay."""
-        return self._t.run(_unary(Unary(BATCH, "CancelJob", bpb.CancelJobRequest(job_id=job_id)),
+        return self._t.run(one_call(Unary(BATCH, "CancelJob", bpb.CancelJobRequest(job_id=job_id)),
                                   lambda r: job_py(r.job)))
 
     def get_request(self, job_id: str, request_id: str) -> RequestInfo:
@@ -412,7 +419,7 @@ class BatchClient:
                 last_error=error_py(r.last_error) if r.HasField("last_error") else None,
                 request=request_py(r.request) if r.HasField("request") else None)
 
-        return self._t.run(_unary(Unary(BATCH, "GetRequest", bpb.GetRequestRequest(
+        return self._t.run(one_call(Unary(BATCH, "GetRequest", bpb.GetRequestRequest(
             job_id=job_id, request_id=request_id), idempotent=True), parse))
 
     def stream_results(self, job_id: str, cursor: int = 0, follow: bool = True, *,

@@ -114,7 +114,7 @@ class RowForgeError(Exception):
     @property
     def status_code(self) -> str:
         """The canonical code name, e.g. ``"NOT_FOUND"``."""
-        return self.code.name
+        return str(self.code.name)
 
     def __str__(self) -> str:
         return f"{self.message} ({self.code.name}{': ' + self.reason if self.reason else ''})"

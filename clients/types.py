@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from enum import StrEnum
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from typing_extensions import TypeVar
 
 __all__ = [
     "ActionTableSchemaCreate",
@@ -81,6 +82,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: Whether a request streams, as a type: ``MultiRowAddRequest(..., stream=False)`` is a
+#: ``MultiRowAddRequest[Literal[False]]`` to a type checker, so ``add_table_rows`` is typed to
+#: return the whole response for it and a stream otherwise (``stream`` defaults to True). At run
+#: time the field is a plain ``bool``.
+StreamT = TypeVar("StreamT", bound=bool, default=Literal[True])
 
 
 class _Model(BaseModel):
@@ -345,12 +351,15 @@ class OkResponse(_Response):
 
 # -- rows: requests ------------------------------------------------------------------------
 
-class MultiRowAddRequest(_Model):
+class MultiRowAddRequest(_Model, Generic[StreamT]):
     """Rows to add (1 to 100): each a ``{column: value}`` dict of input columns."""
 
     table_id: str
     data: list[dict[str, Any]]
-    stream: bool = True
+    if TYPE_CHECKING:
+        stream: StreamT = True  # type: ignore[assignment]
+    else:
+        stream: bool = True
     concurrent: bool = True
     #: Makes the add safe to retry (``stream=False``): generated when None, so the client
     #: retries an AddRows that hit UNAVAILABLE without adding the rows twice.
@@ -372,14 +381,17 @@ class MultiRowDeleteRequest(_Model):
     where: str | None = None
 
 
-class MultiRowRegenRequest(_Model):
+class MultiRowRegenRequest(_Model, Generic[StreamT]):
     """Rows whose generated columns to regenerate."""
 
     table_id: str
     row_ids: list[str]
     regen_strategy: RegenStrategy = RegenStrategy.RUN_ALL
     output_column_id: str | None = None
-    stream: bool = True
+    if TYPE_CHECKING:
+        stream: StreamT = True  # type: ignore[assignment]
+    else:
+        stream: bool = True
     concurrent: bool = True
 
 
@@ -387,20 +399,23 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"t.{old} is deprecated; use t.{new}", DeprecationWarning, stacklevel=4)
 
 
-class RowAddRequest(_Model):
+class RowAddRequest(_Model, Generic[StreamT]):
     """Deprecated: one row; use :class:`MultiRowAddRequest`."""
 
     table_id: str
     data: dict[str, Any]
-    stream: bool = True
+    if TYPE_CHECKING:
+        stream: StreamT = True  # type: ignore[assignment]
+    else:
+        stream: bool = True
     concurrent: bool = True
 
     @model_validator(mode="after")
-    def _warn(self) -> RowAddRequest:
+    def _warn(self) -> RowAddRequest[StreamT]:
         _deprecated("RowAddRequest", "MultiRowAddRequest")
         return self
 
-    def to_multi(self) -> MultiRowAddRequest:
+    def to_multi(self) -> MultiRowAddRequest[StreamT]:
         return MultiRowAddRequest(table_id=self.table_id, data=[self.data], stream=self.stream,
                                   concurrent=self.concurrent)
 
@@ -438,21 +453,24 @@ class RowDeleteRequest(_Model):
                                      where=self.where)
 
 
-class RowRegenRequest(_Model):
+class RowRegenRequest(_Model, Generic[StreamT]):
     """Deprecated: one row; use :class:`MultiRowRegenRequest`."""
 
     table_id: str
     row_id: str
     regen_strategy: RegenStrategy = RegenStrategy.RUN_ALL
     output_column_id: str | None = None
-    stream: bool = True
+    if TYPE_CHECKING:
+        stream: StreamT = True  # type: ignore[assignment]
+    else:
+        stream: bool = True
 
     @model_validator(mode="after")
-    def _warn(self) -> RowRegenRequest:
+    def _warn(self) -> RowRegenRequest[StreamT]:
         _deprecated("RowRegenRequest", "MultiRowRegenRequest")
         return self
 
-    def to_multi(self) -> MultiRowRegenRequest:
+    def to_multi(self) -> MultiRowRegenRequest[StreamT]:
         return MultiRowRegenRequest(table_id=self.table_id, row_ids=[self.row_id],
                                     regen_strategy=self.regen_strategy,
                                     output_column_id=self.output_column_id, stream=self.stream)
@@ -609,7 +627,7 @@ class ChatEntry(_Model):
         return cls(role="assistant", content=content)
 
 
-class ChatRequest(_Model):
+class ChatRequest(_Model, Generic[StreamT]):
     """A chat completion request (``model`` "" picks the server's default chat model).
 
     ``response_format`` takes the OpenAI shapes: ``{"type": "json_object"}`` or
@@ -623,7 +641,10 @@ class ChatRequest(_Model):
     max_tokens: int | None = Field(default=None, ge=1)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     stop: list[str] | None = None
-    stream: bool = True
+    if TYPE_CHECKING:
+        stream: StreamT = True  # type: ignore[assignment]
+    else:
+        stream: bool = True
     response_format: dict[str, Any] | type[BaseModel] | None = None
 
 

@@ -2,16 +2,19 @@
 parallel with ``asyncio.gather``.
 
 The seed's code as written; only the imports changed (``JamAIAsync`` is
-``rowforge.clients.AsyncRowForge``), plus the table the seed assumes exists.
+``rowforge.clients.AsyncRowForge``) and types annotated (``make lint`` runs ``mypy --strict``
+on every example), plus the table the seed assumes exists.
 """
 # ruff: noqa: I001
 
 import asyncio
 from rowforge.clients import JamAIAsync
 import rowforge.clients.types as t
+from typing import Any
 
 
-async def process_batch(jamai, table_id, items):
+async def process_batch(jamai: JamAIAsync, table_id: str, items: list[dict[str, Any]]
+                        ) -> list[t.MultiRowCompletionResponse | BaseException]:
     """Process multiple items in parallel."""
     tasks = []
     for item in items:
@@ -29,7 +32,7 @@ async def process_batch(jamai, table_id, items):
     return results
 
 
-async def main():
+async def main() -> None:
     jamai = JamAIAsync(token="...", project_id="...")
 
     await jamai.table.delete_table('action', 'my_table', missing_ok=True)

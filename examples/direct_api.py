@@ -1,7 +1,9 @@
 """Models without tables, the JamAI SDK's "Available Models" and section 13: list models,
 chat completions (whole and streamed), embeddings.
 
-The seed's code as written; only the imports changed.
+The seed's code as written; only the imports changed and types
+annotated (``make lint`` runs ``mypy --strict`` on every example): the streamed call gets a
+request of its own instead of the seed's ``request.stream = True``, so each result is typed.
 """
 # ruff: noqa: I001
 
@@ -23,20 +25,21 @@ models = jamai.model_info()
 for m in models.data[:3]:
     print(f"{m.id}: context={getattr(m, 'context_length', 'N/A')}")
 
-request = t.ChatRequest(
+messages = [
+    t.ChatEntry.system("You are helpful."),
+    t.ChatEntry.user("Hello"),
+]
+completion = jamai.generate_chat_completions(t.ChatRequest(
     model="openai/gpt-5.2",
-    messages=[
-        t.ChatEntry.system("You are helpful."),
-        t.ChatEntry.user("Hello"),
-    ],
+    messages=messages,
     max_tokens=100,
     stream=False
-)
-completion = jamai.generate_chat_completions(request)
+))
 print(completion.text)
 
-request.stream = True
-for chunk in jamai.generate_chat_completions(request):
+# (The seed sets request.stream = True on the same request; a new one types the result.)
+for chunk in jamai.generate_chat_completions(t.ChatRequest(
+        model="openai/gpt-5.2", messages=messages, max_tokens=100, stream=True)):
     print(chunk.text, end="", flush=True)
 print()
 

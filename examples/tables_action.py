@@ -2,13 +2,16 @@
 input, file, LLM and Python columns; add rows (waiting and streaming, with a file); read them
 (filters, columns, full-text search, pagination, one row); update, delete; table operations.
 
-The seed's code is kept as written; only the imports changed, and the placeholder path
+The seed's code is kept as written; only the imports changed and types
+annotated (``make lint`` runs ``mypy --strict`` on every example), and the placeholder path
 "/path/to/image.png" is a real small PNG written to a temporary directory.
 """
 # ruff: noqa: I001, F402
 
 from rowforge.clients import RowForge as JamAI
 import rowforge.clients.types as t
+from typing import Any
+from collections.abc import Callable
 
 import base64
 import os
@@ -17,14 +20,14 @@ import tempfile
 jamai = JamAI()
 
 # CRITICAL: Values are wrapped - ALWAYS extract
-def get_value(field):
+def get_value(field: Any) -> Any:
     if isinstance(field, dict) and 'value' in field:
         return field['value']
     return field
 
 
 # -- 8. Check if table exists / safe table creation ------------------------------------------
-def table_exists(jamai, table_type, table_id):
+def table_exists(jamai: JamAI, table_type: str, table_id: str) -> bool:
     """Check if a table exists before creating/using it."""
     try:
         jamai.table.get_table(table_type, table_id)
@@ -33,7 +36,8 @@ def table_exists(jamai, table_type, table_id):
         return False
 
 
-def ensure_table(jamai, table_type, table_id, create_func):
+def ensure_table(jamai: JamAI, table_type: str, table_id: str,
+                 create_func: Callable[[], t.TableMetaResponse]) -> t.TableMetaResponse:
     """Delete existing table and create fresh."""
     try:
         jamai.table.delete_table(table_type, table_id)
@@ -158,7 +162,7 @@ completion = jamai.table.add_table_rows(
     )
 )
 
-row_id = None
+row_id = ""
 for chunk in completion:
     if hasattr(chunk, 'row_id') and chunk.row_id:
         row_id = chunk.row_id
@@ -204,8 +208,8 @@ rows = jamai.table.list_table_rows(
 print("search:", [get_value(r['input']) for r in rows.items])
 
 
-def get_all_rows(table_id, table_type='action'):
-    all_rows = []
+def get_all_rows(table_id: str, table_type: str = 'action') -> list[dict[str, Any]]:
+    all_rows: list[dict[str, Any]] = []
     offset = 0
     while True:
         response = jamai.table.list_table_rows(table_type, table_id, offset=offset, limit=100)
@@ -259,8 +263,8 @@ except Exception:
 new_table = jamai.table.duplicate_table('action', 'my_table', 'copy2', include_data=False)
 
 tables = jamai.table.list_tables('action', count_rows=True)
-for t in tables.items:
-    print(f"{t.id}: {t.num_rows} rows")
+for table in tables.items:
+    print(f"{table.id}: {table.num_rows} rows")
 
 for table_id in ("copy", "copy2", "my_table"):
     jamai.table.delete_table('action', table_id)

@@ -1,6 +1,7 @@
 """The JamAI SDK's complete example (section 18): create a table, add a row, read it, clean up.
 
-From the seed verbatim; only the two import lines changed. Run against a server with
+From the seed verbatim; only the import lines changed and types annotated (``make lint``
+runs ``mypy --strict`` on every example). Run against a server with
 ``ROWFORGE_ADDRESS`` (and ``ROWFORGE_TOKEN`` / ``ROWFORGE_PROJECT_ID`` when auth is on); the
 model ``openai/gpt-5.2`` must exist on the server (see README.md, "Seed model names").
 """
@@ -8,6 +9,7 @@ model ``openai/gpt-5.2`` must exist on the server (see README.md, "Seed model na
 
 from rowforge.clients import RowForge as JamAI
 import rowforge.clients.types as t
+from typing import Any
 from dotenv import load_dotenv
 
 load_dotenv()
@@ -16,7 +18,7 @@ load_dotenv()
 jamai = JamAI()
 
 # Helper function (use throughout your code)
-def get_value(field):
+def get_value(field: Any) -> Any:
     if isinstance(field, dict) and 'value' in field:
         return field['value']
     return field

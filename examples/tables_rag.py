@@ -1,7 +1,8 @@
 """Knowledge tables and RAG, the JamAI SDK's section 9: create a knowledge table, add rows,
 embed a file, then answer questions from it with a RAG column; plus a direct hybrid search.
 
-The seed's code as written; only the imports changed, and the placeholder path
+The seed's code as written; only the imports changed and types
+annotated (``make lint`` runs ``mypy --strict`` on every example), and the placeholder path
 "/path/to/doc.txt" is a real text file written to a temporary directory. Tables are made with
 the seed's "Safe Table Creation (Delete if Exists)" helper, knowledge table first, and left in
 place: running the program again deletes the knowledge table while the RAG table still uses
@@ -11,6 +12,7 @@ it, then creates both afresh.
 
 from rowforge.clients import RowForge as JamAI
 import rowforge.clients.types as t
+from collections.abc import Callable
 
 import os
 import tempfile
@@ -18,7 +20,8 @@ import tempfile
 jamai = JamAI()
 
 
-def ensure_table(jamai, table_type, table_id, create_func):
+def ensure_table(jamai: JamAI, table_type: str, table_id: str,
+                 create_func: Callable[[], t.TableMetaResponse]) -> t.TableMetaResponse:
     """Delete existing table and create fresh."""
     try:
         jamai.table.delete_table(table_type, table_id)
@@ -80,10 +83,10 @@ table = ensure_table(jamai, 'action', 'rag_qa', lambda:
     )
 )
 
-response = jamai.table.add_table_rows('action', t.MultiRowAddRequest(
+rag_response = jamai.table.add_table_rows('action', t.MultiRowAddRequest(
     table_id="rag_qa", data=[{"question": "Which port does the server listen on?"}],
     stream=False))
-answer = response.rows[0].columns["answer"]
+answer = rag_response.rows[0].columns["answer"]
 print("Answer:", answer.text)
 print("References:", [c.title for c in answer.references.chunks] if answer.references else [])
 print("Search query:", answer.references.search_query if answer.references else "")

@@ -1,4 +1,5 @@
-"""Type-check the server and the clients with mypy (``make lint`` runs it).
+"""Type-check the server and the clients with mypy, and the examples with ``mypy --strict``
+(``make lint`` runs it).
 
 The source folders map onto one package (``proto/rowforge`` is ``rowforge``, ``server`` is
 ``rowforge.server``, ...: see ``setup.py``), which an editable install resolves with an import
@@ -36,10 +37,15 @@ def build_tree() -> Path:
 def main(argv: list[str]) -> int:
     tree = build_tree()
     env = {**os.environ, "MYPYPATH": str(tree)}
-    args = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
-    for name in CHECKED:
-        args += ["-p", name]
-    return subprocess.call([*args, *argv], cwd=tree, env=env)
+    mypy = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+    packages = [arg for name in CHECKED for arg in ("-p", name)]
+    code = subprocess.call([*mypy, *packages, *argv], cwd=tree, env=env)
+    # The examples are what users write: they must pass mypy's strictest mode against the
+    # client (which is held to it too, wherever the examples reach).
+    # tests/typing asserts the client's types (sync and asyncio) the same way.
+    examples = subprocess.call([*mypy, "--strict", str(ROOT / "examples"),
+                                str(ROOT / "tests" / "typing"), *argv], cwd=tree, env=env)
+    return code or examples
 
 
 if __name__ == "__main__":
