@@ -54,6 +54,7 @@ setup(
     package_dir=ROOTS,
     packages=_packages(),
     package_data={"rowforge": ["py.typed"], "rowforge.v1": ["*.pyi", "*.proto"],
-                  "rowforge.fastcore": ["*.pyi", "*.pxd"], "rowforge.clients": ["py.typed", "*.pyi"]},
+                  "rowforge.fastcore": ["*.pyi", "*.pxd"], "rowforge.clients": ["py.typed", "*.pyi"],
+                  "rowforge.server.storage.migrations": ["script.py.mako"]},
     ext_modules=_extensions(),
 )

@@ -383,7 +383,7 @@ async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink
 async def in_process(rows: int, profile: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     db = Database(f"sqlite+aiosqlite:///{tmp / 'engine.db'}")
-    await db.create_schema()
+    await db.prepare_schema()
     store = TableStore(db, models=ModelRegistry.from_config([]))
     schema = await store.create_table("bench", "action", "engine", COLUMNS)
     memory = MemoryStore(store)

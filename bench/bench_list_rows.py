@@ -58,7 +58,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 async def fill(url: str, rows: int) -> str:
     """Create and fill the table; return its SQL table name."""
     db = Database(url)
-    await db.create_schema()
+    await db.prepare_schema()
     await ensure_default_project(db)
     store = TableStore(db, models=ModelRegistry.from_config([]))
     schema = await store.create_table("default", "action", TABLE, [

@@ -42,6 +42,7 @@ from rowforge.server.storage.db import Database
 from rowforge.server.tables.engine import LazySandbox, RowEngine
 from rowforge.server.tables.store import TableStore
 from rowforge.server.tls import ServerTLS
+from rowforge.server.usage import UsageMeter
 from rowforge.v1 import (
     batch_job_service_pb2_grpc,
     file_service_pb2_grpc,
@@ -69,7 +70,7 @@ class App:
 
     What builds what::
 
-        settings -> db, auth, models, providers
+        settings -> db, auth, models, providers (+ usage: the daily token quota)
         files     = FileStore(db, blobs, thumbnails)
         tables    = TableStore(db, models, files)
         search    = KnowledgeSearch(db, indexes dir, tables, models)      # indexes, RAG
@@ -103,6 +104,8 @@ class App:
                                  + settings.batch_workers)
         self.idempotency = IdempotencyKeys(self.db)
         self.quotas = Quotas.from_settings(settings)
+        self.usage = UsageMeter(self.db, self.quotas.provider_tokens_per_day)
+        self.providers.usage = self.usage
         self.files = _file_store(settings, self.db, self.data_dir / "files", self.quotas)
         self.tables = TableStore(self.db, models=self.models, files=self.files,
                                  quotas=self.quotas)
@@ -132,7 +135,7 @@ class App:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        await self.db.create_schema()
+        log.info("schema", extra={"state": await self.db.prepare_schema()})
         await ensure_default_project(self.db)
         # litellm's import and warm-up (seconds of CPU) run in a thread, before health turns
         # SERVING, and only when a configured model uses it; no call pays for it later.
@@ -143,13 +146,15 @@ class App:
         await self.files.start()
         await self.batch.start()
         await self.auth.start()
+        await self.usage.start()
         if self.metrics.enabled:
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
 
     async def stop(self) -> None:
         # The engine's clean-up writes finish before the store closes.
         for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
-                     self.sandbox.close, self.tables.close, self.providers.aclose):
+                     self.sandbox.close, self.tables.close, self.providers.aclose,
+                     self.usage.stop):
             try:
                 await step()
             except Exception:

@@ -51,8 +51,17 @@ def current_project() -> str:
         raise RuntimeError("no project in context: call outside an RPC?") from None
 
 
+def project_or_none() -> str | None:
+    """The project of the call being served, or None outside a project's work."""
+    return _current_project.get(None)
+
+
 def set_current_project(project_id: str) -> contextvars.Token[str]:
     return _current_project.set(project_id)
+
+
+def reset_current_project(token: contextvars.Token[str]) -> None:
+    _current_project.reset(token)
 
 
 def _now() -> dt.datetime:

@@ -73,6 +73,14 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
                     "Servers refuse it within 30 s (their token cache).")
     revoke.add_argument("token_id")
     revoke.set_defaults(func=_guarded(_revoke_token))
+    migrate = admin_sub.add_parser(
+        "migrate", help="upgrade the database schema to this version's",
+        description="Bring the system tables to the schema revision this rowforge runs on "
+                    "(alembic migrations; an empty database is created). Back up first. "
+                    "A server refuses to start on an older schema, and on a newer one.")
+    migrate.add_argument("--check", action="store_true",
+                         help="only report: exit 0 when up to date, 1 when an upgrade is due")
+    migrate.set_defaults(func=_guarded(_migrate))
 
 
 def _settings(args: argparse.Namespace):
@@ -149,8 +157,9 @@ def startup_failure(exc: BaseException) -> str | None:
     ``None`` for anything else: a bug keeps its traceback.
     """
     from rowforge.server.app import ListenError
+    from rowforge.server.storage.migrations import SchemaMismatch
 
-    if isinstance(exc, ListenError):
+    if isinstance(exc, ListenError | SchemaMismatch):
         return str(exc)
     if isinstance(exc, PermissionError):
         return (f"cannot start: permission denied on {exc.filename or 'a file'}; choose a "
@@ -202,6 +211,35 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from rowforge.server.storage import migrations
+    from rowforge.server.storage.db import Database
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> tuple[int, str]:
+        db = Database(settings.resolved_database_url)
+        try:
+            if args.check:
+                async with db.read() as conn:
+                    now = await conn.run_sync(migrations.state)
+                if now.fresh:
+                    return 1, f"the database is empty: migrate creates revision {now.head}"
+                # An unversioned data dir is the baseline's (migrations.prepare stamps it).
+                current = now.current or migrations.BASELINE
+                if current == now.head:
+                    return 0, f"the schema is at revision {now.head}, the newest"
+                return 1, f"the schema is at revision {current}; this rowforge's is {now.head}"
+            return 0, await db.prepare_schema(upgrade=True)
+        finally:
+            await db.close()
+
+    code, message = asyncio.run(run())
+    print(message)
+    return code
+
+
 async def _with_db(args: argparse.Namespace, fn):
     from rowforge.server.auth import ensure_default_project
     from rowforge.server.storage.db import Database
@@ -210,7 +248,7 @@ async def _with_db(args: argparse.Namespace, fn):
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     try:
-        await db.create_schema()
+        await db.prepare_schema()
         await ensure_default_project(db)
         return await fn(db)
     finally:

@@ -52,6 +52,10 @@ class Settings:
     #: Per-project quota: batch requests in the jobs created in the last 24 hours. 0: no
     #: limit.
     quota_batch_requests_per_day: int = 0
+    #: Per-project quota: model tokens (prompt + completion, every model call: cells,
+    #: direct calls, batch requests) in the last 24 hours; a call is refused once it is
+    #: reached. 0: no limit (and no usage is recorded).
+    quota_provider_tokens_per_day: int = 0
     #: OpenTelemetry traces: a span per RPC with children for model calls, database
     #: writes, sandbox runs and searches, exported as the ``OTEL_*`` variables say
     #: (``OTEL_TRACES_EXPORTER`` otlp/console/none, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ...).

@@ -36,5 +36,5 @@ def setup_logging(level: str = "INFO", *, as_json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("LiteLLM", "litellm", "httpx", "aiosqlite", "asyncio", "hpack"):
+    for noisy in ("LiteLLM", "litellm", "httpx", "aiosqlite", "asyncio", "hpack", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,5 +1,5 @@
 """Per-project quotas (``quota_*`` settings; 0 means none): tables, rows per table, stored file
-bytes and batch requests per day. A write that would pass one is refused whole, before
+bytes, batch requests per day and provider tokens per day (the last in ``server/usage.py``). A write that would pass one is refused whole, before
 anything is written: RESOURCE_EXHAUSTED reason ``QUOTA_EXCEEDED`` with a
 ``google.rpc.QuotaFailure`` naming the quota (and ErrorInfo metadata with the limit and use).
 
@@ -40,12 +40,14 @@ class Quotas:
     rows_per_table: int = 0
     stored_bytes: int = 0
     batch_requests_per_day: int = 0
+    provider_tokens_per_day: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Quotas:
         return cls(tables=settings.quota_tables, rows_per_table=settings.quota_rows_per_table,
                    stored_bytes=settings.quota_stored_bytes,
-                   batch_requests_per_day=settings.quota_batch_requests_per_day)
+                   batch_requests_per_day=settings.quota_batch_requests_per_day,
+                   provider_tokens_per_day=settings.quota_provider_tokens_per_day)
 
     @staticmethod
     def check(quota: str, limit: int, project_id: str, used: int, adding: int,

@@ -23,6 +23,7 @@ from collections import defaultdict
 from sqlalchemy.exc import SQLAlchemyError
 
 from rowforge.server import providers
+from rowforge.server.auth import reset_current_project, set_current_project
 from rowforge.server.batch.call_log import CallLog
 from rowforge.server.batch.calls import (
     FileReader,
@@ -49,6 +50,7 @@ from rowforge.server.errors import Internal, ResourceExhausted, RowforgeError, U
 from rowforge.server.files.store import FileStore
 from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers import ModelRegistry
+from rowforge.server.quotas import QuotaExceeded
 from rowforge.server.storage.db import Database
 
 log = logging.getLogger("rowforge.server.batch")
@@ -272,6 +274,8 @@ class BatchWorker:
     async def _attempt(self, claim: Claim, job: JobInfo, payload: Payload) -> Outcome:
         config = job.config
         limiter: ModelLimiter | None = None
+        # The job's project is charged for the call (its provider_tokens_per_day quota).
+        project = set_current_project(job.project_id)
         try:
             spec = self.models.get(config.model)
             limiter = self.limiters.for_model(spec)
@@ -289,7 +293,9 @@ class BatchWorker:
                                         max_tokens=config.max_output_tokens,
                                         response_format=fmt, timeout=self.timeout)
             except BaseException as exc:
-                throttled = isinstance(exc, ResourceExhausted)
+                # The provider's 429, not the project's own quota, slows the model down.
+                throttled = isinstance(exc, ResourceExhausted) \
+                    and not isinstance(exc, QuotaExceeded)
                 limiter.release(permit, throttled=throttled,
                                 retry_after=getattr(exc, "retry_after", None)
                                 if throttled else None)
@@ -299,6 +305,8 @@ class BatchWorker:
             raise
         except Exception as exc:
             return self._failure(claim, payload, exc)
+        finally:
+            reset_current_project(project)
         return Outcome(
             claim, SUCCEEDED, response_text=result.text,
             response_json=json.dumps(result.parsed, ensure_ascii=False)

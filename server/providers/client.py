@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rowforge.server import tracing
+from rowforge.server.auth import project_or_none
 from rowforge.server.errors import Internal, RowforgeError
 from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.providers.backend import Backend, TextSink
@@ -35,6 +36,7 @@ from rowforge.server.providers.openai_backend import DEFAULT_CONNECTIONS, OpenAI
 from rowforge.server.providers.registry import ModelSpec, capability_missing
 from rowforge.server.providers.rerank import best_first, chat_rerank_call, check_rerank_call
 from rowforge.server.providers.results import ChatChunk, ChatResult, EmbedResult, Usage
+from rowforge.server.usage import NO_METER, UsageMeter
 
 
 def standard_backends(connections: int = DEFAULT_CONNECTIONS) -> dict[str, Backend]:
@@ -54,6 +56,8 @@ class Providers:
         self.backends: dict[str, Backend] = dict(backends or standard_backends())
         #: Where calls are counted (the server's metrics; disabled by default).
         self.metrics: Metrics = DISABLED
+        #: Admits and counts each project's tokens (``quota_provider_tokens_per_day``).
+        self.usage: UsageMeter = NO_METER
 
     def configure(self, *, connections: int) -> None:
         """Size the ``openai`` transport's pools (before the first call)."""
@@ -87,6 +91,7 @@ class Providers:
                           response_format: Mapping[str, Any] | None = None,
                           timeout: float | None = None) -> AsyncIterator[ChatChunk]:
         """See :func:`rowforge.server.providers.stream_chat`."""
+        await self._admit()
         request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
@@ -113,6 +118,7 @@ class Providers:
                    response_format: Mapping[str, Any] | None = None,
                    timeout: float | None = None, on_text: TextSink | None = None) -> ChatResult:
         """See :func:`rowforge.server.providers.chat`."""
+        await self._admit()
         request = chat_request(spec, messages, temperature=temperature, max_tokens=max_tokens,
                                top_p=top_p, stop=stop, response_format=response_format,
                                timeout=timeout)
@@ -135,6 +141,7 @@ class Providers:
         check_embed_call(spec, texts)
         if not texts:
             return EmbedResult(np.zeros((0, spec.embedding_size), np.float32), Usage(), spec.id)
+        await self._admit()
         with self._observed(spec, "embed", texts=len(texts)) as call:
             result = await self.backend(spec).embed(spec, list(texts), is_query=is_query,
                                                     timeout=timeout or DEFAULT_TIMEOUT)
@@ -149,6 +156,7 @@ class Providers:
         if not documents:
             return []
         if "rerank" in spec.capabilities:
+            await self._admit()
             with self._observed(spec, "rerank", documents=len(documents)):
                 ranked = await self.backend(spec).rerank(spec, query, list(documents),
                                                          top_n=top_n,
@@ -177,8 +185,16 @@ class Providers:
                 raise
         self._observe(spec, op, "ok", started, call.usage, call.cost_usd)
 
+    async def _admit(self) -> None:
+        """Refuse a call of a project over its daily token quota (QuotaExceeded)."""
+        if self.usage.enabled and (project := project_or_none()) is not None:
+            await self.usage.admit(project)
+
     def _observe(self, spec: ModelSpec, op: str, outcome: str, started: float,
                  usage: Usage | None = None, cost: float | None = None) -> None:
+        if usage is not None and self.usage.enabled \
+                and (project := project_or_none()) is not None:
+            self.usage.record(project, usage.total_tokens)
         if not self.metrics.enabled:
             return
         self.metrics.provider_call(

@@ -134,6 +134,8 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether trying the same call again later may succeed (rate limits, outages)."""
     if isinstance(exc, asyncio.CancelledError):
         return False
+    if isinstance(exc, RowforgeError) and exc.reason == "QUOTA_EXCEEDED":
+        return False  # a project's own quota: waiting seconds does not lift it
     return isinstance(map_provider_error(exc), RETRYABLE)
 
 

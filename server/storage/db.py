@@ -12,15 +12,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from rowforge.server import tracing
-from rowforge.server.storage.schema import metadata
 
 
 class Database:
@@ -48,18 +46,22 @@ class Database:
                 url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
             )
 
-    async def create_schema(self) -> None:
-        """Create (or add missing) system tables. Safe to run on every start and concurrently
-        from several replicas."""
+    async def prepare_schema(self, *, upgrade: bool = False) -> str:
+        """Create the system tables in an empty database, or check that an existing one is at
+        this rowforge's schema revision, upgrading it when ``upgrade`` (``rowforge admin
+        migrate``); returns what was done. Safe to run concurrently from several replicas.
+
+        Raises:
+            SchemaMismatch: the schema is newer, or older and ``upgrade`` is false.
+        """
+        from rowforge.server.storage import migrations
+
         import_table_modules()
         async with self.write() as conn:
             if self.is_postgres:
                 # Replicas starting together would race on CREATE TABLE.
-                from sqlalchemy import text
-
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7391001)"))
-            await conn.run_sync(metadata.create_all)
-            await conn.run_sync(add_missing_columns)
+            return await conn.run_sync(lambda sync: migrations.prepare(sync, upgrade=upgrade))
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -85,26 +87,6 @@ class Database:
     def null_pool(url: str) -> AsyncEngine:
         """An engine without pooling (for short-lived tools)."""
         return create_async_engine(url, poolclass=NullPool)
-
-
-def add_missing_columns(conn: Any) -> None:
-    """Add the columns a newer version declared to system tables an older one created
-    (``create_all`` only creates missing tables). Such a column must have a server default
-    (or be nullable), so existing rows stay valid."""
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateColumn
-
-    inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            if not column.nullable and column.server_default is None:
-                raise RuntimeError(f"cannot add {table.name}.{column.name} to an existing "
-                                   "database: it needs a server default")
-            spec = CreateColumn(column).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN {spec}')
 
 
 def import_table_modules() -> None:

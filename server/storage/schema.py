@@ -1,7 +1,7 @@
 """System tables shared by the whole server.
 
 Each domain keeps its own tables in its own module (``storage/<domain>_tables.py``) on this
-same ``metadata``; :func:`rowforge.server.storage.db.Database.create_schema` creates them all,
+same ``metadata``; :func:`rowforge.server.storage.db.Database.prepare_schema` creates them all,
 which imports every ``storage/*_tables.py`` module it finds.
 """
 

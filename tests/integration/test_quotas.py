@@ -16,16 +16,26 @@ from rowforge.v1 import (
     batch_job_service_pb2_grpc,
     file_service_pb2,
     file_service_pb2_grpc,
+    model_service_pb2_grpc,
     table_service_pb2_grpc,
 )
+from rowforge.v1 import model_service_pb2 as mpb
 from rowforge.v1 import table_service_pb2 as pb
-from tests.integration.generation_support import add_rows, create_table, input_col, upload
+from tests.integration.generation_support import (
+    add_rows,
+    create_table,
+    input_col,
+    llm_col,
+    upload,
+)
 from tests.integration.test_batch_support import text_request
 from tests.support.server import ServerProcess
 from tests.support.status import detail_of, details
+from tests.support.waiting import eventually
 
 QUOTAS = {"ROWFORGE_QUOTA_TABLES": "2", "ROWFORGE_QUOTA_ROWS_PER_TABLE": "3",
-          "ROWFORGE_QUOTA_STORED_BYTES": "100", "ROWFORGE_QUOTA_BATCH_REQUESTS_PER_DAY": "3"}
+          "ROWFORGE_QUOTA_STORED_BYTES": "100", "ROWFORGE_QUOTA_BATCH_REQUESTS_PER_DAY": "3",
+          "ROWFORGE_QUOTA_PROVIDER_TOKENS_PER_DAY": "300"}
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +112,48 @@ async def test_batch_requests_per_day(limited: ServerProcess) -> None:
         assert_quota(more.value, "batch_requests_per_day", "bq")
         got = (await stub.GetJob(bpb.GetJobRequest(job_id=job.job_id), metadata=md("bq"))).job
         assert got.metrics.total_requests == 3
+
+
+async def test_provider_tokens_per_day(limited: ServerProcess) -> None:
+    """Every model call of a project counts: once its tokens of the last 24 h reach the quota,
+    direct calls are refused, table cells fail with the reason and batch requests fail
+    without retries; another project calls on."""
+    chat = mpb.CreateChatCompletionRequest(
+        model="rowforge/chat", max_tokens=40,
+        messages=[mpb.ChatMessage(role="user", content="Tell me about quotas " * 8)])
+    async with grpc.aio.insecure_channel(limited.address) as channel:
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        used = 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            for _ in range(50):
+                reply = await models.CreateChatCompletion(chat, metadata=md("pq"))
+                used += reply.completion.usage.total_tokens
+        assert_quota(refused.value, "provider_tokens_per_day", "pq")
+        assert 300 <= used < 300 + 200  # refused on the first call after the quota was used
+        assert int(details(refused.value)[1]["used"]) == used
+        await models.CreateChatCompletion(chat, metadata=md("other"))  # per project
+
+        tables = table_service_pb2_grpc.TableServiceStub(channel)
+        await create_table(tables, md("pq"), "t", [
+            input_col("x"), llm_col("y", prompt="Reply to ${x}", model="rowforge/chat")])
+        added = await add_rows(tables, md("pq"), "t", [{"x": "hi"}])
+        cell = added.rows[0].columns["y"]
+        assert cell.status == pb.CELL_STATUS_ERROR and "provider_tokens_per_day" in cell.error
+
+        batches = batch_job_service_pb2_grpc.BatchJobServiceStub(channel)
+        job = (await batches.CreateJob(bpb.CreateJobRequest(model="rowforge/chat"),
+                                       metadata=md("pq"))).job
+        await batches.AddRequests(bpb.AddRequestsRequest(
+            job_id=job.job_id, requests=[text_request("q0")]), metadata=md("pq"))
+        await batches.SubmitJob(bpb.SubmitJobRequest(job_id=job.job_id), metadata=md("pq"))
+
+        async def failed() -> bool:
+            got = (await batches.GetJob(bpb.GetJobRequest(job_id=job.job_id),
+                                        metadata=md("pq"))).job
+            return got.metrics.failed_requests == 1
+
+        await eventually(failed, timeout=30, what="the batch request failed")
+        info = await batches.GetRequest(bpb.GetRequestRequest(
+            job_id=job.job_id, request_id="q0"), metadata=md("pq"))
+        assert (info.result.error.reason, info.result.error.retryable) == ("QUOTA_EXCEEDED", False)
+        assert info.attempts == 1  # not retried: waiting does not lift it

@@ -19,7 +19,7 @@ async def table_store(database_url: str) -> AsyncIterator[Any]:
     from rowforge.server.tables.store import TableStore
 
     db = Database(database_url)
-    await db.create_schema()
+    await db.prepare_schema()
     await ensure_default_project(db)
     tables = TableStore(db, models=ModelRegistry.from_config([]))
     try:

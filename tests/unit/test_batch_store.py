@@ -33,7 +33,7 @@ P = "proj"
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
-    await database.create_schema()
+    await database.prepare_schema()
     try:
         yield database
     finally:

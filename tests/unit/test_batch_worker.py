@@ -42,7 +42,7 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}")
-    await database.create_schema()
+    await database.prepare_schema()
     try:
         yield database
     finally:

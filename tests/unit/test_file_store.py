@@ -39,7 +39,7 @@ def png(width: int = 60, height: int = 30, color: tuple[int, int, int] = (200, 3
 
 async def make_store(url: str, root: Path) -> tuple[FileStore, Database]:
     db = Database(url)
-    await db.create_schema()
+    await db.prepare_schema()
     store = FileStore(db, LocalBlobStore(root / "files"), ThumbnailCache(root / "files" / "thumbs"),
                       limits=LIMITS, idle_timeout_s=0.3, reference_finders=[])
     await store.start()

@@ -416,10 +416,12 @@ async def test_a_database_of_an_older_version_gets_the_analyzer_column(
     import sqlalchemy as sa
 
     await store.create_table(P, "knowledge", "kb", [])
-    async with store.db.write() as conn:  # as an older version created it
+    async with store.db.write() as conn:  # as a version before migrations created it
         await conn.execute(sa.text("ALTER TABLE rf_user_tables DROP COLUMN text_analyzer"))
-    await store.db.create_schema()
-    await store.db.create_schema()  # idempotent
+        await conn.execute(sa.text("DROP TABLE rf_alembic_version"))
+        await conn.execute(sa.text("DROP TABLE rf_provider_usage"))  # came with 0002
+    await store.db.prepare_schema(upgrade=True)  # rowforge admin migrate
+    await store.db.prepare_schema()  # idempotent
     fresh = TableStore(store.db, models=ModelRegistry.from_config([]))
     try:
         assert (await fresh.get_table(P, "knowledge", "kb")).text_analyzer == "en_stem"

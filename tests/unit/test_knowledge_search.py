@@ -41,7 +41,7 @@ async def searcher(database_url: str, tmp_path: Path,
                    ) -> AsyncIterator[tuple[HybridSearcher, TableStore]]:
     monkeypatch.setenv(FAKE_KEY_ENV, "sk-fake")
     db = Database(database_url)
-    await db.create_schema()
+    await db.prepare_schema()
     await ensure_default_project(db)
     models = ModelRegistry.from_config([
         {"id": "fake/rerank", "route": "cohere/rerank-english-v3.0",

@@ -15,12 +15,13 @@ from rowforge.server.errors import (
     Unauthenticated,
 )
 from rowforge.server.storage.db import Database
+from rowforge.server.storage.migrations import SchemaMismatch
 
 
 async def test_schema_projects_and_tokens(database_url: str) -> None:
     db = Database(database_url)
     try:
-        await asyncio.gather(db.create_schema(), db.create_schema())  # idempotent, concurrent
+        await asyncio.gather(db.prepare_schema(), db.prepare_schema())  # idempotent, concurrent
         project = await create_project(db, "My Project")
         assert project.id.startswith("my-project-")
         with pytest.raises(AlreadyExists):
@@ -47,7 +48,7 @@ async def test_schema_projects_and_tokens(database_url: str) -> None:
 async def test_sqlite_writes_are_serialised(tmp_path) -> None:  # type: ignore[no-untyped-def]
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
     try:
-        await db.create_schema()
+        await db.prepare_schema()
         # Many concurrent writers never hit "database is locked".
         await asyncio.gather(*(create_project(db, f"p{i}", f"p{i}") for i in range(40)))
         async with db.read() as conn:
@@ -88,7 +89,9 @@ async def test_tokens_of_a_database_made_before_scopes_keep_full_access(tmp_path
     old.close()
     db = Database(f"sqlite+aiosqlite:///{path}")
     try:
-        await db.create_schema()
+        with pytest.raises(SchemaMismatch, match="rowforge admin migrate"):
+            await db.prepare_schema()  # an older schema is upgraded only when asked
+        assert "upgraded the schema from revision 0001" in await db.prepare_schema(upgrade=True)
         [info] = await list_tokens(db)
         assert (info.scope, info.state, info.expire_time) == ("admin", "active", None)
         auth = Authenticator(db, enabled=True)
@@ -103,7 +106,7 @@ async def test_scopes_expiry_and_revocation(database_url: str) -> None:
 
     db = Database(database_url)
     try:
-        await db.create_schema()
+        await db.prepare_schema()
         await create_project(db, "Alpha", "alpha")
         reader = await create_token(db, "alpha", scope="read")
         short = await create_token(db, "alpha", expires_in_s=0.2)
