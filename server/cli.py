@@ -12,6 +12,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from rowforge.server.config import ConfigError, load_settings
 from rowforge.server.scopes import SCOPES as SCOPE_CHOICES
@@ -42,7 +43,7 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
                        help="PEM CA bundle: require client certificates it signed (mTLS)")
     serve.set_defaults(func=_guarded(_serve))
 
-    admin = sub.add_parser("admin", help="manage projects and tokens")
+    admin = sub.add_parser("admin", help="manage projects, tokens, the schema and backups")
     admin.add_argument("--config", help="TOML config file")
     admin.add_argument("--data-dir")
     admin.add_argument("--database-url")
@@ -81,6 +82,23 @@ def add_server_commands(sub: argparse._SubParsersAction) -> None:
     migrate.add_argument("--check", action="store_true",
                          help="only report: exit 0 when up to date, 1 when an upgrade is due")
     migrate.set_defaults(func=_guarded(_migrate))
+    backup = admin_sub.add_parser(
+        "backup", help="back the embedded default up (SQLite, files, indexes)",
+        description="Write a consistent backup of the data dir to PATH (a new or empty "
+                    "directory), also while a server is serving it: SQLite's online backup, "
+                    "the files the snapshot references, the knowledge indexes. PostgreSQL "
+                    "deployments use pg_dump (README: Backups).")
+    backup.add_argument("path")
+    backup.set_defaults(func=_guarded(_backup))
+    restore = admin_sub.add_parser(
+        "restore", help="restore a backup into the data dir (server stopped)",
+        description="Put a backup made by `rowforge admin backup` in place of the data dir's "
+                    "database, files and indexes. Stop the server first; a data dir that "
+                    "already has a database is replaced only with --force.")
+    restore.add_argument("path")
+    restore.add_argument("--force", action="store_true",
+                         help="replace the data dir's existing database, files and indexes")
+    restore.set_defaults(func=_guarded(_restore))
 
 
 def _settings(args: argparse.Namespace):
@@ -238,6 +256,34 @@ def _migrate(args: argparse.Namespace) -> int:
     code, message = asyncio.run(run())
     print(message)
     return code
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from rowforge.server.backup import BackupError, backup, sqlite_path
+
+    settings = _settings(args)
+    try:
+        info = backup(sqlite_path(settings.resolved_database_url), settings.data_dir,
+                      Path(args.path))
+    except BackupError as exc:
+        return _fail(str(exc), 1)
+    print(f"backed up to {info.path}: schema revision {info.schema_revision}, {info.files} "
+          f"files ({info.file_bytes:,} bytes), in {info.seconds:.1f} s")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from rowforge.server.backup import BackupError, restore, sqlite_path
+
+    settings = _settings(args)
+    try:
+        info = restore(Path(args.path), sqlite_path(settings.resolved_database_url),
+                       settings.data_dir, force=args.force)
+    except BackupError as exc:
+        return _fail(str(exc), 1)
+    print(f"restored {args.path} into {info.path}: schema revision {info.schema_revision}, "
+          f"{info.files} files, in {info.seconds:.1f} s")
+    return 0
 
 
 async def _with_db(args: argparse.Namespace, fn):

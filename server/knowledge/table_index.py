@@ -120,6 +120,13 @@ class TableIndex:
         await self.feed.track(self.schema)
         loaded = await asyncio.to_thread(self._load)
         lexical = await asyncio.to_thread(self.lexical.open)
+        last = await self.feed.last_id()
+        if loaded is not None and max((c.watermark for c in loaded.values()), default=0) > last:
+            log.warning("saved index of knowledge table %s is ahead of the database (a restored "
+                        "backup?): rebuilding it", self.schema.id)
+            loaded = None
+        if lexical is not None and lexical > last:
+            lexical = None  # the rebuild resets it
         if loaded is not None:
             self.columns = loaded
             self.built = self.cursor = min((c.watermark for c in loaded.values()), default=0)

@@ -155,6 +155,23 @@ class ChangeFeed:
                 t.c.storage_id == storage_id))
         return int(found or 0)
 
+    async def last_id(self) -> int:
+        """The highest change id ever given, of any table (compacted ones included): a saved
+        index whose watermark is beyond it comes from a newer state of the database (a
+        restored backup) and must be rebuilt."""
+        async with self.db.read() as conn:
+            if self.db.is_sqlite:
+                found = await conn.scalar(sa.text(
+                    "SELECT seq FROM sqlite_sequence WHERE name = :name"),
+                    {"name": knowledge_changes.name})
+            else:
+                sequence = await conn.scalar(sa.text(
+                    "SELECT pg_get_serial_sequence(:name, 'id')"),
+                    {"name": knowledge_changes.name})
+                found = await conn.scalar(sa.text(
+                    f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}"))
+        return int(found or 0)
+
     async def read(self, storage_id: str, after: int, limit: int) -> list[Change]:
         """Up to ``limit`` changes of a table with ids above ``after``, in id order."""
         async with self.db.read() as conn:

@@ -139,6 +139,47 @@ async def test_saved_index_reloads_at_its_watermark_and_replays_later_changes(
     await again.close(save=True)
 
 
+async def test_an_index_ahead_of_its_database_is_rebuilt(store: TableStore, tmp_path: Path,
+                                                        reader: Reader) -> None:
+    """A backup's indexes may be saved after its database snapshot: the restored database
+    then lacks changes the index holds, and the index must not answer with them."""
+    import sqlalchemy as sa
+
+    schema = await store.create_table(P, "knowledge", "kb", [])
+    directory = tmp_path / "ix"
+    index = await opened(store, schema, directory, reader)  # the feed follows the table
+    await add(store, schema, list(range(10)))
+    feed = ChangeFeed(store.db)
+    snapshot = await feed.last_id()  # the database as the backup took it
+    assert snapshot > 0
+    later = await add(store, schema, [60, 61, 62])
+    await caught_up(index)
+    assert {rid for rid, _ in index.search(vec(60), 3)} & set(later)
+    assert await index.save()  # the index as it was copied after the snapshot
+    await index.close(save=False)
+    # Back to the snapshot's state: the later rows and their changes were never written.
+    async with store.db.write() as conn:
+        await conn.execute(sa.text(f'DELETE FROM "{schema.storage_id}" WHERE id IN '
+                                   f"({', '.join(repr(r) for r in later)})"))
+        await conn.execute(sa.text("DELETE FROM rf_knowledge_changes WHERE id > :n"),
+                           {"n": snapshot})
+        if store.db.is_sqlite:
+            await conn.execute(sa.text("UPDATE sqlite_sequence SET seq = :n WHERE name = "
+                                       "'rf_knowledge_changes'"), {"n": snapshot})
+        else:
+            await conn.execute(sa.text("SELECT setval(pg_get_serial_sequence("
+                                       "'rf_knowledge_changes', 'id'), :n)"), {"n": snapshot})
+    assert await feed.last_id() == snapshot
+    again = table_index(store, schema, directory, reader)
+    assert again._load() is not None  # the files themselves are fine
+    await again.open()
+    await again.wait_built()
+    await check(again, store, schema)
+    assert not {rid for rid, _ in again.search(vec(60), 5)} & set(later)  # lost rows: gone
+    assert not {rid for rid, _ in again.search_text("t60", 5)} & set(later)
+    await again.close(save=False)
+
+
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "manifest"])
 async def test_lost_or_corrupt_files_mean_a_rebuild(store: TableStore, tmp_path: Path,
                                                     damage: str, reader: Reader) -> None:
