@@ -64,15 +64,16 @@ def backup(database: Path, data_dir: Path, dest: Path) -> BackupInfo:
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty: back up into a new directory")
     started = time.monotonic()
-    for attempt in range(1, ATTEMPTS + 1):
+    copied = None
+    for _ in range(ATTEMPTS):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         _snapshot(database, dest / "rowforge.db")
         copied = _copy_blobs(dest / "rowforge.db", data_dir / "files", dest / "files")
         if copied is not None:
             break
-        if attempt == ATTEMPTS:
-            raise BackupError("files kept being deleted while the backup copied them: retry")
+    if copied is None:
+        raise BackupError("files kept being deleted while the backup copied them: retry")
     files, size = copied
     if (data_dir / "indexes").is_dir():
         shutil.copytree(data_dir / "indexes", dest / "indexes", dirs_exist_ok=True,
