@@ -2,7 +2,8 @@
 tracing off, and with both on (spans made but not exported: ``OTEL_TRACES_EXPORTER=none``, no
 collector here), on the same machine in the same run (rounds alternate the order; medians).
 
-Modes: ``off``, ``metrics``, ``metrics+tracing``. Each round starts a fresh server subprocess
+Modes: ``off``, ``metrics``, ``metrics+tracing`` (every trace kept), ``+tracing 10%`` (metrics
+and tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1). Each round starts a fresh server subprocess
 per mode (SQLite, built-in models): 3,000 rows
 through StreamAddRows (100 per call, 2 calls in flight) into a table with one LLM column, then
 300 sequential HybridSearch calls over a 300-chunk knowledge table.
@@ -106,9 +107,13 @@ async def _measure(address: str, rows: int) -> tuple[float, float]:
         return rows_s, statistics.median(times) * 1000
 
 
+TRACED = {"ROWFORGE_METRICS": "true", "ROWFORGE_TRACING": "true", "OTEL_TRACES_EXPORTER": "none"}
 MODES = {"off": {}, "metrics": {"ROWFORGE_METRICS": "true"},
-         "metrics+tracing": {"ROWFORGE_METRICS": "true", "ROWFORGE_TRACING": "true",
-                             "OTEL_TRACES_EXPORTER": "none"}}
+         "metrics+tracing": TRACED,
+         # What production tracing usually runs with: 10% of traces kept (a caller's sampled
+         # traceparent is always followed), set by the standard OTEL_TRACES_SAMPLER variables.
+         "+tracing 10%": {**TRACED, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                          "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
 
 
 def run_mode(mode: str, rows: int) -> tuple[float, float]:

@@ -217,10 +217,9 @@ class Server:
                  int(settings.max_connection_age_grace_s * 1000)),
             ]
         self.tls = ServerTLS.from_settings(settings)
+        # The one interceptor also makes each RPC's span when tracing is on.
         interceptors: list[Any] = [RowforgeInterceptor(
             app.auth, max_concurrent_rpcs=settings.max_concurrent_rpcs, metrics=app.metrics)]
-        if app.tracer_provider is not None:  # outermost: our handling runs inside its span
-            interceptors.insert(0, tracing.server_interceptor(app.tracer_provider))
         self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
+from rowforge.server import tracing
 from rowforge.server.auth import Authenticator, set_current_project
 from rowforge.server.errors import (
     DeadlineExceeded,
@@ -127,15 +128,13 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
         return handler._replace(stream_stream=self._stream(handler.stream_stream, method, True))
 
     @staticmethod
-    async def _identify(context: grpc.aio.ServicerContext) -> tuple[dict[str, str], str]:
-        """The call's metadata and its request id, sent back at once in the initial
-        metadata (errors carry it too: google.rpc.RequestInfo)."""
-        metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
-                    if isinstance(v, str)}
+    async def _identify(context: grpc.aio.ServicerContext, metadata: dict[str, str]) -> str:
+        """The call's request id, sent back at once in the initial metadata (errors carry it
+        too: google.rpc.RequestInfo)."""
         request_id = request_id_for(metadata)
         set_request_id(request_id)
         await context.send_initial_metadata(((HEADER, request_id),))
-        return metadata, request_id
+        return request_id
 
     async def _enter(self, metadata: dict[str, str], method: str) -> str:
         project = await self.auth.project_for(metadata, method)
@@ -151,25 +150,29 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             request_id = ""
             admitted = False
-            try:
-                metadata, request_id = await self._identify(context)
-                self._admit()
-                admitted = True
-                project = await self._enter(metadata, method)
-                result = behavior(_checked_request(request), context)
-                return await result if inspect.isawaitable(result) else result
-            except BaseException as exc:
-                err = _to_error(exc, method)
-                if err is None:
-                    code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
-                    raise
-                code = err.code
-                await context.abort_with_status(to_grpc_status(err, request_id))
-            finally:
-                if admitted:
-                    self.in_flight -= 1
-                self.metrics.rpc_handled(method, code, observed)
-                _log_call(method, project, code, start)
+            metadata = _metadata(context)
+            with tracing.rpc_span(method, metadata) as span:
+                try:
+                    request_id = await self._identify(context, metadata)
+                    self._admit()
+                    admitted = True
+                    project = await self._enter(metadata, method)
+                    result = behavior(_checked_request(request), context)
+                    return await result if inspect.isawaitable(result) else result
+                except BaseException as exc:
+                    err = _to_error(exc, method)
+                    if err is None:
+                        code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) \
+                            else "ABORTED"
+                        raise
+                    code = err.code
+                    await context.abort_with_status(to_grpc_status(err, request_id))
+                finally:
+                    if admitted:
+                        self.in_flight -= 1
+                    self.metrics.rpc_handled(method, code, observed)
+                    tracing.rpc_done(span, code)
+                    _log_call(method, project, code, start)
 
         return wrapper
 
@@ -182,27 +185,36 @@ class RowforgeInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             request_id = ""
             admitted = False
-            try:
-                metadata, request_id = await self._identify(context)
-                self._admit()
-                admitted = True
-                project = await self._enter(metadata, method)
-                async for item in behavior(_checked_request(request), context):
-                    yield item
-            except BaseException as exc:
-                err = _to_error(exc, method)
-                if err is None:
-                    code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "ABORTED"
-                    raise
-                code = err.code
-                await context.abort_with_status(to_grpc_status(err, request_id))
-            finally:
-                if admitted:
-                    self.in_flight -= 1
-                self.metrics.rpc_handled(method, code, observed)
-                _log_call(method, project, code, start)
+            metadata = _metadata(context)
+            with tracing.rpc_span(method, metadata) as span:
+                try:
+                    request_id = await self._identify(context, metadata)
+                    self._admit()
+                    admitted = True
+                    project = await self._enter(metadata, method)
+                    async for item in behavior(_checked_request(request), context):
+                        yield item
+                except BaseException as exc:
+                    err = _to_error(exc, method)
+                    if err is None:
+                        code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) \
+                            else "ABORTED"
+                        raise
+                    code = err.code
+                    await context.abort_with_status(to_grpc_status(err, request_id))
+                finally:
+                    if admitted:
+                        self.in_flight -= 1
+                    self.metrics.rpc_handled(method, code, observed)
+                    tracing.rpc_done(span, code)
+                    _log_call(method, project, code, start)
 
         return wrapper
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's text metadata, keys lowercased."""
+    return {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
 
 
 def _to_error(exc: BaseException, method: str) -> RowforgeError | None:

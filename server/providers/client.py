@@ -177,7 +177,7 @@ class Providers:
         """Time, trace (``provider.<op>`` span) and count one whole model call; the body
         fills in the call's usage and cost."""
         call, started = _Call(), time.perf_counter()
-        with tracing.span(f"provider.{op}", model=spec.id, **attributes):
+        with tracing.leaf(f"provider.{op}", model=spec.id, **attributes):
             try:
                 yield call
             except BaseException as exc:

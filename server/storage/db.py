@@ -72,7 +72,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction, committed on exit. Serialised in-process on SQLite."""
-        with tracing.span("db.write", **{"db.system": self.dialect}):
+        with tracing.leaf("db.write", **{"db.system": self.dialect}):
             if self._write_lock is None:
                 async with self.engine.begin() as conn:
                     yield conn

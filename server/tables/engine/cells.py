@@ -361,7 +361,7 @@ class PythonExecutor:
         if left is not None:
             timeout = max(0.05, min(timeout, left))
         try:
-            with tracing.span("sandbox.run", column=cell.column.id):
+            with tracing.leaf("sandbox.run", column=cell.column.id):
                 value = await pool.run(config.python_code, row, cell.column.id,
                                        timeout_s=timeout)
         except SandboxError as exc:
