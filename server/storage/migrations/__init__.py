@@ -4,7 +4,8 @@ Every start checks the database (:func:`prepare`):
 
 - an empty database gets the current tables (``create_all``) and is stamped at the head;
 - a data dir from the last release before migrations (system tables, no version table) is
-  stamped at the baseline revision ``0001``, which is that release's schema;
+  taken as the baseline revision ``0001`` (that release's schema): it is older, so it is
+  upgraded only when asked, after the tables and columns of ``0001`` it lacks are added;
 - a database at the head is used as it is;
 - an older one is refused unless upgrading was asked for (``rowforge admin migrate``): the
   error names the command, so an operator upgrades on purpose (and backs up first);
@@ -23,6 +24,7 @@ migrations and the models disagree.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 from dataclasses import dataclass
@@ -66,16 +68,21 @@ def config(connection: Any = None) -> Config:
     return cfg
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(config())
+
+
 def head() -> str:
     """The newest revision this rowforge knows."""
-    revision = ScriptDirectory.from_config(config()).get_current_head()
+    revision = _scripts().get_current_head()
     assert revision is not None
     return revision
 
 
 def _known(revision: str) -> bool:
     try:
-        return ScriptDirectory.from_config(config()).get_revision(revision) is not None
+        return _scripts().get_revision(revision) is not None
     except CommandError:  # ResolutionError is one
         return False
 
