@@ -73,4 +73,6 @@ def test_terminal_bar_moves_as_requests_are_acknowledged(server: ServerProcess,
     text = screen.decode(errors="replace")
     assert proc.returncode == 0, text
     shown = {int(n) for n in re.findall(r"(\d+)/1500", text)}
-    assert 1500 in shown and len(shown - {0, 1500}) >= 2, f"the bar jumped: {sorted(shown)} {text!r}"
+    # At least one count between 0 and the end: the bar moved with the acknowledgements
+    # (tqdm redraws at most every 0.1 s, and 1,500 requests may take under 0.2 s to add).
+    assert 1500 in shown and shown - {0, 1500}, f"the bar jumped: {sorted(shown)} {text!r}"
