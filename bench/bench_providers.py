@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import statistics
@@ -109,7 +110,9 @@ async def aiohttp_candidate(base: str, dims: int, codec: str, bare: bool
     fixed_chat = dumps({"model": MODEL, "messages": messages(0), "max_tokens": 64})
     fixed_stream = dumps({"model": MODEL, "messages": messages(0), "max_tokens": 64,
                           "stream": True, "stream_options": {"include_usage": True}})
-    fixed_embed = dumps({"model": "fake-embed", "input": ["item 0"], "dimensions": dims})
+    # Every candidate asks for base64 embeddings, as the official openai SDK does by default.
+    fixed_embed = dumps({"model": "fake-embed", "input": ["item 0"], "dimensions": dims,
+                         "encoding_format": "base64"})
 
     if bare:
         async def chat(i: int) -> Any:
@@ -144,12 +147,12 @@ async def aiohttp_candidate(base: str, dims: int, codec: str, bare: bool
             return "".join(out)
 
         async def embed(i: int) -> Any:
-            body = dumps({"model": "fake-embed", "input": [f"item {i}"], "dimensions": dims})
+            body = dumps({"model": "fake-embed", "input": [f"item {i}"], "dimensions": dims,
+                          "encoding_format": "base64"})
             async with session.post(embed_url, data=body) as r:
                 data = loads(await r.read())
-            import numpy as np
 
-            return np.asarray([d["embedding"] for d in data["data"]], dtype=np.float32)
+            return _vectors(data)
 
     return {"chat": chat, "stream": stream, "embed": embed}, session.close
 
@@ -157,7 +160,6 @@ async def aiohttp_candidate(base: str, dims: int, codec: str, bare: bool
 async def httpx_candidate(base: str, dims: int
                           ) -> tuple[dict[str, Call], Callable[[], Awaitable[None]]]:
     import httpx
-    import numpy as np
     import orjson
 
     client = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}",
@@ -185,9 +187,10 @@ async def httpx_candidate(base: str, dims: int
 
     async def embed(i: int) -> Any:
         r = await client.post("/embeddings", content=orjson.dumps(
-            {"model": "fake-embed", "input": [f"item {i}"], "dimensions": dims}))
+            {"model": "fake-embed", "input": [f"item {i}"], "dimensions": dims,
+             "encoding_format": "base64"}))
         data = orjson.loads(r.content)
-        return np.asarray([d["embedding"] for d in data["data"]], dtype=np.float32)
+        return _vectors(data)
 
     return {"chat": chat, "stream": stream, "embed": embed}, client.aclose
 
@@ -256,6 +259,14 @@ async def litellm_candidate(base: str, dims: int
         pass
 
     return {"chat": chat, "stream": stream, "embed": embed}, close
+
+
+def _vectors(data: Any) -> Any:
+    """The float32 matrix of a base64 embeddings response."""
+    import numpy as np  # imported by the candidates that use it, as the others do
+
+    return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4")
+                     for d in data["data"]])
 
 
 async def rowforge_candidate(base: str, dims: int, transport: str

@@ -20,7 +20,6 @@ closed (errors, early exits and cancellation close the upstream stream at once).
 from __future__ import annotations
 
 import asyncio
-import base64
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,11 @@ from rowforge.server.providers.results import (
     finish_reason,
 )
 from rowforge.server.providers.tokens import count_text_tokens, estimate_tokens
+
+try:  # SIMD base64: ~20x the standard library's (17 us -> 0.8 us for a 1536-d embedding)
+    from pybase64 import b64decode as _b64decode
+except ImportError:  # pragma: no cover - a platform without its wheel
+    from base64 import b64decode as _b64decode
 
 #: Connections per upstream origin when no model on it says otherwise.
 DEFAULT_CONNECTIONS = 128
@@ -235,7 +239,11 @@ class OpenAIBackend:
     async def embed(self, spec: ModelSpec, texts: Sequence[str], *, is_query: bool,
                     timeout: float) -> EmbedResult:
         endpoint = await self._endpoint(spec)
-        body = orjson.dumps({"model": endpoint.model, "input": list(texts)})
+        # base64 (little-endian float32), as the official openai SDK asks by default: a
+        # quarter of the bytes of a JSON float array, decoded without parsing numbers. A
+        # server that ignores it answers with float arrays, which are read as well.
+        body = orjson.dumps({"model": endpoint.model, "input": list(texts),
+                             "encoding_format": "base64"})
         data = await self._post(spec, endpoint, "/embeddings", body, timeout)
         try:
             items = sorted(data["data"], key=lambda item: item.get("index") or 0)
@@ -299,8 +307,27 @@ class _SSEParser:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[Any]:
-        events: list[Any] = []
         buffer = self._buffer + chunk if self._buffer else chunk
+        if not self._data and b"\r" not in buffer:
+            return self._feed_blocks(buffer)
+        return self._feed_lines(buffer)
+
+    def _feed_blocks(self, buffer: bytes) -> list[Any]:
+        """The common case (``\n`` line ends, nothing pending): whole events split at once,
+        each one ``data: {...}`` line decoded without a loop over its lines."""
+        *blocks, tail = buffer.split(b"\n\n")
+        events: list[Any] = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                self._data.append(block[6:])
+                events.append(self._decode())
+            elif block:
+                events += self._feed_lines(block + b"\n\n")
+        self._buffer = tail
+        return events
+
+    def _feed_lines(self, buffer: bytes) -> list[Any]:
+        events: list[Any] = []
         start = 0
         while True:
             end = buffer.find(b"\n", start)
@@ -392,7 +419,7 @@ def _bad_response(spec: ModelSpec, what: str) -> Unavailable:
 
 def _vector(value: Any) -> Any:
     if isinstance(value, str):  # encoding_format=base64 (little-endian float32)
-        return np.frombuffer(base64.b64decode(value), dtype="<f4")
+        return np.frombuffer(_b64decode(value, validate=True), dtype="<f4")
     return value
 
 

@@ -417,11 +417,11 @@ class FakeOpenAI:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in texts]
         size = int(body.get("dimensions") or self.embedding_size)
+        as_base64 = body.get("encoding_format") == "base64"
         if self._canned is not None and fault is None:
-            return web.Response(body=self._canned.embeddings(len(texts), size),
+            return web.Response(body=self._canned.embeddings(len(texts), size, as_base64),
                                 content_type="application/json")
         vectors = _resize(hashing_embedder.embed_texts(texts), size)
-        as_base64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
                  if as_base64 else [float(x) for x in v]}
@@ -482,13 +482,16 @@ class _Canned:
         self.events.append(event({**chunk, "choices": [{"index": 0, "delta": {},
                                                         "finish_reason": "stop"}]}))
         self.usage_event = event({**chunk, "choices": [], "usage": usage})
-        self._embeddings: dict[tuple[int, int], bytes] = {}
+        self._embeddings: dict[tuple[int, int, bool], bytes] = {}
 
-    def embeddings(self, count: int, size: int) -> bytes:
-        """The same unit vector for every text."""
-        key = (count, size)
+    def embeddings(self, count: int, size: int, as_base64: bool = False) -> bytes:
+        """The same unit vector for every text (float arrays, or base64 of float32 when the
+        request asked ``encoding_format: base64``, as the real API does)."""
+        key = (count, size, as_base64)
         if key not in self._embeddings:
-            vector = [round(1.0 / size ** 0.5, 8)] * size
+            vector: Any = [round(1.0 / size ** 0.5, 8)] * size
+            if as_base64:
+                vector = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
             self._embeddings[key] = json.dumps({
                 "object": "list", "model": "canned",
                 "data": [{"object": "embedding", "index": i, "embedding": vector}

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 import jsonschema
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rowforge.server.errors import (
     FailedPrecondition,
@@ -173,6 +175,18 @@ async def test_embeddings(fake: FakeOpenAI, transport: str) -> None:
     assert result.usage.prompt_tokens == 5
     again = await embed(specs(fake, transport).get("fake/embed"), ["second text"])
     assert np.allclose(again.vectors[0], result.vectors[1], atol=1e-6)
+    if transport == "openai":  # base64 float32, as the official SDK asks (litellm: floats)
+        assert {r.json.get("encoding_format") for r in fake.requests_to(
+            "/v1/embeddings")} == {"base64"}
+
+
+def test_embeddings_as_floats_are_read_too() -> None:
+    """A server that ignores ``encoding_format`` answers with float arrays."""
+    from rowforge.server.providers.openai_backend import _vector
+
+    as_floats = _vector([0.5, -0.25])
+    as_base64 = _vector(base64.b64encode(np.asarray([0.5, -0.25], "<f4").tobytes()).decode())
+    assert np.array_equal(np.asarray(as_floats, np.float32), as_base64)
 
 
 async def test_embedding_size_mismatch_is_a_config_error(fake: FakeOpenAI, transport: str) -> None:
@@ -556,3 +570,39 @@ def test_litellm_is_configured_offline_and_quiet() -> None:
     assert litellm.suppress_debug_info is True and litellm.telemetry is False
     assert litellm.callbacks == [] and litellm.success_callback == []
     assert litellm.DEFAULT_MAX_RETRIES == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+                          st.sampled_from(["plain", "comment", "field", "split"])),
+                max_size=8),
+       st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30),
+       st.booleans())
+def test_sse_parser_fast_path_agrees_with_the_line_parser(
+        events: list[tuple[dict[str, int], str]], cuts: list[int], crlf: bool) -> None:
+    """Whole ``\\n``-separated events take a fast path; any split, comment, extra field or
+    multi-line data must decode exactly as the line-by-line parser does."""
+    import json
+
+    from rowforge.server.providers.openai_backend import _SSEParser
+
+    blocks = []
+    for payload, shape in events:
+        text = json.dumps(payload)
+        if shape == "comment":
+            blocks.append(f": ping\ndata: {text}")
+        elif shape == "field":
+            blocks.append(f"event: message\nid: 7\ndata: {text}")
+        elif shape == "split":  # a JSON value over two data lines (joined by a newline)
+            blocks.append(f"data: {text[:1]}\ndata: {text[1:]}")
+        else:
+            blocks.append(f"data: {text}")
+    stream = ("\n\n".join([*blocks, "data: [DONE]"]) + "\n\n").encode()
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    parser, got, at, i = _SSEParser(), [], 0, 0
+    while at < len(stream):
+        size = cuts[i % len(cuts)]
+        got += parser.feed(stream[at:at + size])
+        at, i = at + size, i + 1
+    assert got == [*(payload for payload, _ in events), None]
