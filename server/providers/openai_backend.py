@@ -47,7 +47,7 @@ from rowforge.server.providers.tokens import count_text_tokens, estimate_tokens
 try:  # SIMD base64: ~20x the standard library's (17 us -> 0.8 us for a 1536-d embedding)
     from pybase64 import b64decode as _b64decode
 except ImportError:  # pragma: no cover - a platform without its wheel
-    from base64 import b64decode as _b64decode
+    from base64 import b64decode as _b64decode  # type: ignore[assignment]
 
 #: Connections per upstream origin when no model on it says otherwise.
 DEFAULT_CONNECTIONS = 128
