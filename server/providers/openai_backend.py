@@ -20,6 +20,7 @@ closed (errors, early exits and cancellation close the upstream stream at once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,7 +189,7 @@ class OpenAIBackend:
                         content = delta.get("content")
                         if content:
                             emitted.append(content)
-                            yield ChatChunk(text=content)
+                            yield ChatChunk.delta(content)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                     raw = event.get("usage")
@@ -246,7 +247,9 @@ class OpenAIBackend:
                              "encoding_format": "base64"})
         data = await self._post(spec, endpoint, "/embeddings", body, timeout)
         try:
-            items = sorted(data["data"], key=lambda item: item.get("index") or 0)
+            items = data["data"]
+            if len(items) > 1:
+                items = sorted(items, key=lambda item: item.get("index") or 0)
             vectors = np.asarray([_vector(item["embedding"]) for item in items],
                                  dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -319,8 +322,8 @@ class _SSEParser:
         events: list[Any] = []
         for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:
-                self._data.append(block[6:])
-                events.append(self._decode())
+                payload = block[6:]
+                events.append(None if payload == b"[DONE]" else orjson.loads(payload))
             elif block:
                 events += self._feed_lines(block + b"\n\n")
         self._buffer = tail
@@ -363,6 +366,7 @@ class _SSEParser:
         return finish is not None
 
 
+@functools.lru_cache(maxsize=64)
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     # Like litellm's (httpx) timeout: a bound on connecting and on each wait for bytes, so a
     # long answer streamed steadily is never cut.
