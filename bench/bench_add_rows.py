@@ -60,10 +60,9 @@ import grpc
 from google.protobuf import struct_pb2
 
 from rowforge.server.config import Settings
-from rowforge.server.providers import Message, ModelRegistry, chat, stream_chat
+from rowforge.server.providers import Message, ModelRegistry, chat, default_providers, stream_chat
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.engine import RowEngine
-from rowforge.server.tables.engine import cells as engine_cells
 from rowforge.server.tables.model import ColumnSchema, LLMGenConfig
 from rowforge.server.tables.store import TableStore
 from rowforge.v1 import common_pb2, table_service_pb2_grpc
@@ -363,8 +362,7 @@ async def engine_run(store: Any, schema: Any, rows: int, *, streamed: bool, sink
                      cpu: list[float] | None = None) -> float:
     """Seconds to generate ``rows`` rows; ``cpu`` receives the event-loop thread's CPU
     seconds (the SQLite connections' threads are not in it)."""
-    app = SimpleNamespace(tables=store, models=ModelRegistry.from_config([]), settings=Settings())
-    engine = RowEngine(app)
+    engine = RowEngine(store=store, models=ModelRegistry.from_config([]), settings=Settings())
     events: list[Any] = []
     sink = events.append if streamed else None
     if sink is not None and sink_wrap is not None:
@@ -431,8 +429,8 @@ async def in_process(rows: int, profile: bool) -> None:
     store_proxy = SimpleNamespace(
         insert_rows=phases.wrap_async("insert_rows", store.insert_rows),
         write_cells=phases.wrap_async("write_cells", store.write_cells))
-    original = engine_cells.chat
-    engine_cells.chat = phases.wrap_async("model (chat)", original)
+    providers = default_providers()  # what the engine calls models through
+    providers.chat = phases.wrap_async("model (chat)", providers.chat)  # type: ignore[method-assign]
     writer = store.rows.writer
     flushes, written = writer.flushes, writer.cells_written
     try:
@@ -441,7 +439,7 @@ async def in_process(rows: int, profile: bool) -> None:
                          sink_wrap=lambda sink: phases.wrap_sink("events", sink))
         total = time.perf_counter() - start
     finally:
-        engine_cells.chat = original
+        del providers.chat  # the class's method again
     print(f"\nWhere the time goes (SQLite TableStore, streamed; wall time {total * us:.0f} us/row;"
           " phases overlap, write_cells includes waiting for the shared commit):")
     for name, seconds in sorted(phases.seconds.items(), key=lambda kv: -kv[1]):
@@ -456,10 +454,9 @@ async def in_process(rows: int, profile: bool) -> None:
     # The service's share of "events": engine events -> protobuf messages -> bytes.
     from rowforge.server.services.table_generation import StreamEncoder
 
-    app = SimpleNamespace(tables=memory, models=ModelRegistry.from_config([]), settings=Settings())
     events: list[Any] = []
-    await RowEngine(app).add_rows(schema, [row_values(i) for i in range(BATCH)],
-                                  sink=events.append)
+    engine = RowEngine(store=memory, models=ModelRegistry.from_config([]), settings=Settings())
+    await engine.add_rows(schema, [row_values(i) for i in range(BATCH)], sink=events.append)
     start = time.perf_counter()
     for _ in range(max(1, rows // BATCH)):
         encode = StreamEncoder(pb.StreamAddRowsResponse, schema).encode  # one per stream
