@@ -182,18 +182,17 @@ class OpenAIBackend:
                     if event is None:
                         finished = True
                         break
-                    if "error" in event and "choices" not in event:
+                    choices = event.get("choices")
+                    if choices is None and "error" in event:
                         raise _stream_error(event["error"])
-                    for choice in event.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        content = delta.get("content")
-                        if content:
+                    for choice in choices or ():
+                        delta = choice.get("delta")
+                        if delta and (content := delta.get("content")):
                             emitted.append(content)
                             yield ChatChunk.delta(content)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                    raw = event.get("usage")
-                    if raw and raw.get("prompt_tokens") is not None:
+                        if reason := choice.get("finish_reason"):
+                            finish = reason
+                    if (raw := event.get("usage")) and raw.get("prompt_tokens") is not None:
                         usage = Usage(int(raw["prompt_tokens"] or 0),
                                       int(raw.get("completion_tokens") or 0))
                 if finished:
