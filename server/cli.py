@@ -175,9 +175,10 @@ def startup_failure(exc: BaseException) -> str | None:
     ``None`` for anything else: a bug keeps its traceback.
     """
     from rowforge.server.app import ListenError
+    from rowforge.server.backup import BackupError
     from rowforge.server.storage.migrations import SchemaMismatch
 
-    if isinstance(exc, ListenError | SchemaMismatch):
+    if isinstance(exc, ListenError | SchemaMismatch | BackupError):
         return str(exc)
     if isinstance(exc, PermissionError):
         return (f"cannot start: permission denied on {exc.filename or 'a file'}; choose a "
@@ -244,10 +245,9 @@ def _migrate(args: argparse.Namespace) -> int:
                     now = await conn.run_sync(migrations.state)
                 if now.fresh:
                     return 1, f"the database is empty: migrate creates revision {now.head}"
-                # An unversioned data dir is the baseline's (migrations.prepare stamps it).
-                current = now.current or migrations.BASELINE
-                if current == now.head:
+                if now.up_to_date:
                     return 0, f"the schema is at revision {now.head}, the newest"
+                current = now.current or f"{migrations.BASELINE} (unversioned: before migrations)"
                 return 1, f"the schema is at revision {current}; this rowforge's is {now.head}"
             return 0, await db.prepare_schema(upgrade=True)
         finally:
@@ -259,28 +259,22 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from rowforge.server.backup import BackupError, backup, sqlite_path
+    from rowforge.server.backup import backup, sqlite_path
 
     settings = _settings(args)
-    try:
-        info = backup(sqlite_path(settings.resolved_database_url), settings.data_dir,
-                      Path(args.path))
-    except BackupError as exc:
-        return _fail(str(exc), 1)
+    info = backup(sqlite_path(settings.resolved_database_url), settings.data_dir,
+                  Path(args.path))
     print(f"backed up to {info.path}: schema revision {info.schema_revision}, {info.files} "
           f"files ({info.file_bytes:,} bytes), in {info.seconds:.1f} s")
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from rowforge.server.backup import BackupError, restore, sqlite_path
+    from rowforge.server.backup import restore, sqlite_path
 
     settings = _settings(args)
-    try:
-        info = restore(Path(args.path), sqlite_path(settings.resolved_database_url),
-                       settings.data_dir, force=args.force)
-    except BackupError as exc:
-        return _fail(str(exc), 1)
+    info = restore(Path(args.path), sqlite_path(settings.resolved_database_url),
+                   settings.data_dir, force=args.force)
     print(f"restored {args.path} into {info.path}: schema revision {info.schema_revision}, "
           f"{info.files} files, in {info.seconds:.1f} s")
     return 0

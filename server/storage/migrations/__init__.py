@@ -101,12 +101,12 @@ MIGRATE_HINT = ("rowforge admin migrate (with the server's --config / --data-dir
                 "--database-url)")
 
 
-def prepare(conn: Any, *, upgrade: bool, command_hint: str = MIGRATE_HINT) -> str:
+def prepare(conn: Any, *, upgrade: bool) -> str:
     """Bring the schema to the head when allowed; say what was done.
 
     Raises:
         SchemaMismatch: the schema is newer than this rowforge, or older and ``upgrade`` is
-            false (the message names ``command_hint``).
+            false (the message names :data:`MIGRATE_HINT`).
     """
     from rowforge.server.storage.schema import metadata
 
@@ -125,7 +125,7 @@ def prepare(conn: Any, *, upgrade: bool, command_hint: str = MIGRATE_HINT) -> st
     if not upgrade:
         raise SchemaMismatch(
             f"the database schema is at revision {current}, older than this rowforge's "
-            f"{now.head}: back it up (rowforge admin backup), then run {command_hint}")
+            f"{now.head}: back it up (rowforge admin backup), then run {MIGRATE_HINT}")
     if now.current is None:
         _adopt(conn)
     command.upgrade(config(conn), "head")
