@@ -68,3 +68,61 @@ def test_work_outside_any_trace_gets_its_own(monkeypatch: pytest.MonkeyPatch) ->
         pass
     [span] = exporter.get_finished_spans()
     assert span.name == "provider.chat" and span.parent is None
+
+
+def test_a_leaf_is_exported_as_the_sdk_would_make_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = _configure(monkeypatch, "parentbased_always_on")
+    with tracing.rpc_span("/rowforge.v1.TableService/AddRows", {}):
+        with tracing.leaf("provider.chat", model="m", streamed=False):
+            pass
+        streamed = tracing.start_span("provider.chat", model="m", streamed=True)
+        tracing.end_span(streamed, "DEADLINE_EXCEEDED")
+        with tracing.span("knowledge.search", k=10):  # made by the SDK itself
+            pass
+    spans = exporter.get_finished_spans()
+    leaf, failed, sdk, rpc = spans
+    assert isinstance(streamed, tracing._Leaf)
+    for span in (leaf, failed):
+        assert span.parent.span_id == rpc.context.span_id
+        assert span.context.trace_id == rpc.context.trace_id
+        assert span.context.span_id not in (rpc.context.span_id, sdk.context.span_id)
+        assert span.context.trace_flags == sdk.context.trace_flags
+        assert span.context.trace_flags.sampled
+        assert span.kind == sdk.kind == SpanKind.INTERNAL
+        assert span.resource is sdk.resource
+        assert span.resource.attributes["service.name"] == "rowforge"
+        assert span.instrumentation_scope.name == sdk.instrumentation_scope.name
+        assert rpc.start_time <= span.start_time <= span.end_time <= rpc.end_time
+    assert dict(leaf.attributes) == {"model": "m", "streamed": False}
+    assert leaf.status.status_code == StatusCode.UNSET
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.status.description == "DEADLINE_EXCEEDED"
+    assert len({s.context.span_id for s in spans}) == 4
+    assert leaf.to_json()  # what the console exporter writes
+
+
+def test_leaves_follow_a_ratio_samplers_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    exporter = _configure(monkeypatch, "traceidratio")
+    for _ in range(200):
+        with tracing.rpc_span("/rowforge.v1.TableService/AddRows", {}), \
+                tracing.leaf("provider.chat", model="m"):
+            pass
+    spans = exporter.get_finished_spans()
+    kept = {s.context.trace_id for s in spans if s.name.startswith("/")}
+    leaves = {s.context.trace_id for s in spans if s.name == "provider.chat"}
+    assert 40 < len(kept) < 160  # the sampler did drop some and keep some
+    assert leaves == kept
+
+
+def test_a_span_with_children_marks_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = _configure(monkeypatch, "parentbased_always_on")
+    with pytest.raises(KeyError), tracing.span("knowledge.search", k=10):
+        with tracing.leaf("provider.embed", model="m"):
+            pass
+        raise KeyError("no such column")
+    leaf, search = exporter.get_finished_spans()
+    assert leaf.parent.span_id == search.context.span_id
+    assert search.status.status_code == StatusCode.ERROR
+    assert search.status.description == "KeyError"
+    assert dict(search.attributes) == {"k": 10}
