@@ -181,58 +181,68 @@ async def end_to_end(rows: int, streams: int, unary_rows: int,
                     pb.Column(id="n", dtype="int"),
                     pb.Column(id="summary", dtype="str", gen_config=pb.GenConfig(
                         llm=pb.LLMGenConfig(model="rowforge/chat", prompt=PROMPT)))]
-            for name in ("streamed", "unary", "warmup"):
+            for name in ("streamed", "coalesced", "unary", "warmup"):
                 await stub.CreateTable(pb.CreateTableRequest(
                     table_type=common_pb2.TABLE_TYPE_ACTION, table_id=name, cols=cols),
                     metadata=md)
             batches = [[_struct(row_values(i)) for i in range(s, min(s + BATCH, rows))]
                        for s in range(0, rows, BATCH)]
 
-            async def stream_call(table: str, batch: list[struct_pb2.Struct]) -> tuple[int, int]:
-                events = errors = 0
+            async def stream_call(table: str, batch: list[struct_pb2.Struct],
+                                  coalesce: bool) -> tuple[int, int, int]:
+                messages = events = errors = 0
                 async for message in stub.StreamAddRows(pb.StreamAddRowsRequest(
-                        table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch),
-                        metadata=md):
-                    events += 1
-                    if message.WhichOneof("event") == "completed":
-                        errors += message.completed.error_count
-                return events, errors
+                        table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch,
+                        coalesce_events=coalesce), metadata=md):
+                    messages += 1
+                    group = message.batch.events if message.WhichOneof("event") == "batch" \
+                        else (message,)
+                    for event in group:
+                        events += 1
+                        if event.WhichOneof("event") == "completed":
+                            errors += event.completed.error_count
+                return messages, events, errors
 
             for batch in batches[:5]:  # warm up both processes (imports, caches, JIT-less paths)
-                await stream_call("warmup", batch)
-
-            queue = list(batches)
-            events = errors = 0
-
-            async def worker() -> None:
-                nonlocal events, errors
-                while queue:
-                    n, e = await stream_call("streamed", queue.pop())
-                    events += n
-                    errors += e
+                await stream_call("warmup", batch, False)
+                await stream_call("warmup", batch, True)
 
             assert server.process is not None
             pid = server.process.pid
+
+            async def streamed(table: str, coalesce: bool, spy: Any = None) -> dict[str, Any]:
+                queue = list(batches)
+                totals = [0, 0, 0]
+
+                async def worker() -> None:
+                    while queue:
+                        for i, n in enumerate(await stream_call(table, queue.pop(), coalesce)):
+                            totals[i] += n
+
+                server_cpu = _cpu_seconds(pid)
+                loop_cpu = _cpu_seconds(pid, pid)  # the main thread runs the event loop
+                client_cpu = time.process_time()
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(streams)))
+                elapsed = time.perf_counter() - start
+                result = {
+                    "server_cpu_us": (_cpu_seconds(pid) - server_cpu) / rows * 1e6,
+                    "loop_cpu_us": (_cpu_seconds(pid, pid) - loop_cpu) / rows * 1e6,
+                    "client_cpu_us": (time.process_time() - client_cpu) / rows * 1e6,
+                    "rows_s": rows / elapsed, "s": elapsed,
+                    "messages_per_row": totals[0] / rows, "events_per_row": totals[1] / rows}
+                if spy is not None:
+                    result["profile"] = spy.stop()
+                assert totals[2] == 0, f"{totals[2]} cells failed"
+                return result
+
             spy = None
             if profile and ServerProfile.available():
                 spy = ServerProfile(pid, data_dir / "server-profile.txt")
                 spy.start()
                 await asyncio.sleep(1.0)  # py-spy attaches
-            server_cpu = _cpu_seconds(pid)
-            loop_cpu = _cpu_seconds(pid, pid)  # the main thread runs the event loop
-            client_cpu = time.process_time()
-            start = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(streams)))
-            elapsed = time.perf_counter() - start
-            out["server_cpu_us"] = (_cpu_seconds(pid) - server_cpu) / rows * 1e6
-            out["loop_cpu_us"] = (_cpu_seconds(pid, pid) - loop_cpu) / rows * 1e6
-            out["client_cpu_us"] = (time.process_time() - client_cpu) / rows * 1e6
-            if spy is not None:
-                out["profile"] = spy.stop()
-            assert errors == 0, f"{errors} cells failed"
-            out["stream_rows_s"] = rows / elapsed
-            out["stream_s"] = elapsed
-            out["events_per_row"] = events / rows
+            out["stream"] = await streamed("streamed", False, spy)
+            out["coalesced"] = await streamed("coalesced", True)
 
             queue = list(batches[: max(1, unary_rows // BATCH)])
             done = 0
@@ -248,10 +258,11 @@ async def end_to_end(rows: int, streams: int, unary_rows: int,
             start = time.perf_counter()
             await asyncio.gather(*(unary_worker() for _ in range(streams)))
             out["unary_rows_s"] = done / (time.perf_counter() - start)
-            listed = await stub.ListRows(pb.ListRowsRequest(
-                table_type=common_pb2.TABLE_TYPE_ACTION, table_id="streamed", limit=1),
-                metadata=md)
-            assert listed.total == rows, listed.total
+            for table in ("streamed", "coalesced"):
+                listed = await stub.ListRows(pb.ListRowsRequest(
+                    table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, limit=1),
+                    metadata=md)
+                assert listed.total == rows, listed.total
     return out
 
 
@@ -589,15 +600,19 @@ async def main() -> None:
         e2e = await end_to_end(args.rows, args.streams, args.unary_rows, args.profile)
         print(f"End to end (server subprocess, SQLite, loopback; {args.streams} calls of "
               f"{BATCH} rows in flight):")
-        print(f"  StreamAddRows: {args.rows} rows in {e2e['stream_s']:.2f} s = "
-              f"{e2e['stream_rows_s']:,.0f} rows/s ({e2e['events_per_row']:.1f} events/row; "
-              f"target >= 2,000)")
-        print(f"    CPU per row: server {e2e['server_cpu_us']:.0f} us (event-loop thread "
-              f"{e2e['loop_cpu_us']:.0f} us, other threads: SQLite connections, gRPC poller "
-              f"{e2e['server_cpu_us'] - e2e['loop_cpu_us']:.0f} us), client (stubs, decoding) "
-              f"{e2e['client_cpu_us']:.0f} us")
-        print(f"  AddRows      : {e2e['unary_rows_s']:,.0f} rows/s")
-        profile = e2e.get("profile")
+        unary = e2e["unary_rows_s"]
+        for key, label in (("stream", "StreamAddRows, one event per message"),
+                           ("coalesced", "StreamAddRows, coalesce_events")):
+            r = e2e[key]
+            print(f"  {label}: {args.rows} rows in {r['s']:.2f} s = {r['rows_s']:,.0f} rows/s "
+                  f"= {r['rows_s'] / unary:.2f}x AddRows ({r['events_per_row']:.1f} events, "
+                  f"{r['messages_per_row']:.2f} messages per row)")
+            print(f"    CPU per row: server {r['server_cpu_us']:.0f} us (event-loop thread "
+                  f"{r['loop_cpu_us']:.0f} us, other threads: SQLite connections, gRPC poller "
+                  f"{r['server_cpu_us'] - r['loop_cpu_us']:.0f} us), client (stubs, decoding) "
+                  f"{r['client_cpu_us']:.0f} us")
+        print(f"  AddRows (unary, same server): {unary:,.0f} rows/s")
+        profile = e2e["stream"].get("profile")
         if profile:
             total = sum(profile.values())
             busy = sum(n for k, n in profile.items() if not k.startswith("idle"))
@@ -609,7 +624,8 @@ async def main() -> None:
         elif args.profile:
             print("  (py-spy not found: no server profile)")
         print()
-    await in_process(args.engine_rows, args.profile)
+    if args.engine_rows:
+        await in_process(args.engine_rows, args.profile)
 
 
 if __name__ == "__main__":

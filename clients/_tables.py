@@ -320,7 +320,8 @@ class TableClient:
                 for i, row in enumerate(request.data)]
         if request.stream:
             pb = tpb.StreamAddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
-                                          concurrent=request.concurrent, legacy_values=False)
+                                          concurrent=request.concurrent, legacy_values=False,
+                                          coalesce_events=True)
             return self._t.iterate(self._row_stream(kind, request.table_id, "StreamAddRows", pb))
         pb2 = tpb.AddRowsRequest(table_type=kind, table_id=request.table_id, rows=rows,
                                  concurrent=request.concurrent, legacy_values=False,
@@ -358,6 +359,7 @@ class TableClient:
                   "output_column_id": request.output_column_id or "",
                   "concurrent": request.concurrent, "legacy_values": False}
         if request.stream:
+            fields["coalesce_events"] = True
             return self._t.iterate(self._row_stream(
                 kind, request.table_id, "StreamRegenRows", tpb.StreamRegenRowsRequest(**fields)))
         return self._t.run(one_call(Unary(TABLE, "RegenRows", tpb.RegenRowsRequest(**fields)),
@@ -376,8 +378,13 @@ class TableClient:
         stream = yield Open(TABLE, method, request)
         text = c.StreamText()
         dtypes = self._dtypes.get((kind, table_id))
-        while (event := (yield Next(stream))) is not None:
-            yield Emit(text.chunk(event, dtypes))
+        while (message := (yield Next(stream))) is not None:
+            # coalesce_events: the events ready at once come as one message's batch
+            if message.WhichOneof("event") == "batch":
+                for event in message.batch.events:
+                    yield Emit(text.chunk(event, dtypes))
+            else:
+                yield Emit(text.chunk(message, dtypes))
 
     def list_table_rows(
         self,

@@ -9,7 +9,7 @@ cancels (or whose deadline passes) cancels the generation behind the stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -52,6 +52,11 @@ STRATEGIES = {
 
 StreamResponse = type[pb.StreamAddRowsResponse] | type[pb.StreamRegenRowsResponse]
 
+#: The most events one coalesced message carries, and the size (bytes) past which a group is
+#: split over several messages: far below the 4 MiB a gRPC client accepts by default.
+GROUP_EVENTS = 1000
+GROUP_BYTES = 1 << 20
+
 
 class RowGenerationMixin:
     """AddRows / StreamAddRows / RegenRows / StreamRegenRows over the row engine.
@@ -91,8 +96,9 @@ class RowGenerationMixin:
                                         deadline=deadline)
 
         encoder = StreamEncoder(pb.StreamAddRowsResponse, schema, legacy=legacy_values(request))
-        async for event in _events(run):
-            yield encoder.encode(event)
+        async for group in _events(run, coalesce=request.coalesce_events):
+            for message in encoder.encode_group(group):
+                yield message
 
     async def _add_args(self, request: pb.AddRowsRequest | pb.StreamAddRowsRequest
                         ) -> tuple[TableSchema, list[dict[str, Any]], bool]:
@@ -128,8 +134,9 @@ class RowGenerationMixin:
 
         encoder = StreamEncoder(pb.StreamRegenRowsResponse, schema,
                                 legacy=legacy_values(request))
-        async for event in _events(run):
-            yield encoder.encode(event)
+        async for group in _events(run, coalesce=request.coalesce_events):
+            for message in encoder.encode_group(group):
+                yield message
 
     async def _regen_args(self, request: pb.RegenRowsRequest | pb.StreamRegenRowsRequest
                           ) -> tuple[TableSchema, dict[str, Any]]:
@@ -158,14 +165,20 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-async def _events(run: Callable[[EventSink], Awaitable[Any]]) -> AsyncIterator[Event]:
-    """Run the engine in a task and yield its events as they come.
+async def _events(run: Callable[[EventSink], Awaitable[Any]], *, coalesce: bool = False
+                  ) -> AsyncIterator[list[Event]]:
+    """Run the engine in a task and yield its events as they come, one at a time, or with
+    ``coalesce`` every event waiting at that moment (up to :data:`GROUP_EVENTS`) at once.
+
+    Grouping never delays an event: while the previous message is being sent, the engine's
+    next events queue up, and they leave together as soon as the stream can take them.
 
     Leaving early (client cancelled, deadline, error) cancels the task and waits for it, so
     the engine's shielded clean-up (cells marked SKIPPED) is done before the RPC ends.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     end = object()
+    limit = GROUP_EVENTS if coalesce else 1
 
     async def produce() -> None:
         try:
@@ -175,8 +188,16 @@ async def _events(run: Callable[[EventSink], Awaitable[Any]]) -> AsyncIterator[E
 
     task = asyncio.create_task(produce(), name="rowforge-generation")
     try:
-        while (item := await queue.get()) is not end:
-            yield item
+        ended = False
+        while not ended and (item := await queue.get()) is not end:
+            group = [item]
+            while len(group) < limit and not queue.empty():
+                item = queue.get_nowait()
+                if item is end:
+                    ended = True
+                    break
+                group.append(item)
+            yield group
         await task  # raises the engine's error, if any
     finally:
         if not task.done():
@@ -223,48 +244,63 @@ class StreamEncoder:
         self.legacy = legacy  # also fill the deprecated google.protobuf.Value fields
         self.files = file_columns(schema)
         self._done: dict[tuple[str, str], tuple[Cell, pb.CellCompletion]] = {}
-        self._encoders: dict[type, Callable[[Any], Any]] = {
+        self._encoders: dict[type, Callable[[Any, Any], None]] = {
             RowCreated: self._row_created, CellDelta: self._delta,
             CellCompleted: self._cell_completed, RowCompleted: self._row_completed,
             CellReferences: self._references, Completed: self._completed}
 
     def encode(self, event: Event) -> Any:
         """The response message carrying ``event``."""
+        out = self.response()
+        self.fill(event, out)
+        return out
+
+    def encode_group(self, events: list[Event]) -> Iterator[Any]:
+        """The response messages carrying ``events``: one per event for a group of one, else
+        ``batch`` messages of up to :data:`GROUP_BYTES` each."""
+        if len(events) == 1:
+            yield self.encode(events[0])
+            return
+        out, size = self.response(), 0
+        for event in events:
+            if size >= GROUP_BYTES:
+                yield out
+                out, size = self.response(), 0
+            item = out.batch.events.add()
+            self.fill(event, item)
+            size += item.ByteSize()
+        yield out
+
+    def fill(self, event: Event, out: Any) -> None:
+        """Set ``out`` (an empty response message) to carry ``event``."""
         encoder = self._encoders.get(type(event))
         if encoder is None:
             raise TypeError(f"unknown engine event {event!r}")
-        return encoder(event)
+        encoder(event, out)
 
-    def _row_created(self, event: RowCreated) -> Any:
-        # Messages are filled in place: cheaper than building nested messages to copy in.
-        out = self.response()
+    # Messages are filled in place: cheaper than building nested messages to copy in.
+    def _row_created(self, event: RowCreated, out: Any) -> None:
         created = out.row_created
         created.row_index = event.row_index
         created.row_id = event.row_id
-        return out
 
-    def _delta(self, event: CellDelta) -> Any:
-        out = self.response()
+    def _delta(self, event: CellDelta, out: Any) -> None:
         delta = out.delta
         delta.row_id = event.row_id
         delta.output_column_name = event.column
         delta.text = event.text
         delta.index = event.index
-        return out
 
-    def _cell_completed(self, event: CellCompleted) -> Any:
-        out = self.response()
+    def _cell_completed(self, event: CellCompleted, out: Any) -> None:
         completed = out.cell_completed
         completed.row_id = event.row_id
         completed.output_column_name = event.column
         fill_cell_completion(completed.cell, _reported(self.schema, event.column, event.cell),
                              legacy=self.legacy, file=event.column in self.files)
         self._done[(event.row_id, event.column)] = (event.cell, completed.cell)
-        return out
 
-    def _row_completed(self, event: RowCompleted) -> Any:
+    def _row_completed(self, event: RowCompleted, out: Any) -> None:
         result = event.row
-        out = self.response()
         completed = out.row_completed
         completed.row_index = event.row_index
         row = completed.row
@@ -276,17 +312,14 @@ class StreamEncoder:
             else:
                 fill_cell_completion(row.columns[name], _reported(self.schema, name, cell),
                                      legacy=self.legacy, file=name in self.files)
-        return out
 
-    def _references(self, event: CellReferences) -> Any:
-        return self.response(references=pb.CellReferences(
+    def _references(self, event: CellReferences, out: Any) -> None:
+        out.references.CopyFrom(pb.CellReferences(
             row_id=event.row_id, output_column_name=event.column,
             references=references_to_pb(event.references)))
 
-    def _completed(self, event: Completed) -> Any:
-        out = self.response()
+    def _completed(self, event: Completed, out: Any) -> None:
         completed = out.completed
         completed.row_count = event.row_count
         completed.error_count = event.error_count
-        return out
 

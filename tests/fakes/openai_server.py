@@ -143,6 +143,8 @@ class FakeOpenAI:
         self.record = record
         self._canned = _Canned(canned_tokens) if canned_tokens > 0 else None
         self.requests: list[RecordedRequest] = []
+        #: (prompt text, content, time.monotonic()) of the last streamed chunks written.
+        self.chunks_sent: deque[tuple[str, str, float]] = deque(maxlen=10_000)
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = 0
@@ -386,6 +388,8 @@ class FakeOpenAI:
             if fault is not None and fault.kind == "malformed" and i == 1:
                 await response.write(b'data: {"id": "' + ident.encode() + b'", "choices": [{\n\n')
                 break
+            if self.record:  # the time it leaves: before the write
+                self.chunks_sent.append((_prompt_text(body), piece, time.monotonic()))
             await _sse(response, chunk({"content": piece}, None))
         else:
             await _sse(response, chunk({}, completion.finish_reason))

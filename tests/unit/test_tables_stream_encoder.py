@@ -89,3 +89,54 @@ def test_values_of_every_type_are_sent_typed() -> None:
     expected = struct_pb2.Value()
     expected.struct_value.update({"k": [1]})
     assert nested == expected
+
+
+def test_a_group_is_one_batch_message_of_the_same_events() -> None:
+    events = [RowCreated(0, "r1"), CellDelta("r1", "a", "Hel", 0), CellDelta("r1", "a", "lo", 1),
+              Completed(1, 0)]
+    single = StreamEncoder(pb.StreamAddRowsResponse, SCHEMA)
+    one_by_one = [single.encode(e) for e in events]
+    grouped = StreamEncoder(pb.StreamRegenRowsResponse, SCHEMA)
+    assert [m.WhichOneof("event") for m in grouped.encode_group(events[:1])] == ["row_created"]
+    [message] = grouped.encode_group(events)
+    assert message.WhichOneof("event") == "batch"
+    assert [e.SerializeToString() for e in message.batch.events] == \
+        [m.SerializeToString() for m in one_by_one]
+
+
+def test_a_group_over_the_byte_budget_is_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rowforge.server.services import table_generation
+
+    monkeypatch.setattr(table_generation, "GROUP_BYTES", 100)
+    events = [CellDelta("r1", "a", "x" * 60, i) for i in range(5)]
+    messages = list(StreamEncoder(pb.StreamAddRowsResponse, SCHEMA).encode_group(events))
+    assert [len(m.batch.events) for m in messages] == [2, 2, 1]
+    assert [e.delta.index for m in messages for e in m.batch.events] == list(range(5))
+
+
+async def test_events_group_only_what_already_waits() -> None:
+    import asyncio
+
+    from rowforge.server.services.table_generation import _events
+
+    async def run(sink):  # type: ignore[no-untyped-def]
+        for i in range(3):
+            sink(i)
+        await asyncio.sleep(0.01)  # the consumer takes 0, 1, 2 meanwhile
+        sink(3)
+        await asyncio.sleep(0.01)
+        sink(4)
+        sink(5)
+
+    assert [g async for g in _events(run, coalesce=True)] == [[0, 1, 2], [3], [4, 5]]
+    assert [g async for g in _events(run)] == [[i] for i in range(6)]
+
+    async def failing(sink):  # type: ignore[no-untyped-def]
+        sink("a")
+        raise ValueError("engine failed")
+
+    got = []
+    with pytest.raises(ValueError, match="engine failed"):
+        async for group in _events(failing, coalesce=True):
+            got.append(group)
+    assert got == [["a"]]

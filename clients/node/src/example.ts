@@ -17,6 +17,7 @@ import {
   JobState,
   RequestState,
   RowForge,
+  streamEvents,
   TableType,
   toRowValues,
 } from "./index.js";
@@ -30,12 +31,13 @@ async function streamRows(client: RowForge, tableId: string) {
     tableType: TableType.ACTION,
     tableId,
     legacyValues: false,
+    coalesceEvents: true, // events ready at once share a message; streamEvents opens them
     rows: [
       toRowValues({ topic: "gRPC", n: BIG }),
       toRowValues({ topic: "Node.js", n: 42 }),
     ],
   });
-  for await (const message of stream as AsyncIterable<StreamAddRowsResponse>) {
+  for await (const message of streamEvents(stream as AsyncIterable<StreamAddRowsResponse>)) {
     const event = message.event;
     if (event.case === undefined) continue;
     events.push(event.case);

@@ -1,5 +1,6 @@
 // @rowforge/client: the typed TypeScript client of rowforge.
 export { RowForge, type RowForgeOptions, type TLSOptions } from "./client.js";
+export { streamEvents } from "./streams.js";
 export {
   type CellInput,
   type CellOutput,

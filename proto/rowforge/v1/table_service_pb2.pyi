@@ -1589,6 +1589,7 @@ class StreamAddRowsRequest(_message.Message):
     CONCURRENT_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     LEGACY_VALUES_FIELD_NUMBER: _builtins.int
+    COALESCE_EVENTS_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -1599,6 +1600,14 @@ class StreamAddRowsRequest(_message.Message):
     """Also fill the google.protobuf.Value fields (Cell.value, CellCompletion.value) next to
     typed_value. Default true, for clients written before typed values; clients that read
     typed_value set false (text cells are then sent once, not twice).
+    """
+    coalesce_events: _builtins.bool
+    """Let the server group the events that are ready at the same moment into one message
+    (StreamAddRowsResponse.batch) instead of sending one message per event: fewer, fuller
+    messages for many rows (each message has a fixed cost on both ends). No event waits for
+    this: only events already waiting to be sent are grouped, so a single streamed row sees
+    each token as soon as without it. Default false (one event per message, for clients
+    that do not read batch).
     """
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
@@ -1621,15 +1630,20 @@ class StreamAddRowsRequest(_message.Message):
         concurrent: _builtins.bool | None = ...,
         rows: _abc.Iterable[_common_pb2.RowValues] | None = ...,
         legacy_values: _builtins.bool | None = ...,
+        coalesce_events: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events", "_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "coalesce_events", b"coalesce_events", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "data", b"data", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events", "_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "coalesce_events", b"coalesce_events", "concurrent", b"concurrent", "data", b"data", "legacy_values", b"legacy_values", "rows", b"rows", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__coalesce_events: _TypeAlias = _typing.Literal["coalesce_events"]  # noqa: Y015
+    _WhichOneofArgType__coalesce_events: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events"]  # noqa: Y015
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
     _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
     _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__coalesce_events) -> _WhichOneofReturnType__coalesce_events | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
     @_typing.overload
@@ -1827,6 +1841,7 @@ class StreamAddRowsResponse(_message.Message):
     CELL_COMPLETED_FIELD_NUMBER: _builtins.int
     ROW_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def row_created(self) -> Global___RowCreated:
         """A row's inputs are stored."""
@@ -1851,6 +1866,10 @@ class StreamAddRowsResponse(_message.Message):
     def completed(self) -> Global___RowsCompleted:
         """Terminal event."""
 
+    @_builtins.property
+    def batch(self) -> Global___StreamAddRowsBatch:
+        """Several events in their order (only with coalesce_events; never nested)."""
+
     def __init__(
         self,
         *,
@@ -1860,16 +1879,41 @@ class StreamAddRowsResponse(_message.Message):
         cell_completed: Global___CellCompleted | None = ...,
         row_completed: Global___RowCompleted | None = ...,
         completed: Global___RowsCompleted | None = ...,
+        batch: Global___StreamAddRowsBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["row_created", "references", "delta", "cell_completed", "row_completed", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["row_created", "references", "delta", "cell_completed", "row_completed", "completed", "batch"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamAddRowsResponse: _TypeAlias = StreamAddRowsResponse  # noqa: Y015
+
+@_typing.final
+class StreamAddRowsBatch(_message.Message):
+    """Events of StreamAddRows sent in one message (coalesce_events)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamAddRowsResponse]:
+        """The events, in the order they happened; none is itself a batch."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___StreamAddRowsResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamAddRowsBatch: _TypeAlias = StreamAddRowsBatch  # noqa: Y015
 
 @_typing.final
 class ListRowsRequest(_message.Message):
@@ -2305,6 +2349,7 @@ class StreamRegenRowsRequest(_message.Message):
     OUTPUT_COLUMN_ID_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
     LEGACY_VALUES_FIELD_NUMBER: _builtins.int
+    COALESCE_EVENTS_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2320,6 +2365,10 @@ class StreamRegenRowsRequest(_message.Message):
     typed_value. Default true, for clients written before typed values; clients that read
     typed_value set false (text cells are then sent once, not twice).
     """
+    coalesce_events: _builtins.bool
+    """Group the events ready at the same moment into one message (see
+    StreamAddRowsRequest.coalesce_events). Default false.
+    """
     @_builtins.property
     def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Rows to regenerate (1 to 100)."""
@@ -2334,15 +2383,20 @@ class StreamRegenRowsRequest(_message.Message):
         output_column_id: _builtins.str = ...,
         concurrent: _builtins.bool | None = ...,
         legacy_values: _builtins.bool | None = ...,
+        coalesce_events: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events", "_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "coalesce_events", b"coalesce_events", "concurrent", b"concurrent", "legacy_values", b"legacy_values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "concurrent", b"concurrent", "legacy_values", b"legacy_values", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events", "_concurrent", b"_concurrent", "_legacy_values", b"_legacy_values", "coalesce_events", b"coalesce_events", "concurrent", b"concurrent", "legacy_values", b"legacy_values", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__coalesce_events: _TypeAlias = _typing.Literal["coalesce_events"]  # noqa: Y015
+    _WhichOneofArgType__coalesce_events: _TypeAlias = _typing.Literal["_coalesce_events", b"_coalesce_events"]  # noqa: Y015
     _WhichOneofReturnType__concurrent: _TypeAlias = _typing.Literal["concurrent"]  # noqa: Y015
     _WhichOneofArgType__concurrent: _TypeAlias = _typing.Literal["_concurrent", b"_concurrent"]  # noqa: Y015
     _WhichOneofReturnType__legacy_values: _TypeAlias = _typing.Literal["legacy_values"]  # noqa: Y015
     _WhichOneofArgType__legacy_values: _TypeAlias = _typing.Literal["_legacy_values", b"_legacy_values"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__coalesce_events) -> _WhichOneofReturnType__coalesce_events | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent) -> _WhichOneofReturnType__concurrent | None: ...
     @_typing.overload
@@ -2362,6 +2416,7 @@ class StreamRegenRowsResponse(_message.Message):
     CELL_COMPLETED_FIELD_NUMBER: _builtins.int
     ROW_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def row_created(self) -> Global___RowCreated:
         """A row's regeneration starts."""
@@ -2386,6 +2441,10 @@ class StreamRegenRowsResponse(_message.Message):
     def completed(self) -> Global___RowsCompleted:
         """Terminal event."""
 
+    @_builtins.property
+    def batch(self) -> Global___StreamRegenRowsBatch:
+        """Several events in their order (only with coalesce_events; never nested)."""
+
     def __init__(
         self,
         *,
@@ -2395,16 +2454,41 @@ class StreamRegenRowsResponse(_message.Message):
         cell_completed: Global___CellCompleted | None = ...,
         row_completed: Global___RowCompleted | None = ...,
         completed: Global___RowsCompleted | None = ...,
+        batch: Global___StreamRegenRowsBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cell_completed", b"cell_completed", "completed", b"completed", "delta", b"delta", "event", b"event", "references", b"references", "row_completed", b"row_completed", "row_created", b"row_created"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["row_created", "references", "delta", "cell_completed", "row_completed", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["row_created", "references", "delta", "cell_completed", "row_completed", "completed", "batch"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamRegenRowsResponse: _TypeAlias = StreamRegenRowsResponse  # noqa: Y015
+
+@_typing.final
+class StreamRegenRowsBatch(_message.Message):
+    """Events of StreamRegenRows sent in one message (coalesce_events)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamRegenRowsResponse]:
+        """The events, in the order they happened; none is itself a batch."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___StreamRegenRowsResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRegenRowsBatch: _TypeAlias = StreamRegenRowsBatch  # noqa: Y015
 
 @_typing.final
 class ImportRowsMetadata(_message.Message):
