@@ -76,6 +76,10 @@ COLUMNS = [ColumnSchema("title"), ColumnSchema("body"), ColumnSchema("n", "int")
                                                            prompt=PROMPT))]
 
 
+#: Settings of the end-to-end server (``--server-env KEY=VALUE``).
+SERVER_ENV: dict[str, str] = {}
+
+
 def row_values(i: int) -> dict[str, Any]:
     return {"title": f"Report {i}", "body": f"Quarterly numbers for region {i % 17} grew "
                                             f"by {i % 9} percent", "n": i}
@@ -171,7 +175,7 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
 async def end_to_end(rows: int, streams: int, unary_rows: int,
                      profile: bool = False) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-add-rows-"))
-    server = ServerProcess(data_dir)
+    server = ServerProcess(data_dir, env=SERVER_ENV)
     out: dict[str, Any] = {}
     with server.start():
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -581,7 +585,11 @@ async def main() -> None:
                         help="rows per route with an LLM column on the fake provider (0: skip)")
     parser.add_argument("--llm-latency", type=float, default=0.0,
                         help="the fake provider's seconds per answer")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the end-to-end server, e.g. "
+                             "ROWFORGE_GIL_SWITCH_INTERVAL_MS=1")
     args = parser.parse_args()
+    SERVER_ENV.update(item.split("=", 1) for item in args.server_env)
     print_machine("grpcio", "SQLAlchemy", "aiosqlite", "litellm", "aiohttp", "uvloop")
     if args.llm_rows:
         routes = await llm_routes(args.llm_rows, args.streams, args.llm_latency)

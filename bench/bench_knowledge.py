@@ -53,6 +53,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -252,7 +253,7 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
     try:
         tables, knowledge = app.tables, app.knowledge  # type: ignore[attr-defined]
         schema = await tables.create_table("default", "knowledge", "bench", [])
-        await knowledge.indexes.get(schema)  # open (empty): ingest goes through catch-up
+        await knowledge.search_side.indexes.get(schema)  # open (empty): ingest goes through catch-up
         n = len(corpus)
         start = time.perf_counter()
         for s in range(0, n, BATCH):
@@ -261,7 +262,7 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                  "Title Embed": None} for i in range(s, min(n, s + BATCH))])
         acknowledged = time.perf_counter() - start
         del blobs
-        index = await knowledge.indexes.get(schema)
+        index = await knowledge.search_side.indexes.get(schema)
         await index.refresh(0.0)
         searchable = time.perf_counter() - start
         last = index.search(corpus[-1], 1)
@@ -346,16 +347,47 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                           / _per_call(lambda lists=lists: rrf(lists, k=60, top_k=K)))
         out["rrf"] = ratios
 
-        # Over gRPC from another process.
-        ctx = multiprocessing.get_context("spawn")
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=grpc_client,
-                            args=(f"127.0.0.1:{port}", query_texts, args.rounds, send))
-        child.start()
-        send.close()  # ours: recv() then fails instead of hanging if the child dies
-        grpc_times = await asyncio.to_thread(receive.recv)
-        await asyncio.to_thread(child.join)
-        out["grpc_p50"], out["grpc_p99"] = summary(grpc_times)
+        # Over gRPC from a client process vs in-process, interleaved (a pass of each per
+        # round, so both see the same machine), for each GIL switch interval of --gil-compare
+        # (default: the one this process runs with).
+        async def local_pass() -> list[float]:
+            times = []
+            for q in query_texts:
+                begin = time.perf_counter()
+                await knowledge.search(schema, q, k=K)
+                times.append(time.perf_counter() - begin)
+            return times
+
+        async def grpc_pass() -> list[float]:
+            ctx = multiprocessing.get_context("spawn")
+            receive, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=grpc_client,
+                                args=(f"127.0.0.1:{port}", query_texts, 1, send))
+            child.start()
+            send.close()  # ours: recv() then fails instead of hanging if the child dies
+            times = await asyncio.to_thread(receive.recv)
+            await asyncio.to_thread(child.join)
+            return times
+
+        default_ms = sys.getswitchinterval() * 1000
+        settings = args.gil_compare or [default_ms]
+        edge: dict[float, dict[str, list[float]]] = {
+            ms: {"local": [], "grpc": [], "ratio": []} for ms in settings}
+        for _ in range(max(args.rounds, 3 if args.gil_compare else 1)):
+            for ms in settings:
+                sys.setswitchinterval(ms / 1000)
+                local, remote = await local_pass(), await grpc_pass()
+                edge[ms]["local"] += local
+                edge[ms]["grpc"] += remote
+                edge[ms]["ratio"].append(percentile(remote, 50) / percentile(local, 50))
+        sys.setswitchinterval(default_ms / 1000)
+        out["edge"] = {str(ms): {"local_p50": summary(e["local"])[0],
+                                 "grpc_p50": summary(e["grpc"])[0],
+                                 "ratio": statistics.median(e["ratio"])}
+                       for ms, e in edge.items()}
+        main_edge = edge[default_ms] if default_ms in edge else edge[settings[0]]
+        out["grpc_p50"], out["grpc_p99"] = summary(main_edge["grpc"])
+        out["grpc_ratio"] = statistics.median(main_edge["ratio"])
         out["rss"] = rss_bytes() - rss_before
         await index.save()
         out["disk"] = disk_bytes(data_dir)
@@ -481,6 +513,12 @@ def report(args: argparse.Namespace, raw: dict[str, Any], ours: dict[str, Any],
     print(f"{'rowforge: searchable (+ exact delta, BM25)':44s} {ours['searchable']:>9,.0f}")
     print(f"{'rowforge: fully indexed (+ HNSW)':44s} {ours['built']:>9,.0f}  "
           f"({ours['built'] / raw['ingest']:.2f}x raw add_items; target >= 0.6x at 1M)")
+    if len(ours["edge"]) > 1:
+        print("gRPC edge by GIL switch interval (interleaved rounds; ratio = median of the "
+              "rounds' gRPC p50 / in-process p50):")
+        for ms, e in ours["edge"].items():
+            print(f"  {float(ms):5.2f} ms: in-process {e['local_p50']:.2f} ms, gRPC "
+                  f"{e['grpc_p50']:.2f} ms, {e['ratio']:.2f}x")
     if chroma:
         print(f"{'chromadb add':44s} {chroma['ingest']:>9,.0f}")
     if lance:
@@ -493,7 +531,7 @@ def report(args: argparse.Namespace, raw: dict[str, Any], ours: dict[str, Any],
     print(f"{'rowforge hybrid, in-process':44s} {ours['p50']:>9.2f} {ours['p99']:>9.2f} "
           f"{ours['recall']:>10.3f}")
     print(f"{'rowforge hybrid, gRPC (client process)':44s} {ours['grpc_p50']:>9.2f} "
-          f"{ours['grpc_p99']:>9.2f}")
+          f"{ours['grpc_p99']:>9.2f}   ({ours['grpc_ratio']:.2f}x in-process, interleaved)")
     print(f"{'rowforge vector side only (+ row read)':44s} {ours['vector_p50']:>9.2f} "
           f"{ours['vector_p99']:>9.2f}")
     print(f"{'rowforge BM25 side only (top 20)':44s} {ours['lexical_p50']:>9.2f} "
@@ -572,6 +610,8 @@ def run_scale(args: argparse.Namespace) -> None:
                "--rounds", str(1 if big else args.rounds)]
         if n > args.peer_max or args.no_peers:
             cmd.append("--no-peers")
+        if args.gil_compare:
+            cmd += ["--gil-compare", ",".join(map(str, args.gil_compare))]
         with tempfile.NamedTemporaryFile(suffix=".json") as result:
             print(f"\n===== {n:,} chunks: {' '.join(cmd[1:])}", flush=True)
             subprocess.run([*cmd, "--json", result.name], check=True)
@@ -628,6 +668,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000, help="chunks")
     parser.add_argument("--queries", type=int, default=300, help="distinct queries")
     parser.add_argument("--rounds", type=int, default=2, help="timed passes over the queries")
+    parser.add_argument("--gil-compare", type=lambda v: [float(x) for x in v.split(",")],
+                        default=None, help="GIL switch intervals (ms) to compare the gRPC "
+                        "edge at, e.g. 5,1,0.5 (interleaved rounds)")
     parser.add_argument("--no-peers", action="store_true", help="skip chromadb and lancedb")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--scale", action="store_true", help="run every size of --sizes")
