@@ -52,7 +52,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from _machine import print_machine
+from _machine import cpu_seconds, print_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -86,14 +86,6 @@ def row_values(i: int) -> dict[str, Any]:
 
 
 # -- 1. end to end ---------------------------------------------------------------------------
-
-def _cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU time of a process, or of one of its threads (from /proc)."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    with open(path, encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 #: Where a sample of the server's event-loop thread is, by the first matching frame (searched
 #: from the innermost frame outwards).
@@ -223,15 +215,15 @@ async def end_to_end(rows: int, streams: int, unary_rows: int,
                         for i, n in enumerate(await stream_call(table, queue.pop(), coalesce)):
                             totals[i] += n
 
-                server_cpu = _cpu_seconds(pid)
-                loop_cpu = _cpu_seconds(pid, pid)  # the main thread runs the event loop
+                server_cpu = cpu_seconds(pid)
+                loop_cpu = cpu_seconds(pid, pid)  # the main thread runs the event loop
                 client_cpu = time.process_time()
                 start = time.perf_counter()
                 await asyncio.gather(*(worker() for _ in range(streams)))
                 elapsed = time.perf_counter() - start
                 result = {
-                    "server_cpu_us": (_cpu_seconds(pid) - server_cpu) / rows * 1e6,
-                    "loop_cpu_us": (_cpu_seconds(pid, pid) - loop_cpu) / rows * 1e6,
+                    "server_cpu_us": (cpu_seconds(pid) - server_cpu) / rows * 1e6,
+                    "loop_cpu_us": (cpu_seconds(pid, pid) - loop_cpu) / rows * 1e6,
                     "client_cpu_us": (time.process_time() - client_cpu) / rows * 1e6,
                     "rows_s": rows / elapsed, "s": elapsed,
                     "messages_per_row": totals[0] / rows, "events_per_row": totals[1] / rows}
@@ -557,15 +549,15 @@ async def llm_routes(rows: int, streams: int, latency: float) -> dict[str, dict[
                         while todo:
                             failed += await stream_call(table, todo.pop())
 
-                    cpu, fake_cpu = _cpu_seconds(pid), _cpu_seconds(fake.pid)
+                    cpu, fake_cpu = cpu_seconds(pid), cpu_seconds(fake.pid)
                     start = time.perf_counter()
                     await asyncio.gather(*(worker() for _ in range(streams)))
                     elapsed = time.perf_counter() - start
                     assert failed == 0, f"{failed} cells failed on {transport}"
                     out[transport] = {
                         "rows_s": rows / elapsed,
-                        "server_cpu_us": (_cpu_seconds(pid) - cpu) / rows * 1e6,
-                        "fake_cpu_us": (_cpu_seconds(fake.pid) - fake_cpu) / rows * 1e6}
+                        "server_cpu_us": (cpu_seconds(pid) - cpu) / rows * 1e6,
+                        "fake_cpu_us": (cpu_seconds(fake.pid) - fake_cpu) / rows * 1e6}
     finally:
         fake.kill()
         fake.wait()

@@ -183,13 +183,16 @@ def grpc_client(address: str, queries: list[str], rounds: int, out: Any) -> None
 
     with grpc.insecure_channel(address) as channel:
         stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        # typed values only (legacy_values=False), as rowforge's own clients ask
         for q in queries[:20]:  # warm up the connection
-            stub.HybridSearch(kpb.HybridSearchRequest(table_id="bench", query=q, k=K))
+            stub.HybridSearch(kpb.HybridSearchRequest(table_id="bench", query=q, k=K,
+                                                      legacy_values=False))
         times = []
         for _ in range(rounds):
             for q in queries:
                 start = time.perf_counter()
-                stub.HybridSearch(kpb.HybridSearchRequest(table_id="bench", query=q, k=K))
+                stub.HybridSearch(kpb.HybridSearchRequest(table_id="bench", query=q, k=K,
+                                                          legacy_values=False))
                 times.append(time.perf_counter() - start)
     out.send(times)
     out.close()

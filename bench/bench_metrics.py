@@ -5,7 +5,8 @@ collector here), on the same machine in the same run (rounds alternate the order
 Modes: ``off``, ``metrics``, ``metrics+tracing`` (every trace kept), ``+tracing 10%`` (metrics
 and tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1). Each round starts a fresh server subprocess
 per mode (SQLite, built-in models): 10,000 rows
-through StreamAddRows (100 per call, 2 calls in flight) into a table with one LLM column, then
+through StreamAddRows (100 per call, 2 calls in flight, ``coalesce_events`` as our clients ask:
+the cheapest rows, so observability weighs the most) into a table with one LLM column, then
 300 sequential HybridSearch calls over a 300-chunk knowledge table.
 
 Defaults: 5 rounds of 10,000 rows (at 3,000 rows a mode ran ~1 s and two runs of the same code
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import sys
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import print_machine
+from _machine import cpu_seconds, print_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,7 +61,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _measure(address: str, rows: int) -> tuple[float, float]:
+async def _measure(address: str, pid: int, rows: int) -> tuple[float, float, float, float]:
+    """StreamAddRows rows/s, HybridSearch p50 (ms), and the server's CPU per row and per
+    search (µs; every thread, from /proc: steadier than wall time on a loaded machine)."""
     async with grpc.aio.insecure_channel(address) as channel:
         tables = table_service_pb2_grpc.TableServiceStub(channel)
         cols = [pb.Column(id="q", dtype="str"), pb.Column(id="a", dtype="str", gen_config=
@@ -71,8 +75,8 @@ async def _measure(address: str, rows: int) -> tuple[float, float]:
 
         async def stream(table: str, batch: list[struct_pb2.Struct]) -> None:
             async for _ in tables.StreamAddRows(pb.StreamAddRowsRequest(
-                    table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch),
-                    metadata=MD):
+                    table_type=common_pb2.TABLE_TYPE_ACTION, table_id=table, data=batch,
+                    coalesce_events=True), metadata=MD):
                 pass
 
         for batch in batches[:3]:
@@ -83,9 +87,10 @@ async def _measure(address: str, rows: int) -> tuple[float, float]:
             while queue:
                 await stream("t", queue.pop())
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(worker(), worker())
         rows_s = rows / (time.perf_counter() - start)
+        cpu_row = (cpu_seconds(pid) - cpu) / rows * 1e6
 
         await tables.CreateTable(pb.CreateTableRequest(
             table_type=common_pb2.TABLE_TYPE_KNOWLEDGE, table_id="kb"), metadata=MD)
@@ -101,13 +106,17 @@ async def _measure(address: str, rows: int) -> tuple[float, float]:
                 metadata=MD)
         search = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
         times = []
+        cpu = 0.0
         for i in range(330):
+            if i == 30:
+                cpu = cpu_seconds(pid)
             started = time.perf_counter()
             await search.HybridSearch(knowledge_service_pb2.HybridSearchRequest(
                 table_id="kb", query=" ".join(WORDS[i % len(WORDS):][:4]), k=10), metadata=MD)
             if i >= 30:  # the first calls open the index
                 times.append(time.perf_counter() - started)
-        return rows_s, statistics.median(times) * 1000
+        cpu_search = (cpu_seconds(pid) - cpu) / len(times) * 1e6
+        return rows_s, statistics.median(times) * 1000, cpu_row, cpu_search
 
 
 TRACED = {"ROWFORGE_METRICS": "true", "ROWFORGE_TRACING": "true", "OTEL_TRACES_EXPORTER": "none"}
@@ -119,11 +128,12 @@ MODES = {"off": {}, "metrics": {"ROWFORGE_METRICS": "true"},
                           "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
 
 
-def run_mode(mode: str, rows: int) -> tuple[float, float]:
+def run_mode(mode: str, rows: int) -> tuple[float, float, float, float]:
     env = {"ROWFORGE_METRICS_PORT": str(_free_port()), **MODES[mode]}
     server = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-metrics-")), env=env)
     with server.start():
-        return asyncio.run(_measure(server.address, rows))
+        assert server.process is not None
+        return asyncio.run(_measure(server.address, server.process.pid, rows))
 
 
 def main() -> None:
@@ -132,14 +142,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10000)
     args = parser.parse_args()
     print_machine("grpcio", "prometheus-client", "opentelemetry-sdk")
-    results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    results: dict[str, list[tuple[float, float, float, float]]] = {mode: [] for mode in MODES}
     for r in range(args.rounds):
         order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
         for mode in order:
             results[mode].append(run_mode(mode, args.rows))
-            rows_s, p50 = results[mode][-1]
-            print(f"round {r + 1} {mode:16}: {rows_s:6.0f} rows/s StreamAddRows, "
-                  f"HybridSearch p50 {p50:.2f} ms", flush=True)
+            rows_s, p50, cpu_row, cpu_search = results[mode][-1]
+            print(f"round {r + 1} {mode:16}: {rows_s:6.0f} rows/s StreamAddRows "
+                  f"({cpu_row:.0f} us CPU/row), HybridSearch p50 {p50:.2f} ms "
+                  f"({cpu_search:.0f} us CPU/search), load {os.getloadavg()[0]:.1f}", flush=True)
     base_rows = statistics.median(x[0] for x in results["off"])
     base_p50 = statistics.median(x[1] for x in results["off"])
     print(f"\nmedians of {args.rounds} rounds; ratios to off: of the medians, and the median "
@@ -151,9 +162,13 @@ def main() -> None:
             results[mode], results["off"], strict=True))
         paired_p50 = statistics.median(m[1] / o[1] for m, o in zip(
             results[mode], results["off"], strict=True))
+        cpu = [statistics.median(x[i] for x in results[mode]) for i in (2, 3)]
+        base_cpu = [statistics.median(x[i] for x in results["off"]) for i in (2, 3)]
         print(f"  {mode:16} StreamAddRows {rows_s:6.0f} rows/s ({rows_s / base_rows:.3f}x, "
-              f"paired {paired_rows:.3f}x)  HybridSearch p50 {p50:.2f} ms "
-              f"({p50 / base_p50:.3f}x, paired {paired_p50:.3f}x)")
+              f"paired {paired_rows:.3f}x), CPU/row {cpu[0]:.0f} us "
+              f"({cpu[0] / base_cpu[0]:.3f}x)  HybridSearch p50 {p50:.2f} ms "
+              f"({p50 / base_p50:.3f}x, paired {paired_p50:.3f}x), CPU/search {cpu[1]:.0f} us "
+              f"({cpu[1] / base_cpu[1]:.3f}x)")
 
 
 if __name__ == "__main__":
