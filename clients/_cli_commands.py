@@ -446,10 +446,11 @@ _STATE_ORDER = {state: i for i, state in enumerate(
      JobState.PROCESSING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))}
 
 
-def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
+def _watch(client: RowForge, job_id: str, args: argparse.Namespace, *, unit: str = "req",
+           eta: bool = False) -> int:
     job = client.batch.get_job(job_id)
-    progress = Progress(job.metrics.total_requests or None, f"job {job_id}", "req",
-                        quiet=args.json)
+    progress = Progress(job.metrics.total_requests or None, f"job {job_id}", unit,
+                        quiet=args.json, eta=eta)
     progress.update_to(job.metrics.processed_requests, postfix=job.state.value)
     state, done = job.state, job.metrics.processed_requests
     if not state.is_terminal:
@@ -476,6 +477,34 @@ def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
               f"{m.failed_requests} failed, {m.cancelled_requests} cancelled, "
               f"{m.total_tokens} tokens, {job_seconds(job):.1f}s")
     return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def tables_regen(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        job = client.table.regen_table_rows_job(
+            args.type, args.table_id, row_ids=args.row_id, where=args.where,
+            all_rows=args.all, regen_strategy=args.strategy, output_column_id=args.column,
+            only_missing=args.only_missing)
+        return _table_job_started(client, job, args)
+
+
+def tables_backfill(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        job = client.table.backfill_column(args.type, args.table_id, args.column,
+                                           where=args.where, only_missing=not args.all_cells)
+        return _table_job_started(client, job, args)
+
+
+def _table_job_started(client: RowForge, job: Any, args: argparse.Namespace) -> int:
+    if args.watch:
+        return _watch(client, job.job_id, args, unit="rows", eta=True)
+    if args.json:
+        print_json(job.job)
+    else:
+        print(f"job {job.job_id}: {job.job.state.value}, "
+              f"{job.job.metrics.total_requests} rows (follow it: rowforge batch watch "
+              f"{job.job_id})")
+    return 0
 
 
 def job_seconds(job: Any) -> float:

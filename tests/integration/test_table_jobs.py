@@ -391,3 +391,91 @@ async def test_sigkill_at_30_percent_then_restart_resumes_without_regenerating(
     finally:
         first.kill()
         fake.stop()
+
+
+async def test_5000_row_backfill_writes_every_cell_exactly_once(
+        channel: grpc.aio.Channel, md: Metadata, fake: FakeOpenAI) -> None:
+    s = Stubs(channel, md)
+    tag = uuid.uuid4().hex[:6]
+    n = 5000
+    ids = await s.table("big", n, cols=[llm_col("a", "answer ${q}", model="fake/gpt")],
+                        tag=tag)
+    t0 = time.perf_counter()
+    job = await s.job("big", all_rows=True, regen_strategy=pb.REGEN_STRATEGY_RUN_SELECTED,
+                      output_column_id="a", only_missing=True)
+    final, events = await s.watch(job.job_id)
+    elapsed = time.perf_counter() - t0
+    assert final.state == bpb.JOB_STATE_SUCCEEDED
+    assert final.metrics.successful_requests == n
+    assert final.metrics.provider_calls == n
+    progress = [e for e in events if e.event_type == bpb.JOB_EVENT_TYPE_PROGRESS]
+    assert progress and progress[-1].metrics.processed_requests <= n
+    rows = await s.rows("big")
+    assert all(rows[r].cells["a"].status == DONE and rows[r].cells["a"].value.string_value
+               for r in ids)
+    prompts = chat_prompts(fake, tag)
+    assert len(prompts) == n and set(prompts.values()) == {1}
+    print(f"5000-row backfill: {elapsed:.1f}s, ideal {n * 0.02 / WORKERS:.1f}s")
+
+
+async def test_python_client_handles_and_the_cli(server: ServerProcess, channel: grpc.aio.Channel,
+                                                 md: Metadata, fake: FakeOpenAI) -> None:
+    from rowforge.clients import AsyncRowForge, RowForge, TableJob
+    from rowforge.clients._table_jobs import eta_seconds
+
+    s = Stubs(channel, md)
+    project = md[0][1]
+    tag = uuid.uuid4().hex[:6]
+    ids = await s.table("cl", 40, cols=two_cols(), tag=tag)
+
+    def sync_part() -> None:
+        with RowForge(address=server.address, project_id=project) as client:
+            job = client.table.regen_table_rows_job("action", "cl", row_ids=ids[:10],
+                                                    regen_strategy="run_before",
+                                                    output_column_id="a")
+            assert isinstance(job, TableJob)
+            events = list(job.watch())
+            assert sum(e.event_type == "request_succeeded" for e in events) == 10
+            assert events[-1].state.is_terminal
+            final = job.wait()
+            assert final.state.value == "succeeded"
+            assert final.metrics.successful_requests == 10
+            assert eta_seconds(final) == 0.0
+            assert job.cancel  # exists; cancelling an ended job is FAILED_PRECONDITION
+    await asyncio.to_thread(sync_part)
+    rows = await s.rows("cl")
+    assert all(rows[r].cells["a"].value.string_value for r in ids[:10])
+    assert not any(rows[r].cells["b"].value.string_value for r in ids[:10])  # run_before a
+
+    async with AsyncRowForge(address=server.address, project_id=project) as client:
+        job = await client.table.backfill_column("action", "cl", "b")
+        final = await job.wait()  # type: ignore[misc]
+        assert final.state.value == "succeeded" and final.metrics.total_requests == 40
+    rows = await s.rows("cl")
+    assert all(rows[r].cells["b"].value.string_value for r in ids)
+
+    def cli() -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROWFORGE_")}
+        env.update(ROWFORGE_ADDRESS=server.address, ROWFORGE_PROJECT_ID=project)
+        run = subprocess.run(
+            [sys.executable, "-m", "rowforge.clients.cli", "tables", "regen", "action", "cl",
+             "--all", "--watch", "--json"], env=env, capture_output=True, text=True,
+            timeout=120)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["state"] == "succeeded" and out["metrics"]["successful_requests"] == 40
+        run = subprocess.run(
+            [sys.executable, "-m", "rowforge.clients.cli", "tables", "regen", "action", "cl",
+             "--where", "q = 'nothing'"], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and "no row matches" in run.stderr
+        run = subprocess.run(
+            [sys.executable, "-m", "rowforge.clients.cli", "tables", "backfill", "action",
+             "cl", "b", "--watch"], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "succeeded" in run.stdout and "rows" in run.stderr
+    await asyncio.to_thread(cli)
