@@ -20,7 +20,7 @@ import functools
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -579,7 +579,7 @@ class RowEngine:
 
     async def run_job_row(self, schema: TableSchema, row_id: str, *, job_id: str,
                           strategy: str, output_column: str, only_missing: bool,
-                          gate: CallGate) -> JobRowResult:
+                          gate: CallGate, read_row: RowReader | None = None) -> JobRowResult:
         """Generate one row for table job ``job_id``: the ``strategy`` targets, in DAG order,
         each cell written once and tagged with the job.
 
@@ -588,17 +588,20 @@ class RowEngine:
         When the row's other values changed while it was generated (an edit), its targets
         are generated once more from the new values; a deleted row is reported, untouched.
 
+        ``read_row`` reads the row (None: deleted); by default one ``get_rows`` per read (a
+        job passes one that shares reads between its rows in flight).
+
         Raises:
             InvalidArgument: bad strategy or column (the table changed since the job began).
         """
+        read = read_row or self._read_row
         plan = self.plan(schema)
         targets = regen_targets(plan, strategy, output_column)
         regenerated = False
         generated: list[str] = []
         for attempt in range(2):
-            try:
-                row = (await self.store.get_rows(schema, [row_id]))[0]
-            except NotFound:
+            row = await read(schema, row_id)
+            if row is None:
                 return JobRowResult({}, tuple(generated), deleted=True)
             todo = [c for c in targets if not _written_by(row.cells.get(c), job_id)]
             if only_missing:
@@ -611,9 +614,8 @@ class RowEngine:
             if todo:
                 await self._run_in(call, [job], sequential=True)
                 generated.extend(todo)
-            try:
-                after = (await self.store.get_rows(schema, [row_id]))[0]
-            except NotFound:
+            after = await read(schema, row_id)
+            if after is None:
                 return JobRowResult({}, tuple(generated), deleted=True)
             inputs = [c.id for c in schema.columns if c.id not in targets]
             if not todo or attempt == 1 or all(
@@ -623,6 +625,13 @@ class RowEngine:
                                      for c in targets}, tuple(generated), regenerated=regenerated)
             regenerated = True
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_row(self, schema: TableSchema, row_id: str) -> Row | None:
+        try:
+            row: Row = (await self.store.get_rows(schema, [row_id]))[0]
+        except NotFound:
+            return None
+        return row
 
     async def _run(self, plan: TablePlan, jobs: list[_Job], *, concurrent: bool,
                    sink: EventSink | None, deadline: float | None) -> list[RowResult]:
@@ -764,6 +773,9 @@ class RowEngine:
             return f"upstream column {dep!r} was not generated ({cell.status.value})"
         return None
 
+
+#: Reads one stored row (None: it does not exist).
+RowReader = Callable[[TableSchema, str], Awaitable[Row | None]]
 
 #: Table jobs are bounded by the batch worker's limits, not the table's interactive bound.
 _UNBOUNDED = asyncio.Semaphore(1 << 30)
