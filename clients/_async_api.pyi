@@ -376,9 +376,11 @@ class AsyncTableClient:
         *,
         tsv: bool = ...,
         generate: bool = ...,
+        generate_in_job: bool = ...,
     ) -> t.ImportResponse:
         """Import CSV/TSV rows from a path, bytes or a binary file object, streamed in
-        1 MiB chunks."""
+        1 MiB chunks. ``generate_in_job``: return once the rows are stored and generate them
+        in a table job (``job_id``) instead of inline."""
         ...
 
     def iter_export(

@@ -578,13 +578,14 @@ class TableClient:
 
     def import_rows(self, table_type: TableTypeLike, table_id: str,
                     source: str | Path | BinaryIO | bytes, *, tsv: bool = False,
-                    generate: bool = True) -> t.ImportResponse:
+                    generate: bool = True, generate_in_job: bool = False) -> t.ImportResponse:
         """Import CSV/TSV rows from a path, bytes or a binary file object, streamed in
-        1 MiB chunks."""
+        1 MiB chunks. ``generate_in_job``: return once the rows are stored and generate them
+        in a table job (``job_id``) instead of inline."""
         metadata = tpb.ImportRowsMetadata(
             table_type=c.table_type_pb(table_type), table_id=table_id,
             format=tpb.DELIMITED_FORMAT_TSV if tsv else tpb.DELIMITED_FORMAT_CSV,
-            generate=generate)
+            generate=generate, generate_in_job=generate_in_job)
 
         def requests() -> Iterator[tpb.ImportRowsRequest]:
             yield tpb.ImportRowsRequest(metadata=metadata)
@@ -594,7 +595,7 @@ class TableClient:
         return self._t.run(one_call(
             Upload(TABLE, "ImportRows", requests()),
             lambda r: t.ImportResponse(row_count=r.row_count, error_count=r.error_count,
-                                       row_ids=list(r.row_ids))))
+                                       row_ids=list(r.row_ids), job_id=r.job.job_id)))
 
     def iter_export(self, table_type: TableTypeLike, table_id: str,
                     columns: Sequence[str] | None = None, where: str | None = None,

@@ -301,12 +301,22 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         """Insert the typed rows in one transaction, then generate them."""
         generate = (meta.generate if meta.HasField("generate") else True) and bool(
             schema.generated_columns)
+        in_job = generate and meta.generate_in_job
+        if in_job:
+            if self.table_jobs is None:
+                raise FailedPrecondition("this server runs no table jobs",
+                                         reason="TABLE_JOBS_UNAVAILABLE")
+            self.table_jobs.check_table(schema)  # before anything is written
         status = CellStatus.PENDING if generate else CellStatus.SKIPPED
         inserted = await self.store.insert_rows(schema, rows, generated_status=status,
                                                 field_name="rows")
+        ids = [row.id for row in inserted]
+        if in_job and ids:
+            assert self.table_jobs is not None
+            job = await self.table_jobs.create_for_rows(current_project(), schema, ids)
+            return pb.ImportRowsResponse(row_count=len(inserted), row_ids=ids, job=job_pb(job))
         errors = await self.engine.generate_stored(schema, inserted) if generate else 0
-        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors,
-                                     row_ids=[row.id for row in inserted])
+        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors, row_ids=ids)
 
     async def ExportRows(self, request: pb.ExportRowsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportRowsResponse]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from rowforge.server.tables.store import TableStore
 #: Row ids one job may name explicitly (a ``where`` filter or all rows has no limit).
 MAX_JOB_ROW_IDS = 10_000
 #: Requests added per transaction while a job is populated.
-_ADD_CHUNK = 500
+_ADD_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,17 @@ class TableJobs:
         schema = await self.tables.get_table(project_id, spec.table_type, spec.table_id)
         plan = self.engine.plan(schema)
         targets = regen_targets(plan, spec.strategy, spec.output_column)
-        if plan.sequential:
-            raise FailedPrecondition(
-                f"table {spec.table_id!r} generates its rows in order (a chat table or a "
-                "multi-turn column); regenerate it with StreamRegenRows",
-                reason="TABLE_JOB_SEQUENTIAL_TABLE", metadata={"tableId": spec.table_id})
+        self.check_table(schema)
         row_ids = await self._select(schema, spec)
         if not row_ids:
             raise FailedPrecondition("no row matches the job's selection", reason="NO_ROWS",
                                      metadata={"tableId": spec.table_id})
+        return await self._start(project_id, spec, targets, row_ids, idempotency_key)
+
+    async def _start(self, project_id: str, spec: TableJobSpec, targets: Sequence[str],
+                     row_ids: list[str], idempotency_key: str) -> Job:
+        plan = self.engine.plan(await self.tables.get_table(project_id, spec.table_type,
+                                                            spec.table_id))
         model = ""
         for name in targets:
             gen = plan.columns[name].column.gen_config
@@ -133,6 +136,22 @@ class TableJobs:
                 project_id, job.id, [RequestInput(row_id, ()) for row_id in
                                      row_ids[start:start + _ADD_CHUNK]])
         return await self.batch.submit(project_id, job.id)
+
+    def check_table(self, schema: TableSchema) -> None:
+        """Raise FAILED_PRECONDITION when jobs cannot generate the table's rows."""
+        if self.engine.plan(schema).sequential:
+            raise FailedPrecondition(
+                f"table {schema.id!r} generates its rows in order (a chat table or a "
+                "multi-turn column); regenerate it with StreamRegenRows",
+                reason="TABLE_JOB_SEQUENTIAL_TABLE", metadata={"tableId": schema.id})
+
+    async def create_for_rows(self, project_id: str, schema: TableSchema,
+                              row_ids: list[str]) -> Job:
+        """A job generating the PENDING (missing) cells of rows just inserted (an import)."""
+        self.check_table(schema)
+        spec = TableJobSpec(schema.table_type, schema.id, only_missing=True,
+                            row_ids=tuple(row_ids))
+        return await self._start(project_id, spec, self.engine.plan(schema).order, row_ids, "")
 
     async def _select(self, schema: Any, spec: TableJobSpec) -> list[str]:
         if spec.row_ids:

@@ -479,3 +479,27 @@ async def test_python_client_handles_and_the_cli(server: ServerProcess, channel:
         assert run.returncode == 0, run.stderr
         assert "succeeded" in run.stdout and "rows" in run.stderr
     await asyncio.to_thread(cli)
+
+
+async def test_import_then_generate_in_a_job(server: ServerProcess, channel: grpc.aio.Channel,
+                                             md: Metadata, fake: FakeOpenAI) -> None:
+    from rowforge.clients import RowForge
+
+    s = Stubs(channel, md)
+    tag = uuid.uuid4().hex[:6]
+    await s.table("imp", 0, cols=two_cols(), tag=tag)
+    csv = "q\n" + "".join(f"{tag}i{i}\n" for i in range(50))
+
+    def run() -> tuple[Any, Any]:
+        with RowForge(address=server.address, project_id=md[0][1]) as client:
+            result = client.table.import_rows("action", "imp", csv.encode(),
+                                              generate_in_job=True)
+            return result, client.batch.get_job(result.job_id) if result.job_id else None
+    result, job = await asyncio.to_thread(run)
+    assert result.row_count == 50 and result.job_id and job is not None
+    final, _ = await s.watch(result.job_id)
+    assert final.state == bpb.JOB_STATE_SUCCEEDED and final.metrics.successful_requests == 50
+    rows = await s.rows("imp")
+    assert all(r.cells["b"].status == DONE for r in rows.values())
+    prompts = chat_prompts(fake, tag)
+    assert sum(prompts.values()) == 100 and set(prompts.values()) == {1}

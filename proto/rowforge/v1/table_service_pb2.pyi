@@ -2418,6 +2418,7 @@ class ImportRowsMetadata(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     GENERATE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    GENERATE_IN_JOB_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2430,6 +2431,11 @@ class ImportRowsMetadata(_message.Message):
     """Makes a retry safe, as AddRowsRequest.idempotency_key: the same key with the same
     metadata and bytes returns the first import's response without importing again.
     """
+    generate_in_job: _builtins.bool
+    """With generate: insert the rows (their generated cells PENDING) and generate them in a
+    table job (see CreateTableJob) instead of inline; the response returns at once with
+    the job. Chat and multi-turn tables are refused (FAILED_PRECONDITION).
+    """
     def __init__(
         self,
         *,
@@ -2438,10 +2444,11 @@ class ImportRowsMetadata(_message.Message):
         format: Global___DelimitedFormat.ValueType = ...,
         generate: _builtins.bool | None = ...,
         idempotency_key: _builtins.str = ...,
+        generate_in_job: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "generate", b"generate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "idempotency_key", b"idempotency_key", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "generate_in_job", b"generate_in_job", "idempotency_key", b"idempotency_key", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__generate: _TypeAlias = _typing.Literal["generate"]  # noqa: Y015
     _WhichOneofArgType__generate: _TypeAlias = _typing.Literal["_generate", b"_generate"]  # noqa: Y015
@@ -2488,6 +2495,7 @@ class ImportRowsResponse(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     ROW_IDS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Rows written."""
     error_count: _builtins.int
@@ -2498,16 +2506,21 @@ class ImportRowsResponse(_message.Message):
         an import with generate false, watching progress).
         """
 
+    @_builtins.property
+    def job(self) -> _batch_job_service_pb2.Job:
+        """The table job generating the rows (generate_in_job); follow it with WatchJob."""
+
     def __init__(
         self,
         *,
         row_count: _builtins.int = ...,
         error_count: _builtins.int = ...,
         row_ids: _abc.Iterable[_builtins.str] | None = ...,
+        job: _batch_job_service_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "job", b"job", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
