@@ -86,6 +86,8 @@ class JobGate:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        #: Cost of the calls that succeeded through this gate (where the price is known).
+        self.cost_usd = 0.0
 
     async def call(self, spec: ModelSpec, estimate_tokens: int,
                    fn: Callable[[], Awaitable[T]]) -> T:
@@ -118,6 +120,7 @@ class JobGate:
                                                 rng=random.random)
                 await asyncio.sleep(max(delay, retry_after or 0.0))
                 continue
+            self.cost_usd += float(getattr(result, "cost_usd", None) or 0.0)
             usage = getattr(result, "usage", None)
             limiter.release(permit, succeeded=True,
                             used_tokens=getattr(usage, "total_tokens", None))

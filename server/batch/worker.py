@@ -343,7 +343,8 @@ class BatchWorker:
             reset_current_project(project)
         return Outcome(claim, SUCCEEDED if row.ok else FAILED, response_text=row.summary_json,
                        prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
-                       error=row.error, metadata_json=payload.metadata_json)
+                       cost_usd=gate.cost_usd or None, error=row.error,
+                       metadata_json=payload.metadata_json)
 
     def _failure(self, claim: Claim, payload: Payload, exc: Exception) -> Outcome:
         if isinstance(exc, RowforgeError):
