@@ -85,5 +85,6 @@ async def test_two_replicas_share_a_table_job_and_survive_a_sigkill(
     assert on_a and on_b  # both replicas generated rows
     both = on_a + on_b
     assert len([p for p in both if p.startswith("answer ")]) == n
-    # only calls in flight on b when it was killed are sent again (8 workers)
-    assert sum(both.values()) - 2 * n <= 8, both.most_common(5)
+    # only calls in flight on b when it was killed (8 workers), or answered but whose cell
+    # was not committed yet, are sent again
+    assert sum(both.values()) - 2 * n <= 16, both.most_common(5)
