@@ -149,12 +149,23 @@ def tables_add_rows(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such file: {path}")
     progress = Progress(path.stat().st_size, f"uploading {path.name}", "B",
                         quiet=args.json, unit_scale=True)
+    in_job = args.job and not args.no_generate
     with client_of(args) as client:
         with path.open("rb") as fh:
             result = client.table.import_rows(
                 args.type, args.table_id, cast(BinaryIO, _CountingReader(fh, progress)),
-                tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=False)
+                tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=in_job,
+                generate_in_job=in_job)
         progress.close()
+        if in_job and result.job_id:
+            if args.watch:
+                return _watch(client, result.job_id, args, unit="rows", eta=True)
+            if args.json:
+                print_json(result.model_dump(exclude={"row_ids"}))
+            else:
+                print(f"added {result.row_count} rows to {args.table_id!r}; generating them "
+                      f"in job {result.job_id} (rowforge batch watch {result.job_id})")
+            return 0
         errors = 0
         if not args.no_generate and result.row_ids:
             table = client.table.get_table(args.type, args.table_id)

@@ -96,6 +96,10 @@ def _table_commands(sub: Any, common: Any) -> None:
     p.add_argument("file")
     p.add_argument("--tsv", action="store_true", help="tab-separated (default: by extension)")
     p.add_argument("--no-generate", action="store_true", help="store inputs only")
+    p.add_argument("--job", action="store_true",
+                   help="generate in a background table job (returns once stored; with "
+                        "--watch, follows it)")
+    p.add_argument("--watch", action="store_true", help="with --job: follow the job")
     p = _leaf(tables, "rows", cmd.tables_rows, common, "list rows")
     p.add_argument("type", choices=TABLE_TYPES)
     p.add_argument("table_id")

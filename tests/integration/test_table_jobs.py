@@ -5,6 +5,7 @@ log; failures, cancel, 429 storms, edits and deletes mid-job, SIGKILL and resume
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -480,7 +481,17 @@ async def test_python_client_handles_and_the_cli(server: ServerProcess, channel:
              "cl", "b", "--watch"], env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         assert "succeeded" in run.stdout and "rows" in run.stderr
+        csv = Path(tempfile.mkdtemp()) / "more.csv"
+        csv.write_text("q\n" + "".join(f"{tag}m{i}\n" for i in range(20)))
+        run = subprocess.run(
+            [sys.executable, "-m", "rowforge.clients.cli", "tables", "add-rows", "action",
+             "cl", str(csv), "--job", "--watch", "--json"], env=env, capture_output=True,
+            text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["state"] == "succeeded" and out["metrics"]["successful_requests"] == 20
     await asyncio.to_thread(cli)
+    assert chat_prompts(fake, f"{tag}m")[f"answer {tag}m3"] == 1
 
 
 async def test_import_then_generate_in_a_job(server: ServerProcess, channel: grpc.aio.Channel,
