@@ -14,6 +14,7 @@ Batch jobs in the AjaxAI SDK's shape are in :mod:`rowforge.clients.batch`; error
 
 from rowforge.clients import types
 from rowforge.clients._client import AsyncRowForge, RowForge
+from rowforge.clients._table_jobs import TableJob
 from rowforge.clients._transport import AsyncStream
 from rowforge.clients._version import __version__
 from rowforge.clients.config import ClientConfig, RetryConfig, TLSConfig
@@ -64,6 +65,7 @@ __all__ = [
     "RowForgeError",
     "ServerError",
     "TLSConfig",
+    "TableJob",
     "UnavailableError",
     "UnimplementedError",
     "__version__",

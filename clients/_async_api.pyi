@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Literal, overload
 
 from rowforge.clients import types as t
 from rowforge.clients._files import FileSource
+from rowforge.clients._table_jobs import TableJob
 from rowforge.clients._tables import TableTypeLike
 from rowforge.clients._transport import AsyncStream
 from rowforge.clients.batch_jobs import (
@@ -313,6 +314,48 @@ class AsyncTableClient:
         not regenerated."""
         ...
 
+    async def regen_table_rows_job(
+        self,
+        table_type: TableTypeLike,
+        table_id: str,
+        *,
+        row_ids: Sequence[str] | None = ...,
+        where: str | None = ...,
+        all_rows: bool = ...,
+        regen_strategy: str = ...,
+        output_column_id: str = ...,
+        only_missing: bool = ...,
+        idempotency_key: str | None = ...,
+    ) -> TableJob:
+        """Regenerate rows as a durable background job (any number of rows; survives a
+        server restart; rate-limited per model). Give exactly one of ``row_ids``, ``where``
+        or ``all_rows=True``.
+
+        Args:
+            regen_strategy: ``run_all``, ``run_before``, ``run_selected`` or ``run_after``
+                (around ``output_column_id``).
+            only_missing: Only cells that are empty or not DONE.
+            idempotency_key: The same key returns the same job.
+
+        Returns:
+            A :class:`TableJob` handle: ``.wait()``, ``.watch()``, ``.cancel()``.
+        """
+        ...
+
+    async def backfill_column(
+        self,
+        table_type: TableTypeLike,
+        table_id: str,
+        column_id: str,
+        *,
+        only_missing: bool = ...,
+        where: str | None = ...,
+        idempotency_key: str | None = ...,
+    ) -> TableJob:
+        """Fill generated column ``column_id`` for every row (or those matching ``where``)
+        as a background job; by default only its empty or errored cells."""
+        ...
+
     async def delete_table_rows(
         self, table_type: TableTypeLike, request: t.MultiRowDeleteRequest | t.RowDeleteRequest
     ) -> t.OkResponse:
@@ -333,9 +376,11 @@ class AsyncTableClient:
         *,
         tsv: bool = ...,
         generate: bool = ...,
+        generate_in_job: bool = ...,
     ) -> t.ImportResponse:
         """Import CSV/TSV rows from a path, bytes or a binary file object, streamed in
-        1 MiB chunks."""
+        1 MiB chunks. ``generate_in_job``: return once the rows are stored and generate them
+        in a table job (``job_id``) instead of inline."""
         ...
 
     def iter_export(

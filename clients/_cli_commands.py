@@ -149,12 +149,23 @@ def tables_add_rows(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such file: {path}")
     progress = Progress(path.stat().st_size, f"uploading {path.name}", "B",
                         quiet=args.json, unit_scale=True)
+    in_job = args.job and not args.no_generate
     with client_of(args) as client:
         with path.open("rb") as fh:
             result = client.table.import_rows(
                 args.type, args.table_id, cast(BinaryIO, _CountingReader(fh, progress)),
-                tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=False)
+                tsv=args.tsv or path.suffix.lower() in (".tsv", ".tab"), generate=in_job,
+                generate_in_job=in_job)
         progress.close()
+        if in_job and result.job_id:
+            if args.watch:
+                return _watch(client, result.job_id, args, unit="rows", eta=True)
+            if args.json:
+                print_json(result.model_dump(exclude={"row_ids"}))
+            else:
+                print(f"added {result.row_count} rows to {args.table_id!r}; generating them "
+                      f"in job {result.job_id} (rowforge batch watch {result.job_id})")
+            return 0
         errors = 0
         if not args.no_generate and result.row_ids:
             table = client.table.get_table(args.type, args.table_id)
@@ -446,10 +457,11 @@ _STATE_ORDER = {state: i for i, state in enumerate(
      JobState.PROCESSING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))}
 
 
-def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
+def _watch(client: RowForge, job_id: str, args: argparse.Namespace, *, unit: str = "req",
+           eta: bool = False) -> int:
     job = client.batch.get_job(job_id)
-    progress = Progress(job.metrics.total_requests or None, f"job {job_id}", "req",
-                        quiet=args.json)
+    progress = Progress(job.metrics.total_requests or None, f"job {job_id}", unit,
+                        quiet=args.json, eta=eta)
     progress.update_to(job.metrics.processed_requests, postfix=job.state.value)
     state, done = job.state, job.metrics.processed_requests
     if not state.is_terminal:
@@ -476,6 +488,34 @@ def _watch(client: RowForge, job_id: str, args: argparse.Namespace) -> int:
               f"{m.failed_requests} failed, {m.cancelled_requests} cancelled, "
               f"{m.total_tokens} tokens, {job_seconds(job):.1f}s")
     return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def tables_regen(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        job = client.table.regen_table_rows_job(
+            args.type, args.table_id, row_ids=args.row_id, where=args.where,
+            all_rows=args.all, regen_strategy=args.strategy, output_column_id=args.column,
+            only_missing=args.only_missing)
+        return _table_job_started(client, job, args)
+
+
+def tables_backfill(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        job = client.table.backfill_column(args.type, args.table_id, args.column,
+                                           where=args.where, only_missing=not args.all_cells)
+        return _table_job_started(client, job, args)
+
+
+def _table_job_started(client: RowForge, job: Any, args: argparse.Namespace) -> int:
+    if args.watch:
+        return _watch(client, job.job_id, args, unit="rows", eta=True)
+    if args.json:
+        print_json(job.job)
+    else:
+        print(f"job {job.job_id}: {job.job.state.value}, "
+              f"{job.job.metrics.total_requests} rows (follow it: rowforge batch watch "
+              f"{job.job_id})")
+    return 0
 
 
 def job_seconds(job: Any) -> float:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Literal, TypeVar, overload
 from rowforge.clients import _convert as c
 from rowforge.clients import types as t
 from rowforge.clients._files import FileSource, file_source
+from rowforge.clients._table_jobs import TableJob
 from rowforge.clients._transport import (
     Emit,
     Next,
@@ -24,6 +25,7 @@ from rowforge.clients._transport import (
     one_call,
     sync_view,
 )
+from rowforge.clients.batch_jobs import job_py
 from rowforge.clients.exceptions import NotFoundError
 from rowforge.v1 import common_pb2
 from rowforge.v1 import knowledge_service_pb2 as kpb
@@ -518,6 +520,46 @@ class TableClient:
         return self._t.run(one_call(Unary(TABLE, "UpdateRows", pb),
                                       lambda r: t.OkResponse(count=r.updated_count)))
 
+    # -- table jobs (durable background generation) ---------------------------------------
+
+    def regen_table_rows_job(self, table_type: TableTypeLike, table_id: str, *,
+                             row_ids: Sequence[str] | None = None, where: str | None = None,
+                             all_rows: bool = False, regen_strategy: str = "run_all",
+                             output_column_id: str = "", only_missing: bool = False,
+                             idempotency_key: str | None = None) -> TableJob:
+        """Regenerate rows as a durable background job (any number of rows; survives a
+        server restart; rate-limited per model). Give exactly one of ``row_ids``, ``where``
+        or ``all_rows=True``.
+
+        Args:
+            regen_strategy: ``run_all``, ``run_before``, ``run_selected`` or ``run_after``
+                (around ``output_column_id``).
+            only_missing: Only cells that are empty or not DONE.
+            idempotency_key: The same key returns the same job.
+
+        Returns:
+            A :class:`TableJob` handle: ``.wait()``, ``.watch()``, ``.cancel()``.
+        """
+        kind = c.table_type_pb(table_type)
+        request = tpb.CreateTableJobRequest(
+            table_type=kind, table_id=table_id, row_ids=list(row_ids or ()),
+            where=where or "", all_rows=all_rows,
+            regen_strategy=c.regen_strategy_pb(regen_strategy),
+            output_column_id=output_column_id, only_missing=only_missing,
+            idempotency_key=idempotency_key or f"tj-{uuid.uuid4().hex}")
+        return self._t.run(one_call(Unary(TABLE, "CreateTableJob", request, idempotent=True),
+                                    lambda r: TableJob(self._t, job_py(r.job))))
+
+    def backfill_column(self, table_type: TableTypeLike, table_id: str, column_id: str, *,
+                        only_missing: bool = True, where: str | None = None,
+                        idempotency_key: str | None = None) -> TableJob:
+        """Fill generated column ``column_id`` for every row (or those matching ``where``)
+        as a background job; by default only its empty or errored cells."""
+        return self.regen_table_rows_job(
+            table_type, table_id, where=where, all_rows=not where,
+            regen_strategy="run_selected", output_column_id=column_id,
+            only_missing=only_missing, idempotency_key=idempotency_key)
+
     def delete_table_rows(self, table_type: TableTypeLike,
                           request: t.MultiRowDeleteRequest | t.RowDeleteRequest) -> t.OkResponse:
         """Delete rows by id and/or ``where`` filter; ``count`` is how many went."""
@@ -543,13 +585,14 @@ class TableClient:
 
     def import_rows(self, table_type: TableTypeLike, table_id: str,
                     source: str | Path | BinaryIO | bytes, *, tsv: bool = False,
-                    generate: bool = True) -> t.ImportResponse:
+                    generate: bool = True, generate_in_job: bool = False) -> t.ImportResponse:
         """Import CSV/TSV rows from a path, bytes or a binary file object, streamed in
-        1 MiB chunks."""
+        1 MiB chunks. ``generate_in_job``: return once the rows are stored and generate them
+        in a table job (``job_id``) instead of inline."""
         metadata = tpb.ImportRowsMetadata(
             table_type=c.table_type_pb(table_type), table_id=table_id,
             format=tpb.DELIMITED_FORMAT_TSV if tsv else tpb.DELIMITED_FORMAT_CSV,
-            generate=generate)
+            generate=generate, generate_in_job=generate_in_job)
 
         def requests() -> Iterator[tpb.ImportRowsRequest]:
             yield tpb.ImportRowsRequest(metadata=metadata)
@@ -559,7 +602,7 @@ class TableClient:
         return self._t.run(one_call(
             Upload(TABLE, "ImportRows", requests()),
             lambda r: t.ImportResponse(row_count=r.row_count, error_count=r.error_count,
-                                       row_ids=list(r.row_ids))))
+                                       row_ids=list(r.row_ids), job_id=r.job.job_id)))
 
     def iter_export(self, table_type: TableTypeLike, table_id: str,
                     columns: Sequence[str] | None = None, where: str | None = None,

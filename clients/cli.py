@@ -96,6 +96,10 @@ def _table_commands(sub: Any, common: Any) -> None:
     p.add_argument("file")
     p.add_argument("--tsv", action="store_true", help="tab-separated (default: by extension)")
     p.add_argument("--no-generate", action="store_true", help="store inputs only")
+    p.add_argument("--job", action="store_true",
+                   help="generate in a background table job (returns once stored; with "
+                        "--watch, follows it)")
+    p.add_argument("--watch", action="store_true", help="with --job: follow the job")
     p = _leaf(tables, "rows", cmd.tables_rows, common, "list rows")
     p.add_argument("type", choices=TABLE_TYPES)
     p.add_argument("table_id")
@@ -105,6 +109,29 @@ def _table_commands(sub: Any, common: Any) -> None:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--all", action="store_true", help="every row, page after page")
+    p = _leaf(tables, "regen", cmd.tables_regen, common,
+              "regenerate rows as a durable background job (a table job)")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every row")
+    which.add_argument("--where", help="""rows matching a filter, e.g. '"n" > 3'""")
+    which.add_argument("--row-id", action="append", help="a row id (repeatable)")
+    p.add_argument("--strategy", default="run_all",
+                   choices=["run_all", "run_before", "run_selected", "run_after"])
+    p.add_argument("--column", default="", help="pivot column of the strategy")
+    p.add_argument("--only-missing", action="store_true",
+                   help="only cells that are empty or not done")
+    p.add_argument("--watch", action="store_true", help="follow it with a progress bar")
+    p = _leaf(tables, "backfill", cmd.tables_backfill, common,
+              "fill a generated column for every row as a background job")
+    p.add_argument("type", choices=TABLE_TYPES)
+    p.add_argument("table_id")
+    p.add_argument("column")
+    p.add_argument("--where", help="only rows matching this filter")
+    p.add_argument("--all-cells", action="store_true",
+                   help="regenerate filled cells too (default: only empty or errored ones)")
+    p.add_argument("--watch", action="store_true", help="follow it with a progress bar")
     p = _leaf(tables, "export", cmd.tables_export, common, "export rows as CSV/TSV")
     p.add_argument("type", choices=TABLE_TYPES)
     p.add_argument("table_id")

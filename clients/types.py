@@ -340,6 +340,9 @@ class ImportResponse(_Response):
     error_count: int = 0
     #: The rows written, in file order.
     row_ids: list[str] = []
+    #: The table job generating them (``import_rows(..., generate_in_job=True)``; follow it
+    #: with ``client.batch.watch_job``), else "".
+    job_id: str = ""
 
 
 class OkResponse(_Response):

@@ -40,6 +40,7 @@ from rowforge.server.services.model import ModelServicer
 from rowforge.server.services.table import TableServicer
 from rowforge.server.storage.db import Database
 from rowforge.server.tables.engine import LazySandbox, RowEngine
+from rowforge.server.tables.jobs import TableJobs
 from rowforge.server.tables.store import TableStore
 from rowforge.server.tls import ServerTLS
 from rowforge.server.usage import UsageMeter
@@ -121,6 +122,9 @@ class App:
                                       generator=self.engine), self.tables, self.metrics)
         self.batch = BatchService(self.db, self.models, settings, worker_id=self.worker_id,
                                   files=self.files, metrics=self.metrics, quotas=self.quotas)
+        # Table jobs run on the batch worker: it hands their rows to the tables domain.
+        self.table_jobs = TableJobs(self.tables, self.engine, self.batch)
+        self.batch.worker.table_rows = self.table_jobs
         self.files.add_reference_finder(self.tables.file_references)
         self.files.add_reference_finder(self.batch.store.file_references)
 
@@ -186,7 +190,8 @@ def add_services(server: grpc.aio.Server, app: App) -> list[str]:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(app.models, app.files), server)
     table_service_pb2_grpc.add_TableServiceServicer_to_server(
-        TableServicer(app.tables, app.engine, app.idempotency), server)
+        TableServicer(app.tables, app.engine, app.idempotency, table_jobs=app.table_jobs),
+        server)
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(
         KnowledgeServicer(app.knowledge), server)
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(app.files), server)

@@ -43,6 +43,7 @@ METHOD_SCOPES: dict[str, str] = {
     "/rowforge.v1.TableService/StreamRegenRows": _WRITE,
     "/rowforge.v1.TableService/ImportRows": _WRITE,
     "/rowforge.v1.TableService/ExportRows": _READ,
+    "/rowforge.v1.TableService/CreateTableJob": _WRITE,
     "/rowforge.v1.KnowledgeService/EmbedFile": _WRITE,
     "/rowforge.v1.KnowledgeService/EmbedFileContent": _WRITE,
     "/rowforge.v1.KnowledgeService/HybridSearch": _READ,

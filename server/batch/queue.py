@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from rowforge.server.batch.model import JobConfig, JobState, RequestInput, RequestState
 from rowforge.server.batch.store import JOB, PAY, REQ, add_state_event
+from rowforge.server.batch.table_rows import is_table_job
 from rowforge.server.storage.batch_tables import batch_jobs, batch_payloads, batch_requests
 from rowforge.server.storage.db import Database
 
@@ -136,13 +137,16 @@ class WorkQueue:
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(
                 JOB.id, JOB.project_id, JOB.model, JOB.temperature, JOB.max_output_tokens,
-                JOB.system_instruction, JOB.job_type, JOB.max_batch_size,
+                JOB.system_instruction, JOB.job_type, JOB.max_batch_size, JOB.metadata,
             ).where(JOB.id.in_(ids)))).all()
         return {row.id: JobInfo(row.project_id, JobConfig(
             model=row.model, temperature=float(row.temperature),
             max_output_tokens=int(row.max_output_tokens),
             system_instruction=row.system_instruction or "", job_type=row.job_type or "",
-            max_batch_size=int(row.max_batch_size))) for row in rows}
+            max_batch_size=int(row.max_batch_size),
+            # only table jobs need theirs (their parameters); batch requests never read it
+            metadata=row.metadata if is_table_job(row.job_type or "") else None,
+        )) for row in rows}
 
     async def heartbeat(self, pks: Iterable[int]) -> set[int]:
         """Extend this worker's leases on ``pks``; returns those still held (a request missing

@@ -52,6 +52,8 @@ def check_job_config(config: JobConfig, spec: ModelSpec, idempotency_key: str = 
             f"must be between 1 and {MAX_BATCH_SIZE} (0: {DEFAULT_BATCH_SIZE})")
     v.check(len(config.job_type) <= MAX_JOB_TYPE_CHARS, "job_type",
             f"must be at most {MAX_JOB_TYPE_CHARS} characters")
+    v.check(not config.job_type.startswith("rowforge.table/"), "job_type",
+            "must not start with 'rowforge.table/' (reserved for table jobs)")
     v.check(len(config.system_instruction.encode()) <= MAX_SYSTEM_INSTRUCTION_BYTES,
             "system_instruction", f"must be at most {MAX_SYSTEM_INSTRUCTION_BYTES} bytes")
     v.check(_json_size(config.metadata) <= MAX_JOB_METADATA_BYTES, "metadata",

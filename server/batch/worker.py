@@ -45,6 +45,7 @@ from rowforge.server.batch.recorder import (
 )
 from rowforge.server.batch.signals import JobSignals
 from rowforge.server.batch.store import DAY_S
+from rowforge.server.batch.table_rows import JobGate, TableRowRunner, is_table_job
 from rowforge.server.config import Settings
 from rowforge.server.errors import Internal, ResourceExhausted, RowforgeError, Unavailable
 from rowforge.server.files.store import FileStore
@@ -82,6 +83,9 @@ class BatchWorker:
                  worker_id: str, signals: JobSignals,
                  files: FileStore | None = None, metrics: Metrics = DISABLED) -> None:
         self.models = models
+        #: Generates the rows of table jobs (set by the composition root; None: their
+        #: requests fail TABLE_JOBS_UNAVAILABLE).
+        self.table_rows: TableRowRunner | None = None
         self.metrics = metrics
         self.signals = signals
         self.files = files
@@ -272,6 +276,8 @@ class BatchWorker:
         self.recorder.put(outcome)
 
     async def _attempt(self, claim: Claim, job: JobInfo, payload: Payload) -> Outcome:
+        if is_table_job(job.config.job_type):
+            return await self._table_row(claim, job, payload)
         config = job.config
         limiter: ModelLimiter | None = None
         # The job's project is charged for the call (its provider_tokens_per_day quota).
@@ -314,6 +320,31 @@ class BatchWorker:
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens, cost_usd=result.cost_usd,
             metadata_json=payload.metadata_json)
+
+    async def _table_row(self, claim: Claim, job: JobInfo, payload: Payload) -> Outcome:
+        """One row of a table job: the tables domain generates it, its model calls passing
+        through a :class:`JobGate` (this worker's limiters, slots and call log)."""
+        project = set_current_project(job.project_id)
+        try:
+            if self.table_rows is None:
+                raise Unavailable("This server cannot run table jobs.",
+                                  reason="TABLE_JOBS_UNAVAILABLE")
+            gate = JobGate(claim.job_id, limiters=self.limiters, slots=self._slots,
+                           calls=self.calls, max_attempts=self.max_attempts,
+                           backoff_base=self.backoff_base, backoff_max=self.backoff_max)
+            row = await self.table_rows.run_row(job.project_id, claim.job_id,
+                                                dict(job.config.metadata or {}),
+                                                claim.request_id, gate)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failure(claim, payload, exc)
+        finally:
+            reset_current_project(project)
+        return Outcome(claim, SUCCEEDED if row.ok else FAILED, response_text=row.summary_json,
+                       prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+                       cost_usd=gate.cost_usd or None, error=row.error,
+                       metadata_json=payload.metadata_json)
 
     def _failure(self, claim: Claim, payload: Payload, exc: Exception) -> Outcome:
         if isinstance(exc, RowforgeError):

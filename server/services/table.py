@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 
 from rowforge.server.auth import current_project
-from rowforge.server.errors import InvalidArgument, Violations
+from rowforge.server.errors import FailedPrecondition, InvalidArgument, Violations
 from rowforge.server.idempotency import IdempotencyKeys, request_hash
+from rowforge.server.services.batch_job import job_pb
 from rowforge.server.services.table_convert import (
     columns_from_pb,
     gen_config_from_pb,
@@ -26,7 +27,7 @@ from rowforge.server.services.table_convert import (
     table_type_from_pb,
     updates_from_pb,
 )
-from rowforge.server.services.table_generation import RowGenerationMixin
+from rowforge.server.services.table_generation import STRATEGIES, RowGenerationMixin
 from rowforge.server.tables.delimited import (
     DelimitedError,
     DelimitedReader,
@@ -34,6 +35,7 @@ from rowforge.server.tables.delimited import (
     RowTyper,
 )
 from rowforge.server.tables.engine import RowEngine
+from rowforge.server.tables.jobs import TableJobs, TableJobSpec
 from rowforge.server.tables.model import CellStatus, TableSchema
 from rowforge.server.tables.row_store import RowQuery, select_columns
 from rowforge.server.tables.store import TableStore
@@ -65,13 +67,35 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         store: The table store.
         engine: The row engine (generation, re-embedding after updates, imports).
         idempotency: Remembers AddRows/ImportRows responses by idempotency key.
+        table_jobs: Starts table jobs (None: CreateTableJob is FAILED_PRECONDITION).
     """
 
     def __init__(self, store: TableStore, engine: RowEngine,
-                 idempotency: IdempotencyKeys) -> None:
+                 idempotency: IdempotencyKeys, *, table_jobs: TableJobs | None = None) -> None:
         self.store = store
         self.engine = engine
         self.idempotency = idempotency
+        self.table_jobs = table_jobs
+
+    # -- table jobs ------------------------------------------------------------------------
+
+    async def CreateTableJob(self, request: pb.CreateTableJobRequest,
+                             context: grpc.aio.ServicerContext) -> pb.CreateTableJobResponse:
+        if self.table_jobs is None:
+            raise FailedPrecondition("this server runs no table jobs",
+                                     reason="TABLE_JOBS_UNAVAILABLE")
+        strategy = STRATEGIES.get(request.regen_strategy)
+        if strategy is None:
+            raise InvalidArgument.field(
+                "regen_strategy", "is required: REGEN_STRATEGY_RUN_ALL, _RUN_BEFORE, "
+                "_RUN_SELECTED or _RUN_AFTER", reason="INVALID_REGEN_STRATEGY")
+        spec = TableJobSpec(
+            table_type=table_type_from_pb(request.table_type),
+            table_id=_required(request.table_id, "table_id"), strategy=strategy,
+            output_column=request.output_column_id, only_missing=request.only_missing,
+            row_ids=tuple(request.row_ids), where=request.where, all_rows=request.all_rows)
+        job = await self.table_jobs.create(current_project(), spec, request.idempotency_key)
+        return pb.CreateTableJobResponse(job=job_pb(job))
 
     async def _schema(self, table_type: common_pb2.TableType.ValueType, table_id: str,
                       field: str = "table_id") -> TableSchema:
@@ -277,12 +301,22 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
         """Insert the typed rows in one transaction, then generate them."""
         generate = (meta.generate if meta.HasField("generate") else True) and bool(
             schema.generated_columns)
+        in_job = generate and meta.generate_in_job
+        if in_job:
+            if self.table_jobs is None:
+                raise FailedPrecondition("this server runs no table jobs",
+                                         reason="TABLE_JOBS_UNAVAILABLE")
+            self.table_jobs.check_table(schema)  # before anything is written
         status = CellStatus.PENDING if generate else CellStatus.SKIPPED
         inserted = await self.store.insert_rows(schema, rows, generated_status=status,
                                                 field_name="rows")
+        ids = [row.id for row in inserted]
+        if in_job and ids:
+            assert self.table_jobs is not None
+            job = await self.table_jobs.create_for_rows(current_project(), schema, ids)
+            return pb.ImportRowsResponse(row_count=len(inserted), row_ids=ids, job=job_pb(job))
         errors = await self.engine.generate_stored(schema, inserted) if generate else 0
-        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors,
-                                     row_ids=[row.id for row in inserted])
+        return pb.ImportRowsResponse(row_count=len(inserted), error_count=errors, row_ids=ids)
 
     async def ExportRows(self, request: pb.ExportRowsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportRowsResponse]:

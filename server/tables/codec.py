@@ -83,7 +83,7 @@ def references_from_json(data: dict[str, Any]) -> References:
 def state_to_json(cell: Cell) -> dict[str, Any] | None:
     """The stored state of a cell (None for a plain DONE cell)."""
     if (cell.status == CellStatus.DONE and not cell.error and cell.usage is None
-            and cell.references is None):
+            and cell.references is None and not cell.job):
         return None
     state: dict[str, Any] = {"st": cell.status.value}
     if cell.error:
@@ -92,6 +92,8 @@ def state_to_json(cell: Cell) -> dict[str, Any] | None:
         state["u"] = [cell.usage.prompt_tokens, cell.usage.completion_tokens]
     if cell.references is not None:
         state["ref"] = references_to_json(cell.references)
+    if cell.job:
+        state["job"] = cell.job
     return state
 
 
@@ -105,7 +107,7 @@ def state_text(cell: Cell) -> str | None:
     The common states (a status alone; DONE with usage) are formatted directly: the write
     path stores one per generated cell.
     """
-    if cell.error or cell.references is not None:
+    if cell.error or cell.references is not None or cell.job:
         state = state_to_json(cell)
         return None if state is None else json.dumps(state)
     usage = cell.usage
@@ -122,4 +124,5 @@ def cell_from_stored(value: Any, state: dict[str, Any] | None) -> Cell:
     refs = state.get("ref")
     return Cell(value=value, status=CellStatus(state.get("st", "done")), error=state.get("err", ""),
                 usage=CellUsage(usage[0], usage[1]) if usage else None,
-                references=references_from_json(refs) if refs else None)
+                references=references_from_json(refs) if refs else None,
+                job=state.get("job", ""))

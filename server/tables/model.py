@@ -208,6 +208,9 @@ class Cell:
     error: str = ""
     usage: CellUsage | None = None
     references: References | None = None
+    #: The table job that wrote this cell ("" for interactive writes): a job resumed after
+    #: a crash skips the cells it already wrote.
+    job: str = ""
 
 
 @dataclass

@@ -12,7 +12,7 @@ PUBLIC = {
         "AuthenticationError", "AuthorizationError", "ClientConfig", "DeadlineExceededError",
         "FailedPreconditionError", "InvalidArgumentError", "JamAI", "JamAIAsync", "JamAIError",
         "NotFoundError", "PermissionDeniedError", "RateLimitError", "RequestCancelledError",
-        "RetryConfig", "RowForge", "RowForgeError", "ServerError", "TLSConfig",
+        "RetryConfig", "RowForge", "RowForgeError", "ServerError", "TableJob", "TLSConfig",
         "UnavailableError", "UnimplementedError", "__version__", "get_value", "types",
     ],
     "rowforge.clients.exceptions": [

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from rowforge.server.errors import Aborted
 from rowforge.server.tables import fulltext, write_sql
-from rowforge.server.tables.codec import state_text, state_to_json
+from rowforge.server.tables.codec import cell_from_stored, state_text, state_to_json
 from rowforge.server.tables.model import (
     Cell,
     CellStatus,
@@ -60,6 +60,7 @@ cells = st.builds(
     error=st.sampled_from(["", "boom", 'quote " and \\ and \n and é']),
     usage=st.none() | st.builds(CellUsage, st.integers(0, 2**40), st.integers(0, 2**40)),
     references=st.none() | st.just(References("kb", "q", (Chunk("r", "T", "t\"x", 2, "f", 0.5),))),
+    job=st.sampled_from(["", "job_0123"]),
 )
 
 
@@ -68,6 +69,8 @@ def test_state_text_is_the_json_of_the_state(cell: Cell) -> None:
     text = state_text(cell)
     state = state_to_json(cell)
     assert (None if text is None else json.loads(text)) == state
+    # the table job that wrote a cell survives the round trip (a resumed job skips it)
+    assert cell_from_stored(cell.value, state) == cell
 
 
 # -- pre-rendered SQL ----------------------------------------------------------------------

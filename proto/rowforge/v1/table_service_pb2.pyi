@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from rowforge.v1 import batch_job_service_pb2 as _batch_job_service_pb2
 from rowforge.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -2501,6 +2502,7 @@ class ImportRowsMetadata(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     GENERATE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    GENERATE_IN_JOB_FIELD_NUMBER: _builtins.int
     table_type: _common_pb2.TableType.ValueType
     """Table type."""
     table_id: _builtins.str
@@ -2513,6 +2515,11 @@ class ImportRowsMetadata(_message.Message):
     """Makes a retry safe, as AddRowsRequest.idempotency_key: the same key with the same
     metadata and bytes returns the first import's response without importing again.
     """
+    generate_in_job: _builtins.bool
+    """With generate: insert the rows (their generated cells PENDING) and generate them in a
+    table job (see CreateTableJob) instead of inline; the response returns at once with
+    the job. Chat and multi-turn tables are refused (FAILED_PRECONDITION).
+    """
     def __init__(
         self,
         *,
@@ -2521,10 +2528,11 @@ class ImportRowsMetadata(_message.Message):
         format: Global___DelimitedFormat.ValueType = ...,
         generate: _builtins.bool | None = ...,
         idempotency_key: _builtins.str = ...,
+        generate_in_job: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "generate", b"generate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "idempotency_key", b"idempotency_key", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_generate", b"_generate", "format", b"format", "generate", b"generate", "generate_in_job", b"generate_in_job", "idempotency_key", b"idempotency_key", "table_id", b"table_id", "table_type", b"table_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__generate: _TypeAlias = _typing.Literal["generate"]  # noqa: Y015
     _WhichOneofArgType__generate: _TypeAlias = _typing.Literal["_generate", b"_generate"]  # noqa: Y015
@@ -2571,6 +2579,7 @@ class ImportRowsResponse(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     ROW_IDS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Rows written."""
     error_count: _builtins.int
@@ -2581,16 +2590,21 @@ class ImportRowsResponse(_message.Message):
         an import with generate false, watching progress).
         """
 
+    @_builtins.property
+    def job(self) -> _batch_job_service_pb2.Job:
+        """The table job generating the rows (generate_in_job); follow it with WatchJob."""
+
     def __init__(
         self,
         *,
         row_count: _builtins.int = ...,
         error_count: _builtins.int = ...,
         row_ids: _abc.Iterable[_builtins.str] | None = ...,
+        job: _batch_job_service_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "job", b"job", "row_count", b"row_count", "row_ids", b"row_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2664,3 +2678,85 @@ class ExportRowsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportRowsResponse: _TypeAlias = ExportRowsResponse  # noqa: Y015
+
+@_typing.final
+class CreateTableJobRequest(_message.Message):
+    """Request of CreateTableJob. Exactly one of row_ids, where and all_rows selects the rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TABLE_TYPE_FIELD_NUMBER: _builtins.int
+    TABLE_ID_FIELD_NUMBER: _builtins.int
+    ROW_IDS_FIELD_NUMBER: _builtins.int
+    WHERE_FIELD_NUMBER: _builtins.int
+    ALL_ROWS_FIELD_NUMBER: _builtins.int
+    REGEN_STRATEGY_FIELD_NUMBER: _builtins.int
+    OUTPUT_COLUMN_ID_FIELD_NUMBER: _builtins.int
+    ONLY_MISSING_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    table_type: _common_pb2.TableType.ValueType
+    """Table type (chat tables and tables with a multi-turn column are refused:
+    FAILED_PRECONDITION).
+    """
+    table_id: _builtins.str
+    """Table id."""
+    where: _builtins.str
+    """Rows matching this filter (ListRows' where syntax)."""
+    all_rows: _builtins.bool
+    """Every row of the table."""
+    regen_strategy: Global___RegenStrategy.ValueType
+    """Which generated columns (required)."""
+    output_column_id: _builtins.str
+    """The pivot column of RUN_BEFORE / RUN_SELECTED / RUN_AFTER."""
+    only_missing: _builtins.bool
+    """Only cells that are empty or not DONE (a backfill); others are kept."""
+    idempotency_key: _builtins.str
+    """Makes the call idempotent: the same key returns the same job."""
+    @_builtins.property
+    def row_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rows to generate (at most 10,000 ids)."""
+
+    def __init__(
+        self,
+        *,
+        table_type: _common_pb2.TableType.ValueType = ...,
+        table_id: _builtins.str = ...,
+        row_ids: _abc.Iterable[_builtins.str] | None = ...,
+        where: _builtins.str = ...,
+        all_rows: _builtins.bool = ...,
+        regen_strategy: Global___RegenStrategy.ValueType = ...,
+        output_column_id: _builtins.str = ...,
+        only_missing: _builtins.bool = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_rows", b"all_rows", "idempotency_key", b"idempotency_key", "only_missing", b"only_missing", "output_column_id", b"output_column_id", "regen_strategy", b"regen_strategy", "row_ids", b"row_ids", "table_id", b"table_id", "table_type", b"table_type", "where", b"where"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTableJobRequest: _TypeAlias = CreateTableJobRequest  # noqa: Y015
+
+@_typing.final
+class CreateTableJobResponse(_message.Message):
+    """Response of CreateTableJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _batch_job_service_pb2.Job:
+        """The job, submitted."""
+
+    def __init__(
+        self,
+        *,
+        job: _batch_job_service_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTableJobResponse: _TypeAlias = CreateTableJobResponse  # noqa: Y015

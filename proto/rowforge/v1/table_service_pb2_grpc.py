@@ -146,6 +146,11 @@ class TableServiceStub(object):
                 request_serializer=rowforge_dot_v1_dot_table__service__pb2.ExportRowsRequest.SerializeToString,
                 response_deserializer=rowforge_dot_v1_dot_table__service__pb2.ExportRowsResponse.FromString,
                 _registered_method=True)
+        self.CreateTableJob = channel.unary_unary(
+                '/rowforge.v1.TableService/CreateTableJob',
+                request_serializer=rowforge_dot_v1_dot_table__service__pb2.CreateTableJobRequest.SerializeToString,
+                response_deserializer=rowforge_dot_v1_dot_table__service__pb2.CreateTableJobResponse.FromString,
+                _registered_method=True)
 
 
 class TableServiceServicer(object):
@@ -301,6 +306,17 @@ class TableServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTableJob(self, request, context):
+        """Starts a table job: regenerates the selected rows (all, a where filter, or ids) with a
+        regen strategy, or backfills a column (only_missing), as a durable background job. The
+        job is a BatchJobService job (one request per row, request_id = row id): GetJob,
+        ListJobs (job_type "rowforge.table/<table_type>/<table_id>"), CancelJob and WatchJob
+        follow it. Idempotent with idempotency_key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TableServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -408,6 +424,11 @@ def add_TableServiceServicer_to_server(servicer, server):
                     servicer.ExportRows,
                     request_deserializer=rowforge_dot_v1_dot_table__service__pb2.ExportRowsRequest.FromString,
                     response_serializer=rowforge_dot_v1_dot_table__service__pb2.ExportRowsResponse.SerializeToString,
+            ),
+            'CreateTableJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTableJob,
+                    request_deserializer=rowforge_dot_v1_dot_table__service__pb2.CreateTableJobRequest.FromString,
+                    response_serializer=rowforge_dot_v1_dot_table__service__pb2.CreateTableJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -978,6 +999,33 @@ class TableService(object):
             '/rowforge.v1.TableService/ExportRows',
             rowforge_dot_v1_dot_table__service__pb2.ExportRowsRequest.SerializeToString,
             rowforge_dot_v1_dot_table__service__pb2.ExportRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTableJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rowforge.v1.TableService/CreateTableJob',
+            rowforge_dot_v1_dot_table__service__pb2.CreateTableJobRequest.SerializeToString,
+            rowforge_dot_v1_dot_table__service__pb2.CreateTableJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,13 @@ class TableServiceStub:
     """Imports rows from CSV/TSV sent in chunks (first message: metadata), then generates them."""
     ExportRows: _grpc.UnaryStreamMultiCallable[_table_service_pb2.ExportRowsRequest, _table_service_pb2.ExportRowsResponse]
     """Exports rows as CSV/TSV in chunks, keeping the column order."""
+    CreateTableJob: _grpc.UnaryUnaryMultiCallable[_table_service_pb2.CreateTableJobRequest, _table_service_pb2.CreateTableJobResponse]
+    """Starts a table job: regenerates the selected rows (all, a where filter, or ids) with a
+    regen strategy, or backfills a column (only_missing), as a durable background job. The
+    job is a BatchJobService job (one request per row, request_id = row id): GetJob,
+    ListJobs (job_type "rowforge.table/<table_type>/<table_id>"), CancelJob and WatchJob
+    follow it. Idempotent with idempotency_key.
+    """
 
 @_typing.type_check_only
 class TableServiceAsyncStub(TableServiceStub):
@@ -131,6 +138,13 @@ class TableServiceAsyncStub(TableServiceStub):
     """Imports rows from CSV/TSV sent in chunks (first message: metadata), then generates them."""
     ExportRows: _aio.UnaryStreamMultiCallable[_table_service_pb2.ExportRowsRequest, _table_service_pb2.ExportRowsResponse]  # type: ignore[assignment]
     """Exports rows as CSV/TSV in chunks, keeping the column order."""
+    CreateTableJob: _aio.UnaryUnaryMultiCallable[_table_service_pb2.CreateTableJobRequest, _table_service_pb2.CreateTableJobResponse]  # type: ignore[assignment]
+    """Starts a table job: regenerates the selected rows (all, a where filter, or ids) with a
+    regen strategy, or backfills a column (only_missing), as a durable background job. The
+    job is a BatchJobService job (one request per row, request_id = row id): GetJob,
+    ListJobs (job_type "rowforge.table/<table_type>/<table_id>"), CancelJob and WatchJob
+    follow it. Idempotent with idempotency_key.
+    """
 
 class TableServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages generative tables (action, knowledge, chat), their columns and rows. Rows' LLM and
@@ -306,5 +320,18 @@ class TableServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_table_service_pb2.ExportRowsResponse], _abc.AsyncIterator[_table_service_pb2.ExportRowsResponse]]:
         """Exports rows as CSV/TSV in chunks, keeping the column order."""
+
+    @_abc_1.abstractmethod
+    def CreateTableJob(
+        self,
+        request: _table_service_pb2.CreateTableJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_table_service_pb2.CreateTableJobResponse, _abc.Awaitable[_table_service_pb2.CreateTableJobResponse]]:
+        """Starts a table job: regenerates the selected rows (all, a where filter, or ids) with a
+        regen strategy, or backfills a column (only_missing), as a durable background job. The
+        job is a BatchJobService job (one request per row, request_id = row id): GetJob,
+        ListJobs (job_type "rowforge.table/<table_type>/<table_id>"), CancelJob and WatchJob
+        follow it. Idempotent with idempotency_key.
+        """
 
 def add_TableServiceServicer_to_server(servicer: TableServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

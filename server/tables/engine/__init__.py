@@ -31,6 +31,7 @@ from rowforge.server.tables.engine.events import (
     RowResult,
 )
 from rowforge.server.tables.engine.ports import (
+    CallGate,
     FileAccess,
     ModelAccess,
     Retriever,
@@ -40,6 +41,7 @@ from rowforge.server.tables.engine.ports import (
 from rowforge.server.tables.engine.row_engine import (
     MAX_ROWS_PER_CALL,
     STRATEGIES,
+    JobRowResult,
     RowEngine,
     check_row_count,
     regen_targets,
@@ -50,6 +52,7 @@ __all__ = [
     "MAX_ROWS_PER_CALL",
     "STRATEGIES",
     "BatchColumnExecutor",
+    "CallGate",
     "CellCompleted",
     "CellDelta",
     "CellReferences",
@@ -62,6 +65,7 @@ __all__ = [
     "EventSink",
     "ExecutorRegistry",
     "FileAccess",
+    "JobRowResult",
     "LazySandbox",
     "ModelAccess",
     "Retriever",

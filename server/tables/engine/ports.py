@@ -7,11 +7,13 @@ test.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rowforge.server.providers import ChatResult, EmbedResult, Message, ModelSpec
 from rowforge.server.providers.backend import TextSink
 from rowforge.server.tables.model import RAGParams, References
+
+T = TypeVar("T")
 
 QueryWriter = Callable[[Sequence[Message]], Awaitable[ChatResult]]
 
@@ -58,3 +60,11 @@ class SandboxSource(Protocol):
 
     async def acquire(self) -> SandboxRunner: ...
     async def close(self) -> None: ...
+
+
+class CallGate(Protocol):
+    """Admits a table job's model calls (the batch worker's per-model rate limiter, call log
+    and retries of transient errors)."""
+
+    async def call(self, spec: ModelSpec, estimate_tokens: int,
+                   fn: Callable[[], Awaitable[T]]) -> T: ...
