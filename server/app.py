@@ -19,7 +19,8 @@ from rowforge.server import memory, tracing
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.batch.api import BatchService
 from rowforge.server.config import ConfigError, Settings
-from rowforge.server.files.blobs import LocalBlobStore
+from rowforge.server.files.blobs import BlobStore, LocalBlobStore
+from rowforge.server.files.s3_blobs import S3BlobStore
 from rowforge.server.files.store import FileStore, Limits
 from rowforge.server.files.thumbnails import ThumbnailCache
 from rowforge.server.idempotency import IdempotencyKeys
@@ -154,7 +155,7 @@ class App:
         # The engine's clean-up writes finish before the store closes.
         for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
                      self.sandbox.close, self.tables.close, self.providers.aclose,
-                     self.usage.stop):
+                     self.usage.stop, self.files.close):
             try:
                 await step()
             except Exception:
@@ -166,9 +167,19 @@ class App:
 
 def _file_store(settings: Settings, db: Database, root: Path, quotas: Quotas) -> FileStore:
     idle = settings.upload_idle_timeout_s
-    return FileStore(db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
-                     ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(settings),
-                     idle_timeout_s=idle, quotas=quotas)
+    stale_after_s = max(idle * 2, 60.0) + 60.0
+    blobs: BlobStore
+    if settings.files_backend == "s3":
+        blobs = S3BlobStore(settings.files_bucket, prefix=settings.files_prefix,
+                            endpoint_url=settings.files_endpoint_url,
+                            region=settings.files_region,
+                            part_size=settings.files_part_mb * 1024 * 1024,
+                            stale_after_s=stale_after_s, locker=db.advisory_lock)
+    else:
+        blobs = LocalBlobStore(root, stale_after_s=stale_after_s)
+    # Thumbnails stay a local cache on every backend: derived from the content, per replica.
+    return FileStore(db, blobs, ThumbnailCache(root / "thumbs"),
+                     limits=Limits.from_settings(settings), idle_timeout_s=idle, quotas=quotas)
 
 
 def _sandbox_pool(settings: Settings, data_dir: Path) -> SandboxPool:

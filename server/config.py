@@ -17,6 +17,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 SANDBOX_NETWORK_MODES = ("", "off", "public")
+FILES_BACKENDS = ("local", "s3")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,22 @@ class Settings:
     max_audio_bytes: int = 120 * MiB
     #: An upload that sends nothing for this long is abandoned (DEADLINE_EXCEEDED).
     upload_idle_timeout_s: float = 60.0
+    #: Where file content lives: "local" (``data_dir``/files) or "s3" (an S3-compatible
+    #: object store, shared by replicas on several machines; credentials come from the
+    #: standard ``AWS_*`` variables or the instance's role). In TOML also ``backend`` under a
+    #: ``[files]`` table, as are the ``files_*`` settings below.
+    files_backend: str = "local"
+    #: S3 bucket of the "s3" backend (it must exist).
+    files_bucket: str = ""
+    #: Key prefix of every object the "s3" backend writes (e.g. ``rowforge/``).
+    files_prefix: str = ""
+    #: Endpoint URL of an S3-compatible store (MinIO, Ceph, R2 ...). Empty: AWS S3.
+    files_endpoint_url: str = ""
+    #: Region of the bucket. Empty: from ``AWS_REGION``/``AWS_DEFAULT_REGION`` or us-east-1.
+    files_region: str = ""
+    #: Part size of the "s3" backend's multipart uploads, in MiB (5 to 512): an upload holds
+    #: at most two parts in memory, and smaller files go up in one request.
+    files_part_mb: int = 8
     #: Batch requests processed at once by this replica.
     batch_workers: int = 64
     #: Attempts of one batch request (first included) before it fails.
@@ -152,6 +169,13 @@ class Settings:
                              "or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+        if self.files_backend not in FILES_BACKENDS:
+            raise ValueError(f"files_backend: expected \"local\" or \"s3\", got "
+                             f"{self.files_backend!r}")
+        if self.files_backend == "s3" and not self.files_bucket:
+            raise ValueError("files_bucket: the \"s3\" files backend needs a bucket")
+        if not 5 <= self.files_part_mb <= 512:
+            raise ValueError(f"files_part_mb: expected 5 to 512 (MiB), got {self.files_part_mb}")
 
     @property
     def effective_sandbox_network(self) -> str:
@@ -223,6 +247,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{name}: expected {kind}, got {value!r}") from None
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected a string, got {value!r}")
+    if name == "files_backend":
+        value = value.strip().lower()
     if name == "sandbox_network":
         value = value.strip().lower()
         if value not in SANDBOX_NETWORK_MODES:
@@ -296,7 +322,23 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
     section = data.get("rowforge", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: 'rowforge' must be a table of settings")
-    return section
+    return _flatten_tables(section)
+
+
+#: TOML tables whose keys are settings with the table's name as a prefix:
+#: ``[files] backend = "s3"`` is ``files_backend = "s3"``.
+_PREFIX_TABLES = ("files",)
+
+
+def _flatten_tables(section: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in _PREFIX_TABLES and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                flat[f"{key}_{sub}"] = sub_value
+        else:
+            flat[key] = value
+    return flat
 
 
 def _check_models(settings: Settings, source: dict[str, str]) -> None:
