@@ -32,6 +32,7 @@ from rowforge.server.metrics import Metrics
 from rowforge.server.providers import ModelRegistry, default_providers
 from rowforge.server.quotas import Quotas
 from rowforge.server.reflection import enable_reflection
+from rowforge.server.replicas import Replicas
 from rowforge.server.sandbox import SandboxLimits, SandboxPool
 from rowforge.server.services import batch_job, file, knowledge, model, table
 from rowforge.server.services.batch_job import BatchJobServicer
@@ -109,7 +110,7 @@ class App:
         self.providers.usage = self.usage
         self.files = _file_store(settings, self.db, self.data_dir / "files", self.quotas)
         self.tables = TableStore(self.db, models=self.models, files=self.files,
-                                 quotas=self.quotas)
+                                 quotas=self.quotas, owner=self.worker_id)
         self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
                                       tables=self.tables, models=self.models)
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
@@ -124,6 +125,15 @@ class App:
                                   files=self.files, metrics=self.metrics, quotas=self.quotas)
         self.files.add_reference_finder(self.tables.file_references)
         self.files.add_reference_finder(self.batch.store.file_references)
+        # Knowledge indexes need no take-over: they catch up from the shared change feed.
+        self.replicas = Replicas(self.db, self.worker_id, lease_s=settings.replica_lease_s,
+                                 take_over=[self._finish_cells, self.batch.worker.take_over])
+
+    async def _finish_cells(self, replica_id: str) -> None:
+        count = await self.tables.finish_interrupted_cells(owner=replica_id)
+        if count:
+            log.warning("marked %d cells of dead replica %s ERROR interrupted", count,
+                        replica_id)
 
     def drain(self) -> None:
         """Shutdown begins (before the grace period): streams that only follow (WatchJob,
@@ -145,6 +155,7 @@ class App:
         await self.sandbox.sweep_leftovers()  # the pool itself starts on first use
         await self.search.start()
         await self.files.start()
+        await self.replicas.start()  # before new work: may finish a previous run's with our id
         await self.batch.start()
         await self.auth.start()
         await self.usage.start()
@@ -155,7 +166,7 @@ class App:
         # The engine's clean-up writes finish before the store closes.
         for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
                      self.sandbox.close, self.tables.close, self.providers.aclose,
-                     self.usage.stop, self.files.close):
+                     self.usage.stop, self.files.close, self.replicas.stop):
             try:
                 await step()
             except Exception:

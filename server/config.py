@@ -151,6 +151,10 @@ class Settings:
     batch_backoff_max_s: float = 60.0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
+    #: Seconds a replica stays alive in the others' eyes without renewing its lease (renewed
+    #: every third of it); past it, a live replica finishes its orphaned work (its cells
+    #: become ERROR "interrupted", its batch leases are re-queued).
+    replica_lease_s: float = 15.0
     #: ``auto`` (uvloop when installed), ``uvloop`` (required) or ``asyncio``.
     event_loop: str = "auto"
     #: Move everything alive after start-up (imports, litellm's tables) out of the garbage
@@ -174,6 +178,9 @@ class Settings:
                              f"{self.files_backend!r}")
         if self.files_backend == "s3" and not self.files_bucket:
             raise ValueError("files_bucket: the \"s3\" files backend needs a bucket")
+        if self.replica_lease_s < 1:
+            raise ValueError(f"replica_lease_s: expected at least 1 (seconds), got "
+                             f"{self.replica_lease_s}")
         if not 5 <= self.files_part_mb <= 512:
             raise ValueError(f"files_part_mb: expected 5 to 512 (MiB), got {self.files_part_mb}")
 
