@@ -112,7 +112,9 @@ class App:
         self.tables = TableStore(self.db, models=self.models, files=self.files,
                                  quotas=self.quotas, owner=self.worker_id)
         self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
-                                      tables=self.tables, models=self.models)
+                                      tables=self.tables, models=self.models,
+                                      memory_budget=settings.knowledge_index_memory_bytes,
+                                      metrics=self.metrics)
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
         self.engine = RowEngine(store=self.tables, models=self.models,
                                 providers=self.providers, settings=settings,

@@ -149,6 +149,10 @@ class Settings:
     batch_backoff_base_s: float = 1.0
     #: Cap of any batch retry backoff, in seconds.
     batch_backoff_max_s: float = 60.0
+    #: Memory budget of this replica's knowledge-table graphs (HNSW), in MiB: past it the
+    #: least recently searched tables' indexes are saved and evicted, and loaded again on
+    #: their next search. 0: a quarter of the machine's memory.
+    knowledge_index_memory_mb: int = 0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
     #: Seconds a replica stays alive in the others' eyes without renewing its lease (renewed
@@ -178,6 +182,9 @@ class Settings:
                              f"{self.files_backend!r}")
         if self.files_backend == "s3" and not self.files_bucket:
             raise ValueError("files_bucket: the \"s3\" files backend needs a bucket")
+        if self.knowledge_index_memory_mb < 0:
+            raise ValueError("knowledge_index_memory_mb: expected 0 (a quarter of the "
+                             f"memory) or more, got {self.knowledge_index_memory_mb}")
         if self.replica_lease_s < 1:
             raise ValueError(f"replica_lease_s: expected at least 1 (seconds), got "
                              f"{self.replica_lease_s}")
@@ -196,6 +203,17 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rowforge.db').resolve()}"
+
+    @property
+    def knowledge_index_memory_bytes(self) -> int:
+        """``knowledge_index_memory_mb`` in bytes, its default resolved for this machine."""
+        if self.knowledge_index_memory_mb > 0:
+            return self.knowledge_index_memory_mb * MiB
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            total = 4096 * MiB
+        return max(256 * MiB, total // 4)
 
     @property
     def is_loopback(self) -> bool:

@@ -107,6 +107,9 @@ class TableIndex:
         self.broken = False
         self.changes_since_compact = 0
         self.skipped_vectors = 0
+        #: Users of the index right now (a search between its awaits, the upkeep loop): a
+        #: pinned index is never evicted.
+        self.pins = 0
 
         self._sync_lock = asyncio.Lock()
         self._build_lock = asyncio.Lock()
@@ -349,6 +352,11 @@ class TableIndex:
             await asyncio.wait([builder])
 
     # -- search ----------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Estimated memory of the graphs and pending parts (the BM25 side is memory-mapped
+        from disk and not counted)."""
+        return sum(c.memory_bytes() for c in self.columns.values())
 
     @property
     def dim(self) -> int | None:
