@@ -272,8 +272,11 @@ class Server:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, stop accepting, let calls finish within ``grace``, cancel."""
+        """Drain: NOT_SERVING (still serving for ``drain_delay_s``, while health watchers
+        move away), stop accepting, let calls finish within ``grace``, cancel."""
         await self.health.enter_graceful_shutdown()
+        if self.app.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.app.settings.drain_delay_s)
         self.app.drain()
         await self.grpc.stop(self.app.settings.grace_period_s if grace is None else grace)
         await self.app.stop()

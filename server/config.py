@@ -80,6 +80,10 @@ class Settings:
     keepalive_time_s: float = 7200.0
     #: Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
     grace_period_s: float = 10.0
+    #: Seconds a stopping replica (SIGTERM) keeps serving after its health turned
+    #: NOT_SERVING, so that load balancers and ``round_robin`` clients watching the health
+    #: service send new calls elsewhere before it stops accepting them (deploy/README.md).
+    drain_delay_s: float = 0.0
     #: Largest gRPC message accepted or sent (a batch request may carry 32 MB of content).
     max_message_bytes: int = 40 * MiB
     #: Serve gRPC server reflection (what grpcurl and buf curl use without proto files).
