@@ -186,6 +186,10 @@ class Settings:
                              f"{self.files_backend!r}")
         if self.files_backend == "s3" and not self.files_bucket:
             raise ValueError("files_bucket: the \"s3\" files backend needs a bucket")
+        if self.files_backend == "s3" and max(self.max_document_bytes, self.max_image_bytes,
+                                              self.max_audio_bytes) > 5 * 1024 * MiB:
+            raise ValueError("max_document_bytes/max_image_bytes/max_audio_bytes: the \"s3\" "
+                             "files backend stores files of at most 5 GiB (one CopyObject)")
         if self.knowledge_index_memory_mb < 0:
             raise ValueError("knowledge_index_memory_mb: expected 0 (a quarter of the "
                              f"memory) or more, got {self.knowledge_index_memory_mb}")

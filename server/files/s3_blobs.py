@@ -176,6 +176,9 @@ class S3BlobStore:
         self._locker = locker
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
+        # A guard holds a database connection for its lock while the caller writes through
+        # another: bounded, so concurrent uploads can never take the whole pool and wait on it.
+        self._shared_slots = asyncio.Semaphore(8)
         self._client: Any = None
         self._exit: contextlib.AsyncExitStack | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -364,7 +367,7 @@ class S3BlobStore:
             if self._locker is None:
                 yield
                 return
-            async with self._locker(f"rowforge.blob.{sha256}"):
+            async with self._shared_slots, self._locker(f"rowforge.blob.{sha256}"):
                 yield
 
     # --- leftovers -------------------------------------------------------------------------

@@ -18,7 +18,8 @@ budget (``knowledge_index_memory_mb``), once the resident indexes' estimated siz
 the least recently searched ones are saved and evicted; a later search loads the table again
 (the saved files, then a catch-up from the change feed), with its load time logged and in
 ``rowforge_knowledge_index_load_seconds``. An index in use (a search between its awaits, the
-upkeep loop) or still building its graph is never evicted.
+upkeep loop) is never evicted; one still building its graph only when evicting complete ones
+is not enough (its unfinished graph is dropped, not saved: a half-built graph never is).
 """
 
 from __future__ import annotations
@@ -202,20 +203,36 @@ class KnowledgeIndexes:
         return sum(index.memory_bytes() for index in list(self._indexes.values()))
 
     async def _keep_budget(self) -> None:
-        """Evict the least recently searched indexes while over the budget."""
+        """While over the budget, drop idle BM25 writers, then evict the least recently
+        searched indexes: first those whose
+        graphs are complete (saved, then reloaded from their files), then, if that is not
+        enough, those still building (their unfinished graph work is dropped: a later load
+        rebuilds it), so that many tables opened at once cannot outgrow the budget."""
         if not self.memory_budget:
             return
         used = self.memory_bytes()
         if used <= self.memory_budget:
             return
-        for storage_id in sorted(self._indexes, key=lambda s: self._used_at.get(s, 0.0)):
+        by_age = sorted(self._indexes, key=lambda s: self._used_at.get(s, 0.0))
+        # BM25 writers (tens of MB each, kept a while for the next writes) go first.
+        for storage_id in by_age:
             if used <= self.memory_budget:
-                break
-            index = self._indexes[storage_id]
-            if index.pins or index.building or storage_id in self._opening:
+                return
+            index = self._indexes.get(storage_id)
+            if index is None or index.pins or not index.lexical.writing:
                 continue
-            used -= index.memory_bytes()
-            self._evict(storage_id)
+            used -= index.lexical.writer_heap
+            await asyncio.to_thread(index.lexical.release_writer)
+        for building in (False, True):
+            for storage_id in by_age:
+                if used <= self.memory_budget:
+                    return
+                index = self._indexes.get(storage_id)
+                if (index is None or index.pins or index.building != building
+                        or storage_id in self._opening):
+                    continue
+                used -= index.memory_bytes()
+                self._evict(storage_id)
 
     def _evict(self, storage_id: str) -> None:
         index = self._indexes.pop(storage_id)
@@ -319,6 +336,8 @@ class KnowledgeIndexes:
                 if index.broken and self._indexes.get(storage_id) is index:
                     with contextlib.suppress(Exception):
                         await self._open(index.schema)
+            # Graphs that finished building since the last search count now.
+            await self._keep_budget()
             if passes % 60 == 0:
                 await self.sweep()
 

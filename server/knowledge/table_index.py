@@ -354,9 +354,10 @@ class TableIndex:
     # -- search ----------------------------------------------------------------------------
 
     def memory_bytes(self) -> int:
-        """Estimated memory of the graphs and pending parts (the BM25 side is memory-mapped
-        from disk and not counted)."""
-        return sum(c.memory_bytes() for c in self.columns.values())
+        """Estimated memory of the graphs and pending parts, plus the BM25 writer's heap while
+        one is held (the BM25 index itself is memory-mapped from disk and not counted)."""
+        writer = self.lexical.writer_heap if self.lexical.writing else 0
+        return writer + sum(c.memory_bytes() for c in self.columns.values())
 
     @property
     def dim(self) -> int | None:

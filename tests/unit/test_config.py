@@ -118,6 +118,8 @@ def test_files_table_in_toml(tmp_path: Path) -> None:
     ('[files]\nbackend = "gcs"\n', "files_backend"),
     ('[files]\nbucket = "b"\npart_mb = 2\n', "files_part_mb"),
     ('[files]\nbuckett = "b"\n', "did you mean 'files_bucket'"),
+    ('max_document_bytes = 6_000_000_000\n[files]\nbackend = "s3"\nbucket = "b"\n',
+     "at most 5 GiB"),
 ])
 def test_bad_files_settings(tmp_path: Path, toml: str, message: str) -> None:
     cfg = tmp_path / "rowforge.toml"
