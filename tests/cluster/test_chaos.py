@@ -36,6 +36,7 @@ from tests.integration.generation_support import (
     ERROR,
     PENDING,
     RUNNING,
+    SKIPPED,
     create_table,
     input_col,
     llm_col,
@@ -246,9 +247,12 @@ async def test_chaos(tmp_path: Path, database: str, fake: FakeOpenAI, s3: S3Endp
 
             await eventually(cells_settled, timeout=60, what="no cell PENDING/RUNNING")
             final_statuses = await statuses()
-            assert set(final_statuses) <= {DONE, ERROR}
+            # Final states only: DONE, ERROR (interrupted by the kill) or SKIPPED (a stream
+            # cancelled by its client or a draining replica skips the rows it had not begun).
+            assert set(final_statuses) <= {DONE, ERROR, SKIPPED}
             print(f"batch: {len(found)} results; rows streamed: {len(final_statuses)}, "
-                  f"{final_statuses.count(ERROR)} cells interrupted")
+                  f"{final_statuses.count(ERROR)} cells interrupted, "
+                  f"{final_statuses.count(SKIPPED)} skipped")
         for proc in cluster.replicas:
             async with channel(proc.address) as ch:
                 files_r = file_service_pb2_grpc.FileServiceStub(ch)
