@@ -24,7 +24,7 @@ CONFIG ?=
 PYTEST_ARGS ?=
 
 .PHONY: install min-venv serve test test-client-min test-pure bench proto proto-check lint \
-  format node clean
+  format node clean cluster
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ serve: install node
 	$(VENV)/bin/rowforge serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
 	  $(if $(CONFIG),--config $(CONFIG))
 
+# Three replicas on PostgreSQL 127.0.0.1:5432 (database rowforge_cluster), S3 (moto on loopback
+# unless ROWFORGE_CLUSTER_S3 names an endpoint) and nginx on 127.0.0.1:50050: deploy/README.md.
+cluster: install
+	$(PY) deploy/cluster.py
+
 # Every part runs even when an earlier one failed (the exit status says whether any did).
 test: install node min-venv
 	@status=0; \
@@ -80,7 +85,7 @@ proto-check: install min-venv
 	$(PY) scripts/gen_protos.py --check
 
 lint: install node min-venv
-	$(VENV)/bin/ruff check server fastcore clients tests bench scripts
+	$(VENV)/bin/ruff check server fastcore clients tests bench scripts deploy
 	$(PY) scripts/typecheck.py
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -p no:cacheprovider -W error::RuntimeWarning \
 	  tests/unit -k "$(ASYNCIO_DEBUG_UNITS)"
@@ -92,7 +97,7 @@ lint: install node min-venv
 	node_modules/.bin/tsc -p clients/node --noEmit
 
 format: install
-	$(VENV)/bin/ruff check --fix server fastcore clients tests bench scripts
+	$(VENV)/bin/ruff check --fix server fastcore clients tests bench scripts deploy
 
 clean:
 	rm -rf build .typecheck $(VENV) $(MIN_VENV) node_modules fastcore/*.so fastcore/*.c

@@ -19,7 +19,8 @@ from rowforge.server import memory, tracing
 from rowforge.server.auth import Authenticator, ensure_default_project
 from rowforge.server.batch.api import BatchService
 from rowforge.server.config import ConfigError, Settings
-from rowforge.server.files.blobs import LocalBlobStore
+from rowforge.server.files.blobs import BlobStore, LocalBlobStore
+from rowforge.server.files.s3_blobs import S3BlobStore
 from rowforge.server.files.store import FileStore, Limits
 from rowforge.server.files.thumbnails import ThumbnailCache
 from rowforge.server.idempotency import IdempotencyKeys
@@ -31,6 +32,7 @@ from rowforge.server.metrics import Metrics
 from rowforge.server.providers import ModelRegistry, default_providers
 from rowforge.server.quotas import Quotas
 from rowforge.server.reflection import enable_reflection
+from rowforge.server.replicas import Replicas
 from rowforge.server.sandbox import SandboxLimits, SandboxPool
 from rowforge.server.services import batch_job, file, knowledge, model, table
 from rowforge.server.services.batch_job import BatchJobServicer
@@ -109,9 +111,11 @@ class App:
         self.providers.usage = self.usage
         self.files = _file_store(settings, self.db, self.data_dir / "files", self.quotas)
         self.tables = TableStore(self.db, models=self.models, files=self.files,
-                                 quotas=self.quotas)
+                                 quotas=self.quotas, owner=self.worker_id)
         self.search = KnowledgeSearch(db=self.db, index_dir=self.data_dir / "indexes",
-                                      tables=self.tables, models=self.models)
+                                      tables=self.tables, models=self.models,
+                                      memory_budget=settings.knowledge_index_memory_bytes,
+                                      metrics=self.metrics)
         self.sandbox = LazySandbox(functools.partial(_sandbox_pool, settings, self.data_dir))
         self.engine = RowEngine(store=self.tables, models=self.models,
                                 providers=self.providers, settings=settings,
@@ -127,6 +131,15 @@ class App:
         self.batch.worker.table_rows = self.table_jobs
         self.files.add_reference_finder(self.tables.file_references)
         self.files.add_reference_finder(self.batch.store.file_references)
+        # Knowledge indexes need no take-over: they catch up from the shared change feed.
+        self.replicas = Replicas(self.db, self.worker_id, lease_s=settings.replica_lease_s,
+                                 take_over=[self._finish_cells, self.batch.worker.take_over])
+
+    async def _finish_cells(self, replica_id: str) -> None:
+        count = await self.tables.finish_interrupted_cells(owner=replica_id)
+        if count:
+            log.warning("marked %d cells of dead replica %s ERROR interrupted", count,
+                        replica_id)
 
     def drain(self) -> None:
         """Shutdown begins (before the grace period): streams that only follow (WatchJob,
@@ -148,6 +161,7 @@ class App:
         await self.sandbox.sweep_leftovers()  # the pool itself starts on first use
         await self.search.start()
         await self.files.start()
+        await self.replicas.start()  # before new work: may finish a previous run's with our id
         await self.batch.start()
         await self.auth.start()
         await self.usage.start()
@@ -158,7 +172,7 @@ class App:
         # The engine's clean-up writes finish before the store closes.
         for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
                      self.sandbox.close, self.tables.close, self.providers.aclose,
-                     self.usage.stop):
+                     self.usage.stop, self.files.close, self.replicas.stop):
             try:
                 await step()
             except Exception:
@@ -170,9 +184,19 @@ class App:
 
 def _file_store(settings: Settings, db: Database, root: Path, quotas: Quotas) -> FileStore:
     idle = settings.upload_idle_timeout_s
-    return FileStore(db, LocalBlobStore(root, stale_after_s=max(idle * 2, 60.0) + 60.0),
-                     ThumbnailCache(root / "thumbs"), limits=Limits.from_settings(settings),
-                     idle_timeout_s=idle, quotas=quotas)
+    stale_after_s = max(idle * 2, 60.0) + 60.0
+    blobs: BlobStore
+    if settings.files_backend == "s3":
+        blobs = S3BlobStore(settings.files_bucket, prefix=settings.files_prefix,
+                            endpoint_url=settings.files_endpoint_url,
+                            region=settings.files_region,
+                            part_size=settings.files_part_mb * 1024 * 1024,
+                            stale_after_s=stale_after_s, locker=db.advisory_lock)
+    else:
+        blobs = LocalBlobStore(root, stale_after_s=stale_after_s)
+    # Thumbnails stay a local cache on every backend: derived from the content, per replica.
+    return FileStore(db, blobs, ThumbnailCache(root / "thumbs"),
+                     limits=Limits.from_settings(settings), idle_timeout_s=idle, quotas=quotas)
 
 
 def _sandbox_pool(settings: Settings, data_dir: Path) -> SandboxPool:
@@ -253,8 +277,11 @@ class Server:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, stop accepting, let calls finish within ``grace``, cancel."""
+        """Drain: NOT_SERVING (still serving for ``drain_delay_s``, while health watchers
+        move away), stop accepting, let calls finish within ``grace``, cancel."""
         await self.health.enter_graceful_shutdown()
+        if self.app.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.app.settings.drain_delay_s)
         self.app.drain()
         await self.grpc.stop(self.app.settings.grace_period_s if grace is None else grace)
         await self.app.stop()

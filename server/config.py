@@ -17,6 +17,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 SANDBOX_NETWORK_MODES = ("", "off", "public")
+FILES_BACKENDS = ("local", "s3")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Settings:
     keepalive_time_s: float = 7200.0
     #: Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
     grace_period_s: float = 10.0
+    #: Seconds a stopping replica (SIGTERM) keeps serving after its health turned
+    #: NOT_SERVING, so that load balancers and ``round_robin`` clients watching the health
+    #: service send new calls elsewhere before it stops accepting them (deploy/README.md).
+    drain_delay_s: float = 0.0
     #: Largest gRPC message accepted or sent (a batch request may carry 32 MB of content).
     max_message_bytes: int = 40 * MiB
     #: Serve gRPC server reflection (what grpcurl and buf curl use without proto files).
@@ -118,6 +123,22 @@ class Settings:
     max_audio_bytes: int = 120 * MiB
     #: An upload that sends nothing for this long is abandoned (DEADLINE_EXCEEDED).
     upload_idle_timeout_s: float = 60.0
+    #: Where file content lives: "local" (``data_dir``/files) or "s3" (an S3-compatible
+    #: object store, shared by replicas on several machines; credentials come from the
+    #: standard ``AWS_*`` variables or the instance's role). In TOML also ``backend`` under a
+    #: ``[files]`` table, as are the ``files_*`` settings below.
+    files_backend: str = "local"
+    #: S3 bucket of the "s3" backend (it must exist).
+    files_bucket: str = ""
+    #: Key prefix of every object the "s3" backend writes (e.g. ``rowforge/``).
+    files_prefix: str = ""
+    #: Endpoint URL of an S3-compatible store (MinIO, Ceph, R2 ...). Empty: AWS S3.
+    files_endpoint_url: str = ""
+    #: Region of the bucket. Empty: from ``AWS_REGION``/``AWS_DEFAULT_REGION`` or us-east-1.
+    files_region: str = ""
+    #: Part size of the "s3" backend's multipart uploads, in MiB (5 to 512): an upload holds
+    #: at most two parts in memory, and smaller files go up in one request.
+    files_part_mb: int = 8
     #: Batch requests processed at once by this replica.
     batch_workers: int = 64
     #: Attempts of one batch request (first included) before it fails.
@@ -132,8 +153,16 @@ class Settings:
     batch_backoff_base_s: float = 1.0
     #: Cap of any batch retry backoff, in seconds.
     batch_backoff_max_s: float = 60.0
+    #: Memory budget of this replica's knowledge-table graphs (HNSW), in MiB: past it the
+    #: least recently searched tables' indexes are saved and evicted, and loaded again on
+    #: their next search. 0: a quarter of the machine's memory.
+    knowledge_index_memory_mb: int = 0
     #: Identity of this replica for leases (default: hostname-pid).
     worker_id: str = ""
+    #: Seconds a replica stays alive in the others' eyes without renewing its lease (renewed
+    #: every third of it); past it, a live replica finishes its orphaned work (its cells
+    #: become ERROR "interrupted", its batch leases are re-queued).
+    replica_lease_s: float = 15.0
     #: ``auto`` (uvloop when installed), ``uvloop`` (required) or ``asyncio``.
     event_loop: str = "auto"
     #: Move everything alive after start-up (imports, litellm's tables) out of the garbage
@@ -152,6 +181,23 @@ class Settings:
                              "or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+        if self.files_backend not in FILES_BACKENDS:
+            raise ValueError(f"files_backend: expected \"local\" or \"s3\", got "
+                             f"{self.files_backend!r}")
+        if self.files_backend == "s3" and not self.files_bucket:
+            raise ValueError("files_bucket: the \"s3\" files backend needs a bucket")
+        if self.files_backend == "s3" and max(self.max_document_bytes, self.max_image_bytes,
+                                              self.max_audio_bytes) > 5 * 1024 * MiB:
+            raise ValueError("max_document_bytes/max_image_bytes/max_audio_bytes: the \"s3\" "
+                             "files backend stores files of at most 5 GiB (one CopyObject)")
+        if self.knowledge_index_memory_mb < 0:
+            raise ValueError("knowledge_index_memory_mb: expected 0 (a quarter of the "
+                             f"memory) or more, got {self.knowledge_index_memory_mb}")
+        if self.replica_lease_s < 1:
+            raise ValueError(f"replica_lease_s: expected at least 1 (seconds), got "
+                             f"{self.replica_lease_s}")
+        if not 5 <= self.files_part_mb <= 512:
+            raise ValueError(f"files_part_mb: expected 5 to 512 (MiB), got {self.files_part_mb}")
 
     @property
     def effective_sandbox_network(self) -> str:
@@ -165,6 +211,17 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rowforge.db').resolve()}"
+
+    @property
+    def knowledge_index_memory_bytes(self) -> int:
+        """``knowledge_index_memory_mb`` in bytes, its default resolved for this machine."""
+        if self.knowledge_index_memory_mb > 0:
+            return self.knowledge_index_memory_mb * MiB
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            total = 4096 * MiB
+        return max(256 * MiB, total // 4)
 
     @property
     def is_loopback(self) -> bool:
@@ -223,6 +280,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{name}: expected {kind}, got {value!r}") from None
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected a string, got {value!r}")
+    if name == "files_backend":
+        value = value.strip().lower()
     if name == "sandbox_network":
         value = value.strip().lower()
         if value not in SANDBOX_NETWORK_MODES:
@@ -296,7 +355,23 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
     section = data.get("rowforge", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: 'rowforge' must be a table of settings")
-    return section
+    return _flatten_tables(section)
+
+
+#: TOML tables whose keys are settings with the table's name as a prefix:
+#: ``[files] backend = "s3"`` is ``files_backend = "s3"``.
+_PREFIX_TABLES = ("files",)
+
+
+def _flatten_tables(section: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in _PREFIX_TABLES and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                flat[f"{key}_{sub}"] = sub_value
+        else:
+            flat[key] = value
+    return flat
 
 
 def _check_models(settings: Settings, source: dict[str, str]) -> None:

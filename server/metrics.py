@@ -77,6 +77,17 @@ class Metrics:
         self.search_seconds = Histogram("rowforge_knowledge_search_seconds",
                                         "Hybrid search latency.", buckets=BUCKETS,
                                         registry=self.registry)
+        self.index_load_seconds = Histogram(
+            "rowforge_knowledge_index_load_seconds",
+            "Time to open a knowledge table's indexes (saved files + catch-up, or a rebuild), "
+            "by whether it had been evicted under the memory budget.", ["evicted"],
+            buckets=BUCKETS, registry=self.registry)
+        self.index_evictions = Counter("rowforge_knowledge_index_evictions_total",
+                                       "Knowledge indexes saved and evicted under the memory "
+                                       "budget.", registry=self.registry)
+        self.index_memory = Gauge("rowforge_knowledge_index_memory_bytes",
+                                  "Estimated memory of the resident knowledge indexes' graphs.",
+                                  registry=self.registry)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -173,6 +184,19 @@ class Metrics:
     def search(self, seconds: float) -> None:
         if self.enabled:
             self.search_seconds.observe(seconds)
+
+    def index_loaded(self, seconds: float, *, evicted: bool) -> None:
+        if self.enabled:
+            self.index_load_seconds.labels("true" if evicted else "false").observe(seconds)
+
+    def index_evicted(self) -> None:
+        if self.enabled:
+            self.index_evictions.inc()
+
+    def index_memory_from(self, read: Callable[[], int]) -> None:
+        """Read ``rowforge_knowledge_index_memory_bytes`` from ``read`` at each scrape."""
+        if self.enabled:
+            self.index_memory.set_function(read)
 
 
 #: The metrics of code that was not given any (records nothing).

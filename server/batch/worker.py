@@ -144,6 +144,16 @@ class BatchWorker:
         """Look for work now (a job was submitted)."""
         self._wake.set()
 
+    async def take_over(self, worker_id: str) -> int:
+        """Give back the leases of a dead replica ``worker_id`` (due at once, the interrupted
+        attempt not counted), and look for work now; returns how many."""
+        released = await WorkQueue(self.queue.db, worker_id, self.queue.lease_s).release(None)
+        if released:
+            log.info("re-queued %d batch requests leased by dead replica %s", released,
+                     worker_id)
+            self.wake()
+        return released
+
     def cancel_job(self, job_id: str) -> None:
         """Stop this process's calls for a cancelled job (its leases are already gone)."""
         for pk in list(self._by_job.pop(job_id, ())):

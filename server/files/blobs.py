@@ -67,11 +67,16 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
-    """Where file content lives. The local directory is the default; an object store can
-    implement the same methods."""
+    """Where file content lives: a local directory by default (:class:`LocalBlobStore`), an
+    S3-compatible object store for replicas on several machines
+    (:class:`~rowforge.server.files.s3_blobs.S3BlobStore`)."""
 
     async def start(self) -> None:
         """Prepare the storage and drop leftovers of interrupted uploads."""
+        ...
+
+    async def close(self) -> None:
+        """Finish background clean-ups and release connections."""
         ...
 
     def open_write(self) -> BlobWriter:
@@ -231,6 +236,9 @@ class LocalBlobStore:
         removed = self.sweep_temporary(starting=True)
         if removed:
             log.info("removed %d leftover partial uploads", removed)
+
+    async def close(self) -> None:
+        pass
 
     def sweep_temporary(self, *, older_than_s: float | None = None,
                         starting: bool = False) -> int:

@@ -225,6 +225,9 @@ class FileStore:
     async def start(self) -> None:
         await self.blobs.start()
 
+    async def close(self) -> None:
+        await self.blobs.close()
+
     # --- uploads ---------------------------------------------------------------------------
 
     async def upload(self, project_id: str,

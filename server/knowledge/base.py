@@ -41,11 +41,13 @@ class KnowledgeSearch:
     """
 
     def __init__(self, *, db: Database, index_dir: Path, tables: TableStore,
-                 models: ModelRegistry) -> None:
+                 models: ModelRegistry, memory_budget: int = 0,
+                 metrics: Metrics = DISABLED) -> None:
         self.tables = tables
         self.models = models
         self.reader = Reader(db)
-        self.indexes = KnowledgeIndexes(db, index_dir, self.reader)
+        self.indexes = KnowledgeIndexes(db, index_dir, self.reader,
+                                        memory_budget=memory_budget, metrics=metrics)
         self.searcher = HybridSearcher(db=db, tables=tables, models=models,
                                        indexes=self.indexes, reader=self.reader)
         self.rag = RagRetriever(tables, self.searcher)

@@ -12,6 +12,14 @@ Indexes open lazily (first search) and, in the background, when the server start
 
 The background loop also saves indexes that changed (every ``save_interval_s``), compacts the
 change feed, and forgets tables that were deleted (their files too).
+
+Memory: the graphs of every knowledge table would otherwise all stay in memory. Under a
+budget (``knowledge_index_memory_mb``), once the resident indexes' estimated size passes it,
+the least recently searched ones are saved and evicted; a later search loads the table again
+(the saved files, then a catch-up from the change feed), with its load time logged and in
+``rowforge_knowledge_index_load_seconds``. An index in use (a search between its awaits, the
+upkeep loop) is never evicted; one still building its graph only when evicting complete ones
+is not enough (its unfinished graph is dropped, not saved: a half-built graph never is).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Callable, Collection, Coroutine, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,7 @@ from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
 from rowforge.server.knowledge.vector_index import Result
+from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.storage.db import Database
 from rowforge.server.tables import row_reads
 from rowforge.server.tables.change_feed import ChangeFeed
@@ -61,9 +71,19 @@ class KnowledgeIndexes:
     #: Seconds without writes after which a table's BM25 writer (threads, arena) is dropped.
     writer_idle_s = 30.0
 
-    def __init__(self, db: Database, root: Path, reader: Reader | None = None) -> None:
+    def __init__(self, db: Database, root: Path, reader: Reader | None = None, *,
+                 memory_budget: int = 0, metrics: Metrics = DISABLED) -> None:
         self.db = db
         self.root = root
+        #: Bytes of graphs this process keeps resident (0: no limit).
+        self.memory_budget = memory_budget
+        self.metrics = metrics
+        metrics.index_memory_from(self.memory_bytes)
+        #: Indexes evicted so far, and the storage ids evicted and not yet loaded again.
+        self.evictions = 0
+        self._evicted: set[str] = set()
+        self._used_at: dict[str, float] = {}
+        self._closing: dict[str, asyncio.Task[None]] = {}
         self._own_reader = reader is None
         self.reader = reader or Reader(db)
         self.feed = ChangeFeed(db)
@@ -94,6 +114,8 @@ class KnowledgeIndexes:
             await asyncio.wait(self._tasks)
         for opening in self._opening.values():
             opening.cancel()
+        if self._closing:
+            await asyncio.gather(*self._closing.values(), return_exceptions=True)
         try:
             await self.sweep()
         except Exception as exc:  # the database may be gone already: save what we have
@@ -125,9 +147,7 @@ class KnowledgeIndexes:
         Raises:
             NotFound: the table was deleted meanwhile.
         """
-        index = self._indexes.get(schema.storage_id)
-        if index is None or index.broken:
-            index = await self._open(schema)
+        index = await self._resident(schema, pin=False)
         if schema.version > index.schema.version:
             index.schema = schema
         try:
@@ -137,12 +157,97 @@ class KnowledgeIndexes:
             raise
         return index
 
+    async def _resident(self, schema: TableSchema, *, pin: bool) -> TableIndex:
+        """The table's open index (opened if needed), pinned when ``pin`` before anything
+        else runs: an index opened for us may be evicted before we resume, then we open it
+        again."""
+        while True:
+            index = self._indexes.get(schema.storage_id)
+            if index is None or index.broken:
+                opened = await self._open(schema)
+                index = self._indexes.get(schema.storage_id)
+                if index is not opened:
+                    continue
+            if pin:
+                index.pins += 1
+            return index
+
+    @contextlib.asynccontextmanager
+    async def using(self, schema: TableSchema) -> AsyncIterator[TableIndex]:
+        """The table's index (as :meth:`get`), pinned in memory for the block: a search
+        holds it across its awaits. Marks it recently searched and keeps the memory budget."""
+        index = await self._resident(schema, pin=True)
+        try:
+            self._used_at[schema.storage_id] = time.monotonic()
+            if schema.version > index.schema.version:
+                index.schema = schema
+            try:
+                await index.refresh(self.max_age)
+            except sa.exc.DBAPIError:
+                await self.check_exists(schema)
+                raise
+            await self._keep_budget()
+            yield index
+        finally:
+            index.pins -= 1
+
     async def search(self, schema: TableSchema, query: object, n: int,
                      allowed: Collection[str] | None = None) -> list[Result]:
         """Nearest ``n`` rows to a unit ``query`` vector, among ``allowed`` ids if given."""
-        index = await self.get(schema)
-        index.check_query(query)
-        return await asyncio.to_thread(index.search, query, n, allowed)
+        async with self.using(schema) as index:
+            index.check_query(query)
+            return await asyncio.to_thread(index.search, query, n, allowed)
+
+    def memory_bytes(self) -> int:
+        """Estimated memory of the resident indexes' graphs."""
+        return sum(index.memory_bytes() for index in list(self._indexes.values()))
+
+    async def _keep_budget(self) -> None:
+        """While over the budget, drop idle BM25 writers, then evict the least recently
+        searched indexes: first those whose
+        graphs are complete (saved, then reloaded from their files), then, if that is not
+        enough, those still building (their unfinished graph work is dropped: a later load
+        rebuilds it), so that many tables opened at once cannot outgrow the budget."""
+        if not self.memory_budget:
+            return
+        used = self.memory_bytes()
+        if used <= self.memory_budget:
+            return
+        by_age = sorted(self._indexes, key=lambda s: self._used_at.get(s, 0.0))
+        # BM25 writers (tens of MB each, kept a while for the next writes) go first.
+        for storage_id in by_age:
+            if used <= self.memory_budget:
+                return
+            index = self._indexes.get(storage_id)
+            if index is None or index.pins or not index.lexical.writing:
+                continue
+            used -= index.lexical.writer_heap
+            await asyncio.to_thread(index.lexical.release_writer)
+        for building in (False, True):
+            for storage_id in by_age:
+                if used <= self.memory_budget:
+                    return
+                index = self._indexes.get(storage_id)
+                if (index is None or index.pins or index.building != building
+                        or storage_id in self._opening):
+                    continue
+                used -= index.memory_bytes()
+                self._evict(storage_id)
+
+    def _evict(self, storage_id: str) -> None:
+        index = self._indexes.pop(storage_id)
+        self._saved_at.pop(storage_id, None)
+        self._evicted.add(storage_id)
+        self.evictions += 1
+        self.metrics.index_evicted()
+        log.info("evicted a knowledge index under the memory budget", extra={
+            "table": index.schema.id, "bytes": index.memory_bytes(),
+            "budgetBytes": self.memory_budget})
+        task = asyncio.get_running_loop().create_task(
+            index.close(save=True), name=f"rowforge-knowledge-evict-{storage_id}")
+        self._closing[storage_id] = task
+        task.add_done_callback(lambda t: self._closing.pop(storage_id, None)
+                               if self._closing.get(storage_id) is t else None)
 
     async def _open(self, schema: TableSchema) -> TableIndex:
         task = self._opening.get(schema.storage_id)
@@ -158,6 +263,10 @@ class KnowledgeIndexes:
         old = self._indexes.pop(schema.storage_id, None)
         if old is not None:
             await old.close(save=False)
+        closing = self._closing.get(schema.storage_id)
+        if closing is not None:  # an evicted copy is still saving its files
+            await asyncio.gather(closing, return_exceptions=True)
+        started = time.perf_counter()
         index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
                            self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER)
         try:
@@ -168,6 +277,14 @@ class KnowledgeIndexes:
                 await self.check_exists(schema)
             raise
         self._indexes[schema.storage_id] = index
+        self._used_at[schema.storage_id] = time.monotonic()
+        seconds = time.perf_counter() - started
+        evicted = schema.storage_id in self._evicted
+        self._evicted.discard(schema.storage_id)
+        self.metrics.index_loaded(seconds, evicted=evicted)
+        log.info("opened a knowledge index", extra={
+            "table": schema.id, "seconds": round(seconds, 4), "rows": len(index),
+            "wasEvicted": evicted})
         return index
 
     async def check_exists(self, schema: TableSchema) -> None:
@@ -187,6 +304,8 @@ class KnowledgeIndexes:
         for schema in await row_reads.knowledge_schemas(self.db):
             if schema.storage_id in self._indexes:
                 continue
+            if self.memory_budget and self.memory_bytes() >= self.memory_budget:
+                break  # the rest load on their first search
             try:
                 await self._open(schema)
             except asyncio.CancelledError:
@@ -201,6 +320,9 @@ class KnowledgeIndexes:
             await asyncio.sleep(self.poll_interval_s)
             passes += 1
             for storage_id, index in list(self._indexes.items()):
+                if self._indexes.get(storage_id) is not index:
+                    continue  # evicted or forgotten meanwhile
+                index.pins += 1
                 try:
                     await self._tend(index, loop.time())
                 except asyncio.CancelledError:
@@ -209,9 +331,13 @@ class KnowledgeIndexes:
                     log.warning("knowledge index upkeep of %s failed: %s", index.schema.id, exc)
                     with contextlib.suppress(NotFound):
                         await self.check_exists(index.schema)
+                finally:
+                    index.pins -= 1
                 if index.broken and self._indexes.get(storage_id) is index:
                     with contextlib.suppress(Exception):
                         await self._open(index.schema)
+            # Graphs that finished building since the last search count now.
+            await self._keep_budget()
             if passes % 60 == 0:
                 await self.sweep()
 
@@ -243,6 +369,11 @@ class KnowledgeIndexes:
     async def _forget(self, storage_id: str) -> None:
         index = self._indexes.pop(storage_id, None)
         self._saved_at.pop(storage_id, None)
+        self._used_at.pop(storage_id, None)
+        self._evicted.discard(storage_id)
+        closing = self._closing.get(storage_id)
+        if closing is not None:
+            await asyncio.gather(closing, return_exceptions=True)
         self.feed.forget(storage_id)
         for hook in self.forget_hooks:
             hook(storage_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,18 +100,6 @@ class SearchOutcome:
     hits: list[Hit]
     reranked: bool = False
     rerank_error: str = ""
-
-
-async def concurrently(*aws: Awaitable[Any]) -> list[Any]:
-    """``asyncio.gather`` that cancels the others when one fails."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
-        raise
 
 
 class HybridSearcher:
@@ -264,16 +252,28 @@ class HybridSearcher:
             return result.vectors[0]
 
         embedding = asyncio.ensure_future(query_vector())
+        filtering = asyncio.ensure_future(allowed_ids())
+        filtering.add_done_callback(_retrieve)
         try:
-            index, allowed = await concurrently(self.indexes.get(schema), allowed_ids())
-            if allowed is not None and not allowed:
-                return [], [], {}
-            # BM25 while the query is being embedded.
-            lexical = await asyncio.to_thread(index.search_text, query, n, allowed)
-            vector = await embedding
+            # Pinned for the whole search: the memory budget never evicts it meanwhile.
+            async with self.indexes.using(schema) as index:
+                return await self._search_index(schema, index, query, n, read, embedding,
+                                                filtering)
         finally:
-            if not embedding.done():
-                embedding.cancel()
+            for task in (embedding, filtering):
+                if not task.done():
+                    task.cancel()
+
+    async def _search_index(self, schema: TableSchema, index: TableIndex, query: str, n: int,
+                            read: list[ColumnSchema], embedding: asyncio.Future[Any],
+                            filtering: asyncio.Future[set[str] | None],
+                            ) -> tuple[list[str], list[Result], dict[str, Row]]:
+        allowed = await filtering
+        if allowed is not None and not allowed:
+            return [], [], {}
+        # BM25 while the query is being embedded.
+        lexical = await asyncio.to_thread(index.search_text, query, n, allowed)
+        vector = await embedding
         norm = float(np.linalg.norm(vector))
         unit = None
         if np.isfinite(norm) and norm > 0.0:
@@ -293,6 +293,12 @@ class HybridSearcher:
         ids = await asyncio.to_thread(_nearest, index, unit, n, allowed)
         wanted = list(dict.fromkeys(ids + lexical_ids))
         return ids, lexical, await reader.run(row_reads.read_rows, schema, wanted, read)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a helper task's failure as seen (the search may have failed first)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _nearest(index: TableIndex, unit: Any, n: int, allowed: set[str] | None) -> list[str]:

@@ -107,6 +107,9 @@ class TableIndex:
         self.broken = False
         self.changes_since_compact = 0
         self.skipped_vectors = 0
+        #: Users of the index right now (a search between its awaits, the upkeep loop): a
+        #: pinned index is never evicted.
+        self.pins = 0
 
         self._sync_lock = asyncio.Lock()
         self._build_lock = asyncio.Lock()
@@ -349,6 +352,12 @@ class TableIndex:
             await asyncio.wait([builder])
 
     # -- search ----------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Estimated memory of the graphs and pending parts, plus the BM25 writer's heap while
+        one is held (the BM25 index itself is memory-mapped from disk and not counted)."""
+        writer = self.lexical.writer_heap if self.lexical.writing else 0
+        return writer + sum(c.memory_bytes() for c in self.columns.values())
 
     @property
     def dim(self) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -79,6 +80,34 @@ class Database:
                 return
             async with self._write_lock, self.engine.begin() as conn:
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def advisory_lock(self, name: str, *, poll_s: float = 0.01) -> AsyncIterator[None]:
+        """Hold the cluster-wide lock ``name`` (a PostgreSQL session advisory lock on a
+        connection of its own) for the block; every replica on this database sees it.
+
+        Polled with ``pg_try_advisory_lock`` rather than blocking in the server, so a
+        cancelled waiter never ends up holding the lock with nobody to release it. On SQLite
+        (one machine, processes sharing the file) this is a no-op: callers also lock in-process.
+        """
+        if not self.is_postgres:
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        async with self.engine.connect() as conn:
+            while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
+                await conn.rollback()
+                await asyncio.sleep(poll_s)
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    await conn.rollback()
+                except BaseException:
+                    # The connection (and so the lock) must not go back to the pool held.
+                    await conn.invalidate()
+                    raise
 
     async def close(self) -> None:
         await self.engine.dispose()

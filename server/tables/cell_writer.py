@@ -47,8 +47,11 @@ class CellWriter:
     """Batches cell writes into shared transactions (see the module docstring)."""
 
     def __init__(self, db: Database, load_current: SchemaLoader, *, max_batch: int = 2000,
-                 on_write: Callable[[Iterable[str]], None] | None = None) -> None:
+                 on_write: Callable[[Iterable[str]], None] | None = None,
+                 owner: str = "") -> None:
         self.db = db
+        #: Named in the PENDING/RUNNING states written (this replica's id).
+        self.owner = owner
         self.load_current = load_current
         #: Called with the storage ids written, before and after each flush.
         self.on_write = on_write or (lambda _ids: None)
@@ -115,7 +118,7 @@ class CellWriter:
                 if col is None:
                     continue
                 values[(layout.value_name(col), layout.state_name(col))] = _stored(
-                    col.dtype, cell)
+                    col.dtype, cell, self.owner)
         now = layout.now_micros()
         self.on_write(schemas)
         try:
@@ -155,7 +158,7 @@ class CellWriter:
                 self.cells_written += len(targets) * len(rows)
 
 
-def _stored(dtype: str, cell: Cell) -> tuple[Any, str | None]:
+def _stored(dtype: str, cell: Cell, owner: str = "") -> tuple[Any, str | None]:
     """(value, state JSON text) to store; a value that does not fit the dtype fails the cell."""
     try:
         value = coerce(dtype, cell.value)
@@ -164,4 +167,4 @@ def _stored(dtype: str, cell: Cell) -> tuple[Any, str | None]:
                       error=f"the generated value does not fit dtype {dtype}: {exc}",
                       usage=cell.usage, references=cell.references)
         return None, state_text(failed)
-    return value, state_text(cell)
+    return value, state_text(cell, owner)

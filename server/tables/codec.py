@@ -8,6 +8,7 @@ cells cost nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -80,12 +81,20 @@ def references_from_json(data: dict[str, Any]) -> References:
                       query_usage=CellUsage(usage[0], usage[1]) if usage else None)
 
 
-def state_to_json(cell: Cell) -> dict[str, Any] | None:
-    """The stored state of a cell (None for a plain DONE cell)."""
+#: Statuses of cells being generated: their state names the replica generating them (``o``),
+#: so a live replica can finish the cells of a dead one (server/replicas.py).
+UNFINISHED = frozenset({CellStatus.PENDING, CellStatus.RUNNING})
+
+
+def state_to_json(cell: Cell, owner: str = "") -> dict[str, Any] | None:
+    """The stored state of a cell (None for a plain DONE cell); a PENDING/RUNNING one names
+    ``owner`` when given."""
     if (cell.status == CellStatus.DONE and not cell.error and cell.usage is None
             and cell.references is None and not cell.job):
         return None
     state: dict[str, Any] = {"st": cell.status.value}
+    if owner and cell.status in UNFINISHED:
+        state["o"] = owner
     if cell.error:
         state["err"] = cell.error
     if cell.usage is not None:
@@ -101,18 +110,29 @@ def state_to_json(cell: Cell) -> dict[str, Any] | None:
 _STATUS_ONLY = {status: json.dumps({"st": status.value}) for status in CellStatus}
 
 
-def state_text(cell: Cell) -> str | None:
+@functools.cache
+def _status_owner(status: CellStatus, owner: str) -> str:
+    return json.dumps({"st": status.value, "o": owner})
+
+
+def state_text(cell: Cell, owner: str = "") -> str | None:
     """:func:`state_to_json` as the JSON text stored in the ``s_<n>`` column (None: SQL NULL).
 
     The common states (a status alone; DONE with usage) are formatted directly: the write
     path stores one per generated cell.
     """
     if cell.error or cell.references is not None or cell.job:
-        state = state_to_json(cell)
+        state = state_to_json(cell, owner)
         return None if state is None else json.dumps(state)
     usage = cell.usage
     if usage is None:
-        return None if cell.status == CellStatus.DONE else _STATUS_ONLY[cell.status]
+        if cell.status == CellStatus.DONE:
+            return None
+        if owner and cell.status in UNFINISHED:
+            return _status_owner(cell.status, owner)
+        return _STATUS_ONLY[cell.status]
+    if owner and cell.status in UNFINISHED:
+        return json.dumps(state_to_json(cell, owner))
     return (f'{{"st": "{cell.status.value}", "u": [{int(usage.prompt_tokens)}, '
             f'{int(usage.completion_tokens)}]}}')
 

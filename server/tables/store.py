@@ -58,13 +58,13 @@ class TableStore:
     """
 
     def __init__(self, db: Database, *, models: Any = None, files: Any = None,
-                 quotas: Quotas = NO_QUOTAS) -> None:
+                 quotas: Quotas = NO_QUOTAS, owner: str = "") -> None:
         self.db = db
         self.quotas = quotas
         if db.is_sqlite:
             event.listen(db.engine.sync_engine, "connect", _sqlite_read_tuning)
         self.schemas = SchemaStore(db, models)
-        self.rows = RowStore(db, self.schemas, files=files)
+        self.rows = RowStore(db, self.schemas, files=files, owner=owner)
 
     def add_change_listener(self, listener: Callable[[Iterable[str]], None]) -> None:
         """Call ``listener`` with the storage ids of the tables a committed write changed
@@ -76,11 +76,10 @@ class TableStore:
         """On SQLite (one process owns the database), finish the cells a previous process
         left PENDING or RUNNING as ERROR: nobody will generate them any more.
 
-        PostgreSQL is left alone: another replica may be generating those cells, and nothing
-        tells a live one from an abandoned one (a call of sequential rows, or an import, keeps
-        cells PENDING for as long as the rows before them take, so no age is safe); that
-        would need an owner per cell. :meth:`finish_interrupted_cells` with an age is there
-        for an operator who knows.
+        On PostgreSQL another replica may be generating cells (a call of sequential rows, or
+        an import, keeps cells PENDING for as long as the rows before them take, so no age is
+        safe): there each PENDING/RUNNING state names the replica generating it, and the
+        replicas' liveness leases (server/replicas.py) tell which of them died.
         """
         if not self.db.is_sqlite:
             return
@@ -92,10 +91,13 @@ class TableStore:
         """Wait for queued cell writes."""
         await self.rows.writer.close()
 
-    async def finish_interrupted_cells(self, *, updated_before_us: int | None = None) -> int:
+    async def finish_interrupted_cells(self, *, updated_before_us: int | None = None,
+                                       owner: str | None = None) -> int:
         """Mark PENDING/RUNNING cells ERROR ("interrupted: ..."); with ``updated_before_us``
-        (µs since the epoch) only in rows last updated before then. Returns the count."""
-        return await self.rows.finish_interrupted_cells(updated_before_us=updated_before_us)
+        (µs since the epoch) only in rows last updated before then; with ``owner`` only the
+        cells of that replica (a dead one: server/replicas.py). Returns the count."""
+        return await self.rows.finish_interrupted_cells(updated_before_us=updated_before_us,
+                                                        owner=owner)
 
     # -- tables ----------------------------------------------------------------------------
 

@@ -100,3 +100,29 @@ def test_sandbox_network_setting(tmp_path: Path) -> None:
         load_settings(env={"ROWFORGE_SANDBOX_NETWORK": "open"})
     with pytest.raises(ValueError, match="sandbox_network"):
         Settings(sandbox_network="everything")
+
+
+def test_files_table_in_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "rowforge.toml"
+    cfg.write_text('[files]\nbackend = "S3"\nbucket = "b"\nprefix = "rf/"\n'
+                   'endpoint_url = "http://127.0.0.1:9000"\nregion = "eu-west-1"\n')
+    s = load_settings(cfg, env={"ROWFORGE_FILES_PART_MB": "16"})
+    assert (s.files_backend, s.files_bucket, s.files_prefix, s.files_endpoint_url,
+            s.files_region, s.files_part_mb) == ("s3", "b", "rf/", "http://127.0.0.1:9000",
+                                                 "eu-west-1", 16)
+    assert load_settings(env={}).files_backend == "local"
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[files]\nbackend = "s3"\n', "files_bucket"),
+    ('[files]\nbackend = "gcs"\n', "files_backend"),
+    ('[files]\nbucket = "b"\npart_mb = 2\n', "files_part_mb"),
+    ('[files]\nbuckett = "b"\n', "did you mean 'files_bucket'"),
+    ('max_document_bytes = 6_000_000_000\n[files]\nbackend = "s3"\nbucket = "b"\n',
+     "at most 5 GiB"),
+])
+def test_bad_files_settings(tmp_path: Path, toml: str, message: str) -> None:
+    cfg = tmp_path / "rowforge.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(cfg, env={})
