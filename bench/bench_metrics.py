@@ -136,6 +136,45 @@ def run_mode(mode: str, rows: int) -> tuple[float, float, float, float]:
         return asyncio.run(_measure(server.address, server.process.pid, rows))
 
 
+def instrumentation_cost(n: int = 20_000) -> tuple[float, float]:
+    """What metrics + tracing (every trace kept) add per row and per search, timed directly in
+    this process (µs; steady where the end-to-end rounds are not): per row, one model call's
+    leaf span and metrics and a cell count; per search, the RPC span with its metrics, the
+    search span, the query embedding's leaf span and metrics, and the search histogram."""
+    from rowforge.server import tracing
+    from rowforge.server.metrics import Metrics
+
+    metrics = Metrics(True)
+    tracing.configure(True)  # OTEL_TRACES_EXPORTER=none (set in main): spans made, not sent
+    method = "/rowforge.v1.KnowledgeService/HybridSearch"
+    try:
+        with tracing.rpc_span("/rowforge.v1.TableService/StreamAddRows", {}):
+            start = time.perf_counter()
+            for _ in range(n):
+                with tracing.leaf("provider.chat", model="rowforge/chat"):
+                    pass
+                metrics.provider_call("rowforge/chat", "chat", "ok", 0.001, prompt_tokens=20,
+                                      completion_tokens=30)
+                metrics.cell("llm", "done")
+            per_row = (time.perf_counter() - start) / n * 1e6
+        start = time.perf_counter()
+        for _ in range(n):
+            started = metrics.rpc_started(method, False, False)
+            with tracing.rpc_span(method, {}) as span:
+                with tracing.span("knowledge.search", k=10, filtered=False):
+                    with tracing.leaf("provider.embed", model="rowforge/embed"):
+                        pass
+                    metrics.provider_call("rowforge/embed", "embed", "ok", 0.0001,
+                                          prompt_tokens=5)
+                metrics.search(0.002)
+                tracing.rpc_done(span, "OK")
+            metrics.rpc_handled(method, "OK", started)
+        per_search = (time.perf_counter() - start) / n * 1e6
+    finally:
+        tracing.configure(False)
+    return per_row, per_search
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -151,6 +190,14 @@ def main() -> None:
             print(f"round {r + 1} {mode:16}: {rows_s:6.0f} rows/s StreamAddRows "
                   f"({cpu_row:.0f} us CPU/row), HybridSearch p50 {p50:.2f} ms "
                   f"({cpu_search:.0f} us CPU/search), load {os.getloadavg()[0]:.1f}", flush=True)
+    os.environ["OTEL_TRACES_EXPORTER"] = "none"
+    per_row, per_search = instrumentation_cost()
+    base_cpu_row = statistics.median(x[2] for x in results["off"])
+    base_cpu_search = statistics.median(x[3] for x in results["off"])
+    print(f"\nmetrics + tracing timed directly: {per_row:.1f} us per row = "
+          f"{100 * per_row / base_cpu_row:.1f}% of a row's server CPU with both off "
+          f"({base_cpu_row:.0f} us), {per_search:.1f} us per search = "
+          f"{100 * per_search / base_cpu_search:.1f}% of a search's ({base_cpu_search:.0f} us)")
     base_rows = statistics.median(x[0] for x in results["off"])
     base_p50 = statistics.median(x[1] for x in results["off"])
     print(f"\nmedians of {args.rounds} rounds; ratios to off: of the medians, and the median "
