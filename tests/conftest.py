@@ -79,12 +79,7 @@ def server_env(fake: object, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database of each kind (PostgreSQL skipped, clearly, when not reachable)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-        return
+def _fresh_postgres() -> Iterator[str]:
     if postgres.postgres_url() is None:
         pytest.skip(postgres.SKIP_REASON)
     url = postgres.create_database()
@@ -92,6 +87,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each kind (PostgreSQL skipped, clearly, when not reachable)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    yield from _fresh_postgres()
+
+
+@pytest.fixture
+def shared_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for several server processes (replicas) to share; skipped,
+    clearly, when PostgreSQL is not reachable."""
+    yield from _fresh_postgres()
+
+
+def replica_server(tmp_path: Path, name: str, fake: object, database: str,
+                   **env: str) -> ServerProcess:
+    """A started server on ``database`` (shared with other replicas) whose worker id is
+    ``name``, with 8 batch workers and the fake's models; ``env`` adds settings."""
+    return ServerProcess(tmp_path / name, env=server_env(
+        fake, ROWFORGE_DATABASE_URL=database, ROWFORGE_BATCH_WORKERS="8",
+        ROWFORGE_WORKER_ID=name, **env)).start()
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,6 @@ from tests.integration.generation_support import (
 )
 from tests.integration.test_batch_support import add_all, check_complete, results, text_request
 from tests.integration.test_knowledge_service import Client
-from tests.support import postgres
 from tests.support.s3 import S3Endpoint, moto_server
 from tests.support.server import ServerProcess
 from tests.support.waiting import eventually
@@ -66,16 +65,10 @@ def _nginx_missing() -> str | None:
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    if postgres.postgres_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
+def database(shared_database: str) -> str:
     if reason := _nginx_missing():
         pytest.skip(reason)
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url)
+    return shared_database
 
 
 @pytest.fixture

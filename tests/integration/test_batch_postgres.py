@@ -13,7 +13,7 @@ import pytest
 
 from rowforge.v1 import batch_job_service_pb2 as pb
 from rowforge.v1 import batch_job_service_pb2_grpc
-from tests.conftest import server_env
+from tests.conftest import replica_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.test_batch_support import (
     add_all,
@@ -25,22 +25,10 @@ from tests.integration.test_batch_support import (
     results,
     text_request,
 )
-from tests.support import postgres
 from tests.support.server import ServerProcess
 from tests.support.waiting import eventually
 
 N = 300
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    if postgres.postgres_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url)
 
 
 @pytest.fixture
@@ -55,9 +43,7 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 def replica(tmp_path: Path, name: str, fake: FakeOpenAI, database: str, lease_s: float
             ) -> ServerProcess:
-    env = server_env(fake, ROWFORGE_DATABASE_URL=database, ROWFORGE_BATCH_WORKERS="8",
-                     ROWFORGE_BATCH_LEASE_S=str(lease_s), ROWFORGE_WORKER_ID=name)
-    return ServerProcess(tmp_path / name, env=env).start()
+    return replica_server(tmp_path, name, fake, database, ROWFORGE_BATCH_LEASE_S=str(lease_s))
 
 
 def calls(*fakes: FakeOpenAI) -> Counter[str]:
@@ -74,11 +60,11 @@ async def _submit_job(address: str, md, ids: list[str]) -> str:  # type: ignore[
 
 
 async def test_two_replicas_share_a_job_and_call_each_request_once(
-        tmp_path: Path, database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+        tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     md = project()
     ids = [f"p{i}" for i in range(N)]
-    a = replica(tmp_path, "replica-a", fakes[0], database, lease_s=10)
-    b = replica(tmp_path, "replica-b", fakes[1], database, lease_s=10)
+    a = replica(tmp_path, "replica-a", fakes[0], shared_database, lease_s=10)
+    b = replica(tmp_path, "replica-b", fakes[1], shared_database, lease_s=10)
     try:
         job_id = await _submit_job(a.address, md, ids)
         async with grpc.aio.insecure_channel(b.address) as channel:  # read from the other
@@ -98,11 +84,11 @@ async def test_two_replicas_share_a_job_and_call_each_request_once(
 
 
 async def test_killing_one_replica_leaves_the_other_to_finish(
-        tmp_path: Path, database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+        tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     md = project()
     ids = [f"q{i}" for i in range(N)]
-    a = replica(tmp_path, "replica-a", fakes[0], database, lease_s=2)
-    b = replica(tmp_path, "replica-b", fakes[1], database, lease_s=2)
+    a = replica(tmp_path, "replica-a", fakes[0], shared_database, lease_s=2)
+    b = replica(tmp_path, "replica-b", fakes[1], shared_database, lease_s=2)
     try:
         job_id = await _submit_job(a.address, md, ids)
         async with grpc.aio.insecure_channel(b.address) as channel:

@@ -20,7 +20,6 @@ from PIL import Image
 from rowforge.v1 import batch_job_service_pb2 as batch_pb
 from rowforge.v1 import batch_job_service_pb2_grpc, file_service_pb2_grpc
 from rowforge.v1 import file_service_pb2 as pb
-from tests.support import postgres
 from tests.support.s3 import S3Endpoint, moto_server
 from tests.support.server import ServerProcess
 from tests.support.status import fails_on_fields as fails
@@ -231,23 +230,12 @@ async def test_an_unusable_bucket_stops_the_server_at_start(tmp_path: Path, s3: 
         proc.start()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    if postgres.postgres_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url)
-
-
-async def test_two_replicas_share_files(tmp_path: Path, s3: S3Endpoint, pg_url: str) -> None:
+async def test_two_replicas_share_files(tmp_path: Path, s3: S3Endpoint, shared_database: str) -> None:
     """Replicas with separate data directories on one PostgreSQL and one bucket: an upload
     through one is downloadable, byte for byte, through the other; identical uploads racing
     deletes through both never lose the content of a file that exists."""
     bucket = s3.bucket()
-    env = s3.server_env(bucket, ROWFORGE_DATABASE_URL=pg_url,
+    env = s3.server_env(bucket, ROWFORGE_DATABASE_URL=shared_database,
                         ROWFORGE_FILES_PART_MB=str(PART_MB))
     with ServerProcess(tmp_path / "a", env=env) as a, ServerProcess(tmp_path / "b", env=env) as b:
         async with grpc.aio.insecure_channel(a.address) as ca, \

@@ -18,7 +18,7 @@ import pytest
 from rowforge.v1 import batch_job_service_pb2 as bpb
 from rowforge.v1 import batch_job_service_pb2_grpc, table_service_pb2_grpc
 from rowforge.v1 import table_service_pb2 as pb
-from tests.conftest import server_env
+from tests.conftest import replica_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.generation_support import (
     ACTION,
@@ -40,7 +40,6 @@ from tests.integration.test_batch_support import (
     results,
     text_request,
 )
-from tests.support import postgres
 from tests.support.server import ServerProcess
 from tests.support.waiting import eventually
 
@@ -48,17 +47,6 @@ LEASE_S = 2.0
 ROWS = 4
 REQUESTS = 40
 INTERRUPTED = "interrupted: the server stopped before this cell finished"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    if postgres.postgres_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url)
 
 
 @pytest.fixture
@@ -74,10 +62,8 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 def replica(tmp_path: Path, name: str, fake: FakeOpenAI, database: str) -> ServerProcess:
     # Batch leases far longer than the test: only the replica take-over can re-queue them.
-    env = server_env(fake, ROWFORGE_DATABASE_URL=database, ROWFORGE_BATCH_WORKERS="8",
-                     ROWFORGE_BATCH_LEASE_S="600", ROWFORGE_WORKER_ID=name,
-                     ROWFORGE_REPLICA_LEASE_S=str(LEASE_S))
-    return ServerProcess(tmp_path / name, env=env).start()
+    return replica_server(tmp_path, name, fake, database, ROWFORGE_BATCH_LEASE_S="600",
+                          ROWFORGE_REPLICA_LEASE_S=str(LEASE_S))
 
 
 async def registered(database: str) -> list[str]:
@@ -98,13 +84,13 @@ async def leased_by(database: str, owner: str) -> int:
 
 
 async def test_a_killed_replicas_work_is_finished_by_the_live_one(
-        tmp_path: Path, database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+        tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     slow, fast = fakes
     md = project()
-    a = replica(tmp_path, "replica-a", slow, database)
-    b = replica(tmp_path, "replica-b", fast, database)
+    a = replica(tmp_path, "replica-a", slow, shared_database)
+    b = replica(tmp_path, "replica-b", fast, shared_database)
     try:
-        assert await registered(database) == ["replica-a", "replica-b"]
+        assert await registered(shared_database) == ["replica-a", "replica-b"]
         async with grpc.aio.insecure_channel(a.address) as ca, \
                 grpc.aio.insecure_channel(b.address) as cb:
             tables_a = table_service_pb2_grpc.TableServiceStub(ca)
@@ -128,15 +114,15 @@ async def test_a_killed_replicas_work_is_finished_by_the_live_one(
             ids = [f"r{i}" for i in range(REQUESTS)]
             await add_all(jobs_a, md, job.job_id, [text_request(i) for i in ids])
             await jobs_a.SubmitJob(bpb.SubmitJobRequest(job_id=job.job_id), metadata=md)
-            await eventually(lambda: leased_by(database, "replica-a"), what="A holds leases",
+            await eventually(lambda: leased_by(shared_database, "replica-a"), what="A holds leases",
                              timeout=30)
-            held_by_a = await leased_by(database, "replica-a")
+            held_by_a = await leased_by(shared_database, "replica-a")
 
             # Alive for several leases: A's cells and leases are left alone.
             await asyncio.sleep(3 * LEASE_S)
             page = await list_rows(tables_b, md, "t")
             assert {r.cells["answer"].status for r in page.items} <= {PENDING, RUNNING}
-            assert await leased_by(database, "replica-a") == held_by_a
+            assert await leased_by(shared_database, "replica-a") == held_by_a
 
             a.kill()  # SIGKILL: A cleans nothing up
             call.cancel()
@@ -158,7 +144,7 @@ async def test_a_killed_replicas_work_is_finished_by_the_live_one(
             assert final.state == bpb.JOB_STATE_SUCCEEDED
             # Well before the 600 s batch leases: the take-over re-queued them.
             assert taken < 60
-            assert await registered(database) == ["replica-b"]
+            assert await registered(shared_database) == ["replica-b"]
             # The live replica still generates new cells normally.
             await create_table(tables_b, md, "t2", [
                 input_col("q"), llm_col("answer", "Answer ${q}", model="fake/gpt")])
@@ -174,10 +160,10 @@ async def test_a_killed_replicas_work_is_finished_by_the_live_one(
 
 
 async def test_a_replica_restarted_with_the_same_id_finishes_its_previous_runs_cells(
-        tmp_path: Path, database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+        tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     slow, fast = fakes
     md = project()
-    a = replica(tmp_path, "replica-a", slow, database)
+    a = replica(tmp_path, "replica-a", slow, shared_database)
     try:
         async with grpc.aio.insecure_channel(a.address) as ca:
             tables = table_service_pb2_grpc.TableServiceStub(ca)
@@ -192,13 +178,13 @@ async def test_a_replica_restarted_with_the_same_id_finishes_its_previous_runs_c
             call.cancel()
     finally:
         a.kill()
-    again = replica(tmp_path, "replica-a", fast, database)
+    again = replica(tmp_path, "replica-a", fast, shared_database)
     try:
         async with grpc.aio.insecure_channel(again.address) as channel:
             rows = (await list_rows(table_service_pb2_grpc.TableServiceStub(channel), md,
                                     "t")).items
         assert [r.cells["answer"].error for r in rows] == [INTERRUPTED]
-        assert await registered(database) == ["replica-a"]
+        assert await registered(shared_database) == ["replica-a"]
     finally:
         again.terminate()
-    assert await registered(database) == []  # unregistered on SIGTERM
+    assert await registered(shared_database) == []  # unregistered on SIGTERM

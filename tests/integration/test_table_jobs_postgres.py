@@ -14,24 +14,12 @@ import grpc
 import pytest
 
 from rowforge.v1 import batch_job_service_pb2 as bpb
-from tests.conftest import server_env
+from tests.conftest import replica_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.generation_support import DONE
 from tests.integration.test_batch_support import prompts_of
 from tests.integration.test_table_jobs import Metadata, Stubs, two_cols
-from tests.support import postgres
 from tests.support.server import ServerProcess
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    if postgres.postgres_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url)
 
 
 @pytest.fixture
@@ -45,9 +33,7 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 
 def replica(tmp_path: Path, name: str, fake: FakeOpenAI, database: str) -> ServerProcess:
-    env = server_env(fake, ROWFORGE_DATABASE_URL=database, ROWFORGE_BATCH_WORKERS="8",
-                     ROWFORGE_BATCH_LEASE_S="2", ROWFORGE_WORKER_ID=name)
-    return ServerProcess(tmp_path / name, env=env).start()
+    return replica_server(tmp_path, name, fake, database, ROWFORGE_BATCH_LEASE_S="2")
 
 
 def counts(tag: str, *fakes: FakeOpenAI) -> Counter[str]:
@@ -55,12 +41,12 @@ def counts(tag: str, *fakes: FakeOpenAI) -> Counter[str]:
 
 
 async def test_two_replicas_share_a_table_job_and_survive_a_sigkill(
-        tmp_path: Path, database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+        tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     md: Metadata = (("x-project-id", "pg-tj"),)
     tag = uuid.uuid4().hex[:6]
     n = 300
-    a = replica(tmp_path, "a", fakes[0], database)
-    b = replica(tmp_path, "b", fakes[1], database)
+    a = replica(tmp_path, "a", fakes[0], shared_database)
+    b = replica(tmp_path, "b", fakes[1], shared_database)
     try:
         async with grpc.aio.insecure_channel(a.address) as ch:
             s = Stubs(ch, md)
