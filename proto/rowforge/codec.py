@@ -115,6 +115,15 @@ def timestamp_to_pb(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None
                                    nanos=delta.microseconds * 1000)
 
 
+def fill_timestamp(out: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
+    """Set ``out`` in place to ``value`` (naive means UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value - _EPOCH
+    out.seconds = delta.days * 86400 + delta.seconds
+    out.nanos = delta.microseconds * 1000
+
+
 def timestamp_from_epoch(epoch: float | None) -> timestamp_pb2.Timestamp | None:
     """Seconds since the epoch as a ``Timestamp`` (None stays None)."""
     if epoch is None:

@@ -20,7 +20,7 @@ from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.base import Knowledge
 from rowforge.server.knowledge.embed_file import Completed, Progress, Started
 from rowforge.server.services.file import file_pb, upload_chunk, upload_metadata
-from rowforge.server.services.table_convert import file_columns, legacy_values, row_to_pb
+from rowforge.server.services.table_convert import file_columns, fill_row, legacy_values
 from rowforge.v1 import knowledge_service_pb2 as pb
 from rowforge.v1 import knowledge_service_pb2_grpc
 
@@ -73,12 +73,16 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             reranking_model=request.reranking_model, columns=list(request.columns))
         inputs = frozenset(c.id for c in schema.columns if c.gen_config is None)
         files, legacy = file_columns(schema), legacy_values(request)
-        return pb.HybridSearchResponse(
-            items=[pb.SearchResult(row=row_to_pb(hit.row, inputs=inputs, files=files,
-                                                 legacy=legacy), score=hit.score,
-                                   vector_rank=hit.vector_rank, lexical_rank=hit.lexical_rank)
-                   for hit in outcome.hits],
-            reranked=outcome.reranked, rerank_error=outcome.rerank_error)
+        response = pb.HybridSearchResponse(reranked=outcome.reranked,
+                                           rerank_error=outcome.rerank_error)
+        items = response.items
+        for hit in outcome.hits:
+            item = items.add()
+            fill_row(item.row, hit.row, inputs, files, legacy=legacy)
+            item.score = hit.score
+            item.vector_rank = hit.vector_rank
+            item.lexical_rank = hit.lexical_rank
+        return response
 
     async def EmbedFileContent(self, request_iterator: AsyncIterator[pb.EmbedFileContentRequest],
                                context: grpc.aio.ServicerContext

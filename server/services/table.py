@@ -19,10 +19,10 @@ from rowforge.server.idempotency import IdempotencyKeys, request_hash
 from rowforge.server.services.batch_job import job_pb
 from rowforge.server.services.table_convert import (
     columns_from_pb,
+    fill_rows,
     gen_config_from_pb,
     legacy_values,
     row_to_pb,
-    rows_to_pb,
     schema_to_pb,
     table_type_from_pb,
     updates_from_pb,
@@ -215,9 +215,9 @@ class TableServicer(RowGenerationMixin, table_service_pb2_grpc.TableServiceServi
             where=request.where, columns=list(request.columns),
             search_query=request.search_query, search_columns=list(request.search_columns),
             order_by=request.order_by, descending=request.descending))
-        return pb.ListRowsResponse(items=rows_to_pb(page.items, schema,
-                                                    legacy=legacy_values(request)),
-                                   next_page_token=page.next_page_token, total=page.total)
+        response = pb.ListRowsResponse(next_page_token=page.next_page_token, total=page.total)
+        fill_rows(response.items, page.items, schema, legacy=legacy_values(request))
+        return response
 
     async def GetRow(self, request: pb.GetRowRequest,
                      context: grpc.aio.ServicerContext) -> pb.GetRowResponse:

@@ -276,17 +276,31 @@ def cell_to_pb(cell: Cell, *, input_column: bool = False, legacy: bool = True,
                file: bool = False) -> pb.Cell:
     """A stored cell; input cells report CELL_STATUS_UNSPECIFIED (they are not generated).
     ``legacy`` also fills the deprecated ``value``; ``file``: the value is a file URI."""
-    status = (pb.CELL_STATUS_UNSPECIFIED if input_column and cell.status == CellStatus.DONE
-              else STATUS_TO_PB[cell.status])
-    out = pb.Cell(status=status, error=cell.error)
+    out = pb.Cell()
+    fill_cell(out, cell, input_column=input_column, legacy=legacy, file=file)
+    return out
+
+
+def fill_cell(out: pb.Cell, cell: Cell, *, input_column: bool = False, legacy: bool = True,
+              file: bool = False) -> None:
+    """Set an empty ``Cell`` in place to ``cell`` (see :func:`cell_to_pb`): several times
+    cheaper than building a message and copying it into its parent."""
+    status = cell.status
+    if not (input_column and status == CellStatus.DONE):
+        out.status = STATUS_TO_PB[status]
+    if cell.error:
+        out.error = cell.error
     set_cell_value(out.typed_value, cell.value, file=file)
     if legacy:
         codec.set_value(out.value, cell.value, str)
-    if cell.usage is not None:
-        out.usage.CopyFrom(usage_to_pb(cell.usage))
+    usage = cell.usage
+    if usage is not None:
+        pb_usage = out.usage
+        pb_usage.prompt_tokens = usage.prompt_tokens
+        pb_usage.completion_tokens = usage.completion_tokens
+        pb_usage.total_tokens = usage.total_tokens
     if cell.references is not None:
         out.references.CopyFrom(references_to_pb(cell.references))
-    return out
 
 
 def fill_cell_completion(out: pb.CellCompletion, cell: Cell, *, legacy: bool = True,
@@ -326,14 +340,35 @@ def row_to_pb(row: Row, schema: TableSchema | None = None,
         inputs = input_columns(schema) if schema is not None else frozenset()
     if files is None:
         files = file_columns(schema) if schema is not None else frozenset()
-    return pb.Row(id=row.id, update_time=codec.timestamp_to_pb(row.update_time), cells={
-        name: cell_to_pb(cell, input_column=name in inputs, legacy=legacy, file=name in files)
-        for name, cell in row.cells.items()})
+    out = pb.Row()
+    fill_row(out, row, inputs, files, legacy=legacy)
+    return out
+
+
+def fill_row(out: pb.Row, row: Row, inputs: frozenset[str], files: frozenset[str], *,
+             legacy: bool = True) -> None:
+    """Set an empty ``Row`` in place (see :func:`row_to_pb`), e.g. ``response.items.add()``:
+    a page of rows is converted without a message built and copied per row and cell."""
+    out.id = row.id
+    if row.update_time is not None:
+        codec.fill_timestamp(out.update_time, row.update_time)
+    cells = out.cells
+    for name, cell in row.cells.items():
+        fill_cell(cells[name], cell, input_column=name in inputs, legacy=legacy,
+                  file=name in files)
 
 
 def rows_to_pb(rows: Iterable[Row], schema: TableSchema, *, legacy: bool = True) -> list[pb.Row]:
     inputs, files = input_columns(schema), file_columns(schema)
     return [row_to_pb(r, inputs=inputs, legacy=legacy, files=files) for r in rows]
+
+
+def fill_rows(out: Any, rows: Iterable[Row], schema: TableSchema, *,
+              legacy: bool = True) -> None:
+    """Append ``rows`` to a repeated ``Row`` field (``out``), each filled in place."""
+    inputs, files = input_columns(schema), file_columns(schema)
+    for row in rows:
+        fill_row(out.add(), row, inputs, files, legacy=legacy)
 
 
 def input_columns(schema: TableSchema) -> frozenset[str]:
