@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from _machine import print_machine
+from _machine import cpu_seconds, print_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -84,23 +84,42 @@ async def _chunks(size: int, tag: bytes) -> AsyncIterator[pb.UploadFileRequest]:
         sent += n
 
 
-async def transfer(address: str, size: int, run: int) -> tuple[float, float]:
-    """Upload then download ``size`` bytes; return (upload s, download s)."""
+class Cpu:
+    """CPU seconds of this process (the client) and of the server since the last ``take``."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.client, self.server = time.process_time(), cpu_seconds(server_pid)
+
+    def take(self) -> tuple[float, float]:
+        client, server = time.process_time(), cpu_seconds(self.pid)
+        spent = client - self.client, server - self.server
+        self.client, self.server = client, server
+        return spent
+
+
+async def transfer(address: str, size: int, run: int, cpu: Cpu
+                   ) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
+    """Upload then download ``size`` bytes; return (upload s, download s, upload CPU (client,
+    server), download CPU (client, server))."""
     options = [("grpc.max_receive_message_length", 8 * CHUNK)]
     async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = file_service_pb2_grpc.FileServiceStub(channel)
+        cpu.take()
         start = time.perf_counter()
         reply = await stub.UploadFile(_chunks(size, f"run-{run}-".encode()))
         upload_s = time.perf_counter() - start
+        upload_cpu = cpu.take()
         assert reply.file.size == size, reply.file
         start = time.perf_counter()
         received = 0
         async for message in stub.DownloadFile(pb.DownloadFileRequest(uri=reply.file.uri)):
             received += len(message.chunk)
         download_s = time.perf_counter() - start
+        download_cpu = cpu.take()
         assert received == size, received
         await stub.DeleteFile(pb.DeleteFileRequest(uri=reply.file.uri))
-    return upload_s, download_s
+    return upload_s, download_s, upload_cpu, download_cpu
 
 
 def socket_copy_s(size: int) -> float:
@@ -178,10 +197,14 @@ def main() -> None:
             print("-" * len(header))
             for size_mb in args.size:
                 size = size_mb * MB
-                ups, downs = [], []
+                ups, downs, costs = [], [], []
+                cpu = Cpu(pid)
                 with RssSampler(pid) as sampler:
                     for run in range(args.runs):
-                        up, down = asyncio.run(transfer(server.address, size, run))
+                        up, down, up_cpu, down_cpu = asyncio.run(
+                            transfer(server.address, size, run, cpu))
+                        # CPU ms per MB: client and server, upload and download
+                        costs.append([c * 1e3 / (size / MB) for c in (*up_cpu, *down_cpu)])
                         ups.append(size / up / MB)
                         downs.append(size / down / MB)
                 sock = statistics.median(size / socket_copy_s(size) / MB for _ in range(3))
@@ -192,6 +215,9 @@ def main() -> None:
                 print(f"{size_mb:>5} MB | {up:>11.0f} | {down:>13.0f} | {sock:>11.0f} | "
                       f"{disk:>9.0f} | {sha:>11.0f} | {up / sock:>9.2f} | {down / sock:>11.2f} | "
                       f"{sampler.peak_kb / 1024:>6.0f} MiB (+{growth:.0f})", flush=True)
+                cost = [statistics.median(c[i] for c in costs) for i in range(4)]
+                print(f"{'':>8}   CPU ms per MB: upload client {cost[0]:.2f} server {cost[1]:.2f}; "
+                      f"download client {cost[2]:.2f} server {cost[3]:.2f}", flush=True)
             print(f"\nserver VmHWM (peak RSS since start): {_rss_kb(pid, 'VmHWM') / 1024:.0f} MiB; "
                   f"runs per size: {args.runs} (median); chunks of {CHUNK} bytes")
     finally:

@@ -6,7 +6,11 @@ they are freed: the process's RSS stays at its high-water mark forever (98 MB at
 the free pages; :func:`trim_periodically` collects reference cycles (an exception's traceback
 can hold a large request until a full collection) and calls it when RSS has grown since the
 last trim. :func:`configure` also fixes glibc's mmap threshold, so that buffers above 4 MiB
-are mapped on their own and unmapped when freed instead of fragmenting the heap.
+are mapped on their own and unmapped when freed instead of fragmenting the heap, and raises
+its trim threshold: with the default (128 KiB once the mmap threshold is fixed) every freed
+1 MiB transfer buffer at the top of the heap was handed back to the kernel and faulted in
+(zeroed) again for the next chunk, which cost uploads and downloads half their server CPU
+(``bench/bench_files.py``); the periodic trim returns that memory after a burst instead.
 """
 
 from __future__ import annotations
@@ -35,15 +39,21 @@ def _glibc() -> ctypes.CDLL | None:
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+#: Free memory at the top of the heap that ``free`` keeps for the next allocations (the
+#: periodic :func:`trim` returns it when the process stays larger).
+TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
 
 
 def configure() -> bool:
     """Fix glibc's mmap threshold (it otherwise rises to the largest freed block, up to
-    32 MiB, and large request buffers then fragment the heap); False where not glibc."""
+    32 MiB, and large request buffers then fragment the heap) and raise its trim threshold
+    (see the module docstring); False where not glibc."""
     libc = _glibc()
-    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def trim() -> bool:
