@@ -7,11 +7,12 @@ reranked.
    those, exactly.
 3. The lexical side (the table's BM25 index, :mod:`.lexical_index`: exact top ``n`` over every
    word of the query) runs in a worker thread while the query is embedded with the table's
-   embedding model; then the vector side (nearest ``n`` rows over every embedding column) and
-   the read of both sides' rows run in one more worker-thread hop (SQLite; on PostgreSQL the
-   read is asyncpg's).
-4. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists; rows
-   deleted meanwhile are left out.
+   embedding model; then the vector side (nearest ``n`` rows over every embedding column),
+   the fusion and the read of the fused rows run in one more worker-thread hop (SQLite; on
+   PostgreSQL the read is asyncpg's).
+4. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists; only the
+   rows returned are read (``k``, or the reranker's candidates): a row deleted since the
+   indexes saw it is left out and the next fused row takes its place.
 5. Optionally a reranking model orders the fused candidates; if it fails, the fused order
    stands and the outcome says why (``rerank_error``).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -199,14 +200,12 @@ class HybridSearcher:
             read = [c for c in schema.columns if c.id in needed]
         n = candidates(k)
         try:
-            vector, lexical, rows = await self._sides(schema, query, n, where, read)
+            vector, lexical, fused, rows = await self._sides(
+                schema, query, n, where, read, top_k=n if reranker else k)
         except sa.exc.DBAPIError:
             await self.indexes.check_exists(schema)  # NOT_FOUND if deleted meanwhile
             raise
         lexical_ids = [row_id for row_id, _ in lexical]
-        fused = [(row_id, score) for row_id, score in
-                 rrf([vector, lexical_ids], k=RRF_K, top_k=n if reranker else k)
-                 if row_id in rows]  # a hit deleted since the search is left out
         vector_rank = {row_id: i for i, row_id in enumerate(vector, start=1)}
         lexical_rank = {row_id: i for i, row_id in enumerate(lexical_ids, start=1)}
         keep = {c.id for c in wanted}
@@ -236,10 +235,11 @@ class HybridSearcher:
         return SearchOutcome([hit(fused[i][0], score) for i, score in ranked[:k]], True)
 
     async def _sides(self, schema: TableSchema, query: str, n: int, where: str,
-                     read: list[ColumnSchema],
-                     ) -> tuple[list[str], list[Result], dict[str, Row]]:
-        """The vector side's ids and the lexical side's (id, score) pairs, best first, and
-        the rows of both (``read`` columns)."""
+                     read: list[ColumnSchema], top_k: int,
+                     ) -> tuple[list[str], list[Result], list[Result], dict[str, Row]]:
+        """The vector side's ids and the lexical side's (id, score) pairs, best first, their
+        fusion's best ``top_k`` rows that still exist (id, RRF score), and those rows
+        (``read`` columns)."""
         spec = self.embedding_model(schema)
 
         async def allowed_ids() -> set[str] | None:
@@ -257,20 +257,21 @@ class HybridSearcher:
         try:
             # Pinned for the whole search: the memory budget never evicts it meanwhile.
             async with self.indexes.using(schema) as index:
-                return await self._search_index(schema, index, query, n, read, embedding,
-                                                filtering)
+                return await self._search_index(schema, index, query, n, read, top_k,
+                                                embedding, filtering)
         finally:
             for task in (embedding, filtering):
                 if not task.done():
                     task.cancel()
 
     async def _search_index(self, schema: TableSchema, index: TableIndex, query: str, n: int,
-                            read: list[ColumnSchema], embedding: asyncio.Future[Any],
+                            read: list[ColumnSchema], top_k: int,
+                            embedding: asyncio.Future[Any],
                             filtering: asyncio.Future[set[str] | None],
-                            ) -> tuple[list[str], list[Result], dict[str, Row]]:
+                            ) -> tuple[list[str], list[Result], list[Result], dict[str, Row]]:
         allowed = await filtering
         if allowed is not None and not allowed:
-            return [], [], {}
+            return [], [], [], {}
         # BM25 while the query is being embedded.
         lexical = await asyncio.to_thread(index.search_text, query, n, allowed)
         vector = await embedding
@@ -283,16 +284,56 @@ class HybridSearcher:
         reader = self.reader
         if reader.threaded:  # graph search and row read in one worker-thread hop
 
-            def search_and_read() -> tuple[list[str], dict[str, Row]]:
+            def search_and_read() -> tuple[list[str], list[Result], dict[str, Row]]:
                 ids = _nearest(index, unit, n, allowed)
-                wanted = list(dict.fromkeys(ids + lexical_ids))
-                return ids, reader.in_thread(row_reads.read_rows, schema, wanted, read)
+                fused, rows = _read_fused(
+                    _fuse(ids, lexical_ids), top_k,
+                    lambda wanted: reader.in_thread(row_reads.read_rows, schema, wanted, read))
+                return ids, fused, rows
 
-            ids, rows = await asyncio.to_thread(search_and_read)
-            return ids, lexical, rows
+            ids, fused, rows = await asyncio.to_thread(search_and_read)
+            return ids, lexical, fused, rows
         ids = await asyncio.to_thread(_nearest, index, unit, n, allowed)
-        wanted = list(dict.fromkeys(ids + lexical_ids))
-        return ids, lexical, await reader.run(row_reads.read_rows, schema, wanted, read)
+        order = _fuse(ids, lexical_ids)
+        fused: list[Result] = []
+        rows: dict[str, Row] = {}
+        start = 0
+        while len(fused) < top_k and start < len(order):  # PostgreSQL: awaited reads
+            batch = order[start:start + top_k - len(fused)]
+            start += len(batch)
+            found = await reader.run(row_reads.read_rows, schema, [r for r, _ in batch], read)
+            _keep_found(batch, found, fused, rows)
+        return ids, lexical, fused, rows
+
+
+def _fuse(vector_ids: list[str], lexical_ids: list[str]) -> list[Result]:
+    """Every id of both lists in RRF order (k=60), with its score."""
+    return rrf([vector_ids, lexical_ids], k=RRF_K,
+               top_k=max(1, len(vector_ids) + len(lexical_ids)))
+
+
+def _read_fused(order: list[Result], top_k: int,
+                read: Callable[[list[str]], dict[str, Row]],
+                ) -> tuple[list[Result], dict[str, Row]]:
+    """The first ``top_k`` ids of ``order`` whose rows still exist, and those rows: only the
+    rows returned are read (a row deleted since the search makes the next one read)."""
+    fused: list[Result] = []
+    rows: dict[str, Row] = {}
+    start = 0
+    while len(fused) < top_k and start < len(order):
+        batch = order[start:start + top_k - len(fused)]
+        start += len(batch)
+        _keep_found(batch, read([row_id for row_id, _ in batch]), fused, rows)
+    return fused, rows
+
+
+def _keep_found(batch: list[Result], found: dict[str, Row], fused: list[Result],
+                rows: dict[str, Row]) -> None:
+    for row_id, score in batch:
+        row = found.get(row_id)
+        if row is not None:
+            fused.append((row_id, score))
+            rows[row_id] = row
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

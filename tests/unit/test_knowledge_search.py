@@ -202,3 +202,38 @@ async def test_empty_table_and_fresh_rows(searcher: Any) -> None:
     outcome = await search.search(schema, "fresh bread")  # searchable at once
     assert [h.row.id for h in outcome.hits] == [row.id]
     assert outcome.hits[0].vector_rank == 1 and outcome.hits[0].lexical_rank == 1
+
+
+async def test_a_row_deleted_behind_the_index_is_replaced_by_the_next_fused_row(
+        searcher: Any) -> None:
+    """Only the rows returned are read; one deleted since the index saw it (the change not
+    yet applied) is left out and the next row of the fusion takes its place."""
+    search, tables = searcher
+    schema = await corpus(search, tables)
+    before = await search.search(schema, "capital city", k=3)
+    assert len(before.hits) == 3
+    gone = before.hits[0].row.id
+    tables.rows.change_listeners.remove(search.indexes.notify)  # the index keeps the row
+    await tables.delete_rows(schema, [gone])
+    after = await search.search(schema, "capital city", k=3)
+    assert [h.row.id for h in after.hits][:2] == [h.row.id for h in before.hits][1:]
+    assert len(after.hits) == 3 and gone not in {h.row.id for h in after.hits}
+
+
+def test_read_fused_reads_only_the_rows_it_returns() -> None:
+    from rowforge.server.knowledge.search import _read_fused
+    from rowforge.server.tables.model import Row
+
+    order = [(f"r{i}", 1.0 / (i + 1)) for i in range(40)]
+    existing = {f"r{i}" for i in range(40)} - {"r1", "r4"}
+    reads: list[list[str]] = []
+
+    def read(ids: list[str]) -> dict[str, Row]:
+        reads.append(ids)
+        return {i: Row(i, None, {}) for i in ids if i in existing}
+
+    fused, rows = _read_fused(order, 5, read)
+    assert [r for r, _ in fused] == ["r0", "r2", "r3", "r5", "r6"]
+    assert set(rows) == {"r0", "r2", "r3", "r5", "r6"}
+    assert reads == [["r0", "r1", "r2", "r3", "r4"], ["r5", "r6"]]
+    assert _read_fused(order[:3], 5, read)[0] == [("r0", 1.0), ("r2", 1.0 / 3)]
