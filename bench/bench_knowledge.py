@@ -175,8 +175,11 @@ def run_raw(corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[
 # -- rowforge -------------------------------------------------------------------------------
 
 def grpc_client(address: str, queries: list[str], rounds: int, out: Any) -> None:
-    """Child process: HybridSearch each query ``rounds`` times; send back the latencies."""
+    """Child process: HybridSearch each query ``rounds`` times, then as many Health/Check
+    calls (the gRPC round trip with no work behind it: the floor of any call); send back
+    both latencies."""
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from rowforge.v1 import knowledge_service_pb2 as kpb
     from rowforge.v1 import knowledge_service_pb2_grpc
@@ -194,7 +197,13 @@ def grpc_client(address: str, queries: list[str], rounds: int, out: Any) -> None
                 stub.HybridSearch(kpb.HybridSearchRequest(table_id="bench", query=q, k=K,
                                                           legacy_values=False))
                 times.append(time.perf_counter() - start)
-    out.send(times)
+        health = health_pb2_grpc.HealthStub(channel)
+        floor = []
+        for _ in range(len(times)):
+            start = time.perf_counter()
+            health.Check(health_pb2.HealthCheckRequest())
+            floor.append(time.perf_counter() - start)
+    out.send((times, floor))
     out.close()
 
 
@@ -361,7 +370,7 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                 times.append(time.perf_counter() - begin)
             return times
 
-        async def grpc_pass() -> list[float]:
+        async def grpc_pass() -> tuple[list[float], list[float]]:
             ctx = multiprocessing.get_context("spawn")
             receive, send = ctx.Pipe(duplex=False)
             child = ctx.Process(target=grpc_client,
@@ -375,13 +384,14 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
         default_ms = sys.getswitchinterval() * 1000
         settings = args.gil_compare or [default_ms]
         edge: dict[float, dict[str, list[float]]] = {
-            ms: {"local": [], "grpc": [], "ratio": []} for ms in settings}
+            ms: {"local": [], "grpc": [], "ratio": [], "floor": []} for ms in settings}
         for _ in range(max(args.rounds, 3 if args.gil_compare else 1)):
             for ms in settings:
                 sys.setswitchinterval(ms / 1000)
-                local, remote = await local_pass(), await grpc_pass()
+                local, (remote, floor) = await local_pass(), await grpc_pass()
                 edge[ms]["local"] += local
                 edge[ms]["grpc"] += remote
+                edge[ms]["floor"] += floor
                 edge[ms]["ratio"].append(percentile(remote, 50) / percentile(local, 50))
         sys.setswitchinterval(default_ms / 1000)
         out["edge"] = {str(ms): {"local_p50": summary(e["local"])[0],
@@ -389,8 +399,10 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
                                  "ratio": statistics.median(e["ratio"])}
                        for ms, e in edge.items()}
         main_edge = edge[default_ms] if default_ms in edge else edge[settings[0]]
+        out["edge_local_p50"] = summary(main_edge["local"])[0]
         out["grpc_p50"], out["grpc_p99"] = summary(main_edge["grpc"])
         out["grpc_ratio"] = statistics.median(main_edge["ratio"])
+        out["grpc_floor_p50"] = summary(main_edge["floor"])[0]
         out["rss"] = rss_bytes() - rss_before
         await index.save()
         out["disk"] = disk_bytes(data_dir)
@@ -535,6 +547,9 @@ def report(args: argparse.Namespace, raw: dict[str, Any], ours: dict[str, Any],
           f"{ours['recall']:>10.3f}")
     print(f"{'rowforge hybrid, gRPC (client process)':44s} {ours['grpc_p50']:>9.2f} "
           f"{ours['grpc_p99']:>9.2f}   ({ours['grpc_ratio']:.2f}x in-process, interleaved)")
+    print(f"{'gRPC floor: Health/Check, same client':44s} {ours['grpc_floor_p50']:>9.2f} "
+          f"{'':>9}   (a call with no work behind it: "
+          f"{ours['grpc_floor_p50'] / ours['edge_local_p50']:.2f}x of the in-process search)")
     print(f"{'rowforge vector side only (+ row read)':44s} {ours['vector_p50']:>9.2f} "
           f"{ours['vector_p99']:>9.2f}")
     print(f"{'rowforge BM25 side only (top 20)':44s} {ours['lexical_p50']:>9.2f} "

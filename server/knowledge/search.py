@@ -272,29 +272,29 @@ class HybridSearcher:
         allowed = await filtering
         if allowed is not None and not allowed:
             return [], [], [], {}
+        reader = self.reader
+
+        def vector_side_and_rows(unit: Any, lexical: list[Result],
+                                 ) -> tuple[list[str], list[Result], list[Result], dict[str, Row]]:
+            ids = _nearest(index, unit, n, allowed)
+            fused, rows = _read_fused(
+                _fuse(ids, [row_id for row_id, _ in lexical]), top_k,
+                lambda wanted: reader.in_thread(row_reads.read_rows, schema, wanted, read))
+            return ids, lexical, fused, rows
+
+        if reader.threaded and embedding.done():
+            # The query is embedded already (a built-in model embeds it inline): both sides,
+            # the fusion and the row read in one worker-thread hop.
+            unit = _unit(index, embedding.result())
+            return await asyncio.to_thread(
+                lambda: vector_side_and_rows(unit, index.search_text(query, n, allowed)))
         # BM25 while the query is being embedded.
         lexical = await asyncio.to_thread(index.search_text, query, n, allowed)
-        vector = await embedding
-        norm = float(np.linalg.norm(vector))
-        unit = None
-        if np.isfinite(norm) and norm > 0.0:
-            index.check_query(vector)
-            unit = (vector / norm).astype(np.float32)
-        lexical_ids = [row_id for row_id, _ in lexical]
-        reader = self.reader
-        if reader.threaded:  # graph search and row read in one worker-thread hop
-
-            def search_and_read() -> tuple[list[str], list[Result], dict[str, Row]]:
-                ids = _nearest(index, unit, n, allowed)
-                fused, rows = _read_fused(
-                    _fuse(ids, lexical_ids), top_k,
-                    lambda wanted: reader.in_thread(row_reads.read_rows, schema, wanted, read))
-                return ids, fused, rows
-
-            ids, fused, rows = await asyncio.to_thread(search_and_read)
-            return ids, lexical, fused, rows
+        unit = _unit(index, await embedding)
+        if reader.threaded:  # graph search, fusion and row read in one worker-thread hop
+            return await asyncio.to_thread(vector_side_and_rows, unit, lexical)
         ids = await asyncio.to_thread(_nearest, index, unit, n, allowed)
-        order = _fuse(ids, lexical_ids)
+        order = _fuse(ids, [row_id for row_id, _ in lexical])
         fused: list[Result] = []
         rows: dict[str, Row] = {}
         start = 0
@@ -304,6 +304,16 @@ class HybridSearcher:
             found = await reader.run(row_reads.read_rows, schema, [r for r, _ in batch], read)
             _keep_found(batch, found, fused, rows)
         return ids, lexical, fused, rows
+
+
+def _unit(index: TableIndex, vector: Any) -> Any:
+    """The query vector at unit length (checked against the index), or None for a zero or
+    non-finite one (no vector side then)."""
+    norm = float(np.linalg.norm(vector))
+    if not (np.isfinite(norm) and norm > 0.0):
+        return None
+    index.check_query(vector)
+    return (vector / norm).astype(np.float32)
 
 
 def _fuse(vector_ids: list[str], lexical_ids: list[str]) -> list[Result]:
