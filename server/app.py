@@ -193,7 +193,8 @@ def _file_store(settings: Settings, db: Database, root: Path, quotas: Quotas) ->
                             part_size=settings.files_part_mb * 1024 * 1024,
                             stale_after_s=stale_after_s, locker=db.advisory_lock)
     else:
-        blobs = LocalBlobStore(root, stale_after_s=stale_after_s)
+        blobs = LocalBlobStore(Path(settings.files_dir).expanduser() if settings.files_dir
+                               else root, stale_after_s=stale_after_s)
     # Thumbnails stay a local cache on every backend: derived from the content, per replica.
     return FileStore(db, blobs, ThumbnailCache(root / "thumbs"),
                      limits=Limits.from_settings(settings), idle_timeout_s=idle, quotas=quotas)
@@ -234,7 +235,7 @@ class Server:
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(settings.reuse_port)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),

@@ -152,7 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
     from rowforge.server.logs import setup_logging
 
     setup_logging(settings.log_level, as_json=settings.log_json)
-    check_address_free(settings.host, settings.port)
+    check_address_free(settings.host, settings.port, reuse_port=settings.reuse_port)
 
     def ready(port: int) -> None:
         # A stable line on stdout for scripts and tests that start us with --port 0.
@@ -204,8 +204,9 @@ def _is_database_error(exc: BaseException) -> bool:
     return False
 
 
-def check_address_free(host: str, port: int) -> None:
-    """Fail early, with our message, when the port is taken.
+def check_address_free(host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Fail early, with our message, when the port is taken (by anything but servers that
+    share it, with ``reuse_port``).
 
     grpc would also refuse, but only after logging a C-level error line of its own.
     """
@@ -220,6 +221,8 @@ def check_address_free(host: str, port: int) -> None:
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(address)
             except OSError:

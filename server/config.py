@@ -139,6 +139,15 @@ class Settings:
     #: Part size of the "s3" backend's multipart uploads, in MiB (5 to 512): an upload holds
     #: at most two parts in memory, and smaller files go up in one request.
     files_part_mb: int = 8
+    #: Directory of the "local" backend's files for replicas on PostgreSQL; empty:
+    #: ``data_dir``/files. Replicas on one machine (``reuse_port``) share one (uploads are
+    #: written under a per-process name and linked into place; deletes take a file lock).
+    files_dir: str = ""
+    #: Let several servers listen on the same ``host:port`` (SO_REUSEPORT: Linux spreads new
+    #: connections over them): replicas on one machine without a load balancer, e.g. one per
+    #: core. They need a shared PostgreSQL ``database_url`` and shared files (``files_dir``
+    #: or the "s3" backend); see deploy/README.md.
+    reuse_port: bool = False
     #: Batch requests processed at once by this replica.
     batch_workers: int = 64
     #: Attempts of one batch request (first included) before it fails.
@@ -196,6 +205,17 @@ class Settings:
         if self.replica_lease_s < 1:
             raise ValueError(f"replica_lease_s: expected at least 1 (seconds), got "
                              f"{self.replica_lease_s}")
+        if self.files_dir and not self.database_url.startswith("postgresql"):
+            raise ValueError("files_dir: only for replicas on PostgreSQL; the embedded default "
+                             "keeps its files in data_dir/files, where backups find them")
+        if self.reuse_port and not self.database_url.startswith("postgresql"):
+            raise ValueError("reuse_port: servers sharing a port are replicas of one service and "
+                             "need a shared PostgreSQL database_url (on SQLite each would take "
+                             "the others' unfinished work for its own)")
+        if self.reuse_port and self.files_backend == "local" and not self.files_dir:
+            raise ValueError("reuse_port: servers sharing a port must share their files: set "
+                             "files_dir to one directory for all of them (or use the \"s3\" "
+                             "files backend)")
         if not 5 <= self.files_part_mb <= 512:
             raise ValueError(f"files_part_mb: expected 5 to 512 (MiB), got {self.files_part_mb}")
 

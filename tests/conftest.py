@@ -105,13 +105,14 @@ def shared_database() -> Iterator[str]:
     yield from _fresh_postgres()
 
 
-def replica_server(tmp_path: Path, name: str, fake: object, database: str,
+def replica_server(tmp_path: Path, name: str, fake: object, database: str, *, port: int = 0,
                    **env: str) -> ServerProcess:
     """A started server on ``database`` (shared with other replicas) whose worker id is
-    ``name``, with 8 batch workers and the fake's models; ``env`` adds settings."""
+    ``name``, with 8 batch workers and the fake's models; ``env`` adds settings, ``port``
+    picks the port (0: a free one)."""
     return ServerProcess(tmp_path / name, env=server_env(
         fake, ROWFORGE_DATABASE_URL=database, ROWFORGE_BATCH_WORKERS="8",
-        ROWFORGE_WORKER_ID=name, **env)).start()
+        ROWFORGE_WORKER_ID=name, **env), port=port).start()
 
 
 @pytest.fixture(scope="module")

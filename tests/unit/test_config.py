@@ -126,3 +126,25 @@ def test_bad_files_settings(tmp_path: Path, toml: str, message: str) -> None:
     cfg.write_text(toml)
     with pytest.raises(ConfigError, match=message):
         load_settings(cfg, env={})
+
+
+PG = "postgresql+asyncpg://u@h/db"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ROWFORGE_REUSE_PORT": "true"}, "reuse_port: .*PostgreSQL"),
+    ({"ROWFORGE_REUSE_PORT": "true", "ROWFORGE_DATABASE_URL": PG}, "reuse_port: .*files_dir"),
+    ({"ROWFORGE_FILES_DIR": "/srv/files"}, "files_dir: only for replicas on PostgreSQL"),
+])
+def test_reuse_port_needs_what_replicas_share(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(env=env)
+
+
+def test_reuse_port_with_shared_database_and_files() -> None:
+    s = load_settings(env={"ROWFORGE_REUSE_PORT": "1", "ROWFORGE_DATABASE_URL": PG,
+                           "ROWFORGE_FILES_DIR": "/srv/files"})
+    assert s.reuse_port and s.files_dir == "/srv/files"
+    s3 = load_settings(env={"ROWFORGE_REUSE_PORT": "1", "ROWFORGE_DATABASE_URL": PG,
+                            "ROWFORGE_FILES_BACKEND": "s3", "ROWFORGE_FILES_BUCKET": "b"})
+    assert s3.reuse_port and s3.files_backend == "s3"
