@@ -73,14 +73,15 @@ class RssSampler:
         self._thread.join()
 
 
-async def _chunks(size: int, tag: bytes) -> AsyncIterator[pb.UploadFileRequest]:
+async def _chunks(size: int, tag: bytes, chunk: int) -> AsyncIterator[pb.UploadFileRequest]:
     yield pb.UploadFileRequest(metadata=pb.FileMetadata(name="bench.txt", size=size))
+    block = (_BLOCK * (chunk // CHUNK + 1))[:chunk]
     # A per-run first chunk keeps runs from deduplicating into one blob.
-    first = tag + _BLOCK[len(tag):]
+    first = tag + block[len(tag):]
     sent = 0
     while sent < size:
-        n = min(CHUNK, size - sent)
-        yield pb.UploadFileRequest(chunk=(first if sent == 0 else _BLOCK)[:n])
+        n = min(chunk, size - sent)
+        yield pb.UploadFileRequest(chunk=(first if sent == 0 else block)[:n])
         sent += n
 
 
@@ -98,7 +99,7 @@ class Cpu:
         return spent
 
 
-async def transfer(address: str, size: int, run: int, cpu: Cpu
+async def transfer(address: str, size: int, run: int, cpu: Cpu, chunk: int = CHUNK
                    ) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
     """Upload then download ``size`` bytes; return (upload s, download s, upload CPU (client,
     server), download CPU (client, server))."""
@@ -107,7 +108,7 @@ async def transfer(address: str, size: int, run: int, cpu: Cpu
         stub = file_service_pb2_grpc.FileServiceStub(channel)
         cpu.take()
         start = time.perf_counter()
-        reply = await stub.UploadFile(_chunks(size, f"run-{run}-".encode()))
+        reply = await stub.UploadFile(_chunks(size, f"run-{run}-".encode(), chunk))
         upload_s = time.perf_counter() - start
         upload_cpu = cpu.take()
         assert reply.file.size == size, reply.file
@@ -177,6 +178,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs="+", default=[256, 1024],
                         help="file sizes in MB (default: 256 1024)")
     parser.add_argument("--runs", type=int, default=3, help="runs per size (median reported)")
+    parser.add_argument("--chunk-kib", type=int, default=CHUNK // 1024,
+                        help="upload chunk size in KiB (default 1024, the recommended size)")
     args = parser.parse_args()
     print_machine("grpcio", "protobuf")
 
@@ -202,7 +205,7 @@ def main() -> None:
                 with RssSampler(pid) as sampler:
                     for run in range(args.runs):
                         up, down, up_cpu, down_cpu = asyncio.run(
-                            transfer(server.address, size, run, cpu))
+                            transfer(server.address, size, run, cpu, args.chunk_kib * 1024))
                         # CPU ms per MB: client and server, upload and download
                         costs.append([c * 1e3 / (size / MB) for c in (*up_cpu, *down_cpu)])
                         ups.append(size / up / MB)
@@ -219,7 +222,8 @@ def main() -> None:
                 print(f"{'':>8}   CPU ms per MB: upload client {cost[0]:.2f} server {cost[1]:.2f}; "
                       f"download client {cost[2]:.2f} server {cost[3]:.2f}", flush=True)
             print(f"\nserver VmHWM (peak RSS since start): {_rss_kb(pid, 'VmHWM') / 1024:.0f} MiB; "
-                  f"runs per size: {args.runs} (median); chunks of {CHUNK} bytes")
+                  f"runs per size: {args.runs} (median); upload chunks of {args.chunk_kib} KiB, "
+                  f"download chunks of {CHUNK // 1024} KiB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

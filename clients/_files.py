@@ -24,7 +24,8 @@ from rowforge.clients._transport import (
 from rowforge.v1 import file_service_pb2 as fpb
 
 FILE = "FileService"
-#: Bytes per upload message (the service accepts at most 1 MiB).
+#: Bytes per upload message: 1 MiB, the size the server handles cheapest (it accepts up to its
+#: message limit).
 CHUNK = 1024 * 1024
 
 FileSource = str | os.PathLike[str] | bytes | BinaryIO

@@ -6,10 +6,12 @@ Contract details the proto leaves open:
 * URIs are ``file://<project_id>/<file_id>/<percent-encoded name>`` (see
   :mod:`rowforge.server.files.names`); a malformed URI is INVALID_ARGUMENT
   (``INVALID_FILE_URI``), an unknown one or another project's is NOT_FOUND.
-* Upload chunks are at most 1 MiB (+64 KiB slack, else ``CHUNK_TOO_LARGE``); a file larger
-  than its kind's limit is INVALID_ARGUMENT ``FILE_TOO_LARGE`` on ``metadata.size`` as soon as
-  the stream passes the limit; an upload idle for ``upload_idle_timeout_s`` is
-  DEADLINE_EXCEEDED ``UPLOAD_STALLED``.
+* Upload chunks may be as large as a message may be (``max_message_bytes``, 40 MiB by default;
+  gRPC refuses a larger message with RESOURCE_EXHAUSTED); 1 MiB is the recommended size
+  (``bench/bench_files.py --chunk-kib``: larger chunks cost the server more CPU per byte and
+  more memory per upload in flight). A file larger than its kind's limit is INVALID_ARGUMENT
+  ``FILE_TOO_LARGE`` on ``metadata.size`` as soon as the stream passes the limit; an upload
+  idle for ``upload_idle_timeout_s`` is DEADLINE_EXCEEDED ``UPLOAD_STALLED``.
 * Download ranges: ``offset`` must be before the end of the file (else INVALID_ARGUMENT
   ``RANGE_NOT_SATISFIABLE`` on ``offset``); a ``length`` past the end is cut at the end.
 * Thumbnails never enlarge: an image smaller than ``size`` keeps its dimensions.
@@ -31,10 +33,6 @@ from rowforge.v1 import file_service_pb2_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FileService"].full_name
 
-MAX_CHUNK_BYTES = 1024 * 1024 + 64 * 1024
-"""Largest upload chunk: 1 MiB, with a little slack for clients that count differently."""
-
-
 FILE_KINDS = {"document": pb.FILE_KIND_DOCUMENT, "image": pb.FILE_KIND_IMAGE,
               "audio": pb.FILE_KIND_AUDIO}
 
@@ -52,15 +50,6 @@ def upload_metadata(m: pb.FileMetadata) -> UploadMetadata:
                           sha256=m.sha256)
 
 
-def upload_chunk(chunk: bytes, field: str = "chunk") -> bytes:
-    """An upload chunk, refused when over 1 MiB (plus slack)."""
-    if len(chunk) > MAX_CHUNK_BYTES:
-        raise InvalidArgument.field(
-            field, f"must be at most 1 MiB ({len(chunk)} bytes sent)",
-            reason="CHUNK_TOO_LARGE", metadata={"limitBytes": MAX_CHUNK_BYTES})
-    return chunk
-
-
 async def _parts(requests: AsyncIterator[pb.UploadFileRequest]
                  ) -> AsyncGenerator[UploadMetadata | bytes, None]:
     async for request in requests:
@@ -68,7 +57,7 @@ async def _parts(requests: AsyncIterator[pb.UploadFileRequest]
         if part == "metadata":
             yield upload_metadata(request.metadata)
         elif part == "chunk":
-            yield upload_chunk(request.chunk)
+            yield request.chunk
         else:
             raise InvalidArgument.field("part", "each message must set metadata or chunk")
 

@@ -19,7 +19,7 @@ from rowforge.server.errors import FieldViolation, InvalidArgument, RowforgeErro
 from rowforge.server.files.store import UploadMetadata
 from rowforge.server.knowledge.base import Knowledge
 from rowforge.server.knowledge.embed_file import Completed, Progress, Started
-from rowforge.server.services.file import file_pb, upload_chunk, upload_metadata
+from rowforge.server.services.file import file_pb, upload_metadata
 from rowforge.server.services.table_convert import file_columns, fill_row, legacy_values
 from rowforge.v1 import knowledge_service_pb2 as pb
 from rowforge.v1 import knowledge_service_pb2_grpc
@@ -49,7 +49,7 @@ async def _content_parts(meta: pb.EmbedFileContentMetadata,
     async for request in requests:
         part = request.WhichOneof("part")
         if part == "chunk":
-            yield upload_chunk(request.chunk)
+            yield request.chunk
         elif part == "metadata":
             raise InvalidArgument.field(
                 "metadata", "only the first message may carry metadata; send chunks next",

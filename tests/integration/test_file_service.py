@@ -110,9 +110,10 @@ async def stub(channel: grpc.aio.Channel) -> file_service_pb2_grpc.FileServiceSt
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with a tiny image limit and a 1-second upload idle timeout."""
+    """A server with a tiny image limit, a 1-second upload idle timeout and 4 MiB messages."""
     proc = ServerProcess(tmp_path_factory.mktemp("limited"), env={
-        "ROWFORGE_MAX_IMAGE_BYTES": str(IMAGE_LIMIT), "ROWFORGE_UPLOAD_IDLE_TIMEOUT_S": "1"})
+        "ROWFORGE_MAX_IMAGE_BYTES": str(IMAGE_LIMIT), "ROWFORGE_UPLOAD_IDLE_TIMEOUT_S": "1",
+        "ROWFORGE_MAX_MESSAGE_BYTES": str(4 * MiB)})
     with proc.start():
         yield proc
 
@@ -262,9 +263,9 @@ def empty_message() -> Iterator[pb.UploadFileRequest]:
     yield pb.UploadFileRequest()
 
 
-def huge_chunk() -> Iterator[pb.UploadFileRequest]:
+def one_chunk(data: bytes) -> Iterator[pb.UploadFileRequest]:
     yield pb.UploadFileRequest(metadata=pb.FileMetadata(name="a.txt"))
-    yield pb.UploadFileRequest(chunk=text(2 * MiB))
+    yield pb.UploadFileRequest(chunk=data)
 
 
 DATA = text(5000)
@@ -281,7 +282,6 @@ DATA = text(5000)
     (nothing, "METADATA_REQUIRED", ["metadata"]),
     (metadata_twice, "UNEXPECTED_METADATA", ["metadata"]),
     (empty_message, "INVALID_ARGUMENT", ["part"]),
-    (huge_chunk, "CHUNK_TOO_LARGE", ["chunk"]),
     (lambda: requests("a.txt", DATA, size=4999), "SIZE_MISMATCH", ["metadata.size"]),
     (lambda: requests("a.txt", DATA, size=5001), "SIZE_MISMATCH", ["metadata.size"]),
     (lambda: requests("a.txt", DATA, size=-1), "INVALID_ARGUMENT", ["metadata.size"]),
@@ -297,6 +297,22 @@ async def test_bad_uploads_are_refused_and_leave_nothing(stub, server: ServerPro
     assert (got_reason, got_fields) == (reason, fields)
     assert (await stub.ListFiles(pb.ListFilesRequest(), metadata=md)).total == 0
     await eventually(lambda: temp_files(server) == [])
+
+
+async def test_chunks_up_to_the_message_limit(limited: ServerProcess) -> None:
+    """Any chunk a message can carry is taken (1 MiB is only the recommended size); a
+    larger message is gRPC's RESOURCE_EXHAUSTED, and nothing stays behind."""
+    md, data = project(), text(3 * MiB)
+    async with grpc.aio.insecure_channel(limited.address) as channel:
+        stub = file_service_pb2_grpc.FileServiceStub(channel)
+        info = await stub.UploadFile(one_chunk(data), metadata=md, timeout=30)
+        assert info.file.size == len(data)
+        _, chunks = await download(stub, info.file.uri, md)
+        assert b"".join(chunks) == data
+    err = await asyncio.to_thread(_blocking_upload_error, limited.address,
+                                  one_chunk(text(5 * MiB)), md)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()  # type: ignore[attr-defined]
+    await eventually(lambda: temp_files(limited) == [])
 
 
 async def test_oversize_is_refused_as_soon_as_it_passes_the_limit(limited: ServerProcess

@@ -77,7 +77,8 @@ class FileServiceServicer(object):
     """
 
     def UploadFile(self, request_iterator, context):
-        """Uploads a file: first message metadata, then chunks of at most 1 MiB.
+        """Uploads a file: first message metadata, then chunks (1 MiB recommended; at most the
+        server's message limit, 40 MiB by default).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

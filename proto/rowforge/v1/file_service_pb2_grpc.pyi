@@ -34,7 +34,9 @@ class FileServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FileServiceAsyncStub: ...
     UploadFile: _grpc.StreamUnaryMultiCallable[_file_service_pb2.UploadFileRequest, _file_service_pb2.UploadFileResponse]
-    """Uploads a file: first message metadata, then chunks of at most 1 MiB."""
+    """Uploads a file: first message metadata, then chunks (1 MiB recommended; at most the
+    server's message limit, 40 MiB by default).
+    """
     GetFile: _grpc.UnaryUnaryMultiCallable[_file_service_pb2.GetFileRequest, _file_service_pb2.GetFileResponse]
     """Returns a file's metadata."""
     ListFiles: _grpc.UnaryUnaryMultiCallable[_file_service_pb2.ListFilesRequest, _file_service_pb2.ListFilesResponse]
@@ -52,7 +54,9 @@ class FileServiceAsyncStub(FileServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     UploadFile: _aio.StreamUnaryMultiCallable[_file_service_pb2.UploadFileRequest, _file_service_pb2.UploadFileResponse]  # type: ignore[assignment]
-    """Uploads a file: first message metadata, then chunks of at most 1 MiB."""
+    """Uploads a file: first message metadata, then chunks (1 MiB recommended; at most the
+    server's message limit, 40 MiB by default).
+    """
     GetFile: _aio.UnaryUnaryMultiCallable[_file_service_pb2.GetFileRequest, _file_service_pb2.GetFileResponse]  # type: ignore[assignment]
     """Returns a file's metadata."""
     ListFiles: _aio.UnaryUnaryMultiCallable[_file_service_pb2.ListFilesRequest, _file_service_pb2.ListFilesResponse]  # type: ignore[assignment]
@@ -73,7 +77,9 @@ class FileServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_file_service_pb2.UploadFileRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_file_service_pb2.UploadFileResponse, _abc.Awaitable[_file_service_pb2.UploadFileResponse]]:
-        """Uploads a file: first message metadata, then chunks of at most 1 MiB."""
+        """Uploads a file: first message metadata, then chunks (1 MiB recommended; at most the
+        server's message limit, 40 MiB by default).
+        """
 
     @_abc_1.abstractmethod
     def GetFile(

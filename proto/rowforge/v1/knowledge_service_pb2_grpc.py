@@ -70,7 +70,7 @@ class KnowledgeServiceServicer(object):
 
     def EmbedFileContent(self, request_iterator, context):
         """Uploads a file and embeds it into a knowledge table in one call: first message the table,
-        chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+        chunking and file metadata, then the file's bytes in chunks (1 MiB recommended). The same
         limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
         "File ID") only once its rows are written: a refused file leaves no file and no rows.
         """

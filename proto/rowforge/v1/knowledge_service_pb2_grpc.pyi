@@ -37,7 +37,7 @@ class KnowledgeServiceStub:
     """Parses, chunks and embeds a file into a knowledge table, streaming progress."""
     EmbedFileContent: _grpc.StreamUnaryMultiCallable[_knowledge_service_pb2.EmbedFileContentRequest, _knowledge_service_pb2.EmbedFileContentResponse]
     """Uploads a file and embeds it into a knowledge table in one call: first message the table,
-    chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+    chunking and file metadata, then the file's bytes in chunks (1 MiB recommended). The same
     limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
     "File ID") only once its rows are written: a refused file leaves no file and no rows.
     """
@@ -55,7 +55,7 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     """Parses, chunks and embeds a file into a knowledge table, streaming progress."""
     EmbedFileContent: _aio.StreamUnaryMultiCallable[_knowledge_service_pb2.EmbedFileContentRequest, _knowledge_service_pb2.EmbedFileContentResponse]  # type: ignore[assignment]
     """Uploads a file and embeds it into a knowledge table in one call: first message the table,
-    chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+    chunking and file metadata, then the file's bytes in chunks (1 MiB recommended). The same
     limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
     "File ID") only once its rows are written: a refused file leaves no file and no rows.
     """
@@ -82,7 +82,7 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_service_pb2.EmbedFileContentResponse, _abc.Awaitable[_knowledge_service_pb2.EmbedFileContentResponse]]:
         """Uploads a file and embeds it into a knowledge table in one call: first message the table,
-        chunking and file metadata, then the file's bytes in chunks of at most 1 MiB. The same
+        chunking and file metadata, then the file's bytes in chunks (1 MiB recommended). The same
         limits and type checks as FileService.UploadFile; the file is kept (its URI is the rows'
         "File ID") only once its rows are written: a refused file leaves no file and no rows.
         """

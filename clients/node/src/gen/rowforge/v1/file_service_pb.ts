@@ -523,7 +523,8 @@ export const FileKindSchema: GenEnum<FileKind> = /*@__PURE__*/
  */
 export const FileService: GenService<{
   /**
-   * Uploads a file: first message metadata, then chunks of at most 1 MiB.
+   * Uploads a file: first message metadata, then chunks (1 MiB recommended; at most the
+   * server's message limit, 40 MiB by default).
    *
    * @generated from rpc rowforge.v1.FileService.UploadFile
    */
