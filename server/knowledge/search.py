@@ -9,7 +9,8 @@ reranked.
    word of the query) runs in a worker thread while the query is embedded with the table's
    embedding model; then the vector side (nearest ``n`` rows over every embedding column),
    the fusion and the read of the fused rows run in one more worker-thread hop (SQLite; on
-   PostgreSQL the read is asyncpg's).
+   PostgreSQL the read is asyncpg's). A query embedded inline (the built-in model) needs no
+   overlap: then both sides, the fusion and the read are one hop.
 4. Reciprocal Rank Fusion (:func:`rowforge.fastcore.rrf`, k=60) of the two id lists; only the
    rows returned are read (``k``, or the reranker's candidates): a row deleted since the
    indexes saw it is left out and the next fused row takes its place.
