@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -35,48 +36,54 @@ class Metrics:
     def __init__(self, enabled: bool = False) -> None:
         self.enabled = enabled
         self._rpc: dict[str, tuple[Any, Any, dict[str, Any], str, str, str]] = {}
-        # Label children looked up once (prometheus_client's labels() costs microseconds).
+        # Label children looked up once per label set.
         self._children: dict[tuple[Any, ...], Any] = {}
         self._server: Any = None
         if not enabled:
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        from rowforge.server.metric_values import LoopCollector, LoopCounter, LoopHistogram
+
         self.registry = CollectorRegistry()
+        # Updated on every RPC, model call and cell: plain values on the event loop's thread
+        # (see metric_values); the rare ones below are prometheus-client's own.
+        loop = LoopCollector(self.registry)
         rpc = ["grpc_type", "grpc_service", "grpc_method"]
-        self.started = Counter("grpc_server_started_total",
-                               "RPCs started on the server.", rpc, registry=self.registry)
-        self.handled = Counter("grpc_server_handled_total",
-                               "RPCs completed on the server, regardless of success or failure.",
-                               [*rpc, "grpc_code"], registry=self.registry)
-        self.handling = Histogram("grpc_server_handling_seconds",
-                                  "Response latency of RPCs handled by the server.", rpc,
-                                  buckets=BUCKETS, registry=self.registry)
+        self.started = loop.add(LoopCounter("grpc_server_started_total",
+                                            "RPCs started on the server.", rpc))
+        self.handled = loop.add(LoopCounter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, regardless of success or failure.",
+            [*rpc, "grpc_code"]))
+        self.handling = loop.add(LoopHistogram("grpc_server_handling_seconds",
+                                               "Response latency of RPCs handled by the server.",
+                                               rpc, buckets=BUCKETS))
         self.in_flight = Gauge("rowforge_rpcs_in_flight", "RPCs being served.",
                                registry=self.registry)
-        self.provider_calls = Counter("rowforge_provider_calls_total",
-                                      "Model calls by model, operation and outcome.",
-                                      ["model", "op", "outcome"], registry=self.registry)
-        self.provider_seconds = Histogram("rowforge_provider_call_seconds",
-                                          "Model call latency.", ["model", "op"],
-                                          buckets=BUCKETS, registry=self.registry)
-        self.provider_tokens = Counter("rowforge_provider_tokens_total",
-                                       "Tokens of model calls.", ["model", "kind"],
-                                       registry=self.registry)
-        self.provider_cost = Counter("rowforge_provider_cost_usd_total",
-                                     "Cost of model calls in US dollars (litellm's price map).",
-                                     ["model"], registry=self.registry)
-        self.cells = Counter("rowforge_cells_total", "Generated cells by column kind and status.",
-                             ["kind", "status"], registry=self.registry)
+        self.provider_calls = loop.add(LoopCounter(
+            "rowforge_provider_calls_total", "Model calls by model, operation and outcome.",
+            ["model", "op", "outcome"]))
+        self.provider_seconds = loop.add(LoopHistogram(
+            "rowforge_provider_call_seconds", "Model call latency.", ["model", "op"],
+            buckets=BUCKETS))
+        self.provider_tokens = loop.add(LoopCounter("rowforge_provider_tokens_total",
+                                                    "Tokens of model calls.", ["model", "kind"]))
+        self.provider_cost = loop.add(LoopCounter(
+            "rowforge_provider_cost_usd_total",
+            "Cost of model calls in US dollars (litellm's price map).", ["model"]))
+        self.cells = loop.add(LoopCounter("rowforge_cells_total",
+                                          "Generated cells by column kind and status.",
+                                          ["kind", "status"]))
+        self.search_seconds = loop.add(LoopHistogram("rowforge_knowledge_search_seconds",
+                                                     "Hybrid search latency.", buckets=BUCKETS))
+        self._search = self.search_seconds.child()
         self.batch_recorded = Counter("rowforge_batch_results_recorded_total",
                                       "Batch request outcomes recorded.",
                                       registry=self.registry)
         self.batch_retries = Counter("rowforge_batch_retries_total",
                                      "Batch requests put back for a retry.",
                                      registry=self.registry)
-        self.search_seconds = Histogram("rowforge_knowledge_search_seconds",
-                                        "Hybrid search latency.", buckets=BUCKETS,
-                                        registry=self.registry)
         self.index_load_seconds = Histogram(
             "rowforge_knowledge_index_load_seconds",
             "Time to open a knowledge table's indexes (saved files + catch-up, or a rebuild), "
@@ -125,21 +132,23 @@ class Metrics:
         if entry is None:
             _, service, name = method.split("/", 2)
             kind = _TYPES[(client_streaming, server_streaming)]
-            entry = (self.started.labels(kind, service, name),
-                     self.handling.labels(kind, service, name), {}, kind, service, name)
+            entry = (self.started.child(kind, service, name),
+                     self.handling.child(kind, service, name), {}, kind, service, name)
             self._rpc[method] = entry
-        entry[0].inc()
+        entry[0][0] += 1
         return time.perf_counter()
 
     def rpc_handled(self, method: str, code: str, started: float) -> None:
         if not self.enabled:
             return
-        _, histogram, by_code, kind, service, name = self._rpc[method]
+        seconds = time.perf_counter() - started
+        _, latency, by_code, kind, service, name = self._rpc[method]
         counter = by_code.get(code)
         if counter is None:
-            counter = by_code[code] = self.handled.labels(kind, service, name, code)
-        counter.inc()
-        histogram.observe(time.perf_counter() - started)
+            counter = by_code[code] = self.handled.child(kind, service, name, code)
+        counter[0] += 1
+        latency[bisect_left(BUCKETS, seconds)] += 1  # the histograms' bounds are BUCKETS
+        latency[-1] += seconds
 
     # -- domains ---------------------------------------------------------------------------
 
@@ -153,28 +162,29 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.provider_calls.labels(model, op, outcome),
-                self.provider_seconds.labels(model, op),
-                self.provider_tokens.labels(model, "prompt"),
-                self.provider_tokens.labels(model, "completion"),
-                self.provider_cost.labels(model))
+                self.provider_calls.child(model, op, outcome),
+                self.provider_seconds.child(model, op),
+                self.provider_tokens.child(model, "prompt"),
+                self.provider_tokens.child(model, "completion"),
+                self.provider_cost.child(model))
         calls, latency, prompt, completion, cost = children
-        calls.inc()
-        latency.observe(seconds)
+        calls[0] += 1
+        latency[bisect_left(BUCKETS, seconds)] += 1
+        latency[-1] += seconds
         if prompt_tokens:
-            prompt.inc(prompt_tokens)
+            prompt[0] += prompt_tokens
         if completion_tokens:
-            completion.inc(completion_tokens)
+            completion[0] += completion_tokens
         if cost_usd:
-            cost.inc(cost_usd)
+            cost[0] += cost_usd
 
     def cell(self, kind: str, status: str) -> None:
         if not self.enabled:
             return
         child = self._children.get(("cell", kind, status))
         if child is None:
-            child = self._children[("cell", kind, status)] = self.cells.labels(kind, status)
-        child.inc()
+            child = self._children[("cell", kind, status)] = self.cells.child(kind, status)
+        child[0] += 1
 
     def batch_flushed(self, recorded: int, retries: int) -> None:
         if self.enabled:
@@ -183,7 +193,8 @@ class Metrics:
 
     def search(self, seconds: float) -> None:
         if self.enabled:
-            self.search_seconds.observe(seconds)
+            self._search[bisect_left(BUCKETS, seconds)] += 1
+            self._search[-1] += seconds
 
     def index_loaded(self, seconds: float, *, evicted: bool) -> None:
         if self.enabled:

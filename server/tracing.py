@@ -13,12 +13,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 _tracer: Any = None
 _NO_SPAN = contextlib.nullcontext()
+#: What a leaf needs of the span :class:`_Current` made current (an RPC's, a search's), read
+#: with one ``ContextVar.get`` instead of the OpenTelemetry API's ``get_current_span`` (five
+#: calls and an ABC check per leaf, paid on every model call): ``(span context, trace id,
+#: trace flags, trace state)`` of a recording span, ``False`` for a span the sampler dropped,
+#: None when none of ours is current (then the OpenTelemetry context decides, as before).
+_PARENT: ContextVar[Any] = ContextVar("rowforge_tracing_parent", default=None)
 #: What leaf spans need (see :class:`_Leaf`): the processors' ``on_end``, the provider's
 #: resource, the instrumentation scope, a span id generator.
 _sink: Any = None
@@ -38,7 +46,6 @@ def configure(enabled: bool, *, processor: Any = None) -> Any:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     provider = TracerProvider(resource=Resource.create(
@@ -52,8 +59,7 @@ def configure(enabled: bool, *, processor: Any = None) -> Any:
     # Leaf spans end where the SDK's own spans do: the provider's processors (those added
     # later by add_span_processor included), the object the SDK's Span.end calls.
     _sink = _LeafSink(provider._active_span_processor.on_end, provider.resource,
-                      InstrumentationScope("rowforge.server"),
-                      RandomIdGenerator().generate_span_id)
+                      InstrumentationScope("rowforge.server"))
     return provider
 
 
@@ -63,7 +69,7 @@ class _LeafSink:
     __slots__ = ("context", "current", "invalid", "on_end", "readable", "resource", "scope",
                  "span_id", "unset")
 
-    def __init__(self, on_end: Any, resource: Any, scope: Any, span_id: Any) -> None:
+    def __init__(self, on_end: Any, resource: Any, scope: Any) -> None:
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import (
             INVALID_SPAN,
@@ -74,7 +80,9 @@ class _LeafSink:
         )
 
         self.current, self.invalid = get_current_span, INVALID_SPAN
-        self.on_end, self.resource, self.scope, self.span_id = on_end, resource, scope, span_id
+        self.on_end, self.resource, self.scope = on_end, resource, scope
+        # What the SDK's RandomIdGenerator.generate_span_id draws, without its Python frame.
+        self.span_id = random.getrandbits
         self.readable, self.context = ReadableSpan, SpanContext
         self.unset = Status(StatusCode.UNSET)
 
@@ -126,26 +134,40 @@ class _Current:
     """A span that is the current one while the block runs (what ``start_as_current_span``
     does, without its two layers of generator-based context managers)."""
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_parent", "_span", "_token")
 
     def __init__(self, span: Any) -> None:
         self._span = span
         self._token: Any = None
+        self._parent: Any = None
 
     def __enter__(self) -> Any:
         from opentelemetry import context, trace
 
         self._token = context.attach(trace.set_span_in_context(self._span))
+        self._parent = _PARENT.set(_parent_of(self._span))
         return self._span
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         from opentelemetry import context
 
+        try:
+            _PARENT.reset(self._parent)
+        except ValueError:  # ended in another context than it began (as OTel's detach logs)
+            pass
         context.detach(self._token)
         if exc is not None and self._span.is_recording():
             # The RPC span never sees one (the interceptor turns errors into a status code).
             self._span.set_status(_error(type(exc).__name__))
         self._span.end()
+
+
+def _parent_of(span: Any) -> Any:
+    """What :data:`_PARENT` holds while ``span`` is current."""
+    if not span.is_recording():
+        return False
+    context = span.get_span_context()
+    return context, context.trace_id, context.trace_flags, context.trace_state
 
 
 def rpc_done(span: Any, code: str) -> None:
@@ -170,7 +192,10 @@ def _propagator() -> Any:
 
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one (a shared no-op when tracing is off)."""
-    if _tracer is None or _unsampled():
+    if _tracer is None:
+        return _NO_SPAN
+    parent = _PARENT.get()
+    if parent is False or (parent is None and _unsampled()):
         return _NO_SPAN
     return _Current(_tracer.start_span(name, attributes=attributes))
 
@@ -191,7 +216,9 @@ class _Leaf:
 
     __slots__ = ("_attributes", "_name", "_parent", "_start")
 
-    def __init__(self, name: str, parent: Any, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, parent: tuple[Any, int, Any, Any],
+                 attributes: dict[str, Any]) -> None:
+        """``parent``: the parent's span context, trace id, trace flags and trace state."""
         self._name, self._parent, self._attributes = name, parent, attributes
         self._start = time.time_ns()
 
@@ -202,11 +229,11 @@ class _Leaf:
         self.end("ok" if exc is None else type(exc).__name__)
 
     def end(self, outcome: str = "ok") -> None:
-        sink, parent = _sink, self._parent
+        sink = _sink
         if sink is None:  # tracing turned off meanwhile
             return
-        context = sink.context(parent.trace_id, sink.span_id(), False, parent.trace_flags,
-                               parent.trace_state)
+        parent, trace_id, flags, state = self._parent
+        context = sink.context(trace_id, sink.span_id(64) or 1, False, flags, state)
         sink.on_end(sink.readable(
             self._name, context, parent, sink.resource, self._attributes,
             status=sink.unset if outcome == "ok" else _error(outcome),
@@ -223,12 +250,17 @@ def _leaf_or_root(name: str, attributes: dict[str, Any]) -> Any:
     """A :class:`_Leaf` under the current span when it records; an SDK span when there is no
     current span (work outside any RPC: the sampler decides about a new trace); None inside a
     trace the sampler dropped (its children would be dropped too)."""
-    current = _sink.current()
+    parent = _PARENT.get()
+    if parent:
+        return _Leaf(name, parent, attributes)
+    if parent is False:
+        return None
+    current = _sink.current()  # none of ours is current: whatever OpenTelemetry's context says
     if current is _sink.invalid:
         return _SdkLeaf(_tracer.start_span(name, attributes=attributes))
     if not current.is_recording():
         return None
-    return _Leaf(name, current.get_span_context(), attributes)
+    return _Leaf(name, _parent_of(current), attributes)
 
 
 class _SdkLeaf:
@@ -258,6 +290,9 @@ def leaf(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]
     no-op when tracing is off)."""
     if _tracer is None:
         return _NO_SPAN
+    parent = _PARENT.get()
+    if parent:  # the hot path (a model call or write inside a kept trace), inlined
+        return _Leaf(name, parent, attributes)
     return _leaf_or_root(name, attributes) or _NO_SPAN
 
 

@@ -5,6 +5,7 @@ still gets its spans."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -126,3 +127,42 @@ def test_a_span_with_children_marks_an_error(monkeypatch: pytest.MonkeyPatch) ->
     assert search.status.status_code == StatusCode.ERROR
     assert search.status.description == "KeyError"
     assert dict(search.attributes) == {"k": 10}
+
+
+def test_leaves_find_their_parent_through_nesting_and_tasks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = _configure(monkeypatch, "parentbased_always_on")
+
+    async def in_a_task() -> None:  # a row's task, created inside the RPC
+        with tracing.leaf("provider.chat", model="m"):
+            pass
+
+    async def rpc() -> None:
+        with tracing.rpc_span("/rowforge.v1.TableService/StreamAddRows", {}):
+            with tracing.span("knowledge.search", k=1), tracing.leaf("provider.embed", model="e"):
+                pass
+            await asyncio.create_task(in_a_task())
+            with tracing.leaf("db.write"):  # the search span is no longer current
+                pass
+
+    asyncio.run(rpc())
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server = spans["/rowforge.v1.TableService/StreamAddRows"]
+    assert spans["provider.embed"].parent.span_id == spans["knowledge.search"].context.span_id
+    for name in ("knowledge.search", "provider.chat", "db.write"):
+        assert spans[name].parent.span_id == server.context.span_id
+        assert spans[name].context.trace_id == server.context.trace_id
+    assert tracing._PARENT.get() is None  # nothing left behind
+    with tracing.leaf("provider.chat", model="m"):  # outside: a trace of its own
+        pass
+    assert exporter.get_finished_spans()[-1].parent is None
+
+
+def test_a_span_made_current_by_the_api_is_a_leafs_parent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = _configure(monkeypatch, "parentbased_always_on")
+    with tracing._tracer.start_as_current_span("from elsewhere"), tracing.leaf("db.write"):
+        pass
+    leaf, outer = exporter.get_finished_spans()
+    assert leaf.parent.span_id == outer.context.span_id
+    assert leaf.context.trace_id == outer.context.trace_id

@@ -96,6 +96,8 @@ MAX_BATCH = 256
 #: Column kinds as metrics label them.
 _KINDS: dict[type, str] = {LLMGenConfig: "llm", PythonGenConfig: "python",
                            EmbedGenConfig: "embed"}
+#: Cell statuses as metrics label them (an enum's ``.name`` is two Python calls per cell).
+_STATUSES: dict[CellStatus, str] = {status: status.name.lower() for status in CellStatus}
 
 
 def check_row_count(count: int, field_name: str) -> None:
@@ -735,7 +737,7 @@ class RowEngine:
             cell = dataclasses.replace(cell, job=call.tag)
         if self.metrics.enabled:
             self.metrics.cell(_KINDS.get(type(column_plan.column.gen_config), "other"),
-                              cell.status.name.lower())
+                              _STATUSES[cell.status])
         job.finish(name, cell)  # before the write: a cancellation now must not skip it
         await self.store.write_cells(plan.schema, job.row_id, {name: cell})
         if call.sink is not None:
