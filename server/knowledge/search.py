@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -319,8 +319,9 @@ def _unit(index: TableIndex, vector: Any) -> Any:
 
 def _fuse(vector_ids: list[str], lexical_ids: list[str]) -> list[Result]:
     """Every id of both lists in RRF order (k=60), with its score."""
-    return rrf([vector_ids, lexical_ids], k=RRF_K,
-               top_k=max(1, len(vector_ids) + len(lexical_ids)))
+    fused = rrf([vector_ids, lexical_ids], k=RRF_K,
+                top_k=max(1, len(vector_ids) + len(lexical_ids)))
+    return cast("list[Result]", fused)  # the ids given are strings
 
 
 def _read_fused(order: list[Result], top_k: int,
