@@ -185,8 +185,12 @@ class TableIndex:
         after = 0
         uncommitted = 0
         while True:
-            rows = await row_reads.scan_rows(self.db, self.schema, after, SCAN_BATCH)
-            last = len(rows) < SCAN_BATCH
+            # One row more than a page tells the last page from a full one: the last part
+            # must carry the head (a table of exactly N pages ended with an empty page
+            # before, its graphs never became complete, so never saved: every load rebuilt).
+            rows = await row_reads.scan_rows(self.db, self.schema, after, SCAN_BATCH + 1)
+            last = len(rows) <= SCAN_BATCH
+            del rows[SCAN_BATCH:]
             if rows:
                 after = rows[-1][0]
                 if vectors:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rowforge.server.errors import NotFound
+from rowforge.server.knowledge import table_index as table_index_module
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import MANIFEST, TableIndex
@@ -220,6 +221,29 @@ async def test_a_rebuild_in_progress_is_never_saved(store: TableStore, tmp_path:
     await index.wait_built()
     assert await index.save()
     await index.close(save=False)
+
+
+@pytest.mark.parametrize("rows", [8, 9, 10])
+async def test_a_rebuild_of_whole_scan_pages_is_complete_and_saved(
+        store: TableStore, tmp_path: Path, reader: Reader, rows: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 8 rows are exactly two pages of 4: the scan's last page is a full one, and its part
+    # must carry the head, or the graphs never count as complete and are never saved. The
+    # builder is held back, as when it is busy with other tables.
+    monkeypatch.setattr(table_index_module, "SCAN_BATCH", 4)
+    schema = await store.create_table(P, "knowledge", "kb", [])
+    await add(store, schema, list(range(rows)))
+    index = table_index(store, schema, tmp_path / "ix", reader)
+    index._kick = lambda: None  # type: ignore[method-assign]
+    await index.open()
+    del index._kick
+    await index.wait_built()
+    assert not index.building and index.built == index.cursor >= 0
+    assert await index.save()
+    await check(index, store, schema)
+    await index.close(save=False)
+    again = table_index(store, schema, tmp_path / "ix", reader)
+    assert again._load() is not None
 
 
 async def test_vectors_of_another_dimension_are_left_out(store: TableStore, tmp_path: Path,
