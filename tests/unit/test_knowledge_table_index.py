@@ -318,3 +318,46 @@ async def test_manager_start_sweeps_leftovers_and_warms_up(store: TableStore,
     finally:
         await indexes.stop()
     assert (root / schema.storage_id / MANIFEST).is_file()  # saved on stop
+
+
+async def test_manager_makes_room_before_an_evicted_index_loads_again(
+        store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, rows = [], {}
+    for t in range(3):
+        schema = await store.create_table(P, "knowledge", f"kb{t}", [])
+        rows[schema.storage_id] = await add(store, schema, list(range(100 * t, 100 * t + 40)))
+        schemas.append(schema)
+    indexes = KnowledgeIndexes(store.db, tmp_path / "indexes")
+    indexes.poll_interval_s = 3600
+    await indexes.start()
+    try:
+        # Size the budget for two of the three tables.
+        await indexes.search(schemas[0], vec(0), 1)
+        index = indexes.opened(schemas[0].storage_id)
+        assert index is not None
+        await index.wait_built()
+        await asyncio.to_thread(index.lexical.release_writer)  # held for the next writes
+        indexes.memory_budget = int(2.5 * index.memory_bytes())
+        at_open: list[tuple[int, int]] = []
+        real_open = TableIndex.open
+
+        async def open_(self: TableIndex) -> None:
+            at_open.append((indexes.memory_bytes(), indexes._sizes.get(self.storage_id, 0)))
+            await real_open(self)
+
+        monkeypatch.setattr(TableIndex, "open", open_)
+        for _ in range(3):
+            for t, schema in enumerate(schemas):
+                seed = 100 * t + 7
+                found = await indexes.search(schema, vec(seed), 1)
+                assert found[0][0] == rows[schema.storage_id][7]  # right after a reload too
+                built = indexes.opened(schema.storage_id)
+                assert built is not None
+                await built.wait_built()
+        assert indexes.evictions >= 3
+        reloads = [(resident, incoming) for resident, incoming in at_open if incoming]
+        assert reloads
+        for resident, incoming in reloads:  # room was made before each load
+            assert resident + incoming <= indexes.memory_budget, (resident, incoming)
+    finally:
+        await indexes.stop()
