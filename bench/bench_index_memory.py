@@ -76,12 +76,19 @@ async def main() -> None:
     parser.add_argument("--budget-mb", type=int, default=200)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep the server's data here; when it already holds the tables, "
+                             "skip the ingest (their index files are removed first, so the "
+                             "first pass still opens every index from the database)")
     args = parser.parse_args()
     print_machine("grpcio", "hnswlib", "tantivy")
     from tests.fakes.openai_server import spawn
 
     fake_process, base_url = spawn(embedding_size=args.dim)
-    work = Path(tempfile.mkdtemp(prefix="rowforge-bench-memory-"))
+    work = args.data_dir or Path(tempfile.mkdtemp(prefix="rowforge-bench-memory-"))
+    ingested = (work / "ingested").exists()
+    if ingested:
+        shutil.rmtree(work / "server" / "indexes", ignore_errors=True)
     from types import SimpleNamespace
 
     env = {**server_env(SimpleNamespace(base_url=base_url)),
@@ -94,11 +101,15 @@ async def main() -> None:
             async with grpc.aio.insecure_channel(proc.address) as channel:
                 client = Client(channel, MD)
                 started = time.perf_counter()
-                for t in range(args.tables):
-                    await ingest(client, t, args.rows)
-                print(f"ingested {args.tables} x {args.rows} rows in "
-                      f"{time.perf_counter() - started:.0f} s; RSS {rss(pid) / MiB:.0f} MiB",
-                      flush=True)
+                if not ingested:
+                    for t in range(args.tables):
+                        await ingest(client, t, args.rows)
+                    (work / "ingested").write_text(f"{args.tables} {args.rows}\n")
+                    print(f"ingested {args.tables} x {args.rows} rows in "
+                          f"{time.perf_counter() - started:.0f} s; RSS {rss(pid) / MiB:.0f} MiB",
+                          flush=True)
+                else:
+                    print(f"reused {work}; RSS {rss(pid) / MiB:.0f} MiB", flush=True)
                 samples: list[int] = []
                 anon: list[int] = []
                 stop = threading.Event()
@@ -152,7 +163,8 @@ async def main() -> None:
     finally:
         fake_process.kill()
         fake_process.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.data_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -299,6 +299,8 @@ def check_exposure(settings: Settings) -> None:
 async def serve(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
     check_exposure(settings)
+    if settings.memory_trim_s > 0:
+        memory.configure()  # before the app's threads: glibc's arena cap applies to them
     server = Server(App(settings))
     port = await server.start()
     frozen = freeze_startup_heap() if settings.gc_freeze else 0
@@ -311,7 +313,6 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
         ready(port)
     trimmer = None
     if settings.memory_trim_s > 0:
-        memory.configure()
         trimmer = asyncio.create_task(memory.trim_periodically(settings.memory_trim_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -178,7 +178,8 @@ class Settings:
     #: collector's reach, so later full collections only scan request-time objects.
     gc_freeze: bool = True
     #: Seconds between checks that give freed heap memory back to the system (glibc
-    #: ``malloc_trim``) when RSS grew since the last one; 0 turns it off.
+    #: ``malloc_trim``) when RSS grew since the last one, with glibc's heaps capped at 2
+    #: (``MALLOC_ARENA_MAX`` overrides); 0 turns both off.
     memory_trim_s: float = 10.0
 
     def __post_init__(self) -> None:

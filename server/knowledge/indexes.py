@@ -17,9 +17,12 @@ Memory: the graphs of every knowledge table would otherwise all stay in memory. 
 budget (``knowledge_index_memory_mb``), once the resident indexes' estimated size passes it,
 the least recently searched ones are saved and evicted; a later search loads the table again
 (the saved files, then a catch-up from the change feed), with its load time logged and in
-``rowforge_knowledge_index_load_seconds``. An index in use (a search between its awaits, the
-upkeep loop) is never evicted; one still building its graph only when evicting complete ones
-is not enough (its unfinished graph is dropped, not saved: a half-built graph never is).
+``rowforge_knowledge_index_load_seconds``; room for the size it left with is made before it
+loads. An index still building counts at the size it grows into, and tables' graphs are built
+one table at a time, so each completes (and can be saved) soon. An index in use (a search
+between its awaits, the upkeep loop) is never evicted; one still building its graph only when
+evicting complete ones is not enough (its unfinished graph is dropped, not saved: a
+half-built graph never is).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class KnowledgeIndexes:
         self.evictions = 0
         self._evicted: set[str] = set()
         self._used_at: dict[str, float] = {}
+        #: Estimated bytes of each index when it was last evicted (room made before a load).
+        self._sizes: dict[str, int] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._own_reader = reader is None
         self.reader = reader or Reader(db)
@@ -94,6 +99,8 @@ class KnowledgeIndexes:
         self._opening: dict[str, asyncio.Task[TableIndex]] = {}
         self._saved_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: One table's graphs are built at a time (see :class:`TableIndex`).
+        self._build_turn = asyncio.Lock()
         #: Called with the storage id of each table forgotten (deleted): per-table caches.
         self.forget_hooks: list[Callable[[str], None]] = []
 
@@ -202,15 +209,15 @@ class KnowledgeIndexes:
         """Estimated memory of the resident indexes' graphs."""
         return sum(index.memory_bytes() for index in list(self._indexes.values()))
 
-    async def _keep_budget(self) -> None:
-        """While over the budget, drop idle BM25 writers, then evict the least recently
-        searched indexes: first those whose
+    async def _keep_budget(self, incoming: int = 0) -> None:
+        """While over the budget (with ``incoming`` bytes about to be loaded), drop idle
+        BM25 writers, then evict the least recently searched indexes: first those whose
         graphs are complete (saved, then reloaded from their files), then, if that is not
         enough, those still building (their unfinished graph work is dropped: a later load
         rebuilds it), so that many tables opened at once cannot outgrow the budget."""
         if not self.memory_budget:
             return
-        used = self.memory_bytes()
+        used = self.memory_bytes() + incoming
         if used <= self.memory_budget:
             return
         by_age = sorted(self._indexes, key=lambda s: self._used_at.get(s, 0.0))
@@ -238,6 +245,7 @@ class KnowledgeIndexes:
         index = self._indexes.pop(storage_id)
         self._saved_at.pop(storage_id, None)
         self._evicted.add(storage_id)
+        self._sizes[storage_id] = index.memory_bytes()
         self.evictions += 1
         self.metrics.index_evicted()
         log.info("evicted a knowledge index under the memory budget", extra={
@@ -266,9 +274,13 @@ class KnowledgeIndexes:
         closing = self._closing.get(schema.storage_id)
         if closing is not None:  # an evicted copy is still saving its files
             await asyncio.gather(closing, return_exceptions=True)
+        # Room first, then the load: an index evicted before comes back at about the size
+        # it left with (a first open is measured once open, and evicts then).
+        await self._keep_budget(self._sizes.get(schema.storage_id, 0))
         started = time.perf_counter()
         index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
-                           self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER)
+                           self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER,
+                           build_turn=self._build_turn)
         try:
             await index.open()
         except BaseException as exc:
@@ -370,6 +382,7 @@ class KnowledgeIndexes:
         index = self._indexes.pop(storage_id, None)
         self._saved_at.pop(storage_id, None)
         self._used_at.pop(storage_id, None)
+        self._sizes.pop(storage_id, None)
         self._evicted.discard(storage_id)
         closing = self._closing.get(storage_id)
         if closing is not None:

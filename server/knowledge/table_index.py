@@ -77,10 +77,14 @@ class TableIndex:
         directory: Where this table's files live (``<data_dir>/indexes/<storage_id>``).
         reader: Runs the catch-up reads.
         analyzer: The BM25 index's text analyzer (:data:`.lexical_index.ANALYZERS`).
+        build_turn: Held while this index's graphs are being built: shared by the tables of
+            one process, so that they are built one after the other (each done and saveable
+            soon) instead of all slowly at once on the one builder thread.
     """
 
     def __init__(self, schema: TableSchema, db: Database, feed: ChangeFeed,
-                 directory: Path, reader: Reader, analyzer: str = DEFAULT_ANALYZER) -> None:
+                 directory: Path, reader: Reader, analyzer: str = DEFAULT_ANALYZER, *,
+                 build_turn: asyncio.Lock | None = None) -> None:
         self.schema = schema
         self.reader = reader
         self.storage_id = schema.storage_id
@@ -113,6 +117,7 @@ class TableIndex:
 
         self._sync_lock = asyncio.Lock()
         self._build_lock = asyncio.Lock()
+        self._build_turn = build_turn or asyncio.Lock()
         self._builder: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
 
@@ -185,8 +190,13 @@ class TableIndex:
         after = 0
         uncommitted = 0
         while True:
-            rows = await row_reads.scan_rows(self.db, self.schema, after, SCAN_BATCH)
-            last = len(rows) < SCAN_BATCH
+            # One row more than a page tells the last page from a full one: the last part
+            # must carry the head (a table of exactly N pages ended with an empty page
+            # before, its graphs never became complete, so never saved: every load rebuilt).
+            rows = await self.reader.scan(row_reads.scan_rows, self.schema, after,
+                                           SCAN_BATCH + 1)
+            last = len(rows) <= SCAN_BATCH
+            del rows[SCAN_BATCH:]
             if rows:
                 after = rows[-1][0]
                 if vectors:
@@ -323,14 +333,15 @@ class TableIndex:
 
     async def _build(self) -> None:
         try:
-            while self.segments:
-                upto, changed = self.segments[0]
-                async with self._build_lock:
-                    for column in self.columns.values():
-                        await column.commit_oldest(changed, upto)
-                    self.segments.pop(0)
-                    if upto != INCOMPLETE:
-                        self.built = upto
+            async with self._build_turn:
+                while self.segments:
+                    upto, changed = self.segments[0]
+                    async with self._build_lock:
+                        for column in self.columns.values():
+                            await column.commit_oldest(changed, upto)
+                        self.segments.pop(0)
+                        if upto != INCOMPLETE:
+                            self.built = upto
         except asyncio.CancelledError:
             raise
         except Exception:

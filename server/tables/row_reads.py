@@ -99,8 +99,8 @@ def changed_rows(conn: sa.Connection, schema: TableSchema, after: int, limit: in
              list(r[3 + vectors:]) if r[2] is not None else None) for r in rows]
 
 
-async def scan_rows(db: Database, schema: TableSchema, after_seq: int,
-                    limit: int) -> list[tuple[int, str, Vectors, Texts]]:
+def scan_rows(conn: sa.Connection, schema: TableSchema, after_seq: int,
+              limit: int) -> list[tuple[int, str, Vectors, Texts]]:
     """``(insertion sequence, row id, vectors, texts)`` of the next ``limit`` rows after
     ``after_seq``, in insertion order (a full scan, page by page)."""
     table = layout.row_table(schema)
@@ -109,9 +109,7 @@ async def scan_rows(db: Database, schema: TableSchema, after_seq: int,
     query = (sa.select(seq, table.c[layout.ROW_ID], *vectors, *_text_columns(schema))
              .where(seq > after_seq).order_by(seq).limit(limit))
     cut = 2 + len(vectors)
-    async with db.read() as conn:
-        return [(int(r[0]), r[1], list(r[2:cut]), list(r[cut:]))
-                for r in await conn.execute(query)]
+    return [(int(r[0]), r[1], list(r[2:cut]), list(r[cut:])) for r in conn.execute(query)]
 
 
 def matching_ids(conn: sa.Connection, schema: TableSchema, where: str) -> list[str]:

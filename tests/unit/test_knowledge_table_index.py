@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rowforge.server.errors import NotFound
+from rowforge.server.knowledge import table_index as table_index_module
 from rowforge.server.knowledge.indexes import KnowledgeIndexes
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import MANIFEST, TableIndex
@@ -222,6 +223,29 @@ async def test_a_rebuild_in_progress_is_never_saved(store: TableStore, tmp_path:
     await index.close(save=False)
 
 
+@pytest.mark.parametrize("rows", [8, 9, 10])
+async def test_a_rebuild_of_whole_scan_pages_is_complete_and_saved(
+        store: TableStore, tmp_path: Path, reader: Reader, rows: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 8 rows are exactly two pages of 4: the scan's last page is a full one, and its part
+    # must carry the head, or the graphs never count as complete and are never saved. The
+    # builder is held back, as when it is busy with other tables.
+    monkeypatch.setattr(table_index_module, "SCAN_BATCH", 4)
+    schema = await store.create_table(P, "knowledge", "kb", [])
+    await add(store, schema, list(range(rows)))
+    index = table_index(store, schema, tmp_path / "ix", reader)
+    index._kick = lambda: None  # type: ignore[method-assign]
+    await index.open()
+    del index._kick
+    await index.wait_built()
+    assert not index.building and index.built == index.cursor >= 0
+    assert await index.save()
+    await check(index, store, schema)
+    await index.close(save=False)
+    again = table_index(store, schema, tmp_path / "ix", reader)
+    assert again._load() is not None
+
+
 async def test_vectors_of_another_dimension_are_left_out(store: TableStore, tmp_path: Path,
                                                          reader: Reader) -> None:
     schema = await store.create_table(P, "knowledge", "kb", [])
@@ -294,3 +318,46 @@ async def test_manager_start_sweeps_leftovers_and_warms_up(store: TableStore,
     finally:
         await indexes.stop()
     assert (root / schema.storage_id / MANIFEST).is_file()  # saved on stop
+
+
+async def test_manager_makes_room_before_an_evicted_index_loads_again(
+        store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, rows = [], {}
+    for t in range(3):
+        schema = await store.create_table(P, "knowledge", f"kb{t}", [])
+        rows[schema.storage_id] = await add(store, schema, list(range(100 * t, 100 * t + 40)))
+        schemas.append(schema)
+    indexes = KnowledgeIndexes(store.db, tmp_path / "indexes")
+    indexes.poll_interval_s = 3600
+    await indexes.start()
+    try:
+        # Size the budget for two of the three tables.
+        await indexes.search(schemas[0], vec(0), 1)
+        index = indexes.opened(schemas[0].storage_id)
+        assert index is not None
+        await index.wait_built()
+        await asyncio.to_thread(index.lexical.release_writer)  # held for the next writes
+        indexes.memory_budget = int(2.5 * index.memory_bytes())
+        at_open: list[tuple[int, int]] = []
+        real_open = TableIndex.open
+
+        async def open_(self: TableIndex) -> None:
+            at_open.append((indexes.memory_bytes(), indexes._sizes.get(self.storage_id, 0)))
+            await real_open(self)
+
+        monkeypatch.setattr(TableIndex, "open", open_)
+        for _ in range(3):
+            for t, schema in enumerate(schemas):
+                seed = 100 * t + 7
+                found = await indexes.search(schema, vec(seed), 1)
+                assert found[0][0] == rows[schema.storage_id][7]  # right after a reload too
+                built = indexes.opened(schema.storage_id)
+                assert built is not None
+                await built.wait_built()
+        assert indexes.evictions >= 3
+        reloads = [(resident, incoming) for resident, incoming in at_open if incoming]
+        assert reloads
+        for resident, incoming in reloads:  # room was made before each load
+            assert resident + incoming <= indexes.memory_budget, (resident, incoming)
+    finally:
+        await indexes.stop()

@@ -3,6 +3,7 @@ interpreters so that nothing else has shaped their heap."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -59,3 +60,53 @@ def test_configure_keeps_freed_transfer_buffers_mapped_for_the_next_chunk() -> N
     without = int(out.stdout.strip())
     with_configure = _heap_kib("configure")
     assert with_configure >= without + 1024, (without, with_configure)
+
+
+#: Eight threads allocate at once; prints how many heaps ("arenas") glibc then has
+#: (counted in malloc_info's report).
+_ARENAS = textwrap.dedent("""
+    import ctypes, os, sys, tempfile, threading
+    from rowforge.server import memory
+
+    libc = memory._glibc()
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.fopen.restype = ctypes.c_void_p
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    if sys.argv[1] == "configure":
+        assert memory.configure()
+    start = threading.Barrier(8)
+    done = threading.Barrier(8)
+
+    def work():
+        start.wait()
+        blocks = [libc.malloc(1000) for _ in range(2000)]
+        done.wait()
+        for block in blocks:
+            libc.free(block)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    path = tempfile.mktemp()
+    f = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, f)
+    libc.fclose(f)
+    print(open(path).read().count("<heap nr="))
+    os.unlink(path)
+""")
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
+def test_configure_caps_the_arenas_threads_allocate_from() -> None:
+    def arenas(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True,
+                             text=True, check=True, timeout=60, env=env)
+        return int(out.stdout.strip())
+
+    assert arenas("plain") > memory.ARENA_MAX
+    assert arenas("configure") <= memory.ARENA_MAX
