@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from rowforge.clients.batch_jobs import job_py
 from rowforge.server.app import App, Server
 from rowforge.server.batch.api import BatchService
 from rowforge.server.config import load_settings
@@ -112,6 +113,7 @@ async def first(tmp_path: Path) -> AsyncIterator[tuple[Server, Client, HeldQueui
                 regen_strategy=pb.REGEN_STRATEGY_RUN_SELECTED, output_column_id="a",
                 only_missing=True), metadata=MD)).job
             assert job.queuing and job.metrics.total_requests == FIRST_CHUNK
+            assert job_py(job).queuing  # the Python client's Job says so too
             await asyncio.wait_for(held.held.wait(), 30)
             got = await c.wait_for(job.job_id,
                                    lambda j: j.metrics.processed_requests >= HELD_AT)
