@@ -13,7 +13,6 @@ from typing import Any, BinaryIO, Literal, overload
 
 from rowforge.clients import types as t
 from rowforge.clients._files import FileSource
-from rowforge.clients._table_jobs import TableJob
 from rowforge.clients._tables import TableTypeLike
 from rowforge.clients._transport import AsyncStream
 from rowforge.clients.batch_jobs import (
@@ -326,7 +325,7 @@ class AsyncTableClient:
         output_column_id: str = ...,
         only_missing: bool = ...,
         idempotency_key: str | None = ...,
-    ) -> TableJob:
+    ) -> AsyncTableJob:
         """Regenerate rows as a durable background job (any number of rows; survives a
         server restart; rate-limited per model). Give exactly one of ``row_ids``, ``where``
         or ``all_rows=True``.
@@ -351,7 +350,7 @@ class AsyncTableClient:
         only_missing: bool = ...,
         where: str | None = ...,
         idempotency_key: str | None = ...,
-    ) -> TableJob:
+    ) -> AsyncTableJob:
         """Fill generated column ``column_id`` for every row (or those matching ``where``)
         as a background job; by default only its empty or errored cells."""
         ...
@@ -584,4 +583,28 @@ class AsyncBatchClient:
     ) -> AsyncStream[JobEvent]:
         """Job events after ``cursor`` until the job ends (the terminal ``state_changed`` is
         the last). Reconnects after the last event seen on UNAVAILABLE."""
+        ...
+
+class AsyncTableJob:
+    """Awaitable :class:`~rowforge.clients._table_jobs.TableJob`."""
+
+    job_id: str
+    job: Job
+
+    async def refresh(self) -> Job:
+        """The job's state and live metrics now."""
+        ...
+
+    async def wait(self, *, poll_s: float = ...) -> Job:
+        """Wait until the job ends (succeeded, failed or cancelled); returns it."""
+        ...
+
+    def watch(self, cursor: int = ...) -> AsyncStream[JobEvent]:
+        """Events until the job ends: ``request_succeeded`` (a row done), ``request_failed``
+        (a cell failed or the row was deleted; ``result.error``), ``progress`` (metrics:
+        processed/total, ``throughput_rps``; see :func:`eta_seconds`), ``state_changed``."""
+        ...
+
+    async def cancel(self) -> Job:
+        """Cancel: rows already written stay; rows not finished are left as they were."""
         ...

@@ -130,6 +130,9 @@ class Job(_Response):
     submitted_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    #: Requests are still being queued (a table job over all rows or a filter starts with
+    #: its first rows): ``metrics.total_requests`` is not final yet.
+    queuing: bool = False
 
 
 class BatchRequest(_Response):
@@ -219,7 +222,8 @@ def job_py(j: bpb.Job) -> Job:
         created_at=c.datetime_of(j.create_time, j.HasField("create_time")),
         submitted_at=c.datetime_of(j.submit_time, j.HasField("submit_time")),
         ended_at=c.datetime_of(j.end_time, j.HasField("end_time")),
-        expires_at=c.datetime_of(j.expire_time, j.HasField("expire_time")))
+        expires_at=c.datetime_of(j.expire_time, j.HasField("expire_time")),
+        queuing=j.queuing)
 
 
 def error_py(e: Any) -> ItemError | None:

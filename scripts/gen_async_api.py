@@ -28,7 +28,12 @@ CLASSES = [
     ("_tables", "TableClient", "AsyncTableClient"),
     ("_files", "FileClient", "AsyncFileClient"),
     ("batch_jobs", "BatchClient", "AsyncBatchClient"),
+    ("_table_jobs", "TableJob", "AsyncTableJob"),
 ]
+#: Handles a method returns (the same class at run time, driven by the asyncio transport):
+#: in the stub they are their async twins, and keep their public attributes.
+HANDLES = {"TableJob": "AsyncTableJob"}
+ATTRIBUTES = {"TableJob": ["job_id: str", "job: Job"]}
 STREAMS = {"Iterator", "SyncStream"}
 
 HEADER = '''"""The asyncio client's method types (``AsyncRowForge().table`` / ``.file`` / ``.batch`` and
@@ -87,9 +92,15 @@ def _without_defaults(args: ast.arguments) -> ast.arguments:
         kwarg=args.kwarg, defaults=[ellipsis for _ in args.defaults])
 
 
+class _Handles(ast.NodeTransformer):
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        return ast.Name(HANDLES.get(node.id, node.id), node.ctx)
+
+
 def async_method(fn: ast.FunctionDef) -> ast.FunctionDef | ast.AsyncFunctionDef:
     """The asyncio signature of one sync method (an overload stays an overload)."""
     assert fn.returns is not None, f"{fn.name} has no return annotation"
+    fn.returns = _Handles().visit(fn.returns)
     parts = _split_union(fn.returns)
     items = [_stream_item(p) for p in parts]
     plain = [p for p, item in zip(parts, items, strict=True) if item is None]
@@ -160,11 +171,14 @@ def generate() -> str:
         methods = [async_method(fn) for fn in public_methods(cls)]
         bindings = _bindings(module, module_name)
         used = _names([m.args for m in methods] + [m.returns for m in methods if m.returns])
+        attributes = ATTRIBUTES.get(sync_name, [])
+        used |= _names([ast.parse(a).body[0] for a in attributes])
         for name in sorted(used - {"AsyncStream", "Awaitable", "self"}):
             if name in bindings:
                 imports.add(bindings[name])
         doc = f'    """Awaitable :class:`~rowforge.clients.{module_name}.{sync_name}`."""\n'
-        body = "\n\n".join(_indent(ast.unparse(m)) for m in methods)
+        body = "\n".join(f"    {a}" for a in attributes) + ("\n\n" if attributes else "")
+        body += "\n\n".join(_indent(ast.unparse(m)) for m in methods)
         classes.append(f"class {async_name}:\n{doc}\n{body}\n")
     return HEADER + "\n".join(sorted(imports)) + "\n\n\n" + "\n\n".join(classes)
 

@@ -133,7 +133,8 @@ class App:
         self.files.add_reference_finder(self.batch.store.file_references)
         # Knowledge indexes need no take-over: they catch up from the shared change feed.
         self.replicas = Replicas(self.db, self.worker_id, lease_s=settings.replica_lease_s,
-                                 take_over=[self._finish_cells, self.batch.worker.take_over])
+                                 take_over=[self._finish_cells, self.batch.worker.take_over,
+                                            self.table_jobs.queuer.resume])
 
     async def _finish_cells(self, replica_id: str) -> None:
         count = await self.tables.finish_interrupted_cells(owner=replica_id)
@@ -163,6 +164,7 @@ class App:
         await self.files.start()
         await self.replicas.start()  # before new work: may finish a previous run's with our id
         await self.batch.start()
+        await self.table_jobs.start()
         await self.auth.start()
         await self.usage.start()
         if self.metrics.enabled:
@@ -170,7 +172,7 @@ class App:
 
     async def stop(self) -> None:
         # The engine's clean-up writes finish before the store closes.
-        for step in (self.auth.stop, self.batch.stop, self.search.stop, self.engine.close,
+        for step in (self.auth.stop, self.table_jobs.stop, self.batch.stop, self.search.stop, self.engine.close,
                      self.sandbox.close, self.tables.close, self.providers.aclose,
                      self.usage.stop, self.files.close, self.replicas.stop):
             try:

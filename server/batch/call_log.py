@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -30,6 +31,7 @@ class CallLog:
         self._written: asyncio.Future[None] | None = None
         #: The write in flight, if any: the next one starts when it ends.
         self._writing: asyncio.Future[None] | None = None
+        self._statement: Any = None
 
     async def started(self, job_id: str) -> None:
         """Return once a call of ``job_id`` is counted in the database.
@@ -68,10 +70,16 @@ class CallLog:
 
     async def _write(self, counts: Counter[str]) -> None:
         rows = [{"job_id": job_id, "calls": n} for job_id, n in counts.items()]
-        dialect = postgresql if self.db.is_postgres else sqlite
-        insert = dialect.insert(batch_call_counts).values(rows)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[batch_call_counts.c.job_id],
-            set_={"calls": batch_call_counts.c.calls + insert.excluded.calls})
         async with self.db.write() as conn:
-            await conn.execute(upsert)
+            await conn.execute(self._upsert(), rows)
+
+    def _upsert(self) -> Any:
+        """One statement, built once: its compiled form is cached, where a multi-row VALUES
+        built per write was constructed and compiled anew (a few % of a table job's CPU)."""
+        if self._statement is None:
+            dialect = postgresql if self.db.is_postgres else sqlite
+            insert = dialect.insert(batch_call_counts)
+            self._statement = insert.on_conflict_do_update(
+                index_elements=[batch_call_counts.c.job_id],
+                set_={"calls": batch_call_counts.c.calls + insert.excluded.calls})
+        return self._statement

@@ -96,6 +96,8 @@ class Job:
     expire_time: float | None = None
     purged: bool = False
     last_sequence: int = 0
+    #: Requests are still being queued in the background (``total_requests`` grows).
+    queuing: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from rowforge.server.batch.model import ErrorDetail, JobState, RequestState
+from rowforge.server.batch.model import ErrorDetail, RequestState
 from rowforge.server.batch.queue import Claim
-from rowforge.server.batch.store import JOB, REQ, add_state_event
+from rowforge.server.batch.store import JOB, REQ, end_if_done
 from rowforge.server.storage.batch_tables import batch_jobs, batch_requests, batch_results
 from rowforge.server.storage.db import Database
 
@@ -228,19 +228,11 @@ class ResultRecorder:
                     output_tokens=JOB.output_tokens + sum(o.completion_tokens for o in items),
                     cost_usd=JOB.cost_usd + cost,
                 ).returning(JOB.last_sequence, JOB.total_requests, JOB.succeeded, JOB.failed,
-                            JOB.cancelled, JOB.state))).one()
+                            JOB.cancelled, JOB.state, JOB.queue_cursor))).one()
                 base = int(job.last_sequence) - len(items)
                 rows_out.extend(_result_row(job_id, base + i + 1, o, now)
                                 for i, o in enumerate(items))
-                done = int(job.succeeded) + int(job.failed) + int(job.cancelled)
-                running = (JobState.PROCESSING.value, JobState.READY.value)
-                if done >= int(job.total_requests) and job.state in running:
-                    state = JobState.SUCCEEDED if (int(job.succeeded) > 0 or int(job.failed) == 0) \
-                        else JobState.FAILED
-                    await conn.execute(batch_jobs.update().where(
-                        JOB.id == job_id, JOB.state.in_(running)).values(
-                        state=state.value, end_time=now, expire_time=now + self.retention_s))
-                    await add_state_event(conn, job_id, state, int(job.last_sequence), now)
+                if await end_if_done(conn, job_id, job, now, self.retention_s):
                     ended.append(job_id)
             if rows_out:
                 await conn.execute(batch_results.insert(), rows_out)

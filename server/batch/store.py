@@ -104,7 +104,8 @@ def job_from_row(row: Any, now: float | None = None) -> Job:
     return Job(id=row.id, project_id=row.project_id, state=JobState(row.state), config=config,
                metrics=metrics, create_time=row.create_time, submit_time=row.submit_time,
                start_time=start, end_time=end, expire_time=row.expire_time,
-               purged=bool(row.purged), last_sequence=int(row.last_sequence))
+               purged=bool(row.purged), last_sequence=int(row.last_sequence),
+               queuing=getattr(row, "queue_cursor", None) is not None)
 
 
 def result_from_row(row: Any) -> Result:
@@ -126,6 +127,28 @@ async def add_state_event(conn: AsyncConnection, job_id: str, state: JobState,
                           after_sequence: int, now: float) -> None:
     await conn.execute(batch_events.insert().values(
         job_id=job_id, after_sequence=after_sequence, state=state.value, time=now))
+
+
+#: States in which a job's requests are being processed (it may end).
+RUNNING_STATES = (JobState.PROCESSING.value, JobState.READY.value)
+
+
+async def end_if_done(conn: AsyncConnection, job_id: str, job: Any, now: float,
+                      retention_s: float) -> bool:
+    """End a running job whose every request ended and that queues no more (``job``: its
+    row after the last change, with ``total_requests``, the counters, ``state``,
+    ``last_sequence`` and ``queue_cursor``); returns whether it ended."""
+    done = int(job.succeeded) + int(job.failed) + int(job.cancelled)
+    if done < int(job.total_requests) or job.state not in RUNNING_STATES \
+            or job.queue_cursor is not None:
+        return False
+    state = JobState.SUCCEEDED if (int(job.succeeded) > 0 or int(job.failed) == 0) \
+        else JobState.FAILED
+    await conn.execute(batch_jobs.update().where(
+        JOB.id == job_id, JOB.state.in_(RUNNING_STATES)).values(
+        state=state.value, end_time=now, expire_time=now + retention_s))
+    await add_state_event(conn, job_id, state, int(job.last_sequence), now)
+    return True
 
 
 class BatchStore:
@@ -325,6 +348,62 @@ class BatchStore:
             await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(**values))
         return True
 
+    async def queue_requests(self, project_id: str, job_id: str,
+                             requests: Sequence[RequestInput], *, after: str | None,
+                             cursor: str | None) -> bool:
+        """Queue requests of a job filled in the background, moving its ``queue_cursor``
+        from ``after`` to ``cursor`` (None: these are the last) in the same transaction, so
+        a restart continues where the queuing stopped and never queues a request twice.
+
+        The first chunk (``after`` None) is taken only by a CREATED job; the next ones by a
+        job whose cursor still is ``after``, before or after it was submitted (submitted,
+        the requests are due at once). Returns False, changing nothing, when the job was
+        cancelled or ended, or its cursor moved (another queuer took over).
+
+        Raises:
+            NotFound: unknown job.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            job = await self._locked_job(conn, project_id, job_id)
+            state = JobState(job.state)
+            if state.is_terminal or (job.queue_cursor is None) != (after is None) \
+                    or (after is None and state is not JobState.CREATED) \
+                    or (after is not None and job.queue_cursor != after):
+                return False
+            first = int(job.total_requests)
+            due = now if state.value in RUNNING_STATES else None
+            if requests:
+                pks = (await conn.execute(
+                    batch_requests.insert().returning(REQ.id, sort_by_parameter_order=True),
+                    [{"job_id": job_id, "request_id": r.request_id, "position": first + i + 1,
+                      "state": RequestState.PENDING.value, "attempts": 0, "due_time": due}
+                     for i, r in enumerate(requests)])).scalars().all()
+                await conn.execute(batch_payloads.insert(), [
+                    {"request_pk": pk, "job_id": job_id, "body": body, "metadata": None,
+                     "size": len(body)}
+                    for pk, body in zip(pks, (dumps(r.body()) for r in requests),
+                                        strict=True)])
+            values: dict[str, Any] = {"total_requests": first + len(requests),
+                                      "queue_cursor": cursor}
+            if state is JobState.CREATED:
+                values["state"] = JobState.POPULATING.value
+                await add_state_event(conn, job_id, JobState.POPULATING, 0, now)
+            row = (await conn.execute(batch_jobs.update().where(JOB.id == job_id)
+                                      .values(**values).returning(*batch_jobs.c))).one()
+            if cursor is None:
+                await end_if_done(conn, job_id, row, now, self.retention_s)
+        return True
+
+    async def queuing_jobs(self, job_type_prefix: str) -> list[tuple[Job, str]]:
+        """Jobs (of every project) whose requests are still being queued, with their
+        cursors: what a restarted queuer continues."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(job_select().where(
+                JOB.queue_cursor.is_not(None), JOB.job_type.startswith(job_type_prefix),
+                JOB.state.not_in([s.value for s in JobState if s.is_terminal])))).all()
+        return [(job_from_row(row), str(row.queue_cursor)) for row in rows]
+
     async def submit(self, project_id: str, job_id: str) -> tuple[Job, bool]:
         """Start processing a populated job; returns ``(job, submitted_now)``.
 
@@ -395,7 +474,8 @@ class BatchStore:
             last = base + count
             await conn.execute(batch_jobs.update().where(JOB.id == job_id).values(
                 state=JobState.CANCELLED.value, cancelled=JOB.cancelled + count,
-                last_sequence=last, end_time=now, expire_time=now + self.retention_s))
+                last_sequence=last, end_time=now, expire_time=now + self.retention_s,
+                queue_cursor=None))
             await add_state_event(conn, job_id, JobState.CANCELLED, last, now)
         return await self.get_job(project_id, job_id)
 

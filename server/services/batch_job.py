@@ -131,7 +131,8 @@ def job_pb(job: Job) -> pb.Job:
                  system_instruction=c.system_instruction, job_type=c.job_type,
                  max_batch_size=c.max_batch_size, metrics=metrics_pb(job.metrics),
                  create_time=codec.timestamp_from_epoch(job.create_time), submit_time=codec.timestamp_from_epoch(job.submit_time),
-                 end_time=codec.timestamp_from_epoch(job.end_time), expire_time=codec.timestamp_from_epoch(job.expire_time))
+                 end_time=codec.timestamp_from_epoch(job.end_time), expire_time=codec.timestamp_from_epoch(job.expire_time),
+                 queuing=job.queuing)
     if c.metadata is not None:
         out.metadata.update(c.metadata)
     return out

@@ -58,6 +58,10 @@ batch_jobs = Table(
     Column("end_time", Double, nullable=True),
     Column("expire_time", Double, nullable=True),
     Column("purged", Boolean, nullable=False, default=False),
+    # Where a job whose requests are queued in the background (a table job over all or
+    # filtered rows) stands: an opaque cursor of its queuer; NULL once every request is
+    # queued. A job with a cursor does not end, however many of its requests ended.
+    Column("queue_cursor", Text, nullable=True),
     UniqueConstraint("project_id", "idempotency_key", name="uq_rf_batch_jobs_idempotency"),
 )
 

@@ -1,10 +1,11 @@
 """Table jobs: regenerate rows (all, a ``where`` filter, or ids) or backfill a column as a
 durable background job, on the batch machinery (see :mod:`rowforge.server.batch.table_rows`).
 
-Creating a job lists the selected row ids once and adds one batch request per row (request
-id = row id), then submits it; from there the batch worker claims rows with leases, and hands
-each to :meth:`TableJobs.run_row`, which reads the row *when its turn comes* and generates
-its target cells in DAG order through :meth:`RowEngine.run_job_row`.
+A job has one batch request per row (request id = row id). Named rows are all queued before
+the job is submitted; all rows or a ``where`` filter start with a first chunk and the rest is
+queued in the background, durably (:mod:`.job_queue`). The batch worker claims rows with
+leases, and hands each to :meth:`TableJobs.run_row`, which reads the row *when its turn
+comes* and generates its target cells in DAG order through :meth:`RowEngine.run_job_row`.
 
 What happens to rows touched while their job runs:
 
@@ -30,10 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rowforge.server.batch.api import BatchService
-from rowforge.server.batch.model import ErrorDetail, Job, JobConfig, RequestInput
+from rowforge.server.batch.model import ErrorDetail, Job, JobConfig, JobState, RequestInput
 from rowforge.server.batch.table_rows import JobGate, RowOutcome, table_job_type
 from rowforge.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from rowforge.server.tables.engine import RowEngine, regen_targets
+from rowforge.server.tables.job_queue import FIRST_CHUNK, RowQueuer, chunk_cursor, requests_of
 from rowforge.server.tables.model import CellStatus, LLMGenConfig, Row, TableSchema
 from rowforge.server.tables.store import TableStore
 
@@ -86,6 +88,14 @@ class TableJobs:
         self.engine = engine
         self.batch = batch
         self.reader = SharedRowReads(tables)
+        self.queuer = RowQueuer(tables, batch)
+
+    async def start(self) -> None:
+        """Continue queuing the rows of jobs a previous run left half queued."""
+        await self.queuer.resume()
+
+    async def stop(self) -> None:
+        await self.queuer.stop()
 
     async def create(self, project_id: str, spec: TableJobSpec,
                      idempotency_key: str = "") -> Job:
@@ -109,25 +119,55 @@ class TableJobs:
         plan = self.engine.plan(schema)
         targets = regen_targets(plan, spec.strategy, spec.output_column)
         self.check_table(schema)
+        if not spec.row_ids:
+            return await self._start_queued(project_id, schema, spec, targets,
+                                            idempotency_key)
         row_ids = await self._select(schema, spec)
-        if not row_ids:
-            raise FailedPrecondition("no row matches the job's selection", reason="NO_ROWS",
-                                     metadata={"tableId": spec.table_id})
         return await self._start(project_id, spec, targets, row_ids, idempotency_key)
 
-    async def _start(self, project_id: str, spec: TableJobSpec, targets: Sequence[str],
-                     row_ids: list[str], idempotency_key: str) -> Job:
-        plan = self.engine.plan(await self.tables.get_table(project_id, spec.table_type,
-                                                            spec.table_id))
+    def _config(self, schema: TableSchema, spec: TableJobSpec, targets: Sequence[str]
+                ) -> JobConfig:
+        plan = self.engine.plan(schema)
         model = ""
         for name in targets:
             gen = plan.columns[name].column.gen_config
             if isinstance(gen, LLMGenConfig):
                 model = gen.model or self.engine.models.default("chat").id
                 break
-        config = JobConfig(model=model, job_type=table_job_type(spec.table_type,
-                                                                spec.table_id),
-                           metadata=spec.params())
+        return JobConfig(model=model, job_type=table_job_type(spec.table_type, spec.table_id),
+                         metadata=spec.params())
+
+    async def _start_queued(self, project_id: str, schema: TableSchema, spec: TableJobSpec,
+                            targets: Sequence[str], idempotency_key: str) -> Job:
+        """All rows or a ``where`` filter: the job starts with its first chunk of rows, the
+        rest are queued in the background (see :mod:`.job_queue`)."""
+        upto = await self.tables.last_sequence(schema)
+        keys = await self.tables.row_keys(schema, where=spec.where, upto=upto,
+                                          limit=FIRST_CHUNK)
+        if not keys:
+            raise FailedPrecondition("no row matches the job's selection", reason="NO_ROWS",
+                                     metadata={"tableId": spec.table_id})
+        config = self._config(schema, spec, targets)
+        job, created = await self.batch.store.create_job(project_id, config, idempotency_key)
+        if not created and job.state is not JobState.CREATED:
+            return job  # a retry; a job left CREATED by a crash is queued now
+        cursor = chunk_cursor(keys, FIRST_CHUNK, upto)
+        if await self.batch.store.queue_requests(project_id, job.id, requests_of(keys),
+                                                 after=None, cursor=cursor):
+            job = await self.batch.submit(project_id, job.id)
+            if cursor is not None:
+                self.queuer.spawn(project_id, job.id, dict(config.metadata or {}), cursor)
+        return await self.batch.get_job(project_id, job.id)
+
+    async def _start(self, project_id: str, spec: TableJobSpec, targets: Sequence[str],
+                     row_ids: list[str], idempotency_key: str) -> Job:
+        """Named rows (at most :data:`MAX_JOB_ROW_IDS`, or an import's): all queued, then
+        the job is submitted."""
+        if not row_ids:
+            raise FailedPrecondition("no row matches the job's selection", reason="NO_ROWS",
+                                     metadata={"tableId": spec.table_id})
+        config = self._config(await self.tables.get_table(project_id, spec.table_type,
+                                                          spec.table_id), spec, targets)
         job, created = await self.batch.store.create_job(project_id, config, idempotency_key)
         if not created:
             return job
@@ -153,23 +193,17 @@ class TableJobs:
                             row_ids=tuple(row_ids))
         return await self._start(project_id, spec, self.engine.plan(schema).order, row_ids, "")
 
-    async def _select(self, schema: Any, spec: TableJobSpec) -> list[str]:
-        if spec.row_ids:
-            seen: set[str] = set()
-            for i, row_id in enumerate(spec.row_ids):
-                if not row_id or row_id in seen:
-                    raise InvalidArgument.field(f"row_ids[{i}]", "must be a distinct row id")
-                seen.add(row_id)
-            ids = list(spec.row_ids)
-            for start in range(0, len(ids), _ADD_CHUNK):  # NotFound names a missing row
-                await self.tables.get_rows(schema, ids[start:start + _ADD_CHUNK],
-                                           columns=["ID"])
-            return ids
-        out: list[str] = []
-        async for batch in self.tables.iter_rows(schema, columns=["ID"], where=spec.where,
-                                                 batch=2000):
-            out.extend(row.id for row in batch)
-        return out
+    async def _select(self, schema: TableSchema, spec: TableJobSpec) -> list[str]:
+        """The named row ids, checked: distinct, and all existing (NotFound names one)."""
+        seen: set[str] = set()
+        for i, row_id in enumerate(spec.row_ids):
+            if not row_id or row_id in seen:
+                raise InvalidArgument.field(f"row_ids[{i}]", "must be a distinct row id")
+            seen.add(row_id)
+        ids = list(spec.row_ids)
+        for start in range(0, len(ids), _ADD_CHUNK):
+            await self.tables.get_rows(schema, ids[start:start + _ADD_CHUNK], columns=["ID"])
+        return ids
 
     # --- the batch worker's TableRowRunner ----------------------------------------------
 

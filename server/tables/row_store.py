@@ -177,6 +177,26 @@ class RowStore:
         finally:
             self._touched([schema.storage_id])
 
+    async def row_keys(self, schema: TableSchema, *, where: str = "", after: int = 0,
+                       upto: int | None = None, limit: int = 1000) -> list[tuple[int, str]]:
+        """``(sequence, id)`` of the rows matching ``where`` with ``after < sequence <=
+        upto``, in insertion order: one keyset page (continue after the last sequence)."""
+        conditions = self._filters(schema, where, "", None)
+        table = layout.row_table(schema)
+        seq = table.c[layout.SEQ]
+        if upto is not None:
+            conditions.append(seq <= upto)
+        stmt = (sa.select(seq, table.c[layout.ROW_ID]).where(*conditions, seq > after)
+                .order_by(seq).limit(limit))
+        async with self._reading(schema) as conn:
+            return [(int(s), str(i)) for s, i in (await conn.execute(stmt)).all()]
+
+    async def last_sequence(self, schema: TableSchema) -> int:
+        """The sequence of the newest row (0: none); rows inserted later have larger ones."""
+        table = layout.row_table(schema)
+        async with self._reading(schema) as conn:
+            return int(await conn.scalar(sa.select(sa.func.max(table.c[layout.SEQ]))) or 0)
+
     async def _current(self, conn: AsyncConnection, storage_id: str) -> TableSchema | None:
         return await self.schemas.current(conn, storage_id)
 

@@ -256,6 +256,16 @@ class TableStore:
         """Every row matching ``where``, in insertion order, in batches."""
         return self.rows.iter_rows(schema, columns=columns, where=where, batch=batch)
 
+    async def row_keys(self, schema: TableSchema, *, where: str = "", after: int = 0,
+                       upto: int | None = None, limit: int = 1000) -> list[tuple[int, str]]:
+        """``(sequence, id)`` of matching rows after sequence ``after`` (a keyset page)."""
+        return await self.rows.row_keys(schema, where=where, after=after, upto=upto,
+                                        limit=limit)
+
+    async def last_sequence(self, schema: TableSchema) -> int:
+        """The newest row's sequence (0: no row)."""
+        return await self.rows.last_sequence(schema)
+
     async def update_rows(self, schema: TableSchema,
                           updates: Mapping[str, Mapping[str, Any]]) -> int:
         """Set cells of existing rows (typed; generated columns are not regenerated)."""

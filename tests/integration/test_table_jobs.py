@@ -516,3 +516,18 @@ async def test_import_then_generate_in_a_job(server: ServerProcess, channel: grp
     assert all(r.cells["b"].status == DONE for r in rows.values())
     prompts = chat_prompts(fake, tag)
     assert sum(prompts.values()) == 100 and set(prompts.values()) == {1}
+
+
+async def test_a_failing_call_is_retried_by_the_job_only(
+        channel: grpc.aio.Channel, md: Metadata, fake: FakeOpenAI) -> None:
+    # The job's gate retries transient errors (ROWFORGE_BATCH_MAX_ATTEMPTS=8 here); the
+    # cell executor's own retries (3 attempts, for interactive calls) must not wrap them.
+    s = Stubs(channel, md)
+    tag = uuid.uuid4().hex[:6]
+    await s.table("r", 1, cols=[llm_col("a", "answer ${q}", model="fake/gpt")], tag=tag)
+    fake.add_rule(f"answer {tag}q0", 503)
+    job = await s.job("r", all_rows=True)
+    final, _ = await s.watch(job.job_id)
+    assert final.metrics.failed_requests == 1
+    assert chat_prompts(fake, tag)[f"answer {tag}q0"] == 8
+    assert final.metrics.provider_calls == 8

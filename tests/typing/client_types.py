@@ -43,6 +43,7 @@ def sync_client(client: RowForge, streams: bool) -> None:
     assert_type(client.table.list_table_rows("action", "a"), t.Page[dict[str, Any]])
     assert_type(client.file.get_thumbnail("file://x"), bytes)
     assert_type(client.batch.get_job("j"), Job)
+    assert_type(client.table.backfill_column("action", "a", "c").wait(), Job)
     assert_type(client.with_options(timeout=None), RowForge)
 
 
@@ -68,6 +69,13 @@ async def async_client(client: AsyncRowForge) -> None:
     assert_type(client.batch.stream_results("j"), AsyncStream[BatchResult])
     assert_type(client.batch.watch_job("j"), AsyncStream[JobEvent])
     assert_type(await client.model_ids(), list[str])
+    # A table job's handle: its methods are awaited too, its events an async stream.
+    job = await client.table.backfill_column("action", "a", "c")
+    assert_type(await job.wait(), Job)
+    assert_type(await job.refresh(), Job)
+    assert_type(await job.cancel(), Job)
+    assert_type(job.watch(), AsyncStream[JobEvent])
+    assert_type(job.job_id, str)
     assert_type(client.with_options(timeout=5), AsyncRowForge)
     request: t.MultiRowAddRequest[Literal[False]] = t.MultiRowAddRequest(
         table_id="a", data=ROWS, stream=False)

@@ -34,6 +34,7 @@ def test_the_stub_is_what_the_sync_methods_generate() -> None:
 def test_every_public_method_has_an_async_signature() -> None:
     from rowforge.clients._files import FileClient
     from rowforge.clients._models import ModelMethods
+    from rowforge.clients._table_jobs import TableJob
     from rowforge.clients._tables import TableClient
     from rowforge.clients.batch_jobs import BatchClient
 
@@ -42,7 +43,8 @@ def test_every_public_method_has_an_async_signature() -> None:
                             if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
                 for node in stub.body if isinstance(node, ast.ClassDef)}
     for cls, name in [(TableClient, "AsyncTableClient"), (FileClient, "AsyncFileClient"),
-                      (BatchClient, "AsyncBatchClient"), (ModelMethods, "AsyncModelMethods")]:
+                      (BatchClient, "AsyncBatchClient"), (ModelMethods, "AsyncModelMethods"),
+                      (TableJob, "AsyncTableJob")]:
         public = {m for m in vars(cls) if not m.startswith("_") and callable(getattr(cls, m))}
         assert public == declared[name], name
 

@@ -40,13 +40,10 @@ class SlowDb:
         finally:
             self.in_flight -= 1
 
-    async def execute(self, statement: Any) -> None:
-        params = statement.compile().params
+    async def execute(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         counts: Counter[str] = Counter()
-        i = 0
-        while f"job_id_m{i}" in params:
-            counts[params[f"job_id_m{i}"]] += params[f"calls_m{i}"]
-            i += 1
+        for row in rows:
+            counts[row["job_id"]] += row["calls"]
         self.writes.append(counts)
 
 

@@ -226,6 +226,7 @@ class Job(_message.Message):
     SUBMIT_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    QUEUING_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
     state: Global___JobState.ValueType
@@ -242,6 +243,10 @@ class Job(_message.Message):
     """Free-form type, for routing callbacks and filtering."""
     max_batch_size: _builtins.int
     """Requests per AddRequests batch used by clients."""
+    queuing: _builtins.bool
+    """True while requests are still being queued in the background (a table job over all
+    rows or a filter starts with its first rows): metrics.total_requests is not final yet.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Custom metadata."""
@@ -283,10 +288,11 @@ class Job(_message.Message):
         submit_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        queuing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "expire_time", b"expire_time", "metadata", b"metadata", "metrics", b"metrics", "submit_time", b"submit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "expire_time", b"expire_time", "job_id", b"job_id", "job_type", b"job_type", "max_batch_size", b"max_batch_size", "max_output_tokens", b"max_output_tokens", "metadata", b"metadata", "metrics", b"metrics", "model", b"model", "state", b"state", "submit_time", b"submit_time", "system_instruction", b"system_instruction", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "expire_time", b"expire_time", "job_id", b"job_id", "job_type", b"job_type", "max_batch_size", b"max_batch_size", "max_output_tokens", b"max_output_tokens", "metadata", b"metadata", "metrics", b"metrics", "model", b"model", "queuing", b"queuing", "state", b"state", "submit_time", b"submit_time", "system_instruction", b"system_instruction", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

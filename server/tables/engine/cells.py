@@ -85,6 +85,10 @@ class EngineServices(Protocol):
     def rag(self) -> Retriever | None: ...
     async def sandbox(self) -> SandboxRunner: ...
     def model_slot(self, model_id: str) -> AbstractAsyncContextManager[Any]: ...
+    @property
+    def retries_calls(self) -> bool:
+        """Calls through ``providers`` are retried there already (a table job's gate):
+        executors make one attempt, or a failing call would be retried n x m times."""
 
 
 @dataclass
@@ -177,7 +181,9 @@ class RetryPolicy:
 
     async def call(self, cell: CellRun, fn: Callable[[], Awaitable[Any]]) -> Any:
         """``fn()`` with retries; a wait that would pass the deadline is not taken (the last
-        error is raised instead)."""
+        error is raised instead). No retries when the services retry calls themselves."""
+        if cell.services.retries_calls:
+            return await fn()
 
         def check_deadline(attempt: int, error: BaseException, delay: float) -> None:
             left = cell.remaining()

@@ -201,6 +201,9 @@ class _GatedServices:
     (the batch worker's per-model rate limiter, call log and retries), not the interactive
     model slots, so interactive calls never queue behind a job."""
 
+    #: The gate retries transient errors; the executors must not retry them again.
+    retries_calls = True
+
     def __init__(self, engine: RowEngine, gate: CallGate) -> None:
         self._engine = engine
         self._gate = gate
@@ -354,6 +357,9 @@ class RowEngine:
             ``SANDBOX_UNAVAILABLE``).
         executors: Column executors by gen-config type (default: LLM, Python, embedding).
     """
+
+    #: Interactive calls are retried by the executors (see ``RetryPolicy``).
+    retries_calls = False
 
     def __init__(self, *, store: Any, models: ModelRegistry, providers: ModelAccess | None = None,
                  settings: Settings | None = None,

@@ -1,0 +1,24 @@
+"""Batch jobs queued in the background: the queuer's cursor (table jobs over many rows).
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("rf_batch_jobs", sa.Column("queue_cursor", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("rf_batch_jobs") as batch:
+        batch.drop_column("queue_cursor")
