@@ -46,6 +46,15 @@ class CallLog:
                 asyncio.get_running_loop().call_soon(self._flush_soon)
         await asyncio.shield(self._written)
 
+    def not_made(self, job_id: str) -> None:
+        """Take back a start of ``job_id`` whose call was not made after all (cancelled or
+        failed while waiting to be admitted); written with the next group commit."""
+        self._pending[job_id] -= 1
+        if self._written is None:
+            self._written = asyncio.get_running_loop().create_future()
+            if self._writing is None:
+                asyncio.get_running_loop().call_soon(self._flush_soon)
+
     def _flush_soon(self) -> None:
         if self._writing is not None or self._written is None:
             return
@@ -69,7 +78,9 @@ class CallLog:
         task.add_done_callback(settle)
 
     async def _write(self, counts: Counter[str]) -> None:
-        rows = [{"job_id": job_id, "calls": n} for job_id, n in counts.items()]
+        rows = [{"job_id": job_id, "calls": n} for job_id, n in counts.items() if n]
+        if not rows:
+            return
         async with self.db.write() as conn:
             await conn.execute(self._upsert(), rows)
 

@@ -102,9 +102,17 @@ class JobGate:
         while True:
             attempt += 1
             await prepare(spec)
-            permit = await limiter.acquire(estimate, slots=self.slots)
+            # Counted before admission, so the write (a group commit) overlaps the wait for
+            # a slot instead of holding one: ~10 ms of every 100 ms call's slot at 64 in
+            # flight (bench_table_jobs: 1.23x -> 1.13x ideal). A start whose call is then not
+            # made is taken back; only a crash while waiting leaves it counted.
+            await self.calls.started(self.job_id)
             try:
-                await self.calls.started(self.job_id)
+                permit = await limiter.acquire(estimate, slots=self.slots)
+            except BaseException:
+                self.calls.not_made(self.job_id)
+                raise
+            try:
                 result = await fn()
             except BaseException as exc:
                 throttled = isinstance(exc, ResourceExhausted) \

@@ -44,7 +44,7 @@ async def test_two_replicas_share_a_table_job_and_survive_a_sigkill(
         tmp_path: Path, shared_database: str, fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
     md: Metadata = (("x-project-id", "pg-tj"),)
     tag = uuid.uuid4().hex[:6]
-    n = 300
+    n = 600
     a = replica(tmp_path, "a", fakes[0], shared_database)
     b = replica(tmp_path, "b", fakes[1], shared_database)
     try:
@@ -55,7 +55,9 @@ async def test_two_replicas_share_a_table_job_and_survive_a_sigkill(
             while True:
                 got = (await s.b.GetJob(bpb.GetJobRequest(job_id=job.job_id),
                                         metadata=md)).job
-                if got.metrics.processed_requests >= n * 0.3:
+                # b finds the job at its next poll (the submit woke only a): kill it once
+                # it has generated rows too
+                if got.metrics.processed_requests >= n * 0.3 and counts(tag, fakes[1]):
                     break
                 await asyncio.sleep(0.02)
             b.kill()  # SIGKILL: its leases expire and replica a takes its rows

@@ -71,3 +71,16 @@ async def test_a_failed_write_fails_only_its_starts() -> None:
         await doomed
     await next_wave  # written by the following write
     assert db.writes == [Counter({"b": 1})]
+
+
+async def test_a_start_whose_call_was_not_made_is_taken_back() -> None:
+    db = SlowDb(0.01)
+    log = CallLog(db)  # type: ignore[arg-type]
+    await log.started("a")
+    await log.started("a")
+    log.not_made("a")  # e.g. cancelled while waiting for a call slot
+    await asyncio.sleep(0.05)  # written with the next group commit, nobody waits for it
+    assert sum(db.writes, Counter()) == Counter({"a": 1})
+    log.not_made("b")
+    await log.started("b")  # both in one write: nothing to write at all
+    assert sum(db.writes, Counter()) == Counter({"a": 1})
