@@ -421,6 +421,8 @@ async def test_a_database_of_an_older_version_gets_the_analyzer_column(
         await conn.execute(sa.text("DROP TABLE rf_alembic_version"))
         await conn.execute(sa.text("DROP TABLE rf_provider_usage"))  # came with 0002
         await conn.execute(sa.text("DROP TABLE rf_replicas"))  # came with 0003
+        await conn.execute(sa.text(
+            "ALTER TABLE rf_batch_jobs DROP COLUMN queue_cursor"))  # came with 0004
     await store.db.prepare_schema(upgrade=True)  # rowforge admin migrate
     await store.db.prepare_schema()  # idempotent
     fresh = TableStore(store.db, models=ModelRegistry.from_config([]))

@@ -16,7 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("rf_batch_jobs", sa.Column("queue_cursor", sa.Text(), nullable=True))
+    present = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("rf_batch_jobs")}
+    if "queue_cursor" not in present:  # a data dir from before migrations, adopted as the
+        # baseline, got rf_batch_jobs created with today's columns already
+        op.add_column("rf_batch_jobs", sa.Column("queue_cursor", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
