@@ -293,6 +293,10 @@ def fill_cell(out: pb.Cell, cell: Cell, *, input_column: bool = False, legacy: b
     set_cell_value(out.typed_value, cell.value, file=file)
     if legacy:
         codec.set_value(out.value, cell.value, str)
+    _fill_usage_and_references(out, cell)
+
+
+def _fill_usage_and_references(out: pb.Cell | pb.CellCompletion, cell: Cell) -> None:
     usage = cell.usage
     if usage is not None:
         pb_usage = out.usage
@@ -320,14 +324,7 @@ def fill_cell_completion(out: pb.CellCompletion, cell: Cell, *, legacy: bool = T
     out.status = STATUS_TO_PB[cell.status]
     if cell.error:
         out.error = cell.error
-    usage = cell.usage
-    if usage is not None:
-        pb_usage = out.usage
-        pb_usage.prompt_tokens = usage.prompt_tokens
-        pb_usage.completion_tokens = usage.completion_tokens
-        pb_usage.total_tokens = usage.total_tokens
-    if cell.references is not None:
-        out.references.CopyFrom(references_to_pb(cell.references))
+    _fill_usage_and_references(out, cell)
 
 
 def row_to_pb(row: Row, schema: TableSchema | None = None,
