@@ -17,8 +17,13 @@ through the load balancer:
 cells + uploads + searches); CPU per request is the replicas' user+system CPU time (from
 /proc) during the timed part over that count: replicas that add no per-request cost keep it
 flat as they are added. The setup (tables, the job's requests, a first search on every replica,
-which builds its own copy of the knowledge index) is not timed; the CPU idle replicas use over
-as long is printed beside (background loops: lease renewal, batch and change-feed polls).
+which builds its own copy of the knowledge index, and six uploads to every replica: its
+first S3 requests cost more, printed) is not timed. Before the timed part the idle
+replicas' CPU is measured for ``--idle`` seconds (background loops: heartbeats, lease
+renewal, batch and index polls); "net" CPU per request subtracts that rate over the timed
+part's duration. The replicas' involuntary context switches per request are printed too (a
+replica preempted for another process: more processes than cores). ``--parts`` also times
+each part of the workload alone, to show which part's cost (if any) grows with replicas.
 On a 2-core machine the throughput cannot scale past the cores (the fake, nginx, moto and the
 client share them): the CPU per request is the figure that shows the replicas' own cost.
 
@@ -29,7 +34,7 @@ evicted index from its saved files and catches up from the change feed).
 
 Run::
 
-    .venv/bin/python bench/bench_cluster.py [--requests 1000] [--replicas 1,2,3]
+    .venv/bin/python bench/bench_cluster.py [--requests 1000] [--replicas 1,2,3] [--parts]
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _machine import print_machine
 
@@ -121,10 +128,49 @@ async def knowledge_table(client: Client, table_id: str, rows: int) -> None:
                           for i in range(start, min(rows, start + 100))], table_id=table_id)
 
 
-async def mixed(target: str, options: list[tuple[str, str]], args: argparse.Namespace,
-                replicas: list[ServerProcess]) -> tuple[float, int, float]:
-    """Run the mixed workload; returns (seconds, requests, replicas' CPU seconds), timed
-    after the setup (tables, the job's requests, every replica's knowledge index warm)."""
+def sample(replicas: list[ServerProcess]) -> tuple[float, int]:
+    """(user+system CPU seconds, involuntary context switches), summed over the replicas."""
+    cpu = switches = 0
+    for proc in replicas:
+        cpu += cpu_seconds(proc)
+        assert proc.process is not None
+        with open(f"/proc/{proc.process.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    switches += int(line.split()[1])
+    return cpu, switches
+
+
+@dataclass
+class Measure:
+    """One timed part of the workload on one set of replicas."""
+
+    seconds: float
+    requests: int
+    cpu: float  # the replicas' CPU seconds while it ran
+    background: float  # what they use idle over as long (measured before, same replicas)
+    switches: int  # involuntary context switches of the replicas
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu / self.requests * 1000
+
+    @property
+    def net_ms(self) -> float:
+        return (self.cpu - self.background) / self.requests * 1000
+
+
+PARTS = ("batch", "streams", "uploads", "searches")
+
+
+async def workload(target: str, options: list[tuple[str, str]], args: argparse.Namespace,
+                   replicas: list[ServerProcess]) -> dict[str, Measure]:
+    """Set up, measure the idle replicas' background CPU, then time the mixed workload (all
+    parts at once: ``"mixed"``) and, with ``--parts``, each part alone."""
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         jobs = batch_job_service_pb2_grpc.BatchJobServiceStub(channel)
         tables = table_service_pb2_grpc.TableServiceStub(channel)
@@ -133,8 +179,12 @@ async def mixed(target: str, options: list[tuple[str, str]], args: argparse.Name
         await knowledge_table(kb, "kb", 500)
         await create_table(tables, MD, "t", [input_col("q"),
                                              llm_col("a", "Answer ${q}", model="fake/gpt")])
-        job = (await jobs.CreateJob(bpb.CreateJobRequest(model="fake/gpt"), metadata=MD)).job
-        await add_all(jobs, MD, job.job_id, [text_request(f"r{i}") for i in range(args.requests)])
+        job_ids = []
+        for _ in range(2 if args.parts else 1):
+            job = (await jobs.CreateJob(bpb.CreateJobRequest(model="fake/gpt"), metadata=MD)).job
+            await add_all(jobs, MD, job.job_id,
+                          [text_request(f"r{i}") for i in range(args.requests)])
+            job_ids.append(job.job_id)
         payload = os.urandom(128 * 1024).hex().encode()
 
         async def stream(s: int) -> None:
@@ -153,32 +203,75 @@ async def mixed(target: str, options: list[tuple[str, str]], args: argparse.Name
         async def search(i: int) -> None:
             await kb.search(f"valve v{i % 37} pressure", table_id="kb", k=5)
 
-        async def batch() -> None:
-            await jobs.SubmitJob(bpb.SubmitJobRequest(job_id=job.job_id), metadata=MD)
-            found, _final = await results(jobs, MD, job.job_id, timeout=600)
+        async def batch(job_id: str) -> None:
+            await jobs.SubmitJob(bpb.SubmitJobRequest(job_id=job_id), metadata=MD)
+            found, _final = await results(jobs, MD, job_id, timeout=600)
             assert len(found) == args.requests
 
-        for replica in replicas:  # each replica builds its own copy of the index first
-            async with grpc.aio.insecure_channel(replica.address) as direct:
-                await Client(direct, MD).search("valve", table_id="kb", k=5)
-        cpu_before = sum(cpu_seconds(r) for r in replicas)
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(16)
+        sem = asyncio.Semaphore(args.concurrency)
 
         async def limited(coro):  # type: ignore[no-untyped-def]
             async with sem:
                 await coro
 
-        await asyncio.gather(batch(), *(stream(s) for s in range(args.streams)),
-                             *(limited(upload(i)) for i in range(args.uploads)),
-                             *(limited(search(i)) for i in range(args.searches)))
-        seconds = time.perf_counter() - started
-        cpu = sum(cpu_seconds(r) for r in replicas) - cpu_before
-    return seconds, args.requests + 50 * args.streams + args.uploads + args.searches, cpu
+        def calls(part: str, job_id: str) -> tuple[list[Any], int]:
+            if part == "batch":
+                return [batch(job_id)], args.requests
+            if part == "streams":
+                return [stream(s) for s in range(args.streams)], 50 * args.streams
+            if part == "uploads":
+                return [limited(upload(i)) for i in range(args.uploads)], args.uploads
+            return [limited(search(i)) for i in range(args.searches)], args.searches
+
+        # Warm-up, on each replica directly: a search builds its own copy of the index;
+        # uploads make its first S3 requests (botocore builds each operation's model, signer
+        # and connections on first use: a cost per replica, not per request).
+        warm: list[tuple[float, float]] = []  # per replica: (1st upload, each of the next 5)
+        for n, replica in enumerate(replicas):
+            async with grpc.aio.insecure_channel(replica.address) as direct:
+                await Client(direct, MD).search("valve", table_id="kb", k=5)
+                direct_files = file_service_pb2_grpc.FileServiceStub(direct)
+                spent = []
+                for count in (1, 5):
+                    cpu_before = cpu_seconds(replica)
+                    for i in range(count):
+                        await direct_files.UploadFile(iter((
+                            fpb.UploadFileRequest(
+                                metadata=fpb.FileMetadata(name=f"w{n}-{count}-{i}.txt")),
+                            fpb.UploadFileRequest(chunk=payload + str(uuid.uuid4()).encode()))),
+                            metadata=MD, timeout=60)
+                    spent.append((cpu_seconds(replica) - cpu_before) / count)
+                warm.append((spent[0], spent[1]))
+        print("  warm-up uploads, each replica's CPU for its 1st upload / each of the next 5: "
+              + "; ".join(f"{a * 1000:.0f} / {b * 1000:.0f} ms" for a, b in warm), flush=True)
+        before = sample(replicas)
+        await asyncio.sleep(args.idle)
+        background_per_s = (sample(replicas)[0] - before[0]) / args.idle
+
+        async def timed(parts: tuple[str, ...], job_id: str) -> Measure:
+            coros, requests = [], 0
+            for part in parts:
+                more, count = calls(part, job_id)
+                coros += more
+                requests += count
+            cpu_before, switches_before = sample(replicas)
+            started = time.perf_counter()
+            await asyncio.gather(*coros)
+            seconds = time.perf_counter() - started
+            cpu, switches = sample(replicas)
+            return Measure(seconds, requests, cpu - cpu_before, background_per_s * seconds,
+                           switches - switches_before)
+
+        measured = {"mixed": await timed(PARTS, job_ids[0])}
+        if args.parts:
+            for part in PARTS:
+                await asyncio.sleep(1.0)  # let the previous part's background work settle
+                measured[part] = await timed((part,), job_ids[1])
+    return measured
 
 
 async def run_replicas(count: int, args: argparse.Namespace, fake: object, s3_env: dict[str, str],
-                       work: Path) -> tuple[float, int, float]:
+                       work: Path) -> dict[str, Measure]:
     url = await asyncio.to_thread(postgres.create_database)
     replicas = []
     try:
@@ -186,13 +279,10 @@ async def run_replicas(count: int, args: argparse.Namespace, fake: object, s3_en
                "ROWFORGE_LOG_LEVEL": "WARNING"}
         replicas = [ServerProcess(work / f"r{count}-{i}", env={
             **env, "ROWFORGE_WORKER_ID": f"bench-{count}-{i}"}).start() for i in range(count)]
+        if args.only_first:  # the others run idle: their presence alone, measured
+            return await workload(replicas[0].address, [], args, replicas)
         with balancer(replicas, work / f"lb{count}") as (target, options):
-            seconds, requests, cpu = await mixed(target, options, args, replicas)
-        idle_before = sum(cpu_seconds(r) for r in replicas)
-        await asyncio.sleep(seconds)  # the replicas' background work, no calls
-        idle = sum(cpu_seconds(r) for r in replicas) - idle_before
-        print(f"  (idle replicas over as long: {idle:.2f} s CPU)")
-        return seconds, requests, cpu
+            return await workload(target, options, args, replicas)
     finally:
         for r in replicas:
             r.terminate()
@@ -232,6 +322,16 @@ async def main() -> None:
     parser.add_argument("--evict-rows", type=int, default=5000)
     parser.add_argument("--evict-budget-mb", type=int, default=64)
     parser.add_argument("--evict-queries", type=int, default=30)
+    parser.add_argument("--idle", type=float, default=3.0,
+                        help="seconds the idle replicas' background CPU is measured over")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time each part of the workload alone (CPU per request)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="uploads and searches in flight at once (all replicas together)")
+    parser.add_argument("--only-first", action="store_true",
+                        help="send every call to the first replica, no load balancer (the "
+                        "others idle: what their presence alone costs)")
+    parser.add_argument("--no-eviction", action="store_true", help="skip the eviction figure")
     args = parser.parse_args()
     print_machine("grpcio", "sqlalchemy", "asyncpg", "aiobotocore", "moto")
     if await asyncio.to_thread(postgres.postgres_url) is None:
@@ -242,22 +342,38 @@ async def main() -> None:
     try:
         with fake_provider(args.latency) as fake, moto_server() as s3:
             s3_env = s3.server_env(s3.bucket())
-            rows = []
+            rows: list[tuple[int, dict[str, Measure]]] = []
             for count in (int(c) for c in args.replicas.split(",")):
-                seconds, requests, cpu = await run_replicas(count, args, fake, s3_env, work)
-                rows.append((count, requests / seconds, cpu / requests * 1000))
-                print(f"{count} replica(s): {requests} requests in {seconds:.2f} s = "
-                      f"{requests / seconds:.0f}/s; replicas' CPU {cpu:.2f} s = "
-                      f"{cpu / requests * 1000:.2f} ms per request", flush=True)
-            base = rows[0][1]
-            print("\n| replicas | requests/s | vs 1 replica | replica CPU ms per request |")
-            print("|---|---|---|---|")
-            for count, rate, cpu_ms in rows:
-                print(f"| {count} | {rate:.0f} | {rate / base:.2f}x | {cpu_ms:.2f} |")
-            resident, evicted = await eviction(args, fake, work)
-            print(f"\nknowledge search p50 ({args.evict_rows} rows): resident "
-                  f"{resident * 1000:.1f} ms, evicted (loaded on demand) {evicted * 1000:.1f} ms "
-                  f"= {evicted / resident:.1f}x")
+                measured = await run_replicas(count, args, fake, s3_env, work)
+                rows.append((count, measured))
+                for name, m in measured.items():
+                    print(f"{count} replica(s), {name}: {m.requests} requests in "
+                          f"{m.seconds:.2f} s = {m.rate:.0f}/s; replicas' CPU {m.cpu:.2f} s "
+                          f"(idle over as long: {m.background:.2f} s) = {m.cpu_ms:.2f} ms per "
+                          f"request, {m.net_ms:.2f} ms net of idle; "
+                          f"{m.switches / m.requests:.1f} involuntary context switches per "
+                          "request", flush=True)
+            base = rows[0][1]["mixed"].rate
+            print("\n| replicas | requests/s | vs 1 replica | replicas' CPU per request | "
+                  "net of idle background | involuntary switches per request |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for count, measured in rows:
+                m = measured["mixed"]
+                print(f"| {count} | {m.rate:.0f} | {m.rate / base:.2f}x | {m.cpu_ms:.2f} ms | "
+                      f"{m.net_ms:.2f} ms | {m.switches / m.requests:.1f} |")
+            if args.parts:
+                print("\nEach part alone, replicas' CPU per request net of idle background "
+                      "(ms):\n")
+                print("| part | " + " | ".join(f"{count} replica(s)" for count, _ in rows) + " |")
+                print("|---|" + "---:|" * len(rows))
+                for part in PARTS:
+                    print(f"| {part} | " + " | ".join(
+                        f"{measured[part].net_ms:.2f}" for _, measured in rows) + " |")
+            if not args.no_eviction:
+                resident, evicted = await eviction(args, fake, work)
+                print(f"\nknowledge search p50 ({args.evict_rows} rows): resident "
+                      f"{resident * 1000:.1f} ms, evicted (loaded on demand) "
+                      f"{evicted * 1000:.1f} ms = {evicted / resident:.1f}x")
         print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
