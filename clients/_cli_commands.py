@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -457,23 +458,34 @@ _STATE_ORDER = {state: i for i, state in enumerate(
      JobState.PROCESSING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))}
 
 
+#: Seconds between looks at whether a watched job still queues rows.
+QUEUING_RECHECK_S = 2.0
+
+
 def _watch(client: RowForge, job_id: str, args: argparse.Namespace, *, unit: str = "req",
            eta: bool = False) -> int:
     job = client.batch.get_job(job_id)
+    # While a table job is still queuing its rows the total grows: no ETA from it until done.
+    queuing, looked = job.queuing, time.monotonic()
     progress = Progress(job.metrics.total_requests or None, f"job {job_id}", unit,
-                        quiet=args.json, eta=eta)
-    progress.update_to(job.metrics.processed_requests, postfix=job.state.value)
+                        quiet=args.json, eta=eta and not queuing)
+    progress.update_to(job.metrics.processed_requests,
+                       postfix=job.state.value + (", queuing rows" if queuing else ""))
     state, done = job.state, job.metrics.processed_requests
     if not state.is_terminal:
         for event in client.batch.watch_job(job_id):
             # The stream replays the job's history first: never show an older state or count.
             if _STATE_ORDER.get(event.state, 0) >= _STATE_ORDER[state]:
                 state = event.state
+            if queuing and time.monotonic() - looked >= QUEUING_RECHECK_S:
+                queuing, looked = client.batch.get_job(job_id).queuing, time.monotonic()
+                progress.eta = eta and not queuing
             if event.metrics is not None:
                 m = event.metrics
                 done = max(done, m.processed_requests)
                 progress.update_to(done, m.total_requests or None,
-                                   postfix=f"{state.value}, {m.failed_requests} failed")
+                                   postfix=f"{state.value}, {m.failed_requests} failed"
+                                   + (", queuing rows" if queuing else ""))
             if state.is_terminal:
                 break
         job = client.batch.get_job(job_id)
