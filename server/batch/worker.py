@@ -302,9 +302,16 @@ class BatchWorker:
             if limiter.tokens is not None:
                 estimate = providers.estimate_tokens(messages) + config.max_output_tokens
             await prepare(spec)
-            permit = await limiter.acquire(estimate, slots=self._slots)
+            # Counted before it can be paid for, while waiting for a call slot rather than
+            # holding one (the count's group commit would keep the slot from the next call;
+            # see table_rows.py). A start whose call is then not made is taken back.
+            await self.calls.started(claim.job_id)
             try:
-                await self.calls.started(claim.job_id)  # counted before it can be paid for
+                permit = await limiter.acquire(estimate, slots=self._slots)
+            except BaseException:
+                self.calls.not_made(claim.job_id)
+                raise
+            try:
                 result = await complete(spec, messages, temperature=config.temperature,
                                         max_tokens=config.max_output_tokens,
                                         response_format=fmt, timeout=self.timeout)

@@ -81,9 +81,9 @@ async def test_sigkill_mid_job_then_restart_completes_exactly_once(
     # never sent, so they cost nothing when they are claimed again. 8 resends seen.
     assert sum(calls.values()) - N <= 8 + 4
     # the job reports its paid calls: counted before each call is made, so a call the kill
-    # lost still counts; a kill can also catch calls counted but not yet sent (at most one
-    # wave of starts: the 8 workers)
+    # lost still counts; a kill can also catch calls counted but not yet sent (counted while
+    # waiting for one of the 8 call slots: at most the 16 leased requests)
     sent = sum(calls.values())
-    assert sent <= again.metrics.provider_calls <= sent + 8, (again.metrics.provider_calls, sent)
+    assert sent <= again.metrics.provider_calls <= sent + 16, (again.metrics.provider_calls, sent)
     retried = {r.request_id for r in everything if r.attempts > 1}
     assert {f"resume {rid}" for rid in retried} >= {t for t, c in calls.items() if c > 1}

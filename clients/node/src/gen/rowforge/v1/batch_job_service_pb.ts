@@ -101,9 +101,8 @@ export type JobMetrics = Message<"rowforge.v1.JobMetrics"> & {
 
   /**
    * Calls sent to the model's provider, retries and resends after a crash included (counted
-   * before each call is made; a table job's row counts its call while it waits for a call slot,
-   * so a crash may count the calls then waiting); provider_calls - processed_requests is what
-   * retries cost.
+   * before each call is made, while it waits for a call slot, so a crash may also count the
+   * calls then waiting); provider_calls - processed_requests is what retries cost.
    *
    * @generated from field: int64 provider_calls = 12;
    */
