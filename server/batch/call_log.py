@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rowforge.server.storage.batch_tables import batch_call_counts
 from rowforge.server.storage.db import Database
+
+T = TypeVar("T")
 
 
 class CallLog:
@@ -45,6 +48,18 @@ class CallLog:
             if self._writing is None:
                 asyncio.get_running_loop().call_soon(self._flush_soon)
         await asyncio.shield(self._written)
+
+    async def admitted(self, job_id: str, admit: Callable[[], Awaitable[T]]) -> T:
+        """Count a call of ``job_id``, then wait for ``admit()`` (its call slot): the write
+        (a group commit) overlaps the wait instead of holding a slot, which at 64 calls in
+        flight kept every 100 ms call's slot ~10 ms longer. If admission fails or is
+        cancelled, the start is taken back; only a crash while waiting leaves it counted."""
+        await self.started(job_id)
+        try:
+            return await admit()
+        except BaseException:
+            self.not_made(job_id)
+            raise
 
     def not_made(self, job_id: str) -> None:
         """Take back a start of ``job_id`` whose call was not made after all (cancelled or

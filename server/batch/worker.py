@@ -302,15 +302,10 @@ class BatchWorker:
             if limiter.tokens is not None:
                 estimate = providers.estimate_tokens(messages) + config.max_output_tokens
             await prepare(spec)
-            # Counted before it can be paid for, while waiting for a call slot rather than
-            # holding one (the count's group commit would keep the slot from the next call;
-            # see table_rows.py). A start whose call is then not made is taken back.
-            await self.calls.started(claim.job_id)
-            try:
-                permit = await limiter.acquire(estimate, slots=self._slots)
-            except BaseException:
-                self.calls.not_made(claim.job_id)
-                raise
+            # counted before it can be paid for, while waiting for a slot (bench_batch:
+            # 1.08x -> 1.04x ideal)
+            permit = await self.calls.admitted(
+                claim.job_id, functools.partial(limiter.acquire, estimate, slots=self._slots))
             try:
                 result = await complete(spec, messages, temperature=config.temperature,
                                         max_tokens=config.max_output_tokens,

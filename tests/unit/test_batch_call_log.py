@@ -84,3 +84,22 @@ async def test_a_start_whose_call_was_not_made_is_taken_back() -> None:
     log.not_made("b")
     await log.started("b")  # both in one write: nothing to write at all
     assert sum(db.writes, Counter()) == Counter({"a": 1})
+
+
+async def test_a_call_counted_before_admission_is_taken_back_if_admission_fails() -> None:
+    db = SlowDb(0.01)
+    log = CallLog(db)  # type: ignore[arg-type]
+    assert await log.admitted("a", lambda: asyncio.sleep(0, result="permit")) == "permit"
+
+    async def refused() -> None:
+        raise RuntimeError("no slot")
+
+    with pytest.raises(RuntimeError):
+        await log.admitted("a", refused)
+    blocked = asyncio.ensure_future(log.admitted("a", lambda: asyncio.sleep(10)))
+    await asyncio.sleep(0.05)
+    blocked.cancel()  # cancelled while waiting for its slot
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    await asyncio.sleep(0.05)
+    assert sum(db.writes, Counter()) == Counter({"a": 1})
