@@ -194,12 +194,13 @@ async def workload(target: str, options: list[tuple[str, str]], args: argparse.N
                     data=[struct({"q": f"q{s}-{i}"}) for i in range(50)]), metadata=MD):
                 pass
 
-        async def upload(i: int) -> None:
+        async def upload(name: str, stub: file_service_pb2_grpc.FileServiceStub = files
+                         ) -> None:
             def parts() -> Iterator[fpb.UploadFileRequest]:
-                yield fpb.UploadFileRequest(metadata=fpb.FileMetadata(name=f"u{i}.txt"))
+                yield fpb.UploadFileRequest(metadata=fpb.FileMetadata(name=name))
                 yield fpb.UploadFileRequest(chunk=payload + str(uuid.uuid4()).encode())
 
-            await files.UploadFile(parts(), metadata=MD, timeout=60)
+            await stub.UploadFile(parts(), metadata=MD, timeout=60)
 
         async def search(i: int) -> None:
             await kb.search(f"valve v{i % 37} pressure", table_id="kb", k=5)
@@ -221,7 +222,7 @@ async def workload(target: str, options: list[tuple[str, str]], args: argparse.N
             if part == "streams":
                 return [stream(s) for s in range(args.streams)], 50 * args.streams
             if part == "uploads":
-                return [limited(upload(i)) for i in range(args.uploads)], args.uploads
+                return [limited(upload(f"u{i}.txt")) for i in range(args.uploads)], args.uploads
             return [limited(search(i)) for i in range(args.searches)], args.searches
 
         # Warm-up, on each replica directly: a search builds its own copy of the index;
@@ -236,11 +237,7 @@ async def workload(target: str, options: list[tuple[str, str]], args: argparse.N
                 for count in (1, 5):
                     cpu_before = cpu_seconds(replica)
                     for i in range(count):
-                        await direct_files.UploadFile(iter((
-                            fpb.UploadFileRequest(
-                                metadata=fpb.FileMetadata(name=f"w{n}-{count}-{i}.txt")),
-                            fpb.UploadFileRequest(chunk=payload + str(uuid.uuid4()).encode()))),
-                            metadata=MD, timeout=60)
+                        await upload(f"w{n}-{count}-{i}.txt", direct_files)
                     spent.append((cpu_seconds(replica) - cpu_before) / count)
                 warm.append((spent[0], spent[1]))
         print("  warm-up uploads, each replica's CPU for its 1st upload / each of the next 5: "
