@@ -31,6 +31,7 @@ class Flaky(table_service_pb2_grpc.TableServiceServicer):
         self.retry_after: float | None = None
         self.counts: dict[str, int] = {}
         self.sleep = 0.0
+        self.time_remaining: float | None = None
 
     def reset(self, failures: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
               retry_after: float | None = None, sleep: float = 0.0) -> None:
@@ -46,6 +47,7 @@ class Flaky(table_service_pb2_grpc.TableServiceServicer):
 
     async def GetTable(self, request, context):
         await self._maybe_fail("GetTable", context)
+        self.time_remaining = context.time_remaining()
         await asyncio.sleep(self.sleep)
         return tpb.GetTableResponse(table=tpb.Table(id=request.table_id,
                                                     table_type=request.table_type))
@@ -138,13 +140,18 @@ def test_stream_is_retried_only_before_its_first_message(fake: FakeServer,
 
 
 def test_deadline_is_sent_and_enforced(fake: FakeServer, servicer: Flaky) -> None:
-    servicer.reset(failures=0, sleep=2.0)
-    with RowForge(address=fake.address, retry=FAST, timeout=0.3) as client:
+    servicer.reset(failures=0)
+    with RowForge(address=fake.address, retry=FAST, timeout=0.5) as client:
+        # Connect first: on a loaded machine the connection alone can outlast the deadline,
+        # and the call would then never reach the server.
+        client.table.get_table("action", "t1")
+        servicer.reset(failures=0, sleep=3.0)
         started = time.monotonic()
         with pytest.raises(ex.DeadlineExceededError):
             client.table.get_table("action", "t1")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5
     assert servicer.counts["GetTable"] == 1
+    assert servicer.time_remaining is not None and 0 < servicer.time_remaining <= 0.6
 
 
 async def test_deadline_async(fake: FakeServer, servicer: Flaky) -> None:
@@ -155,13 +162,15 @@ async def test_deadline_async(fake: FakeServer, servicer: Flaky) -> None:
 
 
 def test_retries_give_up_when_the_deadline_would_pass(fake: FakeServer, servicer: Flaky) -> None:
-    servicer.reset(failures=10, retry_after=2.0)
     slow = RetryConfig(max_attempts=5, initial_backoff=0.01, jitter=0.0)
-    with RowForge(address=fake.address, retry=slow, timeout=0.5) as client:
+    with RowForge(address=fake.address, retry=slow, timeout=1.0) as client:
+        servicer.reset(failures=0)
+        client.table.get_table("action", "t1")  # connected before the timed call
+        servicer.reset(failures=10, retry_after=3.0)
         started = time.monotonic()
         with pytest.raises(ex.UnavailableError):
             client.table.get_table("action", "t1")
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
     assert servicer.counts["GetTable"] == 1
 
 
