@@ -1,4 +1,4 @@
-"""A small readers-writer lock: many concurrent readers, or one writer (writers go first)."""
+"""A small readers-writer lock: many concurrent readers, or one writer, taking turns."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from contextlib import contextmanager
 
 
 class RWLock:
-    """Shared (read) / exclusive (write) lock for threads; not reentrant.
+    """Shared (read) / exclusive (write) lock for threads; not reentrant. Phase-fair:
 
-    A waiting writer blocks new readers, so a stream of searches cannot starve an update.
+    - a waiting writer holds new readers back, so a stream of searches cannot starve an update;
+    - a writer that lets go admits every reader waiting at that moment before the next writer
+      (itself included) may enter, so a writer taking the lock again and again (a graph being
+      built in chunks) cannot starve searches either: a reader waits for at most one write.
     """
 
     def __init__(self) -> None:
@@ -18,12 +21,24 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        #: Readers a writer admitted on leaving that have not entered yet (writers wait).
+        self._admitted = 0
 
     def acquire_read(self) -> None:
         """Take the lock shared; pair with :meth:`release_read` (cheaper than :meth:`read`)."""
         with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+            if self._writer or (self._writers_waiting and not self._admitted):
+                self._readers_waiting += 1
+                try:
+                    while self._writer or (self._writers_waiting and not self._admitted):
+                        self._cond.wait()
+                finally:
+                    self._readers_waiting -= 1
+                    if self._admitted:
+                        self._admitted -= 1
+                        if not self._admitted:
+                            self._cond.notify_all()  # the writers may go once readers leave
             self._readers += 1
 
     def release_read(self) -> None:
@@ -48,7 +63,7 @@ class RWLock:
         with self._cond:
             self._writers_waiting += 1
             try:
-                while self._writer or self._readers:
+                while self._writer or self._readers or self._admitted:
                     self._cond.wait()
             except BaseException:
                 self._writers_waiting -= 1
@@ -61,4 +76,5 @@ class RWLock:
         finally:
             with self._cond:
                 self._writer = False
+                self._admitted = self._readers_waiting
                 self._cond.notify_all()
