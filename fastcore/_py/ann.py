@@ -530,6 +530,24 @@ class AnnIndex:
                 except FileNotFoundError:
                     pass
 
+    @staticmethod
+    def saved_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+        """``(dim, elements, capacity)`` of an index saved at ``path``, from the first bytes
+        of its file (to size it before loading it; ``elements`` counts deleted ones too).
+
+        Raises:
+            OSError: The file cannot be read.
+            IndexCorrupt: The file does not start with an hnswlib header.
+        """
+        header = np.fromfile(os.fspath(path), dtype=_HNSW_HEADER, count=1)
+        if len(header) != 1:
+            raise IndexCorrupt(os.fspath(path), "index file is shorter than its header")
+        data, label_at = int(header[0]["data_offset"]), int(header[0]["label_offset"])
+        dim, rest = divmod(label_at - data, 4)
+        if dim < 1 or rest:
+            raise IndexCorrupt(os.fspath(path), "index file header is not hnswlib's")
+        return dim, int(header[0]["count"]), int(header[0]["max_elements"])
+
     @classmethod
     def load(
         cls,

@@ -17,8 +17,9 @@ Memory: the graphs of every knowledge table would otherwise all stay in memory. 
 budget (``knowledge_index_memory_mb``), once the resident indexes' estimated size passes it,
 the least recently searched ones are saved and evicted; a later search loads the table again
 (the saved files, then a catch-up from the change feed), with its load time logged and in
-``rowforge_knowledge_index_load_seconds``; room for the size it left with is made before it
-loads. An index still building counts at the size it grows into, and tables' graphs are built
+``rowforge_knowledge_index_load_seconds``; room for the size it left with (or, on its first
+open, the size its saved graphs will take) is made before it loads, and the warm-up at start
+opens only the tables that fit. An index still building counts at the size it grows into, and tables' graphs are built
 one table at a time, so each completes (and can be saved) soon. An index in use (a search
 between its awaits, the upkeep loop) is never evicted; one still building its graph only when
 evicting complete ones is not enough (its unfinished graph is dropped, not saved: a
@@ -274,13 +275,15 @@ class KnowledgeIndexes:
         closing = self._closing.get(schema.storage_id)
         if closing is not None:  # an evicted copy is still saving its files
             await asyncio.gather(closing, return_exceptions=True)
-        # Room first, then the load: an index evicted before comes back at about the size
-        # it left with (a first open is measured once open, and evicts then).
-        await self._keep_budget(self._sizes.get(schema.storage_id, 0))
         started = time.perf_counter()
-        index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
-                           self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER,
-                           build_turn=self._build_turn)
+        index = self._new_index(schema)
+        # Room first, then the load: an index evicted before comes back at about the size
+        # it left with; a first open at the size of its saved graphs (a table with no saved
+        # graphs is measured once open, and evicts then).
+        incoming = self._sizes.get(schema.storage_id)
+        if incoming is None and self.memory_budget:
+            incoming = await asyncio.to_thread(index.saved_bytes)
+        await self._keep_budget(incoming or 0)
         try:
             await index.open()
         except BaseException as exc:
@@ -299,6 +302,11 @@ class KnowledgeIndexes:
             "wasEvicted": evicted})
         return index
 
+    def _new_index(self, schema: TableSchema) -> TableIndex:
+        return TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
+                          self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER,
+                          build_turn=self._build_turn)
+
     async def check_exists(self, schema: TableSchema) -> None:
         """Raise NOT_FOUND (and forget the index) if the table was deleted; call it when a
         read of the table failed, to tell that from a real database error."""
@@ -316,8 +324,12 @@ class KnowledgeIndexes:
         for schema in await row_reads.knowledge_schemas(self.db):
             if schema.storage_id in self._indexes:
                 continue
-            if self.memory_budget and self.memory_bytes() >= self.memory_budget:
-                break  # the rest load on their first search
+            if self.memory_budget:
+                # Only what fits: the rest load on their first search (a warm-up that
+                # evicted to load would only trade one table for another).
+                saved = await asyncio.to_thread(self._new_index(schema).saved_bytes)
+                if self.memory_bytes() + saved >= self.memory_budget:
+                    break
             try:
                 await self._open(schema)
             except asyncio.CancelledError:

@@ -65,6 +65,15 @@ def graph_bytes(dim: int, rows: int, capacity: int, fixed: int = GRAPH_FIXED_BYT
     return rows * (8 * dim + 8 * M + 212) + capacity * 54 + fixed
 
 
+def saved_graph_bytes(path: os.PathLike[str] | str) -> int:
+    """Resident memory the graph saved at ``path`` will take once loaded (0 if unreadable)."""
+    try:
+        dim, rows, capacity = fastcore.AnnIndex.saved_shape(path)
+    except (OSError, fastcore.IndexCorrupt):
+        return 0
+    return graph_bytes(dim, rows, capacity)
+
+
 def unit_rows(raw: Sequence[bytes], dim: int) -> tuple[Matrix, npt.NDArray[np.bool_]]:
     """float32 vectors from stored bytes, scaled to unit length.
 

@@ -361,3 +361,56 @@ async def test_manager_makes_room_before_an_evicted_index_loads_again(
             assert resident + incoming <= indexes.memory_budget, (resident, incoming)
     finally:
         await indexes.stop()
+
+
+async def test_first_opens_after_a_restart_make_room_for_their_saved_graphs(
+        store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, rows = [], {}
+    for t in range(3):
+        schema = await store.create_table(P, "knowledge", f"kb{t}", [])
+        rows[schema.storage_id] = await add(store, schema, list(range(100 * t, 100 * t + 40)))
+        schemas.append(schema)
+    first = KnowledgeIndexes(store.db, tmp_path / "indexes")
+    first.poll_interval_s = 3600
+    sizes = {}
+    try:
+        for schema in schemas:
+            index = await first.get(schema)
+            await index.wait_built()
+            await asyncio.to_thread(index.lexical.release_writer)
+            sizes[schema.storage_id] = index.memory_bytes()
+    finally:
+        await first.stop()  # saves every graph
+    for schema in schemas:  # what a restart reads before loading: the files' headers
+        fresh = first._new_index(schema)
+        assert fresh.saved_bytes() == sizes[schema.storage_id]
+
+    # Restarted with room for two of the three: the warm-up opens what fits, then searches
+    # of the third make room before it loads, never after.
+    budget = int(2.5 * max(sizes.values()))
+    indexes = KnowledgeIndexes(store.db, tmp_path / "indexes", memory_budget=budget)
+    indexes.poll_interval_s = 3600
+    at_open: list[tuple[int, str]] = []
+    real_open = TableIndex.open
+
+    async def open_(self: TableIndex) -> None:
+        at_open.append((indexes.memory_bytes(), self.storage_id))
+        await real_open(self)
+
+    monkeypatch.setattr(TableIndex, "open", open_)
+    await indexes.start()
+    try:
+        for _ in range(200):
+            if len(at_open) >= 2 and not indexes._opening:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert len(at_open) == 2 and indexes.evictions == 0  # warm-up: what fits, no churn
+        for t, schema in enumerate(schemas):
+            found = await indexes.search(schema, vec(100 * t + 7), 1)
+            assert found[0][0] == rows[schema.storage_id][7]
+        assert indexes.evictions >= 1
+        for resident, storage_id in at_open:  # room was made before each load
+            assert resident + sizes[storage_id] <= budget, (resident, storage_id)
+    finally:
+        await indexes.stop()
