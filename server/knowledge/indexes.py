@@ -19,11 +19,11 @@ the least recently searched ones are saved and evicted; a later search loads the
 (the saved files, then a catch-up from the change feed), with its load time logged and in
 ``rowforge_knowledge_index_load_seconds``; room for the size it left with (or, on its first
 open, the size its saved graphs will take) is made before it loads, and the warm-up at start
-opens only the tables that fit. An index still building counts at the size it grows into, and tables' graphs are built
-one table at a time, so each completes (and can be saved) soon. An index in use (a search
-between its awaits, the upkeep loop) is never evicted; one still building its graph only when
-evicting complete ones is not enough (its unfinished graph is dropped, not saved: a
-half-built graph never is).
+opens only the tables that fit. An index still building counts at the size it grows into,
+and tables' graphs are built one table at a time, so each completes (and can be saved)
+soon. An index in use (a search between its awaits, the upkeep loop) is never evicted; one
+still building its graph only when evicting complete ones is not enough (its unfinished graph
+is dropped, not saved: a half-built graph never is).
 """
 
 from __future__ import annotations
