@@ -109,19 +109,30 @@ class Part:
         m = len(self.ids)
         if m == 0:
             return []
-        mask = self.alive.copy()
+        mask = self.alive
         if allowed is not None:
-            mask &= np.fromiter((rid in allowed for rid in self.ids), dtype=bool, count=m)
-        positions = np.flatnonzero(mask)
-        if len(positions) == 0:
+            mask = mask & np.fromiter((rid in allowed for rid in self.ids), dtype=bool, count=m)
+        live = int(np.count_nonzero(mask))
+        if live == 0:
             return []
-        distances = np.float32(1.0) - self.vectors[positions] @ query
-        if n < len(positions):
-            best = np.argpartition(distances, n - 1)[:n]
+        if 2 * live >= m:
+            # Mostly live (a part being built): one product over every row, the dead ones
+            # pushed last, rather than copying the live rows out first (~3x faster).
+            distances = np.float32(1.0) - self.vectors @ query
+            if live < m:
+                distances[~mask] = np.inf
+            positions = None
         else:
-            best = np.arange(len(positions))
+            positions = np.flatnonzero(mask)
+            distances = np.float32(1.0) - self.vectors[positions] @ query
+        k = min(n, live)
+        best = np.argpartition(distances, k - 1)[:k] if k < len(distances) else \
+            np.arange(len(distances))
         best = best[np.argsort(distances[best], kind="stable")]
-        return [(self.ids[positions[i]], float(distances[i])) for i in best.tolist()]
+        ids = self.ids
+        if positions is None:
+            return [(ids[i], float(distances[i])) for i in best.tolist()]
+        return [(ids[positions[i]], float(distances[i])) for i in best.tolist()]
 
 
 def _new_ann(dim: int, capacity: int) -> Any:

@@ -222,3 +222,24 @@ def test_memory_estimate_covers_what_a_column_really_holds() -> None:
     assert 0.7 * built_real <= built_estimate <= 1.3 * built_real, (built_real, built_estimate)
     assert staged_estimate >= built_estimate
     assert staged_estimate >= staged_real, (staged_real, staged_estimate)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), dead=st.floats(0, 1), kept=st.one_of(st.none(), st.floats(0, 1)),
+       n=st.integers(1, 50), seed=st.integers(0, 2**16))
+def test_part_search_is_exact_whatever_is_dead_or_filtered(
+        rows: int, dead: float, kept: float | None, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ids = [f"r{i}" for i in range(rows)]
+    staged = part(ids, vectors(rows, seed))
+    staged.alive[:] = rng.random(rows) >= dead
+    allowed = None if kept is None else {rid for rid in ids if rng.random() < kept}
+    q = vectors(1, seed + 1)[0]
+    found = staged.search(q, n, allowed)
+    candidates = [i for i in range(rows)
+                  if staged.alive[i] and (allowed is None or ids[i] in allowed)]
+    expected = sorted((float(1 - staged.vectors[i] @ q), ids[i]) for i in candidates)[:n]
+    # The n nearest current, allowed rows, nearest first (ids may swap only on equal distances).
+    assert [d for _, d in found] == pytest.approx([d for d, _ in expected], abs=1e-6)
+    assert {rid for rid, _ in found} <= {ids[i] for i in candidates}
+    assert len({rid for rid, _ in found}) == len(found)
