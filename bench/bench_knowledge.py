@@ -422,8 +422,9 @@ async def run_rowforge(args: argparse.Namespace, corpus: np.ndarray, queries: np
 async def search_while_building(tables: Any, knowledge: Any, schema: Any, index: Any,
                                 corpus: np.ndarray, titles: list[str], texts: list[str],
                                 query_texts: list[str]) -> dict[str, Any]:
-    """Hybrid search p50/p99 while the graph builder adds a further 10% of the rows (users
-    search while they ingest), after every other figure (it adds rows)."""
+    """Hybrid search p50/p99 while the graph builder adds a further 10% of the rows (the
+    first chunks again, as new rows; users search while they ingest), after every other
+    figure (it adds rows). At most 20 passes over the queries."""
     extra = min(len(corpus), max(BUILD_EXTRA_MIN, len(corpus) // 10))
     for s in range(0, extra, BATCH):
         await tables.insert_rows(schema, [
