@@ -43,9 +43,11 @@ EF_SEARCH = 128
 #: Time one graph write should take: searches wait while one runs (at most one: the lock
 #: is phase-fair), so the builder adds as many vectors per ``add`` as fit in it, by the cost
 #: per vector it measured (~0.3-1.5 ms at 384-d with ef_construction=200, growing with the
-#: graph and shrinking with free cores), between ADD_CHUNK_MIN and ADD_CHUNK_MAX.
+#: graph and shrinking with free cores), between ADD_CHUNK_MIN and ADD_CHUNK_MAX. Below 32
+#: vectors hnswlib's threaded ``add_items`` loses its batching: on 2 cores at 50k rows, 8 per
+#: call build at ~0.55x the rate of 256, 32 at ~0.95x (so large graphs write ~30 ms at a time).
 ADD_TARGET_S = 0.01
-ADD_CHUNK_MIN = 8
+ADD_CHUNK_MIN = 32
 ADD_CHUNK_MAX = 256
 
 Result = tuple[str, float]
