@@ -539,14 +539,12 @@ class AnnIndex:
             OSError: The file cannot be read.
             IndexCorrupt: The file does not start with an hnswlib header.
         """
-        header = np.fromfile(os.fspath(path), dtype=_HNSW_HEADER, count=1)
-        if len(header) != 1:
-            raise IndexCorrupt(os.fspath(path), "index file is shorter than its header")
-        data, label_at = int(header[0]["data_offset"]), int(header[0]["label_offset"])
+        header = _hnsw_header(os.fspath(path))
+        data, label_at = int(header["data_offset"]), int(header["label_offset"])
         dim, rest = divmod(label_at - data, 4)
         if dim < 1 or rest:
             raise IndexCorrupt(os.fspath(path), "index file header is not hnswlib's")
-        return dim, int(header[0]["count"]), int(header[0]["max_elements"])
+        return dim, int(header["count"]), int(header["max_elements"])
 
     @classmethod
     def load(
@@ -644,6 +642,14 @@ _HNSW_HEADER = np.dtype(
 _SPOT_CHECKS = 8
 
 
+def _hnsw_header(path: str) -> Any:
+    """The header of an hnswlib index file (a numpy record of :data:`_HNSW_HEADER`)."""
+    header = np.fromfile(path, dtype=_HNSW_HEADER, count=1)
+    if len(header) != 1:
+        raise IndexCorrupt(path, "index file is shorter than its header")
+    return header[0]
+
+
 def _copy_saved_vectors(path: str, index: AnnIndex, live: Labels) -> bool:
     """Fill ``index``'s vector copy straight from the saved file's level-0 records (a strided
     copy: hnswlib's ``get_items`` takes ~25 us per 384-d vector, 2.5 s per 100,000).
@@ -655,7 +661,7 @@ def _copy_saved_vectors(path: str, index: AnnIndex, live: Labels) -> bool:
     if not len(live) or sys.byteorder != "little":
         return not len(live)
     try:
-        header = np.fromfile(path, dtype=_HNSW_HEADER, count=1)[0]
+        header = _hnsw_header(path)
         count, record = int(header["count"]), int(header["record_bytes"])
         data, label_at = int(header["data_offset"]), int(header["label_offset"])
         size = os.path.getsize(path)
@@ -678,7 +684,7 @@ def _copy_saved_vectors(path: str, index: AnnIndex, live: Labels) -> bool:
             index._vectors[labels.astype(np.int64)] = vectors
         finally:
             del records
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexCorrupt):
         return False
     sample = live[:: max(1, len(live) // _SPOT_CHECKS)][:_SPOT_CHECKS]
     return bool(np.array_equal(index._vectors[sample], index._fetch(sample)))

@@ -44,11 +44,11 @@ from rowforge.server.errors import NotFound
 from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER
 from rowforge.server.knowledge.reader import Reader
 from rowforge.server.knowledge.table_index import TableIndex
-from rowforge.server.knowledge.vector_index import Result
+from rowforge.server.knowledge.vector_index import Result, saved_graph_bytes
 from rowforge.server.metrics import DISABLED, Metrics
 from rowforge.server.storage.db import Database
 from rowforge.server.tables import row_reads
-from rowforge.server.tables.change_feed import ChangeFeed
+from rowforge.server.tables.change_feed import ChangeFeed, embedding_columns
 from rowforge.server.tables.model import TableSchema
 from rowforge.server.tables.schema_store import table_not_found
 
@@ -87,7 +87,8 @@ class KnowledgeIndexes:
         self.evictions = 0
         self._evicted: set[str] = set()
         self._used_at: dict[str, float] = {}
-        #: Estimated bytes of each index when it was last evicted (room made before a load).
+        #: Estimated bytes of each index at its next load (its size when last evicted, or
+        #: of its saved graphs): room made before it loads.
         self._sizes: dict[str, int] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._own_reader = reader is None
@@ -275,15 +276,17 @@ class KnowledgeIndexes:
         closing = self._closing.get(schema.storage_id)
         if closing is not None:  # an evicted copy is still saving its files
             await asyncio.gather(closing, return_exceptions=True)
-        started = time.perf_counter()
-        index = self._new_index(schema)
         # Room first, then the load: an index evicted before comes back at about the size
         # it left with; a first open at the size of its saved graphs (a table with no saved
         # graphs is measured once open, and evicts then).
         incoming = self._sizes.get(schema.storage_id)
         if incoming is None and self.memory_budget:
-            incoming = await asyncio.to_thread(index.saved_bytes)
+            incoming = await asyncio.to_thread(self._saved_bytes, schema)
         await self._keep_budget(incoming or 0)
+        started = time.perf_counter()
+        index = TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
+                           self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER,
+                           build_turn=self._build_turn)
         try:
             await index.open()
         except BaseException as exc:
@@ -302,10 +305,12 @@ class KnowledgeIndexes:
             "wasEvicted": evicted})
         return index
 
-    def _new_index(self, schema: TableSchema) -> TableIndex:
-        return TableIndex(schema, self.db, self.feed, self.root / schema.storage_id,
-                          self.reader, analyzer=schema.text_analyzer or DEFAULT_ANALYZER,
-                          build_turn=self._build_turn)
+    def _saved_bytes(self, schema: TableSchema) -> int:
+        """Estimated memory of the table's saved graphs once loaded (from the files'
+        headers; 0 when there are none)."""
+        directory = self.root / schema.storage_id
+        return sum(saved_graph_bytes(directory / f"{name}.hnsw")
+                   for name in embedding_columns(schema))
 
     async def check_exists(self, schema: TableSchema) -> None:
         """Raise NOT_FOUND (and forget the index) if the table was deleted; call it when a
@@ -327,9 +332,10 @@ class KnowledgeIndexes:
             if self.memory_budget:
                 # Only what fits: the rest load on their first search (a warm-up that
                 # evicted to load would only trade one table for another).
-                saved = await asyncio.to_thread(self._new_index(schema).saved_bytes)
+                saved = await asyncio.to_thread(self._saved_bytes, schema)
                 if self.memory_bytes() + saved >= self.memory_budget:
                     break
+                self._sizes[schema.storage_id] = saved  # what its load makes room for
             try:
                 await self._open(schema)
             except asyncio.CancelledError:

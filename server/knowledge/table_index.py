@@ -43,13 +43,7 @@ from rowforge import fastcore
 from rowforge.server.errors import FailedPrecondition
 from rowforge.server.knowledge.lexical_index import DEFAULT_ANALYZER, LexicalIndex
 from rowforge.server.knowledge.reader import Reader
-from rowforge.server.knowledge.vector_index import (
-    ColumnIndex,
-    Part,
-    Result,
-    saved_graph_bytes,
-    unit_rows,
-)
+from rowforge.server.knowledge.vector_index import ColumnIndex, Part, Result, unit_rows
 from rowforge.server.storage.db import Database
 from rowforge.server.tables import row_reads
 from rowforge.server.tables.change_feed import ChangeFeed, embedding_columns
@@ -369,11 +363,6 @@ class TableIndex:
             await asyncio.wait([builder])
 
     # -- search ----------------------------------------------------------------------------
-
-    def saved_bytes(self) -> int:
-        """Estimated memory of the graphs saved in this table's files (read from their
-        headers; 0 when there are none): what loading them will take."""
-        return sum(saved_graph_bytes(self.directory / f"{name}.hnsw") for name in self.columns)
 
     def memory_bytes(self) -> int:
         """Estimated memory of the graphs and pending parts, plus the BM25 writer's heap while

@@ -128,8 +128,10 @@ class Part:
             positions = np.flatnonzero(mask)
             distances = np.float32(1.0) - self.vectors[positions] @ query
         k = min(n, live)
-        best = np.argpartition(distances, k - 1)[:k] if k < len(distances) else \
-            np.arange(len(distances))
+        if k < len(distances):
+            best = np.argpartition(distances, k - 1)[:k]
+        else:
+            best = np.arange(len(distances))
         best = best[np.argsort(distances[best], kind="stable")]
         ids = self.ids
         if positions is None:

@@ -320,13 +320,20 @@ async def test_manager_start_sweeps_leftovers_and_warms_up(store: TableStore,
     assert (root / schema.storage_id / MANIFEST).is_file()  # saved on stop
 
 
-async def test_manager_makes_room_before_an_evicted_index_loads_again(
-        store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def three_tables(store: TableStore) -> tuple[list[TableSchema], dict[str, list[str]]]:
+    """Three knowledge tables of 40 rows each (row t*100+i is ``vec(t*100+i)``); their
+    schemas and each one's row ids by storage id."""
     schemas, rows = [], {}
     for t in range(3):
         schema = await store.create_table(P, "knowledge", f"kb{t}", [])
         rows[schema.storage_id] = await add(store, schema, list(range(100 * t, 100 * t + 40)))
         schemas.append(schema)
+    return schemas, rows
+
+
+async def test_manager_makes_room_before_an_evicted_index_loads_again(
+        store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, rows = await three_tables(store)
     indexes = KnowledgeIndexes(store.db, tmp_path / "indexes")
     indexes.poll_interval_s = 3600
     await indexes.start()
@@ -365,11 +372,7 @@ async def test_manager_makes_room_before_an_evicted_index_loads_again(
 
 async def test_first_opens_after_a_restart_make_room_for_their_saved_graphs(
         store: TableStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    schemas, rows = [], {}
-    for t in range(3):
-        schema = await store.create_table(P, "knowledge", f"kb{t}", [])
-        rows[schema.storage_id] = await add(store, schema, list(range(100 * t, 100 * t + 40)))
-        schemas.append(schema)
+    schemas, rows = await three_tables(store)
     first = KnowledgeIndexes(store.db, tmp_path / "indexes")
     first.poll_interval_s = 3600
     sizes = {}
@@ -382,8 +385,7 @@ async def test_first_opens_after_a_restart_make_room_for_their_saved_graphs(
     finally:
         await first.stop()  # saves every graph
     for schema in schemas:  # what a restart reads before loading: the files' headers
-        fresh = first._new_index(schema)
-        assert fresh.saved_bytes() == sizes[schema.storage_id]
+        assert first._saved_bytes(schema) == sizes[schema.storage_id]
 
     # Restarted with room for two of the three: the warm-up opens what fits, then searches
     # of the third make room before it loads, never after.
